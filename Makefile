@@ -1,0 +1,51 @@
+# CasareRPA. `make dev` runs the control plane on its embedded default,
+# `make test` runs every test (PostgreSQL and Redis from CASARE_TEST_DATABASE_URL
+# and CASARE_TEST_REDIS_URL, defaulting to the local services).
+
+GO       ?= go
+TOOL     := $(GO) tool -modfile=rpc/tools.mod
+BIN      := bin
+BINARIES := $(patsubst cmd/%/main.go,$(BIN)/%,$(wildcard cmd/*/main.go))
+
+export CASARE_TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/test?sslmode=disable
+export CASARE_TEST_REDIS_URL ?= redis://127.0.0.1:6379/0
+
+.PHONY: all build dev test test-short bench generate generate-check lint fmt clean
+
+all: build
+
+build: $(BINARIES)
+
+$(BIN)/%: FORCE
+	$(GO) build -o $@ ./cmd/$*
+
+FORCE:
+
+## dev: run the control plane on SQLite and an embedded Redis in ./casare-data
+dev:
+	$(GO) run ./cmd/casare-server --data-dir ./casare-data
+
+## test: every test, against real PostgreSQL and Redis as well as the embedded default
+test:
+	$(GO) test -count=1 -timeout 20m ./...
+
+## bench: the benchmarks, against PostgreSQL and Redis
+bench:
+	$(GO) test -run '^$$' -bench . -benchtime 5s -timeout 30m ./...
+
+## generate: regenerate the API code from rpc/ with the pinned tools
+generate:
+	cd rpc/internal/protodeps && $(GO) run . ../..
+	$(TOOL) buf generate --path rpc/casare --path rpc/grpc
+
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+	cd rpc/internal/protodeps && $(GO) run . ../..
+	$(TOOL) buf lint
+
+fmt:
+	gofmt -w $$(git ls-files '*.go')
+
+clean:
+	rm -rf $(BIN)
