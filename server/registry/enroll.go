@@ -1,0 +1,218 @@
+package registry
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/uptrace/bun"
+)
+
+// Errors of enrolment, told apart so the robot hears what went wrong.
+var (
+	// ErrTokenUsed: the enrollment token enrolled a robot already.
+	ErrTokenUsed = errors.New("the enrollment token was already used")
+	// ErrTokenExpired: the enrollment token is past its expiry.
+	ErrTokenExpired = errors.New("the enrollment token has expired")
+)
+
+// CreateEnrollmentToken stores t with the audit event.
+func (r *Registry) CreateEnrollmentToken(ctx context.Context, t *EnrollmentToken, audit *AuditEvent) error {
+	t.CreatedAt = normalize(t.CreatedAt)
+	t.ExpiresAt = normalize(t.ExpiresAt)
+	err := r.db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+		if _, err := tx.NewInsert().Model(t).Exec(ctx); err != nil {
+			return err
+		}
+		return insertAudit(ctx, tx, audit)
+	})
+	if err != nil {
+		return fmt.Errorf("create enrollment token: %w", err)
+	}
+	return nil
+}
+
+// EnrollRobot spends the enrollment token whose secret hashes to hash on
+// robot: in one transaction it checks the token is unused and unexpired,
+// stores the robot under the token's name and labels, and marks the token
+// used. ErrNotFound for an unknown token, ErrTokenUsed, ErrTokenExpired, or
+// ErrAlreadyExists when a robot has the name.
+func (r *Registry) EnrollRobot(ctx context.Context, hash string, robot *Robot, at time.Time) error {
+	at = normalize(at)
+	err := r.db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+		token := new(EnrollmentToken)
+		q := tx.NewSelect().Model(token).Where("hash = ?", hash)
+		if r.dialect == "postgres" {
+			q = q.For("UPDATE")
+		}
+		if err := q.Scan(ctx); err != nil {
+			if errors.Is(err, sql.ErrNoRows) {
+				return ErrNotFound
+			}
+			return err
+		}
+		switch {
+		case token.UsedAt != nil:
+			return ErrTokenUsed
+		case !at.Before(token.ExpiresAt):
+			return ErrTokenExpired
+		}
+		robot.Name, robot.Labels = token.Name, token.Labels
+		robot.CreatedAt, robot.UpdatedAt = at, at
+		if _, err := tx.NewInsert().Model(robot).Exec(ctx); err != nil {
+			if isUniqueViolation(err) {
+				return fmt.Errorf("a robot named %q exists: %w", robot.Name, ErrAlreadyExists)
+			}
+			return err
+		}
+		token.UsedAt, token.RobotID = &at, robot.ID
+		_, err := tx.NewUpdate().Model(token).Column("used_at", "robot_id").WherePK().Exec(ctx)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("enrol robot: %w", err)
+	}
+	return nil
+}
+
+// RobotConnected records what a robot said about itself on connecting and
+// that it is online.
+func (r *Registry) RobotConnected(ctx context.Context, rb *Robot) error {
+	rb.UpdatedAt = now()
+	_, err := r.db.NewUpdate().Model(rb).
+		Column("labels", "capabilities", "version", "os", "hostname", "status", "max_jobs", "connected_since", "last_seen", "updated_at").
+		WherePK().Exec(ctx)
+	if err != nil {
+		return fmt.Errorf("robot %s connected: %w", rb.ID, err)
+	}
+	return nil
+}
+
+// RobotsOffline marks robots offline with the time they were last seen.
+func (r *Registry) RobotsOffline(ctx context.Context, lastSeen map[string]time.Time) error {
+	return r.updateRobots(ctx, lastSeen, "offline")
+}
+
+// TouchRobots records when robots were last seen, all in one transaction:
+// heartbeats are counted in memory and written in batches.
+func (r *Registry) TouchRobots(ctx context.Context, lastSeen map[string]time.Time) error {
+	return r.updateRobots(ctx, lastSeen, "")
+}
+
+func (r *Registry) updateRobots(ctx context.Context, lastSeen map[string]time.Time, status string) error {
+	if len(lastSeen) == 0 {
+		return nil
+	}
+	// One statement for the whole batch: a fleet's heartbeats cost one
+	// round trip per flush, not one per robot.
+	type seen struct {
+		ID       string    `bun:"id"`
+		LastSeen time.Time `bun:"last_seen"`
+	}
+	rows := make([]seen, 0, len(lastSeen))
+	for id, t := range lastSeen {
+		rows = append(rows, seen{ID: id, LastSeen: normalize(t)})
+	}
+	q := r.db.NewUpdate().
+		With("_data", r.db.NewValues(&rows)).
+		Model((*Robot)(nil)).
+		TableExpr("_data").
+		Set("last_seen = _data.last_seen").
+		Set("updated_at = ?", now()).
+		Where("robot.id = _data.id")
+	if status != "" {
+		q = q.Set("status = ?", status).Set("connected_since = NULL")
+	}
+	if _, err := q.Exec(ctx); err != nil {
+		return fmt.Errorf("update robots: %w", err)
+	}
+	return nil
+}
+
+// RevokedSerials returns the serials of every revoked certificate.
+func (r *Registry) RevokedSerials(ctx context.Context) ([]string, error) {
+	var serials []string
+	if err := r.db.NewSelect().Model((*RevokedCertificate)(nil)).Column("serial").Scan(ctx, &serials); err != nil {
+		return nil, fmt.Errorf("revoked certificates: %w", err)
+	}
+	return serials, nil
+}
+
+// DeleteRobot removes the robot with the id or name and revokes its
+// certificate, with the audit event, in one transaction. It returns the
+// robot as it was; ErrNotFound when there is none.
+func (r *Registry) DeleteRobot(ctx context.Context, idOrName string, audit *AuditEvent) (*Robot, error) {
+	var robot *Robot
+	err := r.db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+		rb := new(Robot)
+		err := tx.NewSelect().Model(rb).Where("id = ? OR name = ?", idOrName, idOrName).
+			OrderExpr("CASE WHEN id = ? THEN 0 ELSE 1 END", idOrName).Limit(1).Scan(ctx)
+		if errors.Is(err, sql.ErrNoRows) {
+			return ErrNotFound
+		}
+		if err != nil {
+			return err
+		}
+		if rb.CertSerial != "" {
+			revoked := &RevokedCertificate{Serial: rb.CertSerial, RobotID: rb.ID, RevokedAt: now()}
+			if _, err := tx.NewInsert().Model(revoked).On("CONFLICT (serial) DO NOTHING").Exec(ctx); err != nil {
+				return err
+			}
+		}
+		if _, err := tx.NewDelete().Model(rb).WherePK().Exec(ctx); err != nil {
+			return err
+		}
+		if audit != nil {
+			audit.Target = "robot/" + rb.ID
+		}
+		robot = rb
+		return insertAudit(ctx, tx, audit)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("delete robot %s: %w", idOrName, err)
+	}
+	return robot, nil
+}
+
+// SetRobotStatus records a robot's status.
+func (r *Registry) SetRobotStatus(ctx context.Context, id, status string) error {
+	_, err := r.db.NewUpdate().Model((*Robot)(nil)).Set("status = ?", status).Set("updated_at = ?", now()).Where("id = ?", id).Exec(ctx)
+	if err != nil {
+		return fmt.Errorf("set robot %s %s: %w", id, status, err)
+	}
+	return nil
+}
+
+// RobotCounts counts robots by status, taking those not seen since
+// staleBefore as offline whatever their row says.
+func (r *Registry) RobotCounts(ctx context.Context, staleBefore time.Time) (map[string]int, error) {
+	var rows []struct {
+		Status string
+		N      int
+	}
+	err := r.db.NewSelect().Model((*Robot)(nil)).
+		ColumnExpr("CASE WHEN last_seen IS NULL OR last_seen < ? THEN 'offline' ELSE status END AS status", normalize(staleBefore)).
+		ColumnExpr("count(*) AS n").
+		GroupExpr("1").Scan(ctx, &rows)
+	if err != nil {
+		return nil, fmt.Errorf("count robots: %w", err)
+	}
+	out := map[string]int{}
+	for _, row := range rows {
+		out[row.Status] += row.N
+	}
+	return out, nil
+}
+
+// SetRobotCertificate records a robot's renewed certificate.
+func (r *Registry) SetRobotCertificate(ctx context.Context, id, serial string, expires time.Time) error {
+	expires = normalize(expires)
+	_, err := r.db.NewUpdate().Model((*Robot)(nil)).Set("cert_serial = ?", serial).Set("cert_expires_at = ?", expires).
+		Set("updated_at = ?", now()).Where("id = ?", id).Exec(ctx)
+	if err != nil {
+		return fmt.Errorf("record robot %s certificate: %w", id, err)
+	}
+	return nil
+}

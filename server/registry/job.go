@@ -1,0 +1,248 @@
+package registry
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/uptrace/bun"
+)
+
+// CreateJob inserts job, its first event and the audit event (when not nil)
+// in one transaction. When job.IdempotencyKey is set and a job with that key
+// exists, it writes nothing and returns that job with existing true; two
+// concurrent submits with one key yield one job.
+func (r *Registry) CreateJob(ctx context.Context, job *Job, audit *AuditEvent) (saved *Job, existing bool, err error) {
+	job.CreatedAt = normalize(job.CreatedAt)
+	job.UpdatedAt = job.CreatedAt
+	if job.IdempotencyKey == nil && r.inserter != nil {
+		return job, false, r.inserter.insert(ctx, job, audit)
+	}
+	err = r.db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+		insert := tx.NewInsert().Model(job)
+		if job.IdempotencyKey != nil {
+			insert = insert.On("CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING")
+		}
+		res, err := insert.Exec(ctx)
+		if err != nil {
+			return err
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			existing = true
+			return nil
+		}
+		if _, err := tx.NewInsert().Model(firstEvent(job)).Exec(ctx); err != nil {
+			return err
+		}
+		return insertAudit(ctx, tx, audit)
+	})
+	if err != nil {
+		return nil, false, fmt.Errorf("create job: %w", err)
+	}
+	if !existing {
+		return job, false, nil
+	}
+	found := new(Job)
+	err = r.db.NewSelect().Model(found).Where("idempotency_key = ?", *job.IdempotencyKey).Scan(ctx)
+	if err != nil {
+		return nil, false, fmt.Errorf("create job: read the job with idempotency key %q: %w", *job.IdempotencyKey, err)
+	}
+	return found, true, nil
+}
+
+func firstEvent(job *Job) *JobEvent {
+	return &JobEvent{
+		JobID:    job.ID,
+		Time:     job.CreatedAt,
+		ToStatus: job.Status,
+		Attempt:  job.Attempt,
+		Reason:   "submitted",
+		Actor:    job.CreatedBy,
+	}
+}
+
+// GetJob returns the job with the id, or ErrNotFound.
+func (r *Registry) GetJob(ctx context.Context, id string) (*Job, error) {
+	job := new(Job)
+	err := r.db.NewSelect().Model(job).Where("id = ?", id).Scan(ctx)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, fmt.Errorf("get job %s: %w", id, ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("get job %s: %w", id, err)
+	}
+	return job, nil
+}
+
+// JobEvents returns the job's events, oldest first.
+func (r *Registry) JobEvents(ctx context.Context, jobID string) ([]JobEvent, error) {
+	var events []JobEvent
+	err := r.db.NewSelect().Model(&events).Where("job_id = ?", jobID).OrderExpr("id ASC").Scan(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("job events %s: %w", jobID, err)
+	}
+	return events, nil
+}
+
+// JobFilter narrows ListJobs; zero fields match everything.
+type JobFilter struct {
+	Statuses     []JobStatus
+	WorkflowName string
+	RobotID      string
+}
+
+// ListJobs returns jobs newest first. nextToken is "" on the last page; a
+// token from another filter gives ErrInvalidPageToken.
+func (r *Registry) ListJobs(ctx context.Context, f JobFilter, p Page) (jobs []Job, nextToken string, err error) {
+	statuses := slices.Clone(f.Statuses)
+	slices.Sort(statuses)
+	query := []any{"jobs", statuses, f.WorkflowName, f.RobotID}
+	after, err := decodePageToken(p.Token, query...)
+	if err != nil {
+		return nil, "", fmt.Errorf("list jobs: %w", err)
+	}
+	q := r.db.NewSelect().Model(&jobs)
+	if len(statuses) > 0 {
+		q = q.Where("status IN (?)", bun.In(statuses))
+	}
+	if f.WorkflowName != "" {
+		q = q.Where("workflow_name = ?", f.WorkflowName)
+	}
+	if f.RobotID != "" {
+		q = q.Where("robot_id = ?", f.RobotID)
+	}
+	if after != "" {
+		q = q.Where("id < ?", after)
+	}
+	size := p.size()
+	if err := q.OrderExpr("id DESC").Limit(int64(size + 1)).Scan(ctx); err != nil {
+		return nil, "", fmt.Errorf("list jobs: %w", err)
+	}
+	if len(jobs) > size {
+		jobs = jobs[:size]
+		nextToken = encodePageToken(jobs[size-1].ID, query...)
+	}
+	return jobs, nextToken, nil
+}
+
+// Transition is a change of a job's status; see TransitionJob.
+type Transition struct {
+	JobID string
+	// From lists the statuses the job may be in for the change to apply.
+	From []JobStatus
+	// Attempt, when not zero, fences the change: it applies only while the
+	// job is on that attempt, so news about a superseded attempt is ignored.
+	Attempt int32
+	To      JobStatus
+	// NextAttempt starts the next attempt (a job sent back for another robot).
+	NextAttempt bool
+	// RobotID, when not nil, becomes the job's robot.
+	RobotID *string
+	// Message is the new status message.
+	Message string
+	// Reason and Actor go to the job event.
+	Reason string
+	Actor  string
+	// Result, when not nil, becomes the job's result.
+	Result *string
+	// Now is the time of the change; zero means now.
+	Now time.Time
+}
+
+// TransitionJob applies t with its job event and audit event in one
+// transaction, and returns the updated job. When the job is not in one of
+// t.From or not on t.Attempt, it changes nothing and returns the job as it
+// is together with an error wrapping ErrConflict. ErrNotFound when there is
+// no such job.
+func (r *Registry) TransitionJob(ctx context.Context, t Transition, audit *AuditEvent) (*Job, error) {
+	at := normalize(t.Now)
+	job := new(Job)
+	var conflict error
+	err := r.db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+		q := tx.NewSelect().Model(job).Where("id = ?", t.JobID)
+		if r.dialect == "postgres" {
+			q = q.For("UPDATE")
+		}
+		if err := q.Scan(ctx); err != nil {
+			if errors.Is(err, sql.ErrNoRows) {
+				return ErrNotFound
+			}
+			return err
+		}
+		if !slices.Contains(t.From, job.Status) {
+			conflict = fmt.Errorf("job %s is %s: %w", job.ID, job.Status, ErrConflict)
+			return nil
+		}
+		if t.Attempt != 0 && t.Attempt != job.Attempt {
+			conflict = fmt.Errorf("job %s is on attempt %d, not %d: %w", job.ID, job.Attempt, t.Attempt, ErrConflict)
+			return nil
+		}
+		from := job.Status
+		job.Status = t.To
+		job.StatusMessage = t.Message
+		job.UpdatedAt = at
+		if t.NextAttempt {
+			job.Attempt++
+		}
+		if t.RobotID != nil {
+			job.RobotID = *t.RobotID
+		}
+		if t.Result != nil {
+			job.Result = *t.Result
+		}
+		if t.To == JobRunning && job.StartedAt == nil {
+			job.StartedAt = &at
+		}
+		if t.To.Finished() {
+			job.FinishedAt = &at
+		}
+		if _, err := tx.NewUpdate().Model(job).WherePK().Exec(ctx); err != nil {
+			return err
+		}
+		event := &JobEvent{
+			JobID:      job.ID,
+			Time:       at,
+			FromStatus: from,
+			ToStatus:   t.To,
+			Attempt:    job.Attempt,
+			RobotID:    job.RobotID,
+			Reason:     t.Reason,
+			Actor:      t.Actor,
+		}
+		if _, err := tx.NewInsert().Model(event).Exec(ctx); err != nil {
+			return err
+		}
+		return insertAudit(ctx, tx, audit)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("transition job %s to %s: %w", t.JobID, t.To, err)
+	}
+	if conflict != nil {
+		return job, conflict
+	}
+	return job, nil
+}
+
+// PendingJob is a pending job as the reconciler needs it.
+type PendingJob struct {
+	ID       string
+	Attempt  int32
+	Priority Priority
+}
+
+// PendingJobs returns up to limit pending jobs with ids after afterID, in id
+// order.
+func (r *Registry) PendingJobs(ctx context.Context, afterID string, limit int) ([]PendingJob, error) {
+	var out []PendingJob
+	q := r.db.NewSelect().Model((*Job)(nil)).Column("id", "attempt", "priority").Where("status = ?", JobPending)
+	if afterID != "" {
+		q = q.Where("id > ?", afterID)
+	}
+	if err := q.OrderExpr("id ASC").Limit(int64(limit)).Scan(ctx, &out); err != nil {
+		return nil, fmt.Errorf("pending jobs: %w", err)
+	}
+	return out, nil
+}

@@ -1,0 +1,214 @@
+// Package registry is the control plane's record of jobs, workflows, tokens,
+// audit events and robots, kept with bun in PostgreSQL or, on the embedded
+// default, SQLite. It is the truth the queue and the robots are reconciled
+// against.
+package registry
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/stdlib"
+	"github.com/uptrace/bun"
+	"github.com/uptrace/bun/dialect/pgdialect"
+	"github.com/uptrace/bun/dialect/sqlitedialect"
+	"github.com/uptrace/bun/driver/sqliteshim"
+	"github.com/uptrace/bun/migrate"
+
+	"github.com/casarerpa/casare/sql/migrations"
+)
+
+// Options configures Open.
+type Options struct {
+	// DatabaseURL is postgres://…; empty means SQLite in DataDir.
+	DatabaseURL string
+	DataDir     string
+	Logger      *slog.Logger
+	// MaxOpenConns bounds the PostgreSQL pool; 0 means 20.
+	MaxOpenConns int
+}
+
+// Registry is the database.
+type Registry struct {
+	db      *bun.DB
+	dialect string
+	logger  *slog.Logger
+	// inserter batches job submits on PostgreSQL; SQLite commits locally
+	// and gains nothing from it.
+	inserter *jobInserter
+}
+
+// Open opens and pings the database. It does not migrate; see Migrate.
+func Open(ctx context.Context, opts Options) (*Registry, error) {
+	r := &Registry{logger: opts.Logger}
+	if r.logger == nil {
+		r.logger = slog.Default()
+	}
+	if opts.DatabaseURL == "" {
+		if err := os.MkdirAll(opts.DataDir, 0o700); err != nil {
+			return nil, fmt.Errorf("create data dir: %w", err)
+		}
+		path := filepath.Join(opts.DataDir, "casare.db")
+		// WAL lets readers run beside the writer; immediate transactions
+		// take the write lock up front, so two writers queue on
+		// busy_timeout instead of failing on a lock upgrade.
+		dsn := "file:" + path + "?_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)&_pragma=foreign_keys(1)&_pragma=synchronous(NORMAL)&_txlock=immediate"
+		sqldb, err := sql.Open(sqliteshim.ShimName, dsn)
+		if err != nil {
+			return nil, fmt.Errorf("open sqlite %s: %w", path, err)
+		}
+		// One connection: SQLite has one writer anyway, and a single
+		// connection never sees "database is locked".
+		sqldb.SetMaxOpenConns(1)
+		r.db = bun.NewDB(sqldb, sqlitedialect.New())
+		r.dialect = "sqlite"
+	} else {
+		cfg, err := pgx.ParseConfig(opts.DatabaseURL)
+		if err != nil {
+			return nil, fmt.Errorf("--database-url: %w", err)
+		}
+		// bun writes the values into the SQL text itself, so every query
+		// string is new: preparing and caching each one would cost a round
+		// trip and churn the statement cache for nothing.
+		cfg.DefaultQueryExecMode = pgx.QueryExecModeSimpleProtocol
+		sqldb := stdlib.OpenDB(*cfg)
+		conns := opts.MaxOpenConns
+		if conns <= 0 {
+			conns = 20
+		}
+		sqldb.SetMaxOpenConns(conns)
+		sqldb.SetMaxIdleConns(conns)
+		sqldb.SetConnMaxIdleTime(5 * time.Minute)
+		r.db = bun.NewDB(sqldb, pgdialect.New())
+		r.dialect = "postgres"
+		r.inserter = newJobInserter(r.db)
+	}
+	if err := r.Ping(ctx); err != nil {
+		r.Close()
+		return nil, err
+	}
+	return r, nil
+}
+
+// Dialect returns "postgres" or "sqlite".
+func (r *Registry) Dialect() string { return r.dialect }
+
+// DB returns the database handle.
+func (r *Registry) DB() *bun.DB { return r.db }
+
+// Ping checks that the database answers.
+func (r *Registry) Ping(ctx context.Context) error {
+	if err := r.db.PingContext(ctx); err != nil {
+		return fmt.Errorf("ping %s: %w", r.dialect, err)
+	}
+	return nil
+}
+
+// Close stops the batch inserter and closes the database.
+func (r *Registry) Close() error {
+	if r.inserter != nil {
+		r.inserter.close()
+	}
+	return r.db.Close()
+}
+
+// migrationLockKey is the PostgreSQL advisory lock that serialises
+// migrations when several control planes start at once.
+const migrationLockKey = 0x6361736172650001
+
+func (r *Registry) migrator() (*migrate.Migrator, error) {
+	ms, err := migrations.For(r.dialect)
+	if err != nil {
+		return nil, err
+	}
+	return migrate.NewMigrator(r.db, ms, migrate.WithMarkAppliedOnSuccess(true)), nil
+}
+
+// Migrate applies the migrations not yet applied and returns their names.
+// On PostgreSQL it holds an advisory lock meanwhile, so replicas starting
+// together wait for each other instead of racing.
+func (r *Registry) Migrate(ctx context.Context) ([]string, error) {
+	m, err := r.migrator()
+	if err != nil {
+		return nil, err
+	}
+	if r.dialect == "postgres" {
+		conn, err := r.db.Conn(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("migrate: %w", err)
+		}
+		defer conn.Close()
+		if _, err := conn.ExecContext(ctx, "SELECT pg_advisory_lock(?)", int64(migrationLockKey)); err != nil {
+			return nil, fmt.Errorf("migrate: lock: %w", err)
+		}
+		defer conn.ExecContext(context.WithoutCancel(ctx), "SELECT pg_advisory_unlock(?)", int64(migrationLockKey))
+	}
+	if err := m.Init(ctx); err != nil {
+		return nil, fmt.Errorf("migrate: init: %w", err)
+	}
+	group, err := m.Migrate(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("migrate: %w", err)
+	}
+	var names []string
+	for _, mg := range group.Migrations {
+		names = append(names, mg.String())
+	}
+	return names, nil
+}
+
+// PendingMigrations returns the migrations not applied yet; readiness
+// requires none.
+func (r *Registry) PendingMigrations(ctx context.Context) ([]string, error) {
+	m, err := r.migrator()
+	if err != nil {
+		return nil, err
+	}
+	all, err := m.MigrationsWithStatus(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("migration status: %w", err)
+	}
+	var names []string
+	for _, mg := range all.Unapplied() {
+		names = append(names, mg.String())
+	}
+	return names, nil
+}
+
+// NewID returns a new time-ordered identifier (UUIDv7), so ids sort by
+// creation and pagination can use them as keys.
+func NewID() string {
+	return uuid.Must(uuid.NewV7()).String()
+}
+
+// now returns the current time as stored: UTC, to the microsecond, so a
+// value reads back equal on both dialects.
+func now() time.Time {
+	return time.Now().UTC().Truncate(time.Microsecond)
+}
+
+func normalize(t time.Time) time.Time {
+	if t.IsZero() {
+		return now()
+	}
+	return t.UTC().Truncate(time.Microsecond)
+}
+
+// insertAudit writes e within tx when it is not nil.
+func insertAudit(ctx context.Context, tx bun.IDB, e *AuditEvent) error {
+	if e == nil {
+		return nil
+	}
+	e.Time = normalize(e.Time)
+	if _, err := tx.NewInsert().Model(e).Exec(ctx); err != nil {
+		return fmt.Errorf("write audit event: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,3 @@
+DROP TABLE revoked_certificates;
+--bun:split
+DROP TABLE enrollment_tokens;
