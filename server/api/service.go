@@ -1,0 +1,111 @@
+// Package api implements the casare.v1 Connect services. Handlers stay thin:
+// they check what protovalidate cannot, convert between the API and the
+// registry in convert.go, and map errors in error.go.
+package api
+
+import (
+	"context"
+	"log/slog"
+	"time"
+
+	"connectrpc.com/connect/v2"
+
+	"github.com/casarerpa/casare/rpc/casare/v1/casarev1connect"
+	"github.com/casarerpa/casare/server/auth"
+	"github.com/casarerpa/casare/server/queue"
+	"github.com/casarerpa/casare/server/registry"
+)
+
+// Queue is the dispatch queue as the API uses it.
+type Queue interface {
+	Enqueue(ctx context.Context, t queue.Task) error
+	Remove(ctx context.Context, t queue.Task) error
+	// PublishJobChange tells every replica's watchers that a job changed.
+	PublishJobChange(ctx context.Context, jobID string)
+}
+
+// ChangeFeed streams the ids of things that change, until cancelled.
+type ChangeFeed interface {
+	Subscribe() (<-chan string, func())
+}
+
+// Enrollment tells what an enrollment token must carry: the address robots
+// dial and the fingerprint of the CA the gateway's certificate chains to.
+type Enrollment interface {
+	Target() (addr string, caFingerprint []byte)
+}
+
+// RobotControl acts on robots' live connections.
+type RobotControl interface {
+	// Drain tells a connected robot to take no new work.
+	Drain(ctx context.Context, robotID, reason string) error
+	// Revoke refuses a certificate and closes the robot's connection.
+	Revoke(robotID, serial string)
+	// Subscribe streams the ids of robots that change, until cancelled.
+	Subscribe() (<-chan string, func())
+}
+
+// Options configures the services.
+type Options struct {
+	Registry *registry.Registry
+	Queue    Queue
+	Auth     *auth.Authenticator
+	Logger   *slog.Logger
+	// DefaultMaxAttempts applies to jobs submitted without max_attempts.
+	DefaultMaxAttempts int32
+	Enrollment         Enrollment
+	Robots             RobotControl
+	JobChanges         ChangeFeed
+	// RobotStaleAfter is how long after its last heartbeat a robot the
+	// registry says is online is shown offline: the replica that served it
+	// may have died without saying so.
+	RobotStaleAfter time.Duration
+}
+
+// Services holds the implementations of the casare.v1 services.
+type Services struct {
+	reg    *registry.Registry
+	queue  Queue
+	auth   *auth.Authenticator
+	logger *slog.Logger
+
+	defaultMaxAttempts int32
+	enrollment         Enrollment
+	robots             RobotControl
+	jobChanges         ChangeFeed
+	robotStaleAfter    time.Duration
+}
+
+// New returns the services.
+func New(opts Options) *Services {
+	if opts.DefaultMaxAttempts <= 0 {
+		opts.DefaultMaxAttempts = 3
+	}
+	return &Services{
+		reg:                opts.Registry,
+		queue:              opts.Queue,
+		auth:               opts.Auth,
+		logger:             opts.Logger,
+		defaultMaxAttempts: opts.DefaultMaxAttempts,
+		enrollment:         opts.Enrollment,
+		robots:             opts.Robots,
+		jobChanges:         opts.JobChanges,
+		robotStaleAfter:    opts.RobotStaleAfter,
+	}
+}
+
+// Register registers every casare.v1 service on server.
+func (s *Services) Register(server *connect.Server) {
+	casarev1connect.RegisterJobServiceHandler(server, &jobService{Services: s})
+	casarev1connect.RegisterWorkflowServiceHandler(server, &workflowService{s})
+	casarev1connect.RegisterRobotServiceHandler(server, &robotService{Services: s})
+	casarev1connect.RegisterAdminServiceHandler(server, &adminService{s})
+}
+
+// actor names the caller for job events and created_by columns.
+func actor(ctx context.Context) string {
+	if p, ok := auth.PrincipalFrom(ctx); ok {
+		return p.Name
+	}
+	return "system"
+}

@@ -1,0 +1,137 @@
+// Package server assembles the control plane: registry, queue, API, and the
+// HTTP port that serves Connect, gRPC, gRPC-Web, health and metrics.
+package server
+
+import (
+	"fmt"
+	"log/slog"
+	"net/url"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/caarlos0/env/v11"
+)
+
+// Config is the control plane's configuration. Every field has an
+// environment variable; cmd/casare-server adds a flag for each.
+type Config struct {
+	// HTTPAddr serves Connect, gRPC, gRPC-Web, /metrics and /health/*.
+	HTTPAddr string `env:"CASARE_HTTP_ADDR" envDefault:"127.0.0.1:8080"`
+	// QUICAddr is the UDP address of the gateway robots dial.
+	QUICAddr string `env:"CASARE_QUIC_ADDR" envDefault:"127.0.0.1:8443"`
+	// QUICAdvertise is the address enrollment tokens tell robots to dial,
+	// when it differs from QUICAddr (behind NAT, a load balancer, 0.0.0.0).
+	QUICAdvertise string `env:"CASARE_QUIC_ADVERTISE"`
+	// HeartbeatInterval is how often robots send heartbeats; three missed
+	// make a robot offline.
+	HeartbeatInterval time.Duration `env:"CASARE_HEARTBEAT_INTERVAL" envDefault:"30s"`
+	// CACert and CAKey load the CA from files; empty means the CA in
+	// DataDir, created on first start.
+	CACert string `env:"CASARE_CA_CERT"`
+	CAKey  string `env:"CASARE_CA_KEY"`
+	// RobotCertValidity is how long the robot certificates it signs last.
+	RobotCertValidity time.Duration `env:"CASARE_ROBOT_CERT_VALIDITY" envDefault:"8760h"`
+	// DataDir holds the SQLite database, the admin token and, later, the CA.
+	DataDir string `env:"CASARE_DATA_DIR" envDefault:"./casare-data"`
+	// DatabaseURL is postgres://…; empty means SQLite in DataDir.
+	DatabaseURL string `env:"CASARE_DATABASE_URL"`
+	// RedisURL is redis://…; empty means an embedded Redis in-process.
+	RedisURL string `env:"CASARE_REDIS_URL"`
+	// CORSOrigins are the browser origins allowed to call the API.
+	CORSOrigins []string `env:"CASARE_CORS_ORIGINS" envSeparator:","`
+	// Environment labels the metrics (production, staging, …).
+	Environment string `env:"CASARE_ENVIRONMENT" envDefault:"default"`
+	// ReconcileInterval is how often pending jobs that Redis lost are
+	// queued again.
+	ReconcileInterval time.Duration `env:"CASARE_RECONCILE_INTERVAL" envDefault:"30s"`
+	// MaxRequestBytes limits one request message.
+	MaxRequestBytes int `env:"CASARE_MAX_REQUEST_BYTES" envDefault:"4194304"`
+	// ShutdownTimeout bounds the graceful shutdown on SIGTERM.
+	ShutdownTimeout time.Duration `env:"CASARE_SHUTDOWN_TIMEOUT" envDefault:"20s"`
+	// DefaultMaxAttempts applies to jobs submitted without max_attempts.
+	DefaultMaxAttempts int32 `env:"CASARE_DEFAULT_MAX_ATTEMPTS" envDefault:"3"`
+	// LogLevel is debug, info, warn or error.
+	LogLevel string `env:"CASARE_LOG_LEVEL" envDefault:"info"`
+	// LogFormat is text or json.
+	LogFormat string `env:"CASARE_LOG_FORMAT" envDefault:"text"`
+}
+
+// ConfigFromEnv returns the configuration from the environment and defaults.
+func ConfigFromEnv() (Config, error) {
+	var cfg Config
+	if err := env.Parse(&cfg); err != nil {
+		return Config{}, fmt.Errorf("read configuration from the environment: %w", err)
+	}
+	return cfg, nil
+}
+
+// Check reports the first setting that cannot work, naming it.
+func (c Config) Check() error {
+	if c.DataDir == "" {
+		return fmt.Errorf("--data-dir: must not be empty")
+	}
+	if c.DatabaseURL != "" && !strings.HasPrefix(c.DatabaseURL, "postgres://") && !strings.HasPrefix(c.DatabaseURL, "postgresql://") {
+		return fmt.Errorf("--database-url: want postgres://…, got %q", redact(c.DatabaseURL))
+	}
+	if c.RedisURL != "" && !strings.HasPrefix(c.RedisURL, "redis://") && !strings.HasPrefix(c.RedisURL, "rediss://") {
+		return fmt.Errorf("--redis-url: want redis://… or rediss://…, got %q", redact(c.RedisURL))
+	}
+	if c.HeartbeatInterval < 10*time.Millisecond {
+		return fmt.Errorf("--heartbeat-interval: at least 10ms, got %s", c.HeartbeatInterval)
+	}
+	if c.RobotCertValidity < time.Hour {
+		return fmt.Errorf("--robot-cert-validity: at least 1h, got %s", c.RobotCertValidity)
+	}
+	if (c.CACert == "") != (c.CAKey == "") {
+		return fmt.Errorf("--ca-cert and --ca-key: give both or neither")
+	}
+	if c.MaxRequestBytes < 1024 {
+		return fmt.Errorf("--max-request-bytes: at least 1024, got %d", c.MaxRequestBytes)
+	}
+	if c.ReconcileInterval <= 0 {
+		return fmt.Errorf("--reconcile-interval: must be positive, got %s", c.ReconcileInterval)
+	}
+	if c.DefaultMaxAttempts < 1 || c.DefaultMaxAttempts > 100 {
+		return fmt.Errorf("--default-max-attempts: 1 to 100, got %d", c.DefaultMaxAttempts)
+	}
+	for _, o := range c.CORSOrigins {
+		if o != "*" && !strings.HasPrefix(o, "http://") && !strings.HasPrefix(o, "https://") {
+			return fmt.Errorf("--cors-origins: %q is not an origin like https://app.example.com", o)
+		}
+	}
+	if _, err := c.logLevel(); err != nil {
+		return err
+	}
+	if c.LogFormat != "text" && c.LogFormat != "json" {
+		return fmt.Errorf("--log-format: text or json, got %q", c.LogFormat)
+	}
+	return nil
+}
+
+func (c Config) logLevel() (slog.Level, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(c.LogLevel)); err != nil {
+		return 0, fmt.Errorf("--log-level: debug, info, warn or error, got %q", c.LogLevel)
+	}
+	return l, nil
+}
+
+// NewLogger returns the logger the configuration asks for, writing to stderr.
+func (c Config) NewLogger() *slog.Logger {
+	level, _ := c.logLevel()
+	opts := &slog.HandlerOptions{Level: level}
+	if c.LogFormat == "json" {
+		return slog.New(slog.NewJSONHandler(os.Stderr, opts))
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, opts))
+}
+
+// redact hides the password of a URL so it can be logged.
+func redact(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "(unparsable URL)"
+	}
+	return u.Redacted()
+}

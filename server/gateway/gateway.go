@@ -1,0 +1,293 @@
+// Package gateway is the control plane's QUIC endpoint for robots. Robots
+// dial it (they sit behind firewalls and never accept connections), enrol
+// once with a one-time token, and then hold a mutually authenticated
+// connection over which they say hello and send heartbeats; the gateway
+// keeps who is online in memory and tells the registry in batches.
+package gateway
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/tls"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/quic-go/quic-go"
+
+	agentv1 "github.com/casarerpa/casare/rpc/casare/agent/v1"
+	"github.com/casarerpa/casare/server/pki"
+	"github.com/casarerpa/casare/server/registry"
+)
+
+// Store is what the gateway needs from the registry.
+type Store interface {
+	EnrollRobot(ctx context.Context, hash string, robot *registry.Robot, at time.Time) error
+	GetRobot(ctx context.Context, idOrName string) (*registry.Robot, error)
+	RobotConnected(ctx context.Context, rb *registry.Robot) error
+	RobotsOffline(ctx context.Context, lastSeen map[string]time.Time) error
+	TouchRobots(ctx context.Context, lastSeen map[string]time.Time) error
+	RevokedSerials(ctx context.Context) ([]string, error)
+	SetRobotStatus(ctx context.Context, id, status string) error
+	SetRobotCertificate(ctx context.Context, id, serial string, expires time.Time) error
+	RobotCounts(ctx context.Context, staleBefore time.Time) (map[string]int, error)
+}
+
+// Options configures New.
+type Options struct {
+	// Addr is the UDP address to listen on.
+	Addr string
+	// Advertise is the address robots dial, put in enrollment tokens;
+	// empty means the address listened on.
+	Advertise         string
+	CA                *pki.CA
+	Store             Store
+	HeartbeatInterval time.Duration
+	// CertValidity is how long robot certificates last; zero means a year.
+	CertValidity time.Duration
+	Logger       *slog.Logger
+}
+
+// Gateway is the QUIC endpoint for robots.
+type Gateway struct {
+	opts     Options
+	listener *quic.Listener
+	revoked  sync.Map // certificate serial -> struct{}
+
+	mu       sync.Mutex
+	sessions map[string]*session     // robot id -> its live connection
+	seen     map[string]time.Time    // last heartbeats not yet written
+	conns    map[*quic.Conn]struct{} // every open connection, to close on shutdown
+	closing  bool                    // shutting down: robots were recorded offline already
+
+	changes changes
+}
+
+// Connection close codes robots see.
+const (
+	codeOK       quic.ApplicationErrorCode = 0
+	codeRefused  quic.ApplicationErrorCode = 1
+	codeReplaced quic.ApplicationErrorCode = 2
+	codeTimeout  quic.ApplicationErrorCode = 3
+)
+
+// missedHeartbeats is how many heartbeats a robot may miss before it is
+// offline.
+const missedHeartbeats = 3
+
+// New binds the gateway's UDP port. Run serves.
+func New(ctx context.Context, opts Options) (*Gateway, error) {
+	if opts.HeartbeatInterval <= 0 {
+		return nil, errors.New("--heartbeat-interval: must be positive")
+	}
+	g := &Gateway{
+		opts:     opts,
+		sessions: map[string]*session{},
+		seen:     map[string]time.Time{},
+		conns:    map[*quic.Conn]struct{}{},
+	}
+	serials, err := opts.Store.RevokedSerials(ctx)
+	if err != nil {
+		return nil, err
+	}
+	for _, s := range serials {
+		g.revoked.Store(s, struct{}{})
+	}
+	host, _, err := net.SplitHostPort(opts.Addr)
+	if err != nil {
+		return nil, fmt.Errorf("--quic-addr: %w", err)
+	}
+	hosts := []string{"localhost", "127.0.0.1", "::1", host}
+	if opts.Advertise != "" {
+		if ahost, _, err := net.SplitHostPort(opts.Advertise); err == nil {
+			hosts = append(hosts, ahost)
+		}
+	}
+	serverCert, err := opts.CA.ServerCertificate(hosts, 365*24*time.Hour)
+	if err != nil {
+		return nil, err
+	}
+	tlsConf := &tls.Config{
+		MinVersion:   tls.VersionTLS13,
+		Certificates: []tls.Certificate{serverCert},
+		NextProtos:   []string{agentv1.ALPN, agentv1.ALPNEnroll},
+		// Enrolling robots have no certificate yet, so the handshake asks
+		// for one and VerifyConnection requires it on the robot protocol.
+		ClientAuth:       tls.RequestClientCert,
+		VerifyConnection: g.verifyConnection,
+		// Robots hold one long connection; resumption tickets would cost
+		// every connection memory and a message for a rare reconnect, and
+		// a restarted server cannot honour them anyway.
+		SessionTicketsDisabled: true,
+	}
+	ln, err := quic.ListenAddr(opts.Addr, tlsConf, quicConfig(opts.HeartbeatInterval))
+	if err != nil {
+		return nil, fmt.Errorf("--quic-addr: %w", err)
+	}
+	g.listener = ln
+	return g, nil
+}
+
+// quicConfig keeps an idle robot cheap: small flow-control windows (a
+// control stream carries small frames; job traffic raises them as needed)
+// and few streams, so 10,000 idle robots fit in memory.
+func quicConfig(heartbeat time.Duration) *quic.Config {
+	return &quic.Config{
+		MaxIdleTimeout:                 missedHeartbeats*heartbeat + 5*time.Second,
+		InitialStreamReceiveWindow:     32 << 10,
+		MaxStreamReceiveWindow:         1 << 20,
+		InitialConnectionReceiveWindow: 64 << 10,
+		MaxConnectionReceiveWindow:     4 << 20,
+		MaxIncomingStreams:             64,
+		MaxIncomingUniStreams:          -1,
+	}
+}
+
+// verifyConnection refuses a robot-protocol handshake whose certificate
+// this CA did not sign, that expired, or that was revoked.
+func (g *Gateway) verifyConnection(cs tls.ConnectionState) error {
+	if cs.NegotiatedProtocol != agentv1.ALPN {
+		return nil
+	}
+	raw := make([][]byte, len(cs.PeerCertificates))
+	for i, c := range cs.PeerCertificates {
+		raw[i] = c.Raw
+	}
+	_, _, err := g.opts.CA.VerifyRobot(raw, g.isRevoked)
+	if err != nil {
+		g.opts.Logger.Warn("robot refused at the handshake", "reason", err)
+	}
+	return err
+}
+
+func (g *Gateway) isRevoked(serial string) bool {
+	_, ok := g.revoked.Load(serial)
+	return ok
+}
+
+// Close stops listening; Run closes the connections.
+func (g *Gateway) Close() error { return g.listener.Close() }
+
+// Addr returns the UDP address the gateway listens on.
+func (g *Gateway) Addr() string { return g.listener.Addr().String() }
+
+// Target returns what an enrollment token carries: the address robots dial
+// and the fingerprint of the CA they must find.
+func (g *Gateway) Target() (string, []byte) {
+	if g.opts.Advertise != "" {
+		return g.opts.Advertise, g.opts.CA.Fingerprint()
+	}
+	return g.Addr(), g.opts.CA.Fingerprint()
+}
+
+// Run accepts connections until ctx is done, then closes them all and
+// records every robot it served as offline.
+func (g *Gateway) Run(ctx context.Context) {
+	var wg sync.WaitGroup
+	wg.Go(func() { g.flushLoop(ctx) })
+	for {
+		// Accept and hand off at once: the work of a connection happens on
+		// its own goroutine, so a reconnect storm never fills quic-go's
+		// accept queue.
+		conn, err := g.listener.Accept(ctx)
+		if err != nil {
+			break
+		}
+		g.track(conn, true)
+		wg.Go(func() {
+			defer g.track(conn, false)
+			g.serve(ctx, conn)
+		})
+	}
+	// Record every robot here offline in one batch before closing: a
+	// write per robot would hold up a restart of a large fleet.
+	g.mu.Lock()
+	g.closing = true
+	offline := make(map[string]time.Time, len(g.sessions))
+	for id := range g.sessions {
+		offline[id] = time.Now()
+	}
+	for id, seen := range g.seen {
+		offline[id] = seen
+	}
+	g.mu.Unlock()
+	if err := g.opts.Store.RobotsOffline(context.WithoutCancel(ctx), offline); err != nil {
+		g.opts.Logger.Warn("record robots offline at shutdown", "robots", len(offline), "err", err)
+	}
+	g.mu.Lock()
+	for conn := range g.conns {
+		conn.CloseWithError(codeOK, "control plane shutting down")
+	}
+	g.mu.Unlock()
+	g.listener.Close()
+	wg.Wait()
+}
+
+func (g *Gateway) track(conn *quic.Conn, open bool) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if open {
+		g.conns[conn] = struct{}{}
+	} else {
+		delete(g.conns, conn)
+	}
+}
+
+func (g *Gateway) serve(ctx context.Context, conn *quic.Conn) {
+	switch conn.ConnectionState().TLS.NegotiatedProtocol {
+	case agentv1.ALPNEnroll:
+		g.serveEnroll(ctx, conn)
+	case agentv1.ALPN:
+		g.serveRobot(ctx, conn)
+	default:
+		conn.CloseWithError(codeRefused, "unknown protocol")
+	}
+}
+
+// FlushPeriod is how long a heartbeat waits in memory before its time is
+// written to the registry, for a heartbeat interval.
+func FlushPeriod(heartbeat time.Duration) time.Duration {
+	return min(max(2*heartbeat, time.Second), 30*time.Second)
+}
+
+// StaleAfter is how long after its last heartbeat a robot the registry
+// says is online must be taken as offline: its replica may have died
+// without saying so.
+func StaleAfter(heartbeat time.Duration) time.Duration {
+	return missedHeartbeats*heartbeat + FlushPeriod(heartbeat) + 5*time.Second
+}
+
+// flushLoop writes last-seen times in batches, never once per heartbeat.
+func (g *Gateway) flushLoop(ctx context.Context) {
+	ticker := time.NewTicker(FlushPeriod(g.opts.HeartbeatInterval))
+	defer ticker.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			g.flush(context.WithoutCancel(ctx))
+			return
+		case <-ticker.C:
+			g.flush(ctx)
+			g.reloadRevoked(ctx)
+		}
+	}
+}
+
+func (g *Gateway) flush(ctx context.Context) {
+	g.mu.Lock()
+	batch := g.seen
+	g.seen = map[string]time.Time{}
+	g.mu.Unlock()
+	if err := g.opts.Store.TouchRobots(ctx, batch); err != nil {
+		g.opts.Logger.Warn("record when robots were last seen", "robots", len(batch), "err", err)
+	}
+}
+
+func secretHash(secret []byte) string {
+	sum := sha256.Sum256(secret)
+	return hex.EncodeToString(sum[:])
+}

@@ -1,0 +1,238 @@
+package gateway
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/quic-go/quic-go"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	agentv1 "github.com/casarerpa/casare/rpc/casare/agent/v1"
+	"github.com/casarerpa/casare/server/pki"
+	"github.com/casarerpa/casare/server/registry"
+)
+
+// session is a registered robot's live connection.
+type session struct {
+	robotID        string
+	serial         string
+	conn           *quic.Conn
+	connectedSince time.Time
+
+	mu       sync.Mutex // guards the stream's write side and the state below
+	stream   *quic.Stream
+	draining bool
+}
+
+// send writes a frame to the robot; frames from several goroutines never
+// interleave.
+func (s *session) send(msg *agentv1.ServerMessage) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return agentv1.WriteFrame(s.stream, msg)
+}
+
+func (s *session) status() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.draining {
+		return "draining"
+	}
+	return "idle"
+}
+
+// helloTimeout bounds the wait for a robot's hello.
+const helloTimeout = 10 * time.Second
+
+// serveRobot runs one robot connection: hello, welcome, then heartbeats
+// until the robot goes away or misses missedHeartbeats of them.
+func (g *Gateway) serveRobot(ctx context.Context, conn *quic.Conn) {
+	log := g.opts.Logger.With("peer", conn.RemoteAddr().String())
+	certs := conn.ConnectionState().TLS.PeerCertificates
+	if len(certs) == 0 {
+		conn.CloseWithError(codeRefused, "no client certificate")
+		return
+	}
+	// The handshake verified the certificate; the robot is who it names.
+	id, err := pki.RobotID(certs[0])
+	if err != nil {
+		conn.CloseWithError(codeRefused, err.Error())
+		return
+	}
+	log = log.With("robot", id)
+	helloCtx, cancel := context.WithTimeout(ctx, helloTimeout)
+	stream, err := conn.AcceptStream(helloCtx)
+	cancel()
+	if err != nil {
+		conn.CloseWithError(codeTimeout, "no control stream")
+		return
+	}
+	refuse := func(reason string) {
+		log.Warn("robot refused", "reason", reason)
+		agentv1.WriteFrame(stream, &agentv1.ServerMessage{Msg: &agentv1.ServerMessage_Refused{Refused: &agentv1.Refused{Reason: reason}}})
+		stream.Close()
+		// Closing the connection drops data not yet delivered; give the
+		// robot a moment to read why, and to hang up itself.
+		select {
+		case <-conn.Context().Done():
+		case <-time.After(2 * time.Second):
+		}
+		conn.CloseWithError(codeRefused, reason)
+	}
+	frames := agentv1.NewFrameReader(stream)
+	stream.SetReadDeadline(time.Now().Add(helloTimeout))
+	msg := &agentv1.AgentMessage{}
+	if err := frames.Read(msg); err != nil || msg.GetHello() == nil {
+		refuse("the first message must be hello")
+		return
+	}
+	hello := msg.GetHello()
+	if hello.GetRobotId() != id {
+		refuse(fmt.Sprintf("hello claims robot %q but the certificate is robot %q", hello.GetRobotId(), id))
+		return
+	}
+	robot, err := g.opts.Store.GetRobot(ctx, id)
+	if errors.Is(err, registry.ErrNotFound) {
+		refuse("this robot was deleted; enrol it again")
+		return
+	}
+	if err != nil {
+		log.Error("look up robot", "err", err)
+		conn.CloseWithError(codeRefused, "the control plane cannot serve now")
+		return
+	}
+	now := time.Now()
+	if err := g.register(ctx, robot, hello, now); err != nil {
+		log.Error("register robot", "err", err)
+		conn.CloseWithError(codeRefused, "the control plane cannot serve now")
+		return
+	}
+	sess := &session{robotID: id, serial: pki.Serial(certs[0]), conn: conn, stream: stream, connectedSince: now, draining: hello.GetDraining()}
+	g.attach(sess, log)
+	welcome := &agentv1.ServerMessage{Msg: &agentv1.ServerMessage_Welcome{Welcome: &agentv1.Welcome{
+		RobotId:           id,
+		RobotName:         robot.Name,
+		HeartbeatInterval: durationpb.New(g.opts.HeartbeatInterval),
+	}}}
+	if err := sess.send(welcome); err != nil {
+		g.detach(ctx, id, conn, now, log, "the welcome could not be sent")
+		return
+	}
+	log.Info("robot registered", "name", robot.Name, "version", hello.GetVersion(), "os", hello.GetOs())
+	g.Changed(id)
+
+	lastSeen := now
+	reason := "disconnected"
+	for {
+		stream.SetReadDeadline(time.Now().Add(missedHeartbeats * g.opts.HeartbeatInterval))
+		msg.Reset()
+		if err := frames.Read(msg); err != nil {
+			var netErr interface{ Timeout() bool }
+			if errors.As(err, &netErr) && netErr.Timeout() {
+				reason = fmt.Sprintf("missed %d heartbeats", missedHeartbeats)
+				conn.CloseWithError(codeTimeout, reason)
+			}
+			break
+		}
+		switch {
+		case msg.GetHeartbeat() != nil:
+			lastSeen = time.Now()
+			g.sawRobot(id, lastSeen)
+		case msg.GetDrained() != nil:
+			log.Info("robot drained: it runs nothing and takes no new work")
+		case msg.GetRenew() != nil:
+			sess.send(&agentv1.ServerMessage{Msg: &agentv1.ServerMessage_Renew{Renew: g.renew(ctx, robot, msg.GetRenew(), log)}})
+		}
+	}
+	g.detach(ctx, id, conn, lastSeen, log, reason)
+}
+
+// register records the robot's own description and that it is online.
+func (g *Gateway) register(ctx context.Context, robot *registry.Robot, hello *agentv1.Hello, now time.Time) error {
+	labels := map[string]string{}
+	_ = json.Unmarshal([]byte(robot.Labels), &labels)
+	// The operator's labels from enrolment stand; the robot adds its own.
+	for k, v := range hello.GetLabels() {
+		if _, ok := labels[k]; !ok {
+			labels[k] = v
+		}
+	}
+	labelsJSON, _ := json.Marshal(labels)
+	caps := hello.GetCapabilities()
+	if caps == nil {
+		caps = []string{}
+	}
+	capsJSON, _ := json.Marshal(caps)
+	robot.Labels = string(labelsJSON)
+	robot.Capabilities = string(capsJSON)
+	robot.Version, robot.OS, robot.Hostname = hello.GetVersion(), hello.GetOs(), hello.GetHostname()
+	robot.MaxJobs = max(hello.GetMaxJobs(), 1)
+	robot.Status = "idle"
+	if hello.GetDraining() {
+		robot.Status = "draining"
+	}
+	robot.ConnectedSince, robot.LastSeen = &now, &now
+	return g.opts.Store.RobotConnected(ctx, robot)
+}
+
+// attach makes s the robot's session, closing an older one: a robot that
+// reconnects before its old connection timed out replaces it.
+func (g *Gateway) attach(s *session, log *slog.Logger) {
+	g.mu.Lock()
+	old := g.sessions[s.robotID]
+	g.sessions[s.robotID] = s
+	g.mu.Unlock()
+	if old != nil {
+		log.Info("robot reconnected; closing its previous connection")
+		old.conn.CloseWithError(codeReplaced, "replaced by a new connection")
+	}
+}
+
+// detach ends the robot's session and, unless a newer connection replaced
+// it, records it offline.
+func (g *Gateway) detach(ctx context.Context, id string, conn *quic.Conn, lastSeen time.Time, log *slog.Logger, reason string) {
+	g.mu.Lock()
+	current := g.sessions[id]
+	replaced := current != nil && current.conn != conn
+	if !replaced {
+		delete(g.sessions, id)
+		delete(g.seen, id)
+	}
+	closing := g.closing
+	g.mu.Unlock()
+	if replaced || closing {
+		return
+	}
+	log.Info("robot offline", "reason", reason)
+	if err := g.opts.Store.RobotsOffline(context.WithoutCancel(ctx), map[string]time.Time{id: lastSeen}); err != nil {
+		g.opts.Logger.Warn("record robot offline", "robot", id, "err", err)
+	}
+	g.Changed(id)
+}
+
+func (g *Gateway) sawRobot(id string, at time.Time) {
+	g.mu.Lock()
+	g.seen[id] = at
+	g.mu.Unlock()
+}
+
+// renew signs a new certificate for a connected robot, for a key it made
+// anew; the old certificate stays valid until it expires.
+func (g *Gateway) renew(ctx context.Context, robot *registry.Robot, req *agentv1.RenewRequest, log *slog.Logger) *agentv1.RenewResponse {
+	cert, err := g.opts.CA.SignRobot(req.GetCsr(), robot.ID, robot.Name, g.opts.CertValidity)
+	if err != nil {
+		log.Warn("certificate renewal refused", "err", err)
+		return &agentv1.RenewResponse{Error: err.Error()}
+	}
+	if err := g.opts.Store.SetRobotCertificate(ctx, robot.ID, pki.Serial(cert), cert.NotAfter); err != nil {
+		log.Error("record renewed certificate", "err", err)
+		return &agentv1.RenewResponse{Error: "the control plane could not renew the certificate; it will be tried again"}
+	}
+	log.Info("robot certificate renewed", "serial", pki.Serial(cert), "expires", cert.NotAfter)
+	return &agentv1.RenewResponse{Certificate: cert.Raw}
+}

@@ -1,0 +1,52 @@
+package server
+
+import (
+	"context"
+	"time"
+
+	"connectrpc.com/connect/v2"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+)
+
+// newMetrics returns the registry /metrics serves. It is the server's own,
+// not the global one, so two servers in one test process do not collide.
+func (s *Server) newMetrics() *prometheus.Registry {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		s.queue.Collector(),
+		s.gateway.Collector(s.cfg.Environment),
+	)
+	return reg
+}
+
+// rpcMetrics counts API calls by procedure and code and times them.
+func (s *Server) rpcMetrics() connect.ServerInterceptor {
+	calls := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "casare_api_requests_total",
+		Help: "API calls by procedure and result code.",
+	}, []string{"procedure", "code"})
+	duration := prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "casare_api_request_duration_seconds",
+		Help:    "Time to serve an API call, by procedure.",
+		Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5},
+	}, []string{"procedure"})
+	s.metrics.MustRegister(calls, duration)
+	return func(next connect.ServerFunc) connect.ServerFunc {
+		return func(ctx context.Context, spec connect.Spec, stream connect.ServerStream) error {
+			start := time.Now()
+			err := next(ctx, spec, stream)
+			code := "ok"
+			if err != nil {
+				code = connect.CodeOf(err).String()
+			}
+			calls.WithLabelValues(spec.Procedure, code).Inc()
+			if spec.StreamType == connect.StreamTypeUnary {
+				duration.WithLabelValues(spec.Procedure).Observe(time.Since(start).Seconds())
+			}
+			return err
+		}
+	}
+}

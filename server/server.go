@@ -1,0 +1,328 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/casarerpa/casare/server/auth"
+	"github.com/casarerpa/casare/server/gateway"
+	"github.com/casarerpa/casare/server/pki"
+	"github.com/casarerpa/casare/server/queue"
+	"github.com/casarerpa/casare/server/registry"
+)
+
+// AdminTokenFile is the name, in the data dir, of the admin token written
+// on first start.
+const AdminTokenFile = "admin.token"
+
+// Server is a running control plane.
+type Server struct {
+	cfg     Config
+	logger  *slog.Logger
+	reg     *registry.Registry
+	queue   *queue.Queue
+	auth    *auth.Authenticator
+	gateway *gateway.Gateway
+	// jobChanges tells this replica's WatchJobs streams about changes
+	// published by any replica.
+	jobChanges *queue.JobChanges
+	metrics    *prometheus.Registry
+	listener   net.Listener
+	http       *http.Server
+}
+
+// New opens the registry (applying migrations) and the queue, creates the
+// first admin token when there is none, and binds the HTTP port. Run serves.
+func New(ctx context.Context, cfg Config, logger *slog.Logger) (_ *Server, err error) {
+	if err := cfg.Check(); err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("create data dir: %w", err)
+	}
+	s := &Server{cfg: cfg, logger: logger}
+	defer func() {
+		if err != nil {
+			s.Close()
+		}
+	}()
+	if s.reg, err = openRegistry(ctx, cfg, logger); err != nil {
+		return nil, err
+	}
+	s.queue, err = queue.Open(ctx, queue.Options{RedisURL: cfg.RedisURL, Environment: cfg.Environment, Logger: logger})
+	if err != nil {
+		return nil, fmt.Errorf("open queue: %w", err)
+	}
+	if cfg.RedisURL == "" {
+		logger.Info("queue: embedded Redis in-process (set --redis-url for production)")
+	} else {
+		logger.Info("queue: Redis", "url", redact(cfg.RedisURL))
+	}
+	if err := s.bootstrapAdminToken(ctx); err != nil {
+		return nil, err
+	}
+	ca, err := openCA(cfg, logger)
+	if err != nil {
+		return nil, err
+	}
+	s.gateway, err = gateway.New(ctx, gateway.Options{
+		Addr:              cfg.QUICAddr,
+		Advertise:         cfg.QUICAdvertise,
+		CA:                ca,
+		Store:             s.reg,
+		HeartbeatInterval: cfg.HeartbeatInterval,
+		CertValidity:      cfg.RobotCertValidity,
+		Logger:            logger,
+	})
+	if err != nil {
+		return nil, err
+	}
+	s.auth = auth.NewAuthenticator(s.reg, logger)
+	s.jobChanges = s.queue.JobChanges()
+	s.metrics = s.newMetrics()
+	s.http = s.newHTTPServer()
+	if s.listener, err = net.Listen("tcp", cfg.HTTPAddr); err != nil {
+		return nil, fmt.Errorf("--http-addr: %w", err)
+	}
+	return s, nil
+}
+
+// openCA loads the CA from the files configured, or from the data dir,
+// creating it there on first start.
+func openCA(cfg Config, logger *slog.Logger) (*pki.CA, error) {
+	if cfg.CACert != "" {
+		ca, err := pki.Load(cfg.CACert, cfg.CAKey)
+		if err != nil {
+			return nil, fmt.Errorf("--ca-cert: %w", err)
+		}
+		logger.Info("CA loaded", "cert", cfg.CACert, "fingerprint", ca.FingerprintHex())
+		return ca, nil
+	}
+	ca, created, err := pki.Init(cfg.DataDir)
+	if err != nil {
+		return nil, fmt.Errorf("CA: %w", err)
+	}
+	if created {
+		logger.Info("created a CA for robot certificates", "dir", cfg.DataDir, "fingerprint", ca.FingerprintHex())
+	}
+	return ca, nil
+}
+
+// openRegistry opens the database named by the configuration and brings its
+// schema up to date.
+func openRegistry(ctx context.Context, cfg Config, logger *slog.Logger) (*registry.Registry, error) {
+	reg, err := registry.Open(ctx, registry.Options{DatabaseURL: cfg.DatabaseURL, DataDir: cfg.DataDir, Logger: logger})
+	if err != nil {
+		return nil, fmt.Errorf("open database: %w", err)
+	}
+	if cfg.DatabaseURL == "" {
+		logger.Info("database: embedded SQLite (set --database-url for production)", "path", filepath.Join(cfg.DataDir, "casare.db"))
+	} else {
+		logger.Info("database: PostgreSQL", "url", redact(cfg.DatabaseURL))
+	}
+	applied, err := reg.Migrate(ctx)
+	if err != nil {
+		reg.Close()
+		return nil, fmt.Errorf("migrate database: %w", err)
+	}
+	if len(applied) > 0 {
+		logger.Info("database migrated", "applied", applied)
+	}
+	return reg, nil
+}
+
+// bootstrapAdminToken makes sure a fresh control plane can be used: with no
+// active token it creates an admin token and writes it, readable only by
+// this user, to the data dir.
+func (s *Server) bootstrapAdminToken(ctx context.Context) error {
+	n, err := s.reg.CountActiveTokens(ctx)
+	if err != nil {
+		return fmt.Errorf("count tokens: %w", err)
+	}
+	if n > 0 {
+		return nil
+	}
+	name := "admin-" + time.Now().UTC().Format("20060102-150405")
+	secret, err := createToken(ctx, s.reg, name, registry.RoleAdmin, 0, "casare-server")
+	if err != nil {
+		return err
+	}
+	path := filepath.Join(s.cfg.DataDir, AdminTokenFile)
+	if err := os.WriteFile(path, []byte(secret+"\n"), 0o600); err != nil {
+		return fmt.Errorf("write admin token: %w", err)
+	}
+	// WriteFile keeps the mode of a file that exists; the token must not
+	// stay readable by others.
+	if err := os.Chmod(path, 0o600); err != nil {
+		return fmt.Errorf("write admin token: %w", err)
+	}
+	s.logger.Info("no API token existed: created an admin token", "name", name, "file", path)
+	return nil
+}
+
+// createToken stores a new token and returns its secret. actor is recorded
+// as its creator and in the audit log.
+func createToken(ctx context.Context, reg *registry.Registry, name, role string, ttl time.Duration, actor string) (string, error) {
+	secret := auth.NewToken()
+	now := time.Now().UTC()
+	token := &registry.APIToken{
+		ID:        registry.NewID(),
+		Name:      name,
+		Role:      role,
+		Hash:      auth.HashToken(secret),
+		CreatedBy: actor,
+		CreatedAt: now,
+	}
+	if ttl > 0 {
+		expires := now.Add(ttl)
+		token.ExpiresAt = &expires
+	}
+	audit := &registry.AuditEvent{
+		Time:    now,
+		Actor:   actor,
+		Action:  "token create",
+		Target:  "token/" + token.ID,
+		Outcome: "ok",
+		Details: fmt.Sprintf(`{"name":%q,"role":%q}`, name, role),
+	}
+	if err := reg.CreateToken(ctx, token, audit); err != nil {
+		if errors.Is(err, registry.ErrAlreadyExists) {
+			return "", fmt.Errorf("--name: a token named %q exists; revoke it first or pick another name", name)
+		}
+		return "", fmt.Errorf("create token: %w", err)
+	}
+	return secret, nil
+}
+
+// Addr returns the address the HTTP port listens on.
+func (s *Server) Addr() string {
+	return s.listener.Addr().String()
+}
+
+// Run serves until ctx is done, then shuts down gracefully: it stops
+// accepting, lets calls in flight finish within the shutdown timeout, and
+// stops its background work.
+func (s *Server) Run(ctx context.Context) error {
+	bg, stopBackground := context.WithCancel(context.WithoutCancel(ctx))
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		s.queue.RunReconciler(bg, s.pendingTasks, s.cfg.ReconcileInterval)
+	})
+	wg.Go(func() { s.auth.Run(bg, 30*time.Second) })
+	wg.Go(func() { s.gateway.Run(bg) })
+	wg.Go(func() { s.jobChanges.Run(bg) })
+	s.logger.Info("robot gateway listening", "quic", s.gateway.Addr())
+
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- s.http.Serve(s.listener) }()
+	s.logger.Info("control plane listening", "addr", s.Addr(), "connect", "http://"+s.Addr())
+
+	var err error
+	select {
+	case err = <-serveErr:
+		err = fmt.Errorf("serve http: %w", err)
+	case <-ctx.Done():
+		s.logger.Info("shutting down", "timeout", s.cfg.ShutdownTimeout)
+		shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.ShutdownTimeout)
+		if serr := s.http.Shutdown(shutdownCtx); serr != nil {
+			s.logger.Warn("calls still running at the shutdown timeout were cut off", "err", serr)
+		}
+		cancel()
+	}
+	stopBackground()
+	wg.Wait()
+	return err
+}
+
+// pendingTasks feeds the reconciler from the database, the truth about
+// which jobs wait for dispatch.
+func (s *Server) pendingTasks(ctx context.Context, afterID string, limit int) ([]queue.Task, error) {
+	jobs, err := s.reg.PendingJobs(ctx, afterID, limit)
+	if err != nil {
+		return nil, err
+	}
+	tasks := make([]queue.Task, len(jobs))
+	for i, j := range jobs {
+		tasks[i] = queue.Task{JobID: j.ID, Attempt: j.Attempt, Priority: queue.Priority(j.Priority)}
+	}
+	return tasks, nil
+}
+
+// ready reports nil when the control plane can serve: the database and
+// Redis answer and the schema is current.
+func (s *Server) ready(ctx context.Context) error {
+	if err := s.reg.Ping(ctx); err != nil {
+		return fmt.Errorf("database: %w", err)
+	}
+	pending, err := s.reg.PendingMigrations(ctx)
+	if err != nil {
+		return fmt.Errorf("database: %w", err)
+	}
+	if len(pending) > 0 {
+		return fmt.Errorf("database: %d migrations not applied", len(pending))
+	}
+	if err := s.queue.Ping(ctx); err != nil {
+		return fmt.Errorf("redis: %w", err)
+	}
+	return nil
+}
+
+// Close releases the database and the queue.
+func (s *Server) Close() error {
+	var errs []error
+	if s.listener != nil {
+		s.listener.Close()
+	}
+	if s.gateway != nil {
+		s.gateway.Close()
+	}
+	if s.queue != nil {
+		errs = append(errs, s.queue.Close())
+	}
+	if s.reg != nil {
+		errs = append(errs, s.reg.Close())
+	}
+	return errors.Join(errs...)
+}
+
+// Migrate applies the database migrations and returns their names, for
+// `casare-server migrate`.
+func Migrate(ctx context.Context, cfg Config, logger *slog.Logger) ([]string, error) {
+	reg, err := registry.Open(ctx, registry.Options{DatabaseURL: cfg.DatabaseURL, DataDir: cfg.DataDir, Logger: logger})
+	if err != nil {
+		return nil, fmt.Errorf("open database: %w", err)
+	}
+	defer reg.Close()
+	return reg.Migrate(ctx)
+}
+
+// CreateToken creates an API token directly in the database and returns its
+// secret, for `casare-server token create` on the control plane's host.
+func CreateToken(ctx context.Context, cfg Config, logger *slog.Logger, name, role string, ttl time.Duration) (string, error) {
+	role, err := auth.ParseRole(role)
+	if err != nil {
+		return "", fmt.Errorf("--role: %w", err)
+	}
+	if name == "" {
+		return "", errors.New("--name: required")
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return "", fmt.Errorf("create data dir: %w", err)
+	}
+	reg, err := openRegistry(ctx, cfg, logger)
+	if err != nil {
+		return "", err
+	}
+	defer reg.Close()
+	return createToken(ctx, reg, name, role, ttl, "casare-server token create")
+}
