@@ -1,0 +1,105 @@
+// Command casare-agent is a CasareRPA robot: it enrols once with a token,
+// then holds a connection to the control plane and runs what it is given.
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/casarerpa/casare/agent/robot"
+)
+
+// version is set at build time with -ldflags "-X main.version=…".
+var version = "dev"
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := newRootCommand().ExecuteContext(ctx)
+	stop()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "casare-agent:", err)
+		os.Exit(1)
+	}
+}
+
+func newRootCommand() *cobra.Command {
+	root := &cobra.Command{
+		Use:           "casare-agent",
+		Short:         "A CasareRPA robot",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	logger := slog.New(slog.NewTextHandler(os.Stderr, nil))
+
+	var enroll robot.EnrollOptions
+	enrollCmd := &cobra.Command{
+		Use:   "enroll --token T --dir D [--server HOST:PORT]",
+		Short: "Enrol this robot with a one-time token from casarectl robots token create",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			enroll.Version = version
+			id, err := robot.Enroll(cmd.Context(), enroll)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "enrolled robot %s (%s) with %s; start it with: casare-agent run --dir %s\n", id.Name, id.RobotID, id.Server, enroll.Dir)
+			return nil
+		},
+	}
+	enrollCmd.Flags().StringVar(&enroll.Token, "token", "", "enrollment token (required)")
+	enrollCmd.Flags().StringVar(&enroll.Dir, "dir", "", "directory for the robot's certificate and key (required)")
+	enrollCmd.Flags().StringVar(&enroll.Server, "server", "", "control plane QUIC address, if not the one in the token")
+	_ = enrollCmd.MarkFlagRequired("token")
+	_ = enrollCmd.MarkFlagRequired("dir")
+
+	run := robot.Options{Logger: logger, Version: version}
+	var labels []string
+	runCmd := &cobra.Command{
+		Use:   "run --dir D [--labels k=v,…] [--capabilities …] [--max-jobs N]",
+		Short: "Connect to the control plane and stay connected until stopped (SIGTERM drains)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			run.Labels = map[string]string{}
+			for _, kv := range labels {
+				k, v, ok := strings.Cut(kv, "=")
+				if !ok || k == "" {
+					return fmt.Errorf("--labels: want key=value, got %q", kv)
+				}
+				run.Labels[k] = v
+			}
+			return robot.Run(cmd.Context(), run)
+		},
+	}
+	runCmd.Flags().StringVar(&run.Dir, "dir", "", "the robot's directory from enroll (required)")
+	runCmd.Flags().StringSliceVar(&labels, "labels", nil, "labels k=v, comma separated")
+	runCmd.Flags().StringSliceVar(&run.Capabilities, "capabilities", nil, "capabilities to advertise, comma separated")
+	runCmd.Flags().Int32Var(&run.MaxJobs, "max-jobs", 1, "jobs to run at once")
+	runCmd.Flags().StringVar(&run.Server, "server", "", "control plane QUIC address, if not the one from enrolment")
+	runCmd.Flags().DurationVar(&run.RenewBefore, "renew-before", 30*24*time.Hour, "renew the certificate over the tunnel when it expires sooner than this")
+	_ = runCmd.MarkFlagRequired("dir")
+
+	var certDir string
+	cert := &cobra.Command{Use: "cert", Short: "Inspect the robot's certificate"}
+	status := &cobra.Command{
+		Use:   "status --dir D",
+		Short: "Print the certificate's validity; exit 1 when it has expired",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return robot.CertStatus(cmd.OutOrStdout(), certDir, time.Now())
+		},
+	}
+	status.Flags().StringVar(&certDir, "dir", "", "the robot's directory (required)")
+	_ = status.MarkFlagRequired("dir")
+	cert.AddCommand(status)
+
+	root.AddCommand(enrollCmd, runCmd, cert)
+	return root
+}

@@ -1,0 +1,144 @@
+// Command casare-server is the CasareRPA control plane. With nothing
+// configured it runs on SQLite and an embedded Redis in ./casare-data.
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/casarerpa/casare/server"
+	"github.com/casarerpa/casare/server/pki"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := newRootCommand().ExecuteContext(ctx); err != nil {
+		fmt.Fprintln(os.Stderr, "casare-server:", err)
+		os.Exit(1)
+	}
+}
+
+func newRootCommand() *cobra.Command {
+	cfg, envErr := server.ConfigFromEnv()
+	root := &cobra.Command{
+		Use:   "casare-server",
+		Short: "The CasareRPA control plane",
+		Long: "casare-server runs the CasareRPA control plane: the API on --http-addr, the job\n" +
+			"registry (PostgreSQL, or SQLite in --data-dir) and the dispatch queue (Redis, or an\n" +
+			"embedded one). Every flag can also be set by its CASARE_* environment variable.",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		Args:          cobra.NoArgs,
+		PersistentPreRunE: func(*cobra.Command, []string) error {
+			if envErr != nil {
+				return envErr
+			}
+			return cfg.Check()
+		},
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			logger := cfg.NewLogger()
+			srv, err := server.New(cmd.Context(), cfg, logger)
+			if err != nil {
+				return err
+			}
+			defer srv.Close()
+			return srv.Run(cmd.Context())
+		},
+	}
+	flags := root.PersistentFlags()
+	flags.StringVar(&cfg.HTTPAddr, "http-addr", cfg.HTTPAddr, "address for the API, /metrics and /health/* (CASARE_HTTP_ADDR)")
+	flags.StringVar(&cfg.QUICAddr, "quic-addr", cfg.QUICAddr, "UDP address of the gateway robots dial (CASARE_QUIC_ADDR)")
+	flags.StringVar(&cfg.QUICAdvertise, "quic-advertise", cfg.QUICAdvertise, "address robots are told to dial, if not --quic-addr (CASARE_QUIC_ADVERTISE)")
+	flags.DurationVar(&cfg.HeartbeatInterval, "heartbeat-interval", cfg.HeartbeatInterval, "how often robots send heartbeats; 3 missed make a robot offline (CASARE_HEARTBEAT_INTERVAL)")
+	flags.StringVar(&cfg.CACert, "ca-cert", cfg.CACert, "CA certificate (PEM); default the CA in the data dir (CASARE_CA_CERT)")
+	flags.StringVar(&cfg.CAKey, "ca-key", cfg.CAKey, "CA private key (PEM), with --ca-cert (CASARE_CA_KEY)")
+	flags.DurationVar(&cfg.RobotCertValidity, "robot-cert-validity", cfg.RobotCertValidity, "how long robot certificates last (CASARE_ROBOT_CERT_VALIDITY)")
+	flags.StringVar(&cfg.DataDir, "data-dir", cfg.DataDir, "directory for the SQLite database and the admin token (CASARE_DATA_DIR)")
+	flags.StringVar(&cfg.DatabaseURL, "database-url", cfg.DatabaseURL, "PostgreSQL URL postgres://…; empty uses SQLite in the data dir (CASARE_DATABASE_URL)")
+	flags.StringVar(&cfg.RedisURL, "redis-url", cfg.RedisURL, "Redis URL redis://…; empty runs an embedded Redis (CASARE_REDIS_URL)")
+	flags.StringSliceVar(&cfg.CORSOrigins, "cors-origins", cfg.CORSOrigins, "browser origins allowed to call the API, comma separated (CASARE_CORS_ORIGINS)")
+	flags.StringVar(&cfg.Environment, "environment", cfg.Environment, "environment label on metrics (CASARE_ENVIRONMENT)")
+	flags.DurationVar(&cfg.ReconcileInterval, "reconcile-interval", cfg.ReconcileInterval, "how often pending jobs missing from Redis are queued again (CASARE_RECONCILE_INTERVAL)")
+	flags.IntVar(&cfg.MaxRequestBytes, "max-request-bytes", cfg.MaxRequestBytes, "largest request message accepted (CASARE_MAX_REQUEST_BYTES)")
+	flags.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", cfg.ShutdownTimeout, "how long calls in flight may run after SIGTERM (CASARE_SHUTDOWN_TIMEOUT)")
+	flags.Int32Var(&cfg.DefaultMaxAttempts, "default-max-attempts", cfg.DefaultMaxAttempts, "attempts for jobs submitted without max_attempts (CASARE_DEFAULT_MAX_ATTEMPTS)")
+	flags.StringVar(&cfg.LogLevel, "log-level", cfg.LogLevel, "debug, info, warn or error (CASARE_LOG_LEVEL)")
+	flags.StringVar(&cfg.LogFormat, "log-format", cfg.LogFormat, "text or json (CASARE_LOG_FORMAT)")
+
+	root.AddCommand(&cobra.Command{
+		Use:   "migrate",
+		Short: "Apply database migrations and exit",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			applied, err := server.Migrate(cmd.Context(), cfg, cfg.NewLogger())
+			if err != nil {
+				return err
+			}
+			if len(applied) == 0 {
+				fmt.Fprintln(cmd.OutOrStdout(), "database is up to date")
+				return nil
+			}
+			for _, name := range applied {
+				fmt.Fprintln(cmd.OutOrStdout(), "applied", name)
+			}
+			return nil
+		},
+	})
+	root.AddCommand(newTokenCommand(&cfg), newCACommand(&cfg))
+	return root
+}
+
+func newCACommand(cfg *server.Config) *cobra.Command {
+	ca := &cobra.Command{Use: "ca", Short: "Manage the certificate authority that signs robot certificates"}
+	ca.AddCommand(&cobra.Command{
+		Use:   "init",
+		Short: "Create the CA in the data dir (or show the one there) and print its fingerprint",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			authority, created, err := pki.Init(cfg.DataDir)
+			if err != nil {
+				return err
+			}
+			state := "existing CA"
+			if created {
+				state = "created CA"
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "%s in %s\nfingerprint (SHA-256): %s\n", state, cfg.DataDir, authority.FingerprintHex())
+			return nil
+		},
+	})
+	return ca
+}
+
+func newTokenCommand(cfg *server.Config) *cobra.Command {
+	token := &cobra.Command{Use: "token", Short: "Manage API tokens on the control plane's host"}
+	var name, role string
+	var ttl time.Duration
+	create := &cobra.Command{
+		Use:   "create --role admin|operator|viewer --name NAME",
+		Short: "Create an API token and print it (it is shown only once)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			secret, err := server.CreateToken(cmd.Context(), *cfg, cfg.NewLogger(), name, role, ttl)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintln(cmd.OutOrStdout(), secret)
+			return nil
+		},
+	}
+	create.Flags().StringVar(&name, "name", "", "name of the token (required)")
+	create.Flags().StringVar(&role, "role", "", "admin, operator or viewer (required)")
+	create.Flags().DurationVar(&ttl, "ttl", 0, "lifetime; 0 means it does not expire")
+	_ = create.MarkFlagRequired("name")
+	_ = create.MarkFlagRequired("role")
+	token.AddCommand(create)
+	return token
+}
