@@ -51,6 +51,13 @@ type Config struct {
 	ShutdownTimeout time.Duration `env:"CASARE_SHUTDOWN_TIMEOUT" envDefault:"20s"`
 	// DefaultMaxAttempts applies to jobs submitted without max_attempts.
 	DefaultMaxAttempts int32 `env:"CASARE_DEFAULT_MAX_ATTEMPTS" envDefault:"3"`
+	// AcceptTimeout is how long a robot has to accept a job before the job
+	// goes to another robot.
+	AcceptTimeout time.Duration `env:"CASARE_ACCEPT_TIMEOUT" envDefault:"10s"`
+	// RobotGracePeriod is how long a robot whose connection closed keeps
+	// its running jobs, waiting for it to reconnect; zero means three
+	// heartbeat intervals.
+	RobotGracePeriod time.Duration `env:"CASARE_ROBOT_GRACE_PERIOD"`
 	// LogLevel is debug, info, warn or error.
 	LogLevel string `env:"CASARE_LOG_LEVEL" envDefault:"info"`
 	// LogFormat is text or json.
@@ -88,6 +95,12 @@ func (c Config) Check() error {
 	}
 	if c.MaxRequestBytes < 1024 {
 		return fmt.Errorf("--max-request-bytes: at least 1024, got %d", c.MaxRequestBytes)
+	}
+	if c.AcceptTimeout <= 0 {
+		return fmt.Errorf("--accept-timeout: must be positive, got %s", c.AcceptTimeout)
+	}
+	if c.RobotGracePeriod < 0 {
+		return fmt.Errorf("--robot-grace-period: must not be negative, got %s", c.RobotGracePeriod)
 	}
 	if c.ReconcileInterval <= 0 {
 		return fmt.Errorf("--reconcile-interval: must be positive, got %s", c.ReconcileInterval)
@@ -134,4 +147,12 @@ func redact(raw string) string {
 		return "(unparsable URL)"
 	}
 	return u.Redacted()
+}
+
+// GracePeriod is how long a robot whose connection closed keeps its jobs.
+func (c Config) GracePeriod() time.Duration {
+	if c.RobotGracePeriod > 0 {
+		return c.RobotGracePeriod
+	}
+	return 3 * c.HeartbeatInterval
 }

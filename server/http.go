@@ -48,6 +48,8 @@ func (s *Server) newHTTPServer() *http.Server {
 		Enrollment:         s.gateway,
 		Robots:             s.gateway,
 		JobChanges:         s.jobChanges,
+		JobLogs:            s.jobLogs,
+		Dispatch:           s.dispatcher,
 		RobotStaleAfter:    gateway.StaleAfter(s.cfg.HeartbeatInterval),
 	}).Register(apiServer)
 

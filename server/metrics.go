@@ -19,6 +19,7 @@ func (s *Server) newMetrics() *prometheus.Registry {
 		s.queue.Collector(),
 		s.gateway.Collector(s.cfg.Environment),
 	)
+	reg.MustRegister(s.dispatcher.Collectors()...)
 	return reg
 }
 

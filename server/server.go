@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/casarerpa/casare/server/auth"
+	"github.com/casarerpa/casare/server/dispatch"
 	"github.com/casarerpa/casare/server/gateway"
 	"github.com/casarerpa/casare/server/pki"
 	"github.com/casarerpa/casare/server/queue"
@@ -35,7 +36,10 @@ type Server struct {
 	gateway *gateway.Gateway
 	// jobChanges tells this replica's WatchJobs streams about changes
 	// published by any replica.
-	jobChanges *queue.JobChanges
+	jobChanges *queue.Notices
+	jobLogs    *queue.Notices
+	jobStops   *queue.Notices
+	dispatcher *dispatch.Dispatcher
 	metrics    *prometheus.Registry
 	listener   net.Listener
 	http       *http.Server
@@ -75,6 +79,16 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (_ *Server, err e
 	if err != nil {
 		return nil, err
 	}
+	s.dispatcher = dispatch.New(dispatch.Options{
+		Store:         s.reg,
+		Queue:         s.queue,
+		Logger:        logger,
+		AcceptTimeout: cfg.AcceptTimeout,
+		GracePeriod:   cfg.GracePeriod(),
+		OrphanAfter:   gateway.StaleAfter(cfg.HeartbeatInterval),
+		RobotChanged:  func(id string) { s.gateway.Changed(id) },
+		Environment:   cfg.Environment,
+	})
 	s.gateway, err = gateway.New(ctx, gateway.Options{
 		Addr:              cfg.QUICAddr,
 		Advertise:         cfg.QUICAdvertise,
@@ -83,12 +97,15 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (_ *Server, err e
 		HeartbeatInterval: cfg.HeartbeatInterval,
 		CertValidity:      cfg.RobotCertValidity,
 		Logger:            logger,
+		Jobs:              s.dispatcher,
 	})
 	if err != nil {
 		return nil, err
 	}
 	s.auth = auth.NewAuthenticator(s.reg, logger)
 	s.jobChanges = s.queue.JobChanges()
+	s.jobLogs = s.queue.JobLogs()
+	s.jobStops = s.queue.JobStops()
 	s.metrics = s.newMetrics()
 	s.http = s.newHTTPServer()
 	if s.listener, err = net.Listen("tcp", cfg.HTTPAddr); err != nil {
@@ -221,6 +238,16 @@ func (s *Server) Run(ctx context.Context) error {
 	wg.Go(func() { s.auth.Run(bg, 30*time.Second) })
 	wg.Go(func() { s.gateway.Run(bg) })
 	wg.Go(func() { s.jobChanges.Run(bg) })
+	wg.Go(func() { s.jobLogs.Run(bg) })
+	wg.Go(func() { s.jobStops.Run(bg) })
+	stops, unsubscribe := s.jobStops.Subscribe()
+	defer unsubscribe()
+	wg.Go(func() { s.dispatcher.Run(bg, stops) })
+	wg.Go(func() {
+		if err := s.dispatcher.RunWorker(bg, s.queue.RedisConnOpt()); err != nil {
+			s.logger.Error("dispatch worker", "err", err)
+		}
+	})
 	s.logger.Info("robot gateway listening", "quic", s.gateway.Addr())
 
 	serveErr := make(chan error, 1)

@@ -14,10 +14,13 @@ import (
 	"net"
 	"os"
 	"runtime"
+	"sync"
 	"time"
 
 	"github.com/quic-go/quic-go"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/casarerpa/casare/agent/engine"
 	agentv1 "github.com/casarerpa/casare/rpc/casare/agent/v1"
 )
 
@@ -49,12 +52,20 @@ type Options struct {
 	// RenewBefore is how long before its certificate expires the robot
 	// gets a new one over the tunnel; zero means 30 days.
 	RenewBefore time.Duration
+	// Engine runs the workflows; nil means the core engine.
+	Engine engine.Engine
+	// DrainTimeout is how long running jobs may take to finish when the
+	// robot drains before they are handed back; zero means 5 minutes.
+	DrainTimeout time.Duration
 }
 
-// Run holds the robot's connection to the control plane until ctx is done,
-// reconnecting with capped exponential backoff and jitter whenever it is
-// lost. It returns nil when ctx ends it, an error only when the robot
-// cannot run at all (not enrolled, unreadable certificate).
+// Run holds the robot's connection to the control plane and runs the jobs
+// it is given, reconnecting with capped exponential backoff and jitter
+// whenever the connection is lost. When ctx is done (SIGTERM) or the
+// control plane says so, the robot drains: no new jobs, running ones
+// finish within the drain timeout or are handed back; then Run returns
+// nil. It returns an error only when the robot cannot run at all (not
+// enrolled, unreadable certificate).
 func Run(ctx context.Context, opts Options) error {
 	id, cert, roots, err := LoadIdentity(opts.Dir)
 	if err != nil {
@@ -76,7 +87,24 @@ func Run(ctx context.Context, opts Options) error {
 	if opts.RenewBefore <= 0 {
 		opts.RenewBefore = 30 * 24 * time.Hour
 	}
+	if opts.Engine == nil {
+		opts.Engine = engine.New()
+	}
+	if opts.DrainTimeout <= 0 {
+		opts.DrainTimeout = 5 * time.Minute
+	}
+	// The connection outlives ctx: a robot told to stop first drains over
+	// it, and only then hangs up.
+	life, stop := context.WithCancel(context.WithoutCancel(ctx))
+	defer stop()
+	jobsCtx, stopJobs := context.WithCancel(context.Background())
+	defer stopJobs()
 	r := &runner{
+		stop:        stop,
+		jobs:        map[string]*job{},
+		jobsCtx:     jobsCtx,
+		linkChanged: make(chan struct{}),
+		idle:        make(chan struct{}, 1),
 		opts: opts,
 		id:   id,
 		log:  opts.Logger.With("robot", id.RobotID),
@@ -88,11 +116,18 @@ func Run(ctx context.Context, opts Options) error {
 			NextProtos:   []string{agentv1.ALPN},
 		},
 	}
+	go func() {
+		select {
+		case <-ctx.Done():
+			r.drain("the robot is stopping")
+		case <-life.Done():
+		}
+	}()
 	r.set(Disconnected)
 	backoff := opts.MinBackoff
 	for {
-		registered, err := r.session(ctx)
-		if ctx.Err() != nil {
+		registered, err := r.session(life)
+		if life.Err() != nil {
 			r.set(Disconnected, "reason", "stopping")
 			return nil
 		}
@@ -102,7 +137,7 @@ func Run(ctx context.Context, opts Options) error {
 		wait := jitter(backoff)
 		r.set(Reconnecting, "after", wait.Round(time.Millisecond), "reason", err)
 		select {
-		case <-ctx.Done():
+		case <-life.Done():
 			r.set(Disconnected, "reason", "stopping")
 			return nil
 		case <-time.After(wait):
@@ -123,9 +158,26 @@ type runner struct {
 	log   *slog.Logger
 	tls   *tls.Config
 	state State
-	// draining outlives a connection: a drained robot that reconnects
+	// stop ends the robot once it has drained.
+	stop func()
+
+	mu          sync.Mutex
+	link        *link         // the current connection, nil between them
+	linkChanged chan struct{} // closed when link changes
+	jobs        map[string]*job
+	jobsCtx     context.Context
+	jobsWG      sync.WaitGroup
+	idle        chan struct{} // a job ended
+	// draining outlives a connection: a draining robot that reconnects
 	// still takes no new work.
-	draining bool
+	draining     bool
+	drainStarted bool
+}
+
+func (r *runner) isDraining() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.draining
 }
 
 func (r *runner) set(s State, attrs ...any) {
@@ -162,7 +214,8 @@ func (r *runner) session(ctx context.Context) (registered bool, err error) {
 		Capabilities: r.opts.Capabilities,
 		Labels:       r.opts.Labels,
 		MaxJobs:      max(r.opts.MaxJobs, 1),
-		Draining:     r.draining,
+		Draining:     r.isDraining(),
+		RunningJobs:  r.runningJobs(),
 	}}}
 	if err := agentv1.WriteFrame(stream, hello); err != nil {
 		return false, err
@@ -184,11 +237,18 @@ func (r *runner) session(ctx context.Context) (registered bool, err error) {
 		interval = 30 * time.Second
 	}
 	r.set(Registered, "name", welcome.GetRobotName(), "heartbeat", interval)
+	l := &link{conn: conn, stream: stream}
+	// Jobs' log shippers and unreported ends go on over this connection.
+	r.setLink(l)
+	defer r.setLink(nil)
+	if r.isDraining() {
+		// A robot that reconnects while draining says so again, in case
+		// this is another control plane replica.
+		_ = l.send(&agentv1.AgentMessage{Msg: &agentv1.AgentMessage_Draining{Draining: &agentv1.Draining{Reason: "draining"}}})
+	}
 
-	// The control plane's messages arrive on their own goroutine; the
-	// loop below does all the writing.
+	// The control plane's messages arrive on their own goroutine.
 	lost := make(chan error, 1)
-	drains := make(chan *agentv1.Drain, 1)
 	renewals := make(chan *agentv1.RenewResponse, 1)
 	go func() {
 		for {
@@ -197,17 +257,18 @@ func (r *runner) session(ctx context.Context) (registered bool, err error) {
 				lost <- err
 				return
 			}
-			switch {
-			case msg.GetRefused() != nil:
-				lost <- fmt.Errorf("refused: %s", msg.GetRefused().GetReason())
+			switch m := msg.GetMsg().(type) {
+			case *agentv1.ServerMessage_Refused:
+				lost <- fmt.Errorf("refused: %s", m.Refused.GetReason())
 				return
-			case msg.GetDrain() != nil:
-				select {
-				case drains <- msg.GetDrain():
-				default:
-				}
-			case msg.GetRenew() != nil:
-				renewals <- msg.GetRenew()
+			case *agentv1.ServerMessage_Drain:
+				go r.drain(m.Drain.GetReason())
+			case *agentv1.ServerMessage_Renew:
+				renewals <- m.Renew
+			case *agentv1.ServerMessage_JobAssign:
+				r.startJob(m.JobAssign)
+			case *agentv1.ServerMessage_JobCancel:
+				r.cancelJob(m.JobCancel)
 			}
 		}
 	}()
@@ -228,7 +289,7 @@ func (r *runner) session(ctx context.Context) (registered bool, err error) {
 		}
 		r.log.Info("renewing the robot certificate", "expires", r.leaf().NotAfter)
 		pendingKey = key
-		return agentv1.WriteFrame(stream, &agentv1.AgentMessage{Msg: &agentv1.AgentMessage_Renew{Renew: req}})
+		return l.send(&agentv1.AgentMessage{Msg: &agentv1.AgentMessage_Renew{Renew: req}})
 	}
 	if err := checkRenewal(); err != nil {
 		return true, fmt.Errorf("connection lost: %w", err)
@@ -236,6 +297,16 @@ func (r *runner) session(ctx context.Context) (registered bool, err error) {
 	for {
 		select {
 		case <-ctx.Done():
+			// Closing the connection drops what is not yet delivered (the
+			// last job ends, drained): end the stream and let the control
+			// plane hang up once it has read everything.
+			l.mu.Lock()
+			stream.Close()
+			l.mu.Unlock()
+			select {
+			case <-conn.Context().Done():
+			case <-time.After(2 * time.Second):
+			}
 			return true, nil
 		case <-renewCheck.C:
 			if err := checkRenewal(); err != nil {
@@ -249,17 +320,11 @@ func (r *runner) session(ctx context.Context) (registered bool, err error) {
 			}
 		case err := <-lost:
 			return true, fmt.Errorf("connection lost: %w", err)
-		case drain := <-drains:
-			// Nothing runs here yet, so the robot is drained at once.
-			r.log.Info("draining: taking no new work", "reason", drain.GetReason())
-			r.draining = true
-			done := &agentv1.AgentMessage{Msg: &agentv1.AgentMessage_Drained{Drained: &agentv1.Drained{}}}
-			if err := agentv1.WriteFrame(stream, done); err != nil {
-				return true, fmt.Errorf("connection lost: %w", err)
-			}
 		case <-ticker.C:
-			beat := &agentv1.AgentMessage{Msg: &agentv1.AgentMessage_Heartbeat{Heartbeat: &agentv1.Heartbeat{}}}
-			if err := agentv1.WriteFrame(stream, beat); err != nil {
+			beat := &agentv1.AgentMessage{Msg: &agentv1.AgentMessage_Heartbeat{Heartbeat: &agentv1.Heartbeat{
+				Time: timestamppb.Now(), RunningJobs: r.runningJobs(),
+			}}}
+			if err := l.send(beat); err != nil {
 				return true, fmt.Errorf("connection lost: %w", err)
 			}
 		}

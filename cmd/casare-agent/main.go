@@ -64,7 +64,7 @@ func newRootCommand() *cobra.Command {
 	var labels []string
 	runCmd := &cobra.Command{
 		Use:   "run --dir D [--labels k=v,…] [--capabilities …] [--max-jobs N]",
-		Short: "Connect to the control plane and stay connected until stopped (SIGTERM drains)",
+		Short: "Connect to the control plane and run jobs until stopped (SIGTERM drains, then exits 0)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			run.Labels = map[string]string{}
@@ -83,6 +83,7 @@ func newRootCommand() *cobra.Command {
 	runCmd.Flags().StringSliceVar(&run.Capabilities, "capabilities", nil, "capabilities to advertise, comma separated")
 	runCmd.Flags().Int32Var(&run.MaxJobs, "max-jobs", 1, "jobs to run at once")
 	runCmd.Flags().StringVar(&run.Server, "server", "", "control plane QUIC address, if not the one from enrolment")
+	runCmd.Flags().DurationVar(&run.DrainTimeout, "drain-timeout", 5*time.Minute, "when draining, how long running jobs may take to finish before they are handed back")
 	runCmd.Flags().DurationVar(&run.RenewBefore, "renew-before", 30*24*time.Hour, "renew the certificate over the tunnel when it expires sooner than this")
 	_ = runCmd.MarkFlagRequired("dir")
 

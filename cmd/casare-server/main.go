@@ -69,6 +69,8 @@ func newRootCommand() *cobra.Command {
 	flags.IntVar(&cfg.MaxRequestBytes, "max-request-bytes", cfg.MaxRequestBytes, "largest request message accepted (CASARE_MAX_REQUEST_BYTES)")
 	flags.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", cfg.ShutdownTimeout, "how long calls in flight may run after SIGTERM (CASARE_SHUTDOWN_TIMEOUT)")
 	flags.Int32Var(&cfg.DefaultMaxAttempts, "default-max-attempts", cfg.DefaultMaxAttempts, "attempts for jobs submitted without max_attempts (CASARE_DEFAULT_MAX_ATTEMPTS)")
+	flags.DurationVar(&cfg.AcceptTimeout, "accept-timeout", cfg.AcceptTimeout, "how long a robot has to accept a job before it goes to another (CASARE_ACCEPT_TIMEOUT)")
+	flags.DurationVar(&cfg.RobotGracePeriod, "robot-grace-period", cfg.RobotGracePeriod, "how long a robot whose connection closed keeps its jobs; 0 means 3 heartbeats (CASARE_ROBOT_GRACE_PERIOD)")
 	flags.StringVar(&cfg.LogLevel, "log-level", cfg.LogLevel, "debug, info, warn or error (CASARE_LOG_LEVEL)")
 	flags.StringVar(&cfg.LogFormat, "log-format", cfg.LogFormat, "text or json (CASARE_LOG_FORMAT)")
 

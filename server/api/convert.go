@@ -111,6 +111,8 @@ func jobToProto(j *registry.Job) *casarev1.Job {
 		StartedAt:       timestampPtr(j.StartedAt),
 		FinishedAt:      timestampPtr(j.FinishedAt),
 		CreatedBy:       j.CreatedBy,
+		Progress:        j.Progress,
+		CurrentStep:     j.CurrentStep,
 	}
 	if j.Inputs != "" {
 		out.Inputs = unmarshalJSON(j.Inputs, &structpb.Struct{})

@@ -20,12 +20,9 @@ import (
 	"github.com/casarerpa/casare/server/registry"
 )
 
-// jobService serves jobs. Following job logs needs robots that run jobs;
-// until the dispatcher exists StreamJobLogs answers Unimplemented through
-// the embedded handler.
+// jobService serves jobs.
 type jobService struct {
 	*Services
-	casarev1connect.UnimplementedJobServiceHandler
 }
 
 var _ casarev1connect.JobServiceHandler = (*jobService)(nil)
@@ -94,6 +91,12 @@ func (s *jobService) SubmitJob(ctx context.Context, req *casarev1.SubmitJobReque
 		s.logger.Warn("enqueue job; the reconciler will queue it", "job", saved.ID, "err", err)
 	}
 	s.queue.PublishJobChange(ctx, saved.ID)
+	if s.dispatch != nil {
+		// The queue carries the job to whichever replica has a robot for
+		// it; offering it here as well saves an idle system the queue's
+		// polling delay.
+		s.dispatch.Offer(saved)
+	}
 	return &casarev1.SubmitJobResponse{Job: jobToProto(saved)}, nil
 }
 
@@ -240,8 +243,8 @@ func (s *jobService) ListJobs(ctx context.Context, req *casarev1.ListJobsRequest
 	return res, nil
 }
 
-// CancelJob cancels a job that has not started on a robot and takes its
-// task off the queue.
+// CancelJob cancels a job that has not finished. A pending job's task
+// leaves the queue; a job on a robot is stopped there (the robot confirms).
 func (s *jobService) CancelJob(ctx context.Context, req *casarev1.CancelJobRequest) (*casarev1.CancelJobResponse, error) {
 	auth.SetAuditTarget(ctx, "job/"+req.GetId())
 	reason := req.GetReason()
@@ -250,7 +253,7 @@ func (s *jobService) CancelJob(ctx context.Context, req *casarev1.CancelJobReque
 	}
 	job, err := s.reg.TransitionJob(ctx, registry.Transition{
 		JobID:   req.GetId(),
-		From:    []registry.JobStatus{registry.JobPending},
+		From:    []registry.JobStatus{registry.JobPending, registry.JobAssigned, registry.JobRunning},
 		To:      registry.JobCancelled,
 		Message: reason,
 		Reason:  reason,
@@ -267,12 +270,13 @@ func (s *jobService) CancelJob(ctx context.Context, req *casarev1.CancelJobReque
 		return nil, toConnect(err)
 	}
 	task := queue.Task{JobID: job.ID, Attempt: job.Attempt, Priority: queue.Priority(job.Priority)}
-	if err := s.queue.Remove(ctx, task); err != nil {
+	if err := s.queue.Remove(ctx, task); err != nil && !errors.Is(err, queue.ErrTaskActive) {
 		// The job row says cancelled; a task left behind is dropped when
 		// it is dispatched, so this costs nothing but a log line.
 		s.logger.Warn("remove cancelled job from the queue", "job", job.ID, "err", err)
 	}
 	s.queue.PublishJobChange(ctx, job.ID)
+	s.queue.PublishJobStop(job.ID)
 	return &casarev1.CancelJobResponse{Job: jobToProto(job)}, nil
 }
 

@@ -22,6 +22,14 @@ type Queue interface {
 	Remove(ctx context.Context, t queue.Task) error
 	// PublishJobChange tells every replica's watchers that a job changed.
 	PublishJobChange(ctx context.Context, jobID string)
+	// PublishJobStop tells every replica to stop a job on its robot.
+	PublishJobStop(jobID string)
+}
+
+// Dispatch takes jobs to run on robots.
+type Dispatch interface {
+	// Offer dispatches a job just submitted without waiting for the queue.
+	Offer(job *registry.Job)
 }
 
 // ChangeFeed streams the ids of things that change, until cancelled.
@@ -56,6 +64,10 @@ type Options struct {
 	Enrollment         Enrollment
 	Robots             RobotControl
 	JobChanges         ChangeFeed
+	// JobLogs carries the ids of jobs with new log lines stored.
+	JobLogs ChangeFeed
+	// Dispatch, when set, gets each new job at once.
+	Dispatch Dispatch
 	// RobotStaleAfter is how long after its last heartbeat a robot the
 	// registry says is online is shown offline: the replica that served it
 	// may have died without saying so.
@@ -73,6 +85,8 @@ type Services struct {
 	enrollment         Enrollment
 	robots             RobotControl
 	jobChanges         ChangeFeed
+	jobLogs            ChangeFeed
+	dispatch           Dispatch
 	robotStaleAfter    time.Duration
 }
 
@@ -90,6 +104,8 @@ func New(opts Options) *Services {
 		enrollment:         opts.Enrollment,
 		robots:             opts.Robots,
 		jobChanges:         opts.JobChanges,
+		jobLogs:            opts.JobLogs,
+		dispatch:           opts.Dispatch,
 		robotStaleAfter:    opts.RobotStaleAfter,
 	}
 }

@@ -21,13 +21,21 @@ func (g *Gateway) Drain(ctx context.Context, robotID, reason string) error {
 	if err := sess.send(&agentv1.ServerMessage{Msg: &agentv1.ServerMessage_Drain{Drain: &agentv1.Drain{Reason: reason}}}); err != nil {
 		return err
 	}
+	return g.markDraining(ctx, sess)
+}
+
+// markDraining records that a robot takes no new work.
+func (g *Gateway) markDraining(ctx context.Context, sess *session) error {
 	sess.mu.Lock()
 	sess.draining = true
 	sess.mu.Unlock()
-	if err := g.opts.Store.SetRobotStatus(ctx, robotID, "draining"); err != nil {
+	if g.opts.Jobs != nil {
+		g.opts.Jobs.RobotDraining(sess.robotID)
+	}
+	if err := g.opts.Store.SetRobotStatus(ctx, sess.robotID, "draining"); err != nil {
 		return err
 	}
-	g.Changed(robotID)
+	g.Changed(sess.robotID)
 	return nil
 }
 

@@ -50,6 +50,41 @@ type Options struct {
 	// CertValidity is how long robot certificates last; zero means a year.
 	CertValidity time.Duration
 	Logger       *slog.Logger
+	// Jobs takes the robots' job traffic; nil drops it.
+	Jobs Jobs
+}
+
+// Jobs is what runs jobs on the robots: the gateway tells it which robots
+// come and go and hands it their job messages and log streams.
+type Jobs interface {
+	// RobotUp is called once a robot is welcomed, before any of its
+	// messages is handed on.
+	RobotUp(ctx context.Context, robot Robot)
+	// RobotDown is called when a robot's connection ends and no newer one
+	// replaced it. lost says it stopped answering (missed heartbeats), as
+	// opposed to a connection that closed and may come back.
+	RobotDown(robotID string, lost bool, reason string)
+	// RobotDraining is called when a robot takes no new work any more.
+	RobotDraining(robotID string)
+	// Handle takes a job message from the robot, in the order sent.
+	Handle(ctx context.Context, robotID string, msg *agentv1.AgentMessage)
+	// Logs reads one job log stream to its end.
+	Logs(ctx context.Context, robotID string, frames *agentv1.FrameReader)
+}
+
+// Robot is a welcomed robot as the job runner sees it.
+type Robot struct {
+	ID           string
+	Name         string
+	Capabilities []string
+	Labels       map[string]string
+	MaxJobs      int32
+	Draining     bool
+	// Running lists the jobs the robot says it still runs (or finished
+	// without having reported it yet).
+	Running []*agentv1.RunningJob
+	// Send writes a frame on the robot's control stream.
+	Send func(*agentv1.ServerMessage) error
 }
 
 // Gateway is the QUIC endpoint for robots.
@@ -143,7 +178,8 @@ func quicConfig(heartbeat time.Duration) *quic.Config {
 		InitialConnectionReceiveWindow: 64 << 10,
 		MaxConnectionReceiveWindow:     4 << 20,
 		MaxIncomingStreams:             64,
-		MaxIncomingUniStreams:          -1,
+		// One log stream per running job.
+		MaxIncomingUniStreams: 256,
 	}
 }
 

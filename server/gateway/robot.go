@@ -120,14 +120,25 @@ func (g *Gateway) serveRobot(ctx context.Context, conn *quic.Conn) {
 		HeartbeatInterval: durationpb.New(g.opts.HeartbeatInterval),
 	}}}
 	if err := sess.send(welcome); err != nil {
-		g.detach(ctx, id, conn, now, log, "the welcome could not be sent")
+		g.detach(ctx, id, conn, now, log, "the welcome could not be sent", false)
 		return
 	}
 	log.Info("robot registered", "name", robot.Name, "version", hello.GetVersion(), "os", hello.GetOs())
 	g.Changed(id)
+	if g.opts.Jobs != nil {
+		labels := map[string]string{}
+		_ = json.Unmarshal([]byte(robot.Labels), &labels)
+		g.opts.Jobs.RobotUp(ctx, Robot{
+			ID: id, Name: robot.Name, Capabilities: hello.GetCapabilities(), Labels: labels,
+			MaxJobs: robot.MaxJobs, Draining: hello.GetDraining(), Running: hello.GetRunningJobs(),
+			Send: sess.send,
+		})
+		go g.acceptLogStreams(ctx, conn, id, log)
+	}
 
 	lastSeen := now
 	reason := "disconnected"
+	lost := false
 	for {
 		stream.SetReadDeadline(time.Now().Add(missedHeartbeats * g.opts.HeartbeatInterval))
 		msg.Reset()
@@ -135,6 +146,7 @@ func (g *Gateway) serveRobot(ctx context.Context, conn *quic.Conn) {
 			var netErr interface{ Timeout() bool }
 			if errors.As(err, &netErr) && netErr.Timeout() {
 				reason = fmt.Sprintf("missed %d heartbeats", missedHeartbeats)
+				lost = true
 				conn.CloseWithError(codeTimeout, reason)
 			}
 			break
@@ -145,11 +157,37 @@ func (g *Gateway) serveRobot(ctx context.Context, conn *quic.Conn) {
 			g.sawRobot(id, lastSeen)
 		case msg.GetDrained() != nil:
 			log.Info("robot drained: it runs nothing and takes no new work")
+		case msg.GetDraining() != nil:
+			log.Info("robot draining on its own", "reason", msg.GetDraining().GetReason())
+			g.markDraining(ctx, sess)
 		case msg.GetRenew() != nil:
 			sess.send(&agentv1.ServerMessage{Msg: &agentv1.ServerMessage_Renew{Renew: g.renew(ctx, robot, msg.GetRenew(), log)}})
+		default:
+			if g.opts.Jobs != nil {
+				g.opts.Jobs.Handle(ctx, id, msg)
+			}
 		}
 	}
-	g.detach(ctx, id, conn, lastSeen, log, reason)
+	if !lost {
+		// The robot ended its stream: it has said all it will.
+		conn.CloseWithError(codeOK, "goodbye")
+	}
+	g.detach(ctx, id, conn, lastSeen, log, reason, lost)
+}
+
+// acceptLogStreams reads the job log streams the robot opens, each on its
+// own goroutine, until the connection ends.
+func (g *Gateway) acceptLogStreams(ctx context.Context, conn *quic.Conn, robotID string, log *slog.Logger) {
+	for {
+		stream, err := conn.AcceptUniStream(ctx)
+		if err != nil {
+			return
+		}
+		go func() {
+			g.opts.Jobs.Logs(ctx, robotID, agentv1.NewFrameReader(stream))
+			stream.CancelRead(0)
+		}()
+	}
 }
 
 // register records the robot's own description and that it is online.
@@ -195,7 +233,7 @@ func (g *Gateway) attach(s *session, log *slog.Logger) {
 
 // detach ends the robot's session and, unless a newer connection replaced
 // it, records it offline.
-func (g *Gateway) detach(ctx context.Context, id string, conn *quic.Conn, lastSeen time.Time, log *slog.Logger, reason string) {
+func (g *Gateway) detach(ctx context.Context, id string, conn *quic.Conn, lastSeen time.Time, log *slog.Logger, reason string, lost bool) {
 	g.mu.Lock()
 	current := g.sessions[id]
 	replaced := current != nil && current.conn != conn
@@ -206,9 +244,15 @@ func (g *Gateway) detach(ctx context.Context, id string, conn *quic.Conn, lastSe
 	closing := g.closing
 	g.mu.Unlock()
 	if replaced || closing {
+		// A replaced connection's robot is here on the newer one; at
+		// shutdown robots come back to this or another replica with
+		// their running jobs, so neither case loses the robot's jobs.
 		return
 	}
 	log.Info("robot offline", "reason", reason)
+	if g.opts.Jobs != nil {
+		g.opts.Jobs.RobotDown(id, lost, reason)
+	}
 	if err := g.opts.Store.RobotsOffline(context.WithoutCancel(ctx), map[string]time.Time{id: lastSeen}); err != nil {
 		g.opts.Logger.Warn("record robot offline", "robot", id, "err", err)
 	}

@@ -8,16 +8,23 @@ import (
 	"github.com/hibiken/asynq"
 )
 
-// jobChannel is the Redis channel that carries the ids of jobs that
-// changed, so every control plane replica can tell its watchers. Pub/sub
-// ignores database numbers, so the channel carries it: control planes
-// sharing a Redis on different databases do not hear each other.
-func (q *Queue) jobChannel() string {
+// Notice kinds, each a Redis channel. Pub/sub ignores database numbers,
+// so a channel's name carries it: control planes sharing a Redis on
+// different databases do not hear each other.
+const (
+	kindJobChanges = "job-changes"
+	kindJobLogs    = "job-logs"
+	kindJobStops   = "job-stops"
+)
+
+type notice struct{ kind, id string }
+
+func (q *Queue) channel(kind string) string {
 	db := 0
 	if opt, ok := q.connOpt.(asynq.RedisClientOpt); ok {
 		db = opt.DB
 	}
-	return "casare:job-changes:" + strconv.Itoa(db)
+	return "casare:" + kind + ":" + strconv.Itoa(db)
 }
 
 // PublishJobChange tells every replica that a job changed. It does not wait
@@ -26,56 +33,86 @@ func (q *Queue) jobChannel() string {
 // best effort by design: a lost notice leaves a watcher one change behind
 // until the job changes again, never a job in a wrong state.
 func (q *Queue) PublishJobChange(_ context.Context, jobID string) {
+	q.publish(notice{kindJobChanges, jobID})
+}
+
+// PublishJobLogs tells every replica that a job has new log lines stored.
+func (q *Queue) PublishJobLogs(jobID string) {
+	q.publish(notice{kindJobLogs, jobID})
+}
+
+// PublishJobStop tells every replica to stop a job on its robot: it was
+// cancelled.
+func (q *Queue) PublishJobStop(jobID string) {
+	q.publish(notice{kindJobStops, jobID})
+}
+
+func (q *Queue) publish(n notice) {
 	select {
-	case q.notices <- jobID:
+	case q.notices <- n:
 	default:
-		q.logger.Debug("job change notice dropped: the publisher is behind", "job", jobID)
+		q.logger.Debug("notice dropped: the publisher is behind", "kind", n.kind, "job", n.id)
 	}
 }
 
-// publishNotices sends queued change notices until stop is closed.
+// publishNotices sends queued notices until stop is closed.
 func (q *Queue) publishNotices(stop <-chan struct{}) {
-	channel := q.jobChannel()
+	channels := map[string]string{}
+	for _, kind := range []string{kindJobChanges, kindJobLogs, kindJobStops} {
+		channels[kind] = q.channel(kind)
+	}
 	for {
-		var first string
+		var first notice
 		select {
 		case first = <-q.notices:
 		case <-stop:
 			return
 		}
 		pipe := q.rdb.Pipeline()
-		pipe.Publish(context.Background(), channel, first)
+		pipe.Publish(context.Background(), channels[first.kind], first.id)
 	drain:
 		for range 1000 {
 			select {
-			case id := <-q.notices:
-				pipe.Publish(context.Background(), channel, id)
+			case n := <-q.notices:
+				pipe.Publish(context.Background(), channels[n.kind], n.id)
 			default:
 				break drain
 			}
 		}
 		if _, err := pipe.Exec(context.Background()); err != nil {
-			q.logger.Debug("publish job changes", "err", err)
+			q.logger.Debug("publish notices", "err", err)
 		}
 	}
 }
 
-// JobChanges fans the ids of changed jobs out to this replica's watchers
-// over one Redis subscription.
-type JobChanges struct {
-	q    *Queue
-	mu   sync.Mutex
-	subs map[chan string]struct{}
+// Notices fans the job ids of one kind of notice out to this replica's
+// subscribers over one Redis subscription.
+type Notices struct {
+	q       *Queue
+	channel string
+	mu      sync.Mutex
+	subs    map[chan string]struct{}
 }
 
-// JobChanges returns the fan-out; Run must be running for it to deliver.
-func (q *Queue) JobChanges() *JobChanges {
-	return &JobChanges{q: q, subs: map[chan string]struct{}{}}
+// JobChanges returns the fan-out of job changes; Run must be running for it
+// to deliver.
+func (q *Queue) JobChanges() *Notices {
+	return &Notices{q: q, channel: q.channel(kindJobChanges), subs: map[chan string]struct{}{}}
+}
+
+// JobLogs returns the fan-out of "new log lines stored" notices.
+func (q *Queue) JobLogs() *Notices {
+	return &Notices{q: q, channel: q.channel(kindJobLogs), subs: map[chan string]struct{}{}}
+}
+
+// JobStops returns the fan-out of "stop this job" notices.
+func (q *Queue) JobStops() *Notices {
+	return &Notices{q: q, channel: q.channel(kindJobStops), subs: map[chan string]struct{}{}}
 }
 
 // Run holds the subscription until ctx is done.
-func (c *JobChanges) Run(ctx context.Context) {
-	sub := c.q.rdb.Subscribe(ctx, c.q.jobChannel())
+func (c *Notices) Run(ctx context.Context) {
+	sub := c.q.rdb.Subscribe(ctx, c.channel)
 	defer sub.Close()
 	ch := sub.Channel()
 	for {
@@ -98,10 +135,10 @@ func (c *JobChanges) Run(ctx context.Context) {
 	}
 }
 
-// Subscribe returns a channel of changed job ids and a function that ends
-// the subscription. A subscriber that falls behind misses ids rather than
+// Subscribe returns a channel of job ids and a function that ends the
+// subscription. A subscriber that falls behind misses ids rather than
 // holding the others up.
-func (c *JobChanges) Subscribe() (<-chan string, func()) {
+func (c *Notices) Subscribe() (<-chan string, func()) {
 	ch := make(chan string, 4096)
 	c.mu.Lock()
 	c.subs[ch] = struct{}{}

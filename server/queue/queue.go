@@ -94,7 +94,7 @@ type Queue struct {
 	environment string
 	logger      *slog.Logger
 
-	notices        chan string // job change notices waiting to be published
+	notices        chan notice // notices waiting to be published
 	stopNotices    chan struct{}
 	noticesStopped chan struct{}
 }
@@ -141,7 +141,7 @@ func Open(ctx context.Context, opts Options) (*Queue, error) {
 		q.Close()
 		return nil, err
 	}
-	q.notices = make(chan string, 16384)
+	q.notices = make(chan notice, 16384)
 	q.stopNotices = make(chan struct{})
 	q.noticesStopped = make(chan struct{})
 	go func() {

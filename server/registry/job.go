@@ -136,7 +136,10 @@ type Transition struct {
 	// Attempt, when not zero, fences the change: it applies only while the
 	// job is on that attempt, so news about a superseded attempt is ignored.
 	Attempt int32
-	To      JobStatus
+	// Robot, when not empty, fences the change to the job's robot: a robot
+	// the job was taken from cannot move it.
+	Robot string
+	To    JobStatus
 	// NextAttempt starts the next attempt (a job sent back for another robot).
 	NextAttempt bool
 	// RobotID, when not nil, becomes the job's robot.
@@ -180,12 +183,20 @@ func (r *Registry) TransitionJob(ctx context.Context, t Transition, audit *Audit
 			conflict = fmt.Errorf("job %s is on attempt %d, not %d: %w", job.ID, job.Attempt, t.Attempt, ErrConflict)
 			return nil
 		}
+		if t.Robot != "" && t.Robot != job.RobotID {
+			conflict = fmt.Errorf("job %s is on robot %q, not %q: %w", job.ID, job.RobotID, t.Robot, ErrConflict)
+			return nil
+		}
 		from := job.Status
 		job.Status = t.To
 		job.StatusMessage = t.Message
 		job.UpdatedAt = at
 		if t.NextAttempt {
 			job.Attempt++
+		}
+		if t.NextAttempt || t.To == JobPending || t.To == JobAssigned {
+			// A new start: nothing of an earlier try's progress holds.
+			job.Progress, job.CurrentStep = 0, ""
 		}
 		if t.RobotID != nil {
 			job.RobotID = *t.RobotID

@@ -61,6 +61,8 @@ type Job struct {
 	UpdatedAt       time.Time  `bun:"updated_at,notnull"`
 	StartedAt       *time.Time `bun:"started_at"`
 	FinishedAt      *time.Time `bun:"finished_at"`
+	Progress        int32      `bun:"progress,notnull"`
+	CurrentStep     string     `bun:"current_step,notnull"`
 }
 
 // JobEvent is a row of job_events: one transition of a job.
@@ -76,6 +78,22 @@ type JobEvent struct {
 	RobotID    string    `bun:"robot_id,notnull"`
 	Reason     string    `bun:"reason,notnull"`
 	Actor      string    `bun:"actor,notnull"`
+}
+
+// JobLog is a row of job_logs: one line a job wrote. ID orders a job's
+// lines across attempts; (JobID, Attempt, Line) is unique, so a line a
+// robot resends after a reconnect is stored once.
+type JobLog struct {
+	bun.BaseModel `bun:"table:job_logs"`
+
+	ID      int64     `bun:"id,pk,autoincrement"`
+	JobID   string    `bun:"job_id,notnull"`
+	Attempt int32     `bun:"attempt,notnull"`
+	Line    int64     `bun:"line,notnull"`
+	Time    time.Time `bun:"time,notnull"`
+	Level   string    `bun:"level,notnull"`
+	StepID  string    `bun:"step_id,notnull"`
+	Message string    `bun:"message,notnull"`
 }
 
 // WorkflowVersion is a row of workflows: one immutable version of a stored

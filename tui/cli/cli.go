@@ -131,3 +131,9 @@ func (a *app) rootCommand() *cobra.Command {
 	)
 	return root
 }
+
+// isExit reports whether err carries the exit code.
+func isExit(err error, code int) bool {
+	var e *exitError
+	return errors.As(err, &e) && e.code == code
+}

@@ -20,7 +20,8 @@ import (
 
 func (a *app) jobsCommand() *cobra.Command {
 	cmd := &cobra.Command{Use: "jobs", Aliases: []string{"job"}, Short: "Submit, follow, list and cancel jobs"}
-	cmd.AddCommand(a.jobsSubmitCommand(), a.jobsGetCommand(), a.jobsListCommand(), a.jobsCancelCommand())
+	cmd.AddCommand(a.jobsSubmitCommand(), a.jobsGetCommand(), a.jobsListCommand(), a.jobsCancelCommand(),
+		a.jobsLogsCommand(), a.jobsExplainCommand())
 	return cmd
 }
 
@@ -29,13 +30,13 @@ type submitOptions struct {
 	version, maxAttempts                         int32
 	inputs, capabilities, labels                 []string
 	jobTimeout, waitTimeout                      time.Duration
-	wait                                         bool
+	wait, follow                                 bool
 }
 
 func (a *app) jobsSubmitCommand() *cobra.Command {
 	var o submitOptions
 	cmd := &cobra.Command{
-		Use:   "submit (-f FILE | --workflow NAME) [--input k=v]... [--wait [--timeout D]]",
+		Use:   "submit (-f FILE | --workflow NAME) [--input k=v]... [--wait [--follow] [--timeout D]]",
 		Short: "Submit a job from a workflow file or a stored workflow",
 		Example: "  casarectl jobs submit -f invoice-sync.yaml --input url=https://erp.example.com --wait\n" +
 			"  casarectl jobs submit --workflow invoice-sync --priority high --idempotency-key nightly-2026-11-23",
@@ -56,10 +57,26 @@ func (a *app) jobsSubmitCommand() *cobra.Command {
 			if res.GetExisting() {
 				fmt.Fprintf(a.env.Stderr, "job %s already exists for idempotency key %q\n", res.GetJob().GetId(), o.idempotencyKey)
 			}
-			if !o.wait {
+			if !o.wait && !o.follow {
 				return a.printJob(res.GetJob())
 			}
-			return a.waitForJob(cmd.Context(), res.GetJob(), o.waitTimeout)
+			if !o.follow {
+				return a.waitForJob(cmd.Context(), res.GetJob(), o.waitTimeout)
+			}
+			// The log goes to stdout as it comes; the job's end follows it.
+			ctx, cancel := context.WithCancel(cmd.Context())
+			defer cancel()
+			logsDone := make(chan error, 1)
+			go func() { logsDone <- a.streamLogs(ctx, res.GetJob().GetId(), true) }()
+			err = a.waitForJob(cmd.Context(), res.GetJob(), o.waitTimeout)
+			if err == nil || isExit(err, ExitFailed) {
+				// The job ended: its log ends too, with its last line.
+				select {
+				case <-logsDone:
+				case <-time.After(5 * time.Second):
+				}
+			}
+			return err
 		},
 	}
 	f := cmd.Flags()
@@ -74,6 +91,7 @@ func (a *app) jobsSubmitCommand() *cobra.Command {
 	f.StringArrayVar(&o.capabilities, "require-capability", nil, "capability the robot must have (repeatable)")
 	f.StringArrayVar(&o.labels, "require-label", nil, "label k=v the robot must have (repeatable)")
 	f.BoolVar(&o.wait, "wait", false, "follow the job to its end; exit 0 if it succeeded, 1 if it failed or was cancelled")
+	f.BoolVar(&o.follow, "follow", false, "with --wait (implied), print the job's log lines as they come")
 	f.DurationVar(&o.waitTimeout, "timeout", 0, "with --wait, give up after this long (exit 2); 0 waits forever")
 	return cmd
 }

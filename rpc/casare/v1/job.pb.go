@@ -239,8 +239,12 @@ type Job struct {
 	Timeout        *durationpb.Duration `protobuf:"bytes,16,opt,name=timeout,proto3" json:"timeout,omitempty"`
 	IdempotencyKey string               `protobuf:"bytes,17,opt,name=idempotency_key,json=idempotencyKey,proto3" json:"idempotency_key,omitempty"`
 	// Name of the token that submitted it.
-	CreatedBy     string                 `protobuf:"bytes,18,opt,name=created_by,json=createdBy,proto3" json:"created_by,omitempty"`
-	UpdatedAt     *timestamppb.Timestamp `protobuf:"bytes,19,opt,name=updated_at,json=updatedAt,proto3" json:"updated_at,omitempty"`
+	CreatedBy string                 `protobuf:"bytes,18,opt,name=created_by,json=createdBy,proto3" json:"created_by,omitempty"`
+	UpdatedAt *timestamppb.Timestamp `protobuf:"bytes,19,opt,name=updated_at,json=updatedAt,proto3" json:"updated_at,omitempty"`
+	// How far the running attempt got, 0 to 100, as its robot reports it.
+	Progress int32 `protobuf:"varint,20,opt,name=progress,proto3" json:"progress,omitempty"`
+	// The step the running attempt is on.
+	CurrentStep   string `protobuf:"bytes,21,opt,name=current_step,json=currentStep,proto3" json:"current_step,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -408,6 +412,20 @@ func (x *Job) GetUpdatedAt() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *Job) GetProgress() int32 {
+	if x != nil {
+		return x.Progress
+	}
+	return 0
+}
+
+func (x *Job) GetCurrentStep() string {
+	if x != nil {
+		return x.CurrentStep
+	}
+	return ""
+}
+
 // JobEvent is one transition of a job, in the order they happened.
 type JobEvent struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -522,7 +540,8 @@ func (x *JobEvent) GetActor() string {
 // LogLine is one line a job wrote.
 type LogLine struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Position in the job's log, from 1.
+	// Position in the job's log: increasing, not necessarily contiguous.
+	// Pass the last one seen as after_seq to continue.
 	Seq  int64                  `protobuf:"varint,1,opt,name=seq,proto3" json:"seq,omitempty"`
 	Time *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=time,proto3" json:"time,omitempty"`
 	// debug, info, warn or error.
@@ -1357,11 +1376,190 @@ func (x *StreamJobLogsResponse) GetLines() []*LogLine {
 	return nil
 }
 
+type ExplainJobRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExplainJobRequest) Reset() {
+	*x = ExplainJobRequest{}
+	mi := &file_casare_v1_job_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExplainJobRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExplainJobRequest) ProtoMessage() {}
+
+func (x *ExplainJobRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_casare_v1_job_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExplainJobRequest.ProtoReflect.Descriptor instead.
+func (*ExplainJobRequest) Descriptor() ([]byte, []int) {
+	return file_casare_v1_job_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *ExplainJobRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+type ExplainJobResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Job   *Job                   `protobuf:"bytes,1,opt,name=job,proto3" json:"job,omitempty"`
+	// One sentence: what the job waits for, or why it is not waiting.
+	Summary string `protobuf:"bytes,2,opt,name=summary,proto3" json:"summary,omitempty"`
+	// Every registered robot and what keeps it from taking the job; for a
+	// job that is not pending, empty.
+	Robots        []*RobotFit `protobuf:"bytes,3,rep,name=robots,proto3" json:"robots,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExplainJobResponse) Reset() {
+	*x = ExplainJobResponse{}
+	mi := &file_casare_v1_job_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExplainJobResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExplainJobResponse) ProtoMessage() {}
+
+func (x *ExplainJobResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_casare_v1_job_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExplainJobResponse.ProtoReflect.Descriptor instead.
+func (*ExplainJobResponse) Descriptor() ([]byte, []int) {
+	return file_casare_v1_job_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *ExplainJobResponse) GetJob() *Job {
+	if x != nil {
+		return x.Job
+	}
+	return nil
+}
+
+func (x *ExplainJobResponse) GetSummary() string {
+	if x != nil {
+		return x.Summary
+	}
+	return ""
+}
+
+func (x *ExplainJobResponse) GetRobots() []*RobotFit {
+	if x != nil {
+		return x.Robots
+	}
+	return nil
+}
+
+// RobotFit is one robot judged against a pending job.
+type RobotFit struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	RobotId   string                 `protobuf:"bytes,1,opt,name=robot_id,json=robotId,proto3" json:"robot_id,omitempty"`
+	RobotName string                 `protobuf:"bytes,2,opt,name=robot_name,json=robotName,proto3" json:"robot_name,omitempty"`
+	// The robot could take the job now.
+	Eligible bool `protobuf:"varint,3,opt,name=eligible,proto3" json:"eligible,omitempty"`
+	// Why it cannot, each in words: "offline", "draining", "busy (1 of 1
+	// slots)", "missing capability browser", "label region=eu (has us)".
+	Reasons       []string `protobuf:"bytes,4,rep,name=reasons,proto3" json:"reasons,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RobotFit) Reset() {
+	*x = RobotFit{}
+	mi := &file_casare_v1_job_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RobotFit) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RobotFit) ProtoMessage() {}
+
+func (x *RobotFit) ProtoReflect() protoreflect.Message {
+	mi := &file_casare_v1_job_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RobotFit.ProtoReflect.Descriptor instead.
+func (*RobotFit) Descriptor() ([]byte, []int) {
+	return file_casare_v1_job_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *RobotFit) GetRobotId() string {
+	if x != nil {
+		return x.RobotId
+	}
+	return ""
+}
+
+func (x *RobotFit) GetRobotName() string {
+	if x != nil {
+		return x.RobotName
+	}
+	return ""
+}
+
+func (x *RobotFit) GetEligible() bool {
+	if x != nil {
+		return x.Eligible
+	}
+	return false
+}
+
+func (x *RobotFit) GetReasons() []string {
+	if x != nil {
+		return x.Reasons
+	}
+	return nil
+}
+
 var File_casare_v1_job_proto protoreflect.FileDescriptor
 
 const file_casare_v1_job_proto_rawDesc = "" +
 	"\n" +
-	"\x13casare/v1/job.proto\x12\tcasare.v1\x1a\x1bbuf/validate/validate.proto\x1a\x16casare/v1/common.proto\x1a\x18casare/v1/workflow.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc8\x06\n" +
+	"\x13casare/v1/job.proto\x12\tcasare.v1\x1a\x1bbuf/validate/validate.proto\x1a\x16casare/v1/common.proto\x1a\x18casare/v1/workflow.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x87\a\n" +
 	"\x03Job\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12#\n" +
 	"\rworkflow_name\x18\x02 \x01(\tR\fworkflowName\x12)\n" +
@@ -1387,7 +1585,9 @@ const file_casare_v1_job_proto_rawDesc = "" +
 	"\n" +
 	"created_by\x18\x12 \x01(\tR\tcreatedBy\x129\n" +
 	"\n" +
-	"updated_at\x18\x13 \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\"\xae\x02\n" +
+	"updated_at\x18\x13 \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\x12\x1a\n" +
+	"\bprogress\x18\x14 \x01(\x05R\bprogress\x12!\n" +
+	"\fcurrent_step\x18\x15 \x01(\tR\vcurrentStep\"\xae\x02\n" +
 	"\bJobEvent\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x03R\x02id\x12\x15\n" +
 	"\x06job_id\x18\x02 \x01(\tR\x05jobId\x12.\n" +
@@ -1457,7 +1657,19 @@ const file_casare_v1_job_proto_rawDesc = "" +
 	"\x06follow\x18\x02 \x01(\bR\x06follow\x12$\n" +
 	"\tafter_seq\x18\x03 \x01(\x03B\a\xbaH\x04\"\x02(\x00R\bafterSeq\"A\n" +
 	"\x15StreamJobLogsResponse\x12(\n" +
-	"\x05lines\x18\x01 \x03(\v2\x12.casare.v1.LogLineR\x05lines*\xbb\x01\n" +
+	"\x05lines\x18\x01 \x03(\v2\x12.casare.v1.LogLineR\x05lines\".\n" +
+	"\x11ExplainJobRequest\x12\x19\n" +
+	"\x02id\x18\x01 \x01(\tB\t\xbaH\x06r\x04\x10\x01\x18@R\x02id\"}\n" +
+	"\x12ExplainJobResponse\x12 \n" +
+	"\x03job\x18\x01 \x01(\v2\x0e.casare.v1.JobR\x03job\x12\x18\n" +
+	"\asummary\x18\x02 \x01(\tR\asummary\x12+\n" +
+	"\x06robots\x18\x03 \x03(\v2\x13.casare.v1.RobotFitR\x06robots\"z\n" +
+	"\bRobotFit\x12\x19\n" +
+	"\brobot_id\x18\x01 \x01(\tR\arobotId\x12\x1d\n" +
+	"\n" +
+	"robot_name\x18\x02 \x01(\tR\trobotName\x12\x1a\n" +
+	"\beligible\x18\x03 \x01(\bR\beligible\x12\x18\n" +
+	"\areasons\x18\x04 \x03(\tR\areasons*\xbb\x01\n" +
 	"\tJobStatus\x12\x1a\n" +
 	"\x16JOB_STATUS_UNSPECIFIED\x10\x00\x12\x16\n" +
 	"\x12JOB_STATUS_PENDING\x10\x01\x12\x17\n" +
@@ -1477,7 +1689,7 @@ const file_casare_v1_job_proto_rawDesc = "" +
 	"\x19WATCH_EVENT_TYPE_SNAPSHOT\x10\x01\x12\x1b\n" +
 	"\x17WATCH_EVENT_TYPE_SYNCED\x10\x02\x12\x1b\n" +
 	"\x17WATCH_EVENT_TYPE_UPSERT\x10\x03\x12\x1b\n" +
-	"\x17WATCH_EVENT_TYPE_DELETE\x10\x042\xf2\x03\n" +
+	"\x17WATCH_EVENT_TYPE_DELETE\x10\x042\xc6\x04\n" +
 	"\n" +
 	"JobService\x12P\n" +
 	"\tSubmitJob\x12\x1b.casare.v1.SubmitJobRequest\x1a\x1c.casare.v1.SubmitJobResponse\"\b\x88\xb5\x18\x02\x90\xb5\x18\x01\x12F\n" +
@@ -1485,7 +1697,9 @@ const file_casare_v1_job_proto_rawDesc = "" +
 	"\bListJobs\x12\x1a.casare.v1.ListJobsRequest\x1a\x1b.casare.v1.ListJobsResponse\"\a\x88\xb5\x18\x01\x90\x02\x01\x12P\n" +
 	"\tCancelJob\x12\x1b.casare.v1.CancelJobRequest\x1a\x1c.casare.v1.CancelJobResponse\"\b\x88\xb5\x18\x02\x90\xb5\x18\x01\x12N\n" +
 	"\tWatchJobs\x12\x1b.casare.v1.WatchJobsRequest\x1a\x1c.casare.v1.WatchJobsResponse\"\x04\x88\xb5\x18\x010\x01\x12Z\n" +
-	"\rStreamJobLogs\x12\x1f.casare.v1.StreamJobLogsRequest\x1a .casare.v1.StreamJobLogsResponse\"\x04\x88\xb5\x18\x010\x01B4Z2github.com/casarerpa/casare/rpc/casare/v1;casarev1b\x06proto3"
+	"\rStreamJobLogs\x12\x1f.casare.v1.StreamJobLogsRequest\x1a .casare.v1.StreamJobLogsResponse\"\x04\x88\xb5\x18\x010\x01\x12R\n" +
+	"\n" +
+	"ExplainJob\x12\x1c.casare.v1.ExplainJobRequest\x1a\x1d.casare.v1.ExplainJobResponse\"\a\x88\xb5\x18\x01\x90\x02\x01B4Z2github.com/casarerpa/casare/rpc/casare/v1;casarev1b\x06proto3"
 
 var (
 	file_casare_v1_job_proto_rawDescOnce sync.Once
@@ -1500,7 +1714,7 @@ func file_casare_v1_job_proto_rawDescGZIP() []byte {
 }
 
 var file_casare_v1_job_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_casare_v1_job_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
+var file_casare_v1_job_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
 var file_casare_v1_job_proto_goTypes = []any{
 	(JobStatus)(0),                // 0: casare.v1.JobStatus
 	(JobPriority)(0),              // 1: casare.v1.JobPriority
@@ -1520,32 +1734,35 @@ var file_casare_v1_job_proto_goTypes = []any{
 	(*WatchJobsResponse)(nil),     // 15: casare.v1.WatchJobsResponse
 	(*StreamJobLogsRequest)(nil),  // 16: casare.v1.StreamJobLogsRequest
 	(*StreamJobLogsResponse)(nil), // 17: casare.v1.StreamJobLogsResponse
-	(*structpb.Struct)(nil),       // 18: google.protobuf.Struct
-	(*timestamppb.Timestamp)(nil), // 19: google.protobuf.Timestamp
-	(*Requirements)(nil),          // 20: casare.v1.Requirements
-	(*durationpb.Duration)(nil),   // 21: google.protobuf.Duration
-	(*Workflow)(nil),              // 22: casare.v1.Workflow
+	(*ExplainJobRequest)(nil),     // 18: casare.v1.ExplainJobRequest
+	(*ExplainJobResponse)(nil),    // 19: casare.v1.ExplainJobResponse
+	(*RobotFit)(nil),              // 20: casare.v1.RobotFit
+	(*structpb.Struct)(nil),       // 21: google.protobuf.Struct
+	(*timestamppb.Timestamp)(nil), // 22: google.protobuf.Timestamp
+	(*Requirements)(nil),          // 23: casare.v1.Requirements
+	(*durationpb.Duration)(nil),   // 24: google.protobuf.Duration
+	(*Workflow)(nil),              // 25: casare.v1.Workflow
 }
 var file_casare_v1_job_proto_depIdxs = []int32{
 	0,  // 0: casare.v1.Job.status:type_name -> casare.v1.JobStatus
 	1,  // 1: casare.v1.Job.priority:type_name -> casare.v1.JobPriority
-	18, // 2: casare.v1.Job.result:type_name -> google.protobuf.Struct
-	19, // 3: casare.v1.Job.created_at:type_name -> google.protobuf.Timestamp
-	19, // 4: casare.v1.Job.started_at:type_name -> google.protobuf.Timestamp
-	19, // 5: casare.v1.Job.finished_at:type_name -> google.protobuf.Timestamp
-	18, // 6: casare.v1.Job.inputs:type_name -> google.protobuf.Struct
-	20, // 7: casare.v1.Job.requires:type_name -> casare.v1.Requirements
-	21, // 8: casare.v1.Job.timeout:type_name -> google.protobuf.Duration
-	19, // 9: casare.v1.Job.updated_at:type_name -> google.protobuf.Timestamp
-	19, // 10: casare.v1.JobEvent.time:type_name -> google.protobuf.Timestamp
+	21, // 2: casare.v1.Job.result:type_name -> google.protobuf.Struct
+	22, // 3: casare.v1.Job.created_at:type_name -> google.protobuf.Timestamp
+	22, // 4: casare.v1.Job.started_at:type_name -> google.protobuf.Timestamp
+	22, // 5: casare.v1.Job.finished_at:type_name -> google.protobuf.Timestamp
+	21, // 6: casare.v1.Job.inputs:type_name -> google.protobuf.Struct
+	23, // 7: casare.v1.Job.requires:type_name -> casare.v1.Requirements
+	24, // 8: casare.v1.Job.timeout:type_name -> google.protobuf.Duration
+	22, // 9: casare.v1.Job.updated_at:type_name -> google.protobuf.Timestamp
+	22, // 10: casare.v1.JobEvent.time:type_name -> google.protobuf.Timestamp
 	0,  // 11: casare.v1.JobEvent.from_status:type_name -> casare.v1.JobStatus
 	0,  // 12: casare.v1.JobEvent.to_status:type_name -> casare.v1.JobStatus
-	19, // 13: casare.v1.LogLine.time:type_name -> google.protobuf.Timestamp
-	22, // 14: casare.v1.SubmitJobRequest.workflow:type_name -> casare.v1.Workflow
-	18, // 15: casare.v1.SubmitJobRequest.inputs:type_name -> google.protobuf.Struct
+	22, // 13: casare.v1.LogLine.time:type_name -> google.protobuf.Timestamp
+	25, // 14: casare.v1.SubmitJobRequest.workflow:type_name -> casare.v1.Workflow
+	21, // 15: casare.v1.SubmitJobRequest.inputs:type_name -> google.protobuf.Struct
 	1,  // 16: casare.v1.SubmitJobRequest.priority:type_name -> casare.v1.JobPriority
-	20, // 17: casare.v1.SubmitJobRequest.requires:type_name -> casare.v1.Requirements
-	21, // 18: casare.v1.SubmitJobRequest.timeout:type_name -> google.protobuf.Duration
+	23, // 17: casare.v1.SubmitJobRequest.requires:type_name -> casare.v1.Requirements
+	24, // 18: casare.v1.SubmitJobRequest.timeout:type_name -> google.protobuf.Duration
 	3,  // 19: casare.v1.SubmitJobResponse.job:type_name -> casare.v1.Job
 	3,  // 20: casare.v1.GetJobResponse.job:type_name -> casare.v1.Job
 	4,  // 21: casare.v1.GetJobResponse.events:type_name -> casare.v1.JobEvent
@@ -1556,23 +1773,27 @@ var file_casare_v1_job_proto_depIdxs = []int32{
 	2,  // 26: casare.v1.WatchJobsResponse.type:type_name -> casare.v1.WatchEventType
 	3,  // 27: casare.v1.WatchJobsResponse.jobs:type_name -> casare.v1.Job
 	5,  // 28: casare.v1.StreamJobLogsResponse.lines:type_name -> casare.v1.LogLine
-	6,  // 29: casare.v1.JobService.SubmitJob:input_type -> casare.v1.SubmitJobRequest
-	8,  // 30: casare.v1.JobService.GetJob:input_type -> casare.v1.GetJobRequest
-	10, // 31: casare.v1.JobService.ListJobs:input_type -> casare.v1.ListJobsRequest
-	12, // 32: casare.v1.JobService.CancelJob:input_type -> casare.v1.CancelJobRequest
-	14, // 33: casare.v1.JobService.WatchJobs:input_type -> casare.v1.WatchJobsRequest
-	16, // 34: casare.v1.JobService.StreamJobLogs:input_type -> casare.v1.StreamJobLogsRequest
-	7,  // 35: casare.v1.JobService.SubmitJob:output_type -> casare.v1.SubmitJobResponse
-	9,  // 36: casare.v1.JobService.GetJob:output_type -> casare.v1.GetJobResponse
-	11, // 37: casare.v1.JobService.ListJobs:output_type -> casare.v1.ListJobsResponse
-	13, // 38: casare.v1.JobService.CancelJob:output_type -> casare.v1.CancelJobResponse
-	15, // 39: casare.v1.JobService.WatchJobs:output_type -> casare.v1.WatchJobsResponse
-	17, // 40: casare.v1.JobService.StreamJobLogs:output_type -> casare.v1.StreamJobLogsResponse
-	35, // [35:41] is the sub-list for method output_type
-	29, // [29:35] is the sub-list for method input_type
-	29, // [29:29] is the sub-list for extension type_name
-	29, // [29:29] is the sub-list for extension extendee
-	0,  // [0:29] is the sub-list for field type_name
+	3,  // 29: casare.v1.ExplainJobResponse.job:type_name -> casare.v1.Job
+	20, // 30: casare.v1.ExplainJobResponse.robots:type_name -> casare.v1.RobotFit
+	6,  // 31: casare.v1.JobService.SubmitJob:input_type -> casare.v1.SubmitJobRequest
+	8,  // 32: casare.v1.JobService.GetJob:input_type -> casare.v1.GetJobRequest
+	10, // 33: casare.v1.JobService.ListJobs:input_type -> casare.v1.ListJobsRequest
+	12, // 34: casare.v1.JobService.CancelJob:input_type -> casare.v1.CancelJobRequest
+	14, // 35: casare.v1.JobService.WatchJobs:input_type -> casare.v1.WatchJobsRequest
+	16, // 36: casare.v1.JobService.StreamJobLogs:input_type -> casare.v1.StreamJobLogsRequest
+	18, // 37: casare.v1.JobService.ExplainJob:input_type -> casare.v1.ExplainJobRequest
+	7,  // 38: casare.v1.JobService.SubmitJob:output_type -> casare.v1.SubmitJobResponse
+	9,  // 39: casare.v1.JobService.GetJob:output_type -> casare.v1.GetJobResponse
+	11, // 40: casare.v1.JobService.ListJobs:output_type -> casare.v1.ListJobsResponse
+	13, // 41: casare.v1.JobService.CancelJob:output_type -> casare.v1.CancelJobResponse
+	15, // 42: casare.v1.JobService.WatchJobs:output_type -> casare.v1.WatchJobsResponse
+	17, // 43: casare.v1.JobService.StreamJobLogs:output_type -> casare.v1.StreamJobLogsResponse
+	19, // 44: casare.v1.JobService.ExplainJob:output_type -> casare.v1.ExplainJobResponse
+	38, // [38:45] is the sub-list for method output_type
+	31, // [31:38] is the sub-list for method input_type
+	31, // [31:31] is the sub-list for extension type_name
+	31, // [31:31] is the sub-list for extension extendee
+	0,  // [0:31] is the sub-list for field type_name
 }
 
 func init() { file_casare_v1_job_proto_init() }
@@ -1592,7 +1813,7 @@ func file_casare_v1_job_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_casare_v1_job_proto_rawDesc), len(file_casare_v1_job_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   15,
+			NumMessages:   18,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

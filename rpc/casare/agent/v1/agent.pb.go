@@ -259,6 +259,7 @@ type AgentMessage struct {
 	//	*AgentMessage_JobFail
 	//	*AgentMessage_Renew
 	//	*AgentMessage_Drained
+	//	*AgentMessage_Draining
 	Msg           isAgentMessage_Msg `protobuf_oneof:"msg"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -382,6 +383,15 @@ func (x *AgentMessage) GetDrained() *Drained {
 	return nil
 }
 
+func (x *AgentMessage) GetDraining() *Draining {
+	if x != nil {
+		if x, ok := x.Msg.(*AgentMessage_Draining); ok {
+			return x.Draining
+		}
+	}
+	return nil
+}
+
 type isAgentMessage_Msg interface {
 	isAgentMessage_Msg()
 }
@@ -422,6 +432,10 @@ type AgentMessage_Drained struct {
 	Drained *Drained `protobuf:"bytes,9,opt,name=drained,proto3,oneof"`
 }
 
+type AgentMessage_Draining struct {
+	Draining *Draining `protobuf:"bytes,10,opt,name=draining,proto3,oneof"`
+}
+
 func (*AgentMessage_Hello) isAgentMessage_Msg() {}
 
 func (*AgentMessage_Heartbeat) isAgentMessage_Msg() {}
@@ -439,6 +453,8 @@ func (*AgentMessage_JobFail) isAgentMessage_Msg() {}
 func (*AgentMessage_Renew) isAgentMessage_Msg() {}
 
 func (*AgentMessage_Drained) isAgentMessage_Msg() {}
+
+func (*AgentMessage_Draining) isAgentMessage_Msg() {}
 
 // ServerMessage is a frame from the control plane on the control stream.
 type ServerMessage struct {
@@ -1045,6 +1061,9 @@ func (x *JobAccept) GetAttempt() int32 {
 	return 0
 }
 
+// JobReject turns down an assigned job, or hands back an accepted one
+// the robot will not finish (a drain that ran out of time): it goes to
+// another robot.
 type JobReject struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	JobId         string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
@@ -1183,10 +1202,13 @@ func (x *JobProgress) GetMessage() string {
 }
 
 type JobComplete struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	JobId         string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
-	Attempt       int32                  `protobuf:"varint,2,opt,name=attempt,proto3" json:"attempt,omitempty"`
-	Outputs       *structpb.Struct       `protobuf:"bytes,3,opt,name=outputs,proto3" json:"outputs,omitempty"`
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	JobId   string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	Attempt int32                  `protobuf:"varint,2,opt,name=attempt,proto3" json:"attempt,omitempty"`
+	Outputs *structpb.Struct       `protobuf:"bytes,3,opt,name=outputs,proto3" json:"outputs,omitempty"`
+	// Log lines the attempt wrote, so the control plane can store them all
+	// before it records the end.
+	LogLines      int64 `protobuf:"varint,4,opt,name=log_lines,json=logLines,proto3" json:"log_lines,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1242,13 +1264,23 @@ func (x *JobComplete) GetOutputs() *structpb.Struct {
 	return nil
 }
 
+func (x *JobComplete) GetLogLines() int64 {
+	if x != nil {
+		return x.LogLines
+	}
+	return 0
+}
+
 type JobFail struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
 	JobId   string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
 	Attempt int32                  `protobuf:"varint,2,opt,name=attempt,proto3" json:"attempt,omitempty"`
 	Error   string                 `protobuf:"bytes,3,opt,name=error,proto3" json:"error,omitempty"`
 	// Business errors (the data was wrong) are not retried.
-	Business      bool `protobuf:"varint,4,opt,name=business,proto3" json:"business,omitempty"`
+	Business bool  `protobuf:"varint,4,opt,name=business,proto3" json:"business,omitempty"`
+	LogLines int64 `protobuf:"varint,5,opt,name=log_lines,json=logLines,proto3" json:"log_lines,omitempty"`
+	// The robot stopped the job because it was told to (cancel, timeout).
+	Stopped       bool `protobuf:"varint,6,opt,name=stopped,proto3" json:"stopped,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1307,6 +1339,20 @@ func (x *JobFail) GetError() string {
 func (x *JobFail) GetBusiness() bool {
 	if x != nil {
 		return x.Business
+	}
+	return false
+}
+
+func (x *JobFail) GetLogLines() int64 {
+	if x != nil {
+		return x.LogLines
+	}
+	return 0
+}
+
+func (x *JobFail) GetStopped() bool {
+	if x != nil {
+		return x.Stopped
 	}
 	return false
 }
@@ -1416,6 +1462,52 @@ func (x *Drain) GetReason() string {
 	return ""
 }
 
+// Draining says the robot is draining on its own (it was told to stop):
+// it takes no new work and finishes or hands back what it runs.
+type Draining struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Reason        string                 `protobuf:"bytes,1,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Draining) Reset() {
+	*x = Draining{}
+	mi := &file_casare_agent_v1_agent_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Draining) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Draining) ProtoMessage() {}
+
+func (x *Draining) ProtoReflect() protoreflect.Message {
+	mi := &file_casare_agent_v1_agent_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Draining.ProtoReflect.Descriptor instead.
+func (*Draining) Descriptor() ([]byte, []int) {
+	return file_casare_agent_v1_agent_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *Draining) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
 // Drained says the robot has finished or handed back its work.
 type Drained struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -1425,7 +1517,7 @@ type Drained struct {
 
 func (x *Drained) Reset() {
 	*x = Drained{}
-	mi := &file_casare_agent_v1_agent_proto_msgTypes[18]
+	mi := &file_casare_agent_v1_agent_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1437,7 +1529,7 @@ func (x *Drained) String() string {
 func (*Drained) ProtoMessage() {}
 
 func (x *Drained) ProtoReflect() protoreflect.Message {
-	mi := &file_casare_agent_v1_agent_proto_msgTypes[18]
+	mi := &file_casare_agent_v1_agent_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1450,7 +1542,7 @@ func (x *Drained) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Drained.ProtoReflect.Descriptor instead.
 func (*Drained) Descriptor() ([]byte, []int) {
-	return file_casare_agent_v1_agent_proto_rawDescGZIP(), []int{18}
+	return file_casare_agent_v1_agent_proto_rawDescGZIP(), []int{19}
 }
 
 type RenewRequest struct {
@@ -1463,7 +1555,7 @@ type RenewRequest struct {
 
 func (x *RenewRequest) Reset() {
 	*x = RenewRequest{}
-	mi := &file_casare_agent_v1_agent_proto_msgTypes[19]
+	mi := &file_casare_agent_v1_agent_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1475,7 +1567,7 @@ func (x *RenewRequest) String() string {
 func (*RenewRequest) ProtoMessage() {}
 
 func (x *RenewRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_casare_agent_v1_agent_proto_msgTypes[19]
+	mi := &file_casare_agent_v1_agent_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1488,7 +1580,7 @@ func (x *RenewRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RenewRequest.ProtoReflect.Descriptor instead.
 func (*RenewRequest) Descriptor() ([]byte, []int) {
-	return file_casare_agent_v1_agent_proto_rawDescGZIP(), []int{19}
+	return file_casare_agent_v1_agent_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *RenewRequest) GetCsr() []byte {
@@ -1508,7 +1600,7 @@ type RenewResponse struct {
 
 func (x *RenewResponse) Reset() {
 	*x = RenewResponse{}
-	mi := &file_casare_agent_v1_agent_proto_msgTypes[20]
+	mi := &file_casare_agent_v1_agent_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1520,7 +1612,7 @@ func (x *RenewResponse) String() string {
 func (*RenewResponse) ProtoMessage() {}
 
 func (x *RenewResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_casare_agent_v1_agent_proto_msgTypes[20]
+	mi := &file_casare_agent_v1_agent_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1533,7 +1625,7 @@ func (x *RenewResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RenewResponse.ProtoReflect.Descriptor instead.
 func (*RenewResponse) Descriptor() ([]byte, []int) {
-	return file_casare_agent_v1_agent_proto_rawDescGZIP(), []int{20}
+	return file_casare_agent_v1_agent_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *RenewResponse) GetCertificate() []byte {
@@ -1560,7 +1652,7 @@ type Refused struct {
 
 func (x *Refused) Reset() {
 	*x = Refused{}
-	mi := &file_casare_agent_v1_agent_proto_msgTypes[21]
+	mi := &file_casare_agent_v1_agent_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1572,7 +1664,7 @@ func (x *Refused) String() string {
 func (*Refused) ProtoMessage() {}
 
 func (x *Refused) ProtoReflect() protoreflect.Message {
-	mi := &file_casare_agent_v1_agent_proto_msgTypes[21]
+	mi := &file_casare_agent_v1_agent_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1585,12 +1677,145 @@ func (x *Refused) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Refused.ProtoReflect.Descriptor instead.
 func (*Refused) Descriptor() ([]byte, []int) {
-	return file_casare_agent_v1_agent_proto_rawDescGZIP(), []int{21}
+	return file_casare_agent_v1_agent_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *Refused) GetReason() string {
 	if x != nil {
 		return x.Reason
+	}
+	return ""
+}
+
+// LogStreamHeader opens a job's log stream: a unidirectional stream from
+// the robot, this frame, then LogEntry frames until the robot closes it.
+// A robot that reconnects opens a new stream and resends from the first
+// line the control plane may not have.
+type LogStreamHeader struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	JobId         string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	Attempt       int32                  `protobuf:"varint,2,opt,name=attempt,proto3" json:"attempt,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LogStreamHeader) Reset() {
+	*x = LogStreamHeader{}
+	mi := &file_casare_agent_v1_agent_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LogStreamHeader) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LogStreamHeader) ProtoMessage() {}
+
+func (x *LogStreamHeader) ProtoReflect() protoreflect.Message {
+	mi := &file_casare_agent_v1_agent_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LogStreamHeader.ProtoReflect.Descriptor instead.
+func (*LogStreamHeader) Descriptor() ([]byte, []int) {
+	return file_casare_agent_v1_agent_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *LogStreamHeader) GetJobId() string {
+	if x != nil {
+		return x.JobId
+	}
+	return ""
+}
+
+func (x *LogStreamHeader) GetAttempt() int32 {
+	if x != nil {
+		return x.Attempt
+	}
+	return 0
+}
+
+type LogEntry struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Position within the attempt, from 1.
+	Line          int64                  `protobuf:"varint,1,opt,name=line,proto3" json:"line,omitempty"`
+	Time          *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=time,proto3" json:"time,omitempty"`
+	Level         string                 `protobuf:"bytes,3,opt,name=level,proto3" json:"level,omitempty"`
+	StepId        string                 `protobuf:"bytes,4,opt,name=step_id,json=stepId,proto3" json:"step_id,omitempty"`
+	Message       string                 `protobuf:"bytes,5,opt,name=message,proto3" json:"message,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LogEntry) Reset() {
+	*x = LogEntry{}
+	mi := &file_casare_agent_v1_agent_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LogEntry) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LogEntry) ProtoMessage() {}
+
+func (x *LogEntry) ProtoReflect() protoreflect.Message {
+	mi := &file_casare_agent_v1_agent_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LogEntry.ProtoReflect.Descriptor instead.
+func (*LogEntry) Descriptor() ([]byte, []int) {
+	return file_casare_agent_v1_agent_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *LogEntry) GetLine() int64 {
+	if x != nil {
+		return x.Line
+	}
+	return 0
+}
+
+func (x *LogEntry) GetTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Time
+	}
+	return nil
+}
+
+func (x *LogEntry) GetLevel() string {
+	if x != nil {
+		return x.Level
+	}
+	return ""
+}
+
+func (x *LogEntry) GetStepId() string {
+	if x != nil {
+		return x.StepId
+	}
+	return ""
+}
+
+func (x *LogEntry) GetMessage() string {
+	if x != nil {
+		return x.Message
 	}
 	return ""
 }
@@ -1616,7 +1841,7 @@ const file_casare_agent_v1_agent_proto_rawDesc = "" +
 	"robot_name\x18\x02 \x01(\tR\trobotName\x12 \n" +
 	"\vcertificate\x18\x03 \x01(\fR\vcertificate\x12\x0e\n" +
 	"\x02ca\x18\x04 \x01(\fR\x02ca\x12\x14\n" +
-	"\x05error\x18\x05 \x01(\tR\x05error\"\xa5\x04\n" +
+	"\x05error\x18\x05 \x01(\tR\x05error\"\xde\x04\n" +
 	"\fAgentMessage\x12.\n" +
 	"\x05hello\x18\x01 \x01(\v2\x16.casare.agent.v1.HelloH\x00R\x05hello\x12:\n" +
 	"\theartbeat\x18\x02 \x01(\v2\x1a.casare.agent.v1.HeartbeatH\x00R\theartbeat\x12;\n" +
@@ -1628,7 +1853,9 @@ const file_casare_agent_v1_agent_proto_rawDesc = "" +
 	"\fjob_complete\x18\x06 \x01(\v2\x1c.casare.agent.v1.JobCompleteH\x00R\vjobComplete\x125\n" +
 	"\bjob_fail\x18\a \x01(\v2\x18.casare.agent.v1.JobFailH\x00R\ajobFail\x125\n" +
 	"\x05renew\x18\b \x01(\v2\x1d.casare.agent.v1.RenewRequestH\x00R\x05renew\x124\n" +
-	"\adrained\x18\t \x01(\v2\x18.casare.agent.v1.DrainedH\x00R\adrainedB\x05\n" +
+	"\adrained\x18\t \x01(\v2\x18.casare.agent.v1.DrainedH\x00R\adrained\x127\n" +
+	"\bdraining\x18\n" +
+	" \x01(\v2\x19.casare.agent.v1.DrainingH\x00R\bdrainingB\x05\n" +
 	"\x03msg\"\xaa\x03\n" +
 	"\rServerMessage\x124\n" +
 	"\awelcome\x18\x01 \x01(\v2\x18.casare.agent.v1.WelcomeH\x00R\awelcome\x12D\n" +
@@ -1685,21 +1912,26 @@ const file_casare_agent_v1_agent_proto_rawDesc = "" +
 	"\aattempt\x18\x02 \x01(\x05R\aattempt\x12\x17\n" +
 	"\astep_id\x18\x03 \x01(\tR\x06stepId\x12\x18\n" +
 	"\apercent\x18\x04 \x01(\x05R\apercent\x12\x18\n" +
-	"\amessage\x18\x05 \x01(\tR\amessage\"q\n" +
+	"\amessage\x18\x05 \x01(\tR\amessage\"\x8e\x01\n" +
 	"\vJobComplete\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x18\n" +
 	"\aattempt\x18\x02 \x01(\x05R\aattempt\x121\n" +
-	"\aoutputs\x18\x03 \x01(\v2\x17.google.protobuf.StructR\aoutputs\"l\n" +
+	"\aoutputs\x18\x03 \x01(\v2\x17.google.protobuf.StructR\aoutputs\x12\x1b\n" +
+	"\tlog_lines\x18\x04 \x01(\x03R\blogLines\"\xa3\x01\n" +
 	"\aJobFail\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x18\n" +
 	"\aattempt\x18\x02 \x01(\x05R\aattempt\x12\x14\n" +
 	"\x05error\x18\x03 \x01(\tR\x05error\x12\x1a\n" +
-	"\bbusiness\x18\x04 \x01(\bR\bbusiness\"T\n" +
+	"\bbusiness\x18\x04 \x01(\bR\bbusiness\x12\x1b\n" +
+	"\tlog_lines\x18\x05 \x01(\x03R\blogLines\x12\x18\n" +
+	"\astopped\x18\x06 \x01(\bR\astopped\"T\n" +
 	"\tJobCancel\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x18\n" +
 	"\aattempt\x18\x02 \x01(\x05R\aattempt\x12\x16\n" +
 	"\x06reason\x18\x03 \x01(\tR\x06reason\"\x1f\n" +
 	"\x05Drain\x12\x16\n" +
+	"\x06reason\x18\x01 \x01(\tR\x06reason\"\"\n" +
+	"\bDraining\x12\x16\n" +
 	"\x06reason\x18\x01 \x01(\tR\x06reason\"\t\n" +
 	"\aDrained\" \n" +
 	"\fRenewRequest\x12\x10\n" +
@@ -1708,7 +1940,16 @@ const file_casare_agent_v1_agent_proto_rawDesc = "" +
 	"\vcertificate\x18\x01 \x01(\fR\vcertificate\x12\x14\n" +
 	"\x05error\x18\x02 \x01(\tR\x05error\"!\n" +
 	"\aRefused\x12\x16\n" +
-	"\x06reason\x18\x01 \x01(\tR\x06reasonB9Z7github.com/casarerpa/casare/rpc/casare/agent/v1;agentv1b\x06proto3"
+	"\x06reason\x18\x01 \x01(\tR\x06reason\"B\n" +
+	"\x0fLogStreamHeader\x12\x15\n" +
+	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x18\n" +
+	"\aattempt\x18\x02 \x01(\x05R\aattempt\"\x97\x01\n" +
+	"\bLogEntry\x12\x12\n" +
+	"\x04line\x18\x01 \x01(\x03R\x04line\x12.\n" +
+	"\x04time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12\x14\n" +
+	"\x05level\x18\x03 \x01(\tR\x05level\x12\x17\n" +
+	"\astep_id\x18\x04 \x01(\tR\x06stepId\x12\x18\n" +
+	"\amessage\x18\x05 \x01(\tR\amessageB9Z7github.com/casarerpa/casare/rpc/casare/agent/v1;agentv1b\x06proto3"
 
 var (
 	file_casare_agent_v1_agent_proto_rawDescOnce sync.Once
@@ -1722,7 +1963,7 @@ func file_casare_agent_v1_agent_proto_rawDescGZIP() []byte {
 	return file_casare_agent_v1_agent_proto_rawDescData
 }
 
-var file_casare_agent_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
+var file_casare_agent_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
 var file_casare_agent_v1_agent_proto_goTypes = []any{
 	(*EnrollmentToken)(nil),       // 0: casare.agent.v1.EnrollmentToken
 	(*EnrollRequest)(nil),         // 1: casare.agent.v1.EnrollRequest
@@ -1742,14 +1983,17 @@ var file_casare_agent_v1_agent_proto_goTypes = []any{
 	(*JobFail)(nil),               // 15: casare.agent.v1.JobFail
 	(*JobCancel)(nil),             // 16: casare.agent.v1.JobCancel
 	(*Drain)(nil),                 // 17: casare.agent.v1.Drain
-	(*Drained)(nil),               // 18: casare.agent.v1.Drained
-	(*RenewRequest)(nil),          // 19: casare.agent.v1.RenewRequest
-	(*RenewResponse)(nil),         // 20: casare.agent.v1.RenewResponse
-	(*Refused)(nil),               // 21: casare.agent.v1.Refused
-	nil,                           // 22: casare.agent.v1.Hello.LabelsEntry
-	(*durationpb.Duration)(nil),   // 23: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil), // 24: google.protobuf.Timestamp
-	(*structpb.Struct)(nil),       // 25: google.protobuf.Struct
+	(*Draining)(nil),              // 18: casare.agent.v1.Draining
+	(*Drained)(nil),               // 19: casare.agent.v1.Drained
+	(*RenewRequest)(nil),          // 20: casare.agent.v1.RenewRequest
+	(*RenewResponse)(nil),         // 21: casare.agent.v1.RenewResponse
+	(*Refused)(nil),               // 22: casare.agent.v1.Refused
+	(*LogStreamHeader)(nil),       // 23: casare.agent.v1.LogStreamHeader
+	(*LogEntry)(nil),              // 24: casare.agent.v1.LogEntry
+	nil,                           // 25: casare.agent.v1.Hello.LabelsEntry
+	(*durationpb.Duration)(nil),   // 26: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil), // 27: google.protobuf.Timestamp
+	(*structpb.Struct)(nil),       // 28: google.protobuf.Struct
 }
 var file_casare_agent_v1_agent_proto_depIdxs = []int32{
 	5,  // 0: casare.agent.v1.AgentMessage.hello:type_name -> casare.agent.v1.Hello
@@ -1759,28 +2003,30 @@ var file_casare_agent_v1_agent_proto_depIdxs = []int32{
 	13, // 4: casare.agent.v1.AgentMessage.job_progress:type_name -> casare.agent.v1.JobProgress
 	14, // 5: casare.agent.v1.AgentMessage.job_complete:type_name -> casare.agent.v1.JobComplete
 	15, // 6: casare.agent.v1.AgentMessage.job_fail:type_name -> casare.agent.v1.JobFail
-	19, // 7: casare.agent.v1.AgentMessage.renew:type_name -> casare.agent.v1.RenewRequest
-	18, // 8: casare.agent.v1.AgentMessage.drained:type_name -> casare.agent.v1.Drained
-	7,  // 9: casare.agent.v1.ServerMessage.welcome:type_name -> casare.agent.v1.Welcome
-	9,  // 10: casare.agent.v1.ServerMessage.heartbeat_ack:type_name -> casare.agent.v1.HeartbeatAck
-	10, // 11: casare.agent.v1.ServerMessage.job_assign:type_name -> casare.agent.v1.JobAssign
-	16, // 12: casare.agent.v1.ServerMessage.job_cancel:type_name -> casare.agent.v1.JobCancel
-	17, // 13: casare.agent.v1.ServerMessage.drain:type_name -> casare.agent.v1.Drain
-	20, // 14: casare.agent.v1.ServerMessage.renew:type_name -> casare.agent.v1.RenewResponse
-	21, // 15: casare.agent.v1.ServerMessage.refused:type_name -> casare.agent.v1.Refused
-	22, // 16: casare.agent.v1.Hello.labels:type_name -> casare.agent.v1.Hello.LabelsEntry
-	6,  // 17: casare.agent.v1.Hello.running_jobs:type_name -> casare.agent.v1.RunningJob
-	23, // 18: casare.agent.v1.Welcome.heartbeat_interval:type_name -> google.protobuf.Duration
-	24, // 19: casare.agent.v1.Heartbeat.time:type_name -> google.protobuf.Timestamp
-	6,  // 20: casare.agent.v1.Heartbeat.running_jobs:type_name -> casare.agent.v1.RunningJob
-	25, // 21: casare.agent.v1.JobAssign.inputs:type_name -> google.protobuf.Struct
-	24, // 22: casare.agent.v1.JobAssign.deadline:type_name -> google.protobuf.Timestamp
-	25, // 23: casare.agent.v1.JobComplete.outputs:type_name -> google.protobuf.Struct
-	24, // [24:24] is the sub-list for method output_type
-	24, // [24:24] is the sub-list for method input_type
-	24, // [24:24] is the sub-list for extension type_name
-	24, // [24:24] is the sub-list for extension extendee
-	0,  // [0:24] is the sub-list for field type_name
+	20, // 7: casare.agent.v1.AgentMessage.renew:type_name -> casare.agent.v1.RenewRequest
+	19, // 8: casare.agent.v1.AgentMessage.drained:type_name -> casare.agent.v1.Drained
+	18, // 9: casare.agent.v1.AgentMessage.draining:type_name -> casare.agent.v1.Draining
+	7,  // 10: casare.agent.v1.ServerMessage.welcome:type_name -> casare.agent.v1.Welcome
+	9,  // 11: casare.agent.v1.ServerMessage.heartbeat_ack:type_name -> casare.agent.v1.HeartbeatAck
+	10, // 12: casare.agent.v1.ServerMessage.job_assign:type_name -> casare.agent.v1.JobAssign
+	16, // 13: casare.agent.v1.ServerMessage.job_cancel:type_name -> casare.agent.v1.JobCancel
+	17, // 14: casare.agent.v1.ServerMessage.drain:type_name -> casare.agent.v1.Drain
+	21, // 15: casare.agent.v1.ServerMessage.renew:type_name -> casare.agent.v1.RenewResponse
+	22, // 16: casare.agent.v1.ServerMessage.refused:type_name -> casare.agent.v1.Refused
+	25, // 17: casare.agent.v1.Hello.labels:type_name -> casare.agent.v1.Hello.LabelsEntry
+	6,  // 18: casare.agent.v1.Hello.running_jobs:type_name -> casare.agent.v1.RunningJob
+	26, // 19: casare.agent.v1.Welcome.heartbeat_interval:type_name -> google.protobuf.Duration
+	27, // 20: casare.agent.v1.Heartbeat.time:type_name -> google.protobuf.Timestamp
+	6,  // 21: casare.agent.v1.Heartbeat.running_jobs:type_name -> casare.agent.v1.RunningJob
+	28, // 22: casare.agent.v1.JobAssign.inputs:type_name -> google.protobuf.Struct
+	27, // 23: casare.agent.v1.JobAssign.deadline:type_name -> google.protobuf.Timestamp
+	28, // 24: casare.agent.v1.JobComplete.outputs:type_name -> google.protobuf.Struct
+	27, // 25: casare.agent.v1.LogEntry.time:type_name -> google.protobuf.Timestamp
+	26, // [26:26] is the sub-list for method output_type
+	26, // [26:26] is the sub-list for method input_type
+	26, // [26:26] is the sub-list for extension type_name
+	26, // [26:26] is the sub-list for extension extendee
+	0,  // [0:26] is the sub-list for field type_name
 }
 
 func init() { file_casare_agent_v1_agent_proto_init() }
@@ -1798,6 +2044,7 @@ func file_casare_agent_v1_agent_proto_init() {
 		(*AgentMessage_JobFail)(nil),
 		(*AgentMessage_Renew)(nil),
 		(*AgentMessage_Drained)(nil),
+		(*AgentMessage_Draining)(nil),
 	}
 	file_casare_agent_v1_agent_proto_msgTypes[4].OneofWrappers = []any{
 		(*ServerMessage_Welcome)(nil),
@@ -1814,7 +2061,7 @@ func file_casare_agent_v1_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_casare_agent_v1_agent_proto_rawDesc), len(file_casare_agent_v1_agent_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   23,
+			NumMessages:   26,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

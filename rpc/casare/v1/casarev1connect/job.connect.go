@@ -36,6 +36,8 @@ const (
 	JobServiceWatchJobsProcedure = "/casare.v1.JobService/WatchJobs"
 	// JobServiceStreamJobLogsProcedure is the procedure name of the JobService's StreamJobLogs RPC.
 	JobServiceStreamJobLogsProcedure = "/casare.v1.JobService/StreamJobLogs"
+	// JobServiceExplainJobProcedure is the procedure name of the JobService's ExplainJob RPC.
+	JobServiceExplainJobProcedure = "/casare.v1.JobService/ExplainJob"
 )
 
 var (
@@ -83,6 +85,14 @@ var (
 			Procedure:  JobServiceStreamJobLogsProcedure,
 		}
 	})
+	jobServiceExplainJobSpec = sync.OnceValue(func() connect.Spec {
+		return connect.Spec{
+			StreamType:       connect.StreamTypeUnary,
+			Schema:           v1.File_casare_v1_job_proto.Services().ByName("JobService").Methods().ByName("ExplainJob"),
+			Procedure:        JobServiceExplainJobProcedure,
+			IdempotencyLevel: connect.IdempotencyNoSideEffects,
+		}
+	})
 )
 
 // JobServiceClient is a client for the casare.v1.JobService service.
@@ -100,6 +110,9 @@ type JobServiceClient interface {
 	WatchJobs(context.Context, *v1.WatchJobsRequest) (JobServiceWatchJobsClientStream, error)
 	// StreamJobLogs streams a job's log lines, following new ones on request.
 	StreamJobLogs(context.Context, *v1.StreamJobLogsRequest) (JobServiceStreamJobLogsClientStream, error)
+	// ExplainJob says why a job is where it is: for a pending job, why each
+	// robot cannot take it.
+	ExplainJob(context.Context, *v1.ExplainJobRequest) (*v1.ExplainJobResponse, error)
 }
 
 // NewJobServiceClient constructs a client for the casare.v1.JobService service. Multiple service
@@ -163,6 +176,9 @@ type JobServiceHandler interface {
 	WatchJobs(context.Context, *v1.WatchJobsRequest, JobServiceWatchJobsServerStream) error
 	// StreamJobLogs streams a job's log lines, following new ones on request.
 	StreamJobLogs(context.Context, *v1.StreamJobLogsRequest, JobServiceStreamJobLogsServerStream) error
+	// ExplainJob says why a job is where it is: for a pending job, why each
+	// robot cannot take it.
+	ExplainJob(context.Context, *v1.ExplainJobRequest) (*v1.ExplainJobResponse, error)
 }
 
 // RegisterJobServiceHandler registers svc as the casare.v1.JobService implementation on server.
@@ -175,6 +191,7 @@ func RegisterJobServiceHandler(server *connect.Server, svc JobServiceHandler) {
 		connect.Method{Spec: jobServiceCancelJobSpec(), Handler: adapter.cancelJob},
 		connect.Method{Spec: jobServiceWatchJobsSpec(), Handler: adapter.watchJobs},
 		connect.Method{Spec: jobServiceStreamJobLogsSpec(), Handler: adapter.streamJobLogs},
+		connect.Method{Spec: jobServiceExplainJobSpec(), Handler: adapter.explainJob},
 	)
 }
 
@@ -235,6 +252,10 @@ func (UnimplementedJobServiceHandler) StreamJobLogs(context.Context, *v1.StreamJ
 	return connect.NewError(connect.CodeUnimplemented, "casare.v1.JobService.StreamJobLogs is not implemented")
 }
 
+func (UnimplementedJobServiceHandler) ExplainJob(context.Context, *v1.ExplainJobRequest) (*v1.ExplainJobResponse, error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, "casare.v1.JobService.ExplainJob is not implemented")
+}
+
 type jobServiceClient struct {
 	client *connect.Client
 }
@@ -285,6 +306,14 @@ func (c *jobServiceClient) StreamJobLogs(ctx context.Context, req *v1.StreamJobL
 		return JobServiceStreamJobLogsClientStream{}, err
 	}
 	return JobServiceStreamJobLogsClientStream{stream: stream}, nil
+}
+
+func (c *jobServiceClient) ExplainJob(ctx context.Context, req *v1.ExplainJobRequest) (*v1.ExplainJobResponse, error) {
+	var res v1.ExplainJobResponse
+	if err := c.client.CallUnary(ctx, jobServiceExplainJobSpec(), req, &res); err != nil {
+		return nil, err
+	}
+	return &res, nil
 }
 
 type jobServiceHandler struct{ svc JobServiceHandler }
@@ -351,4 +380,16 @@ func (h jobServiceHandler) streamJobLogs(ctx context.Context, _ connect.Spec, st
 		return err
 	}
 	return h.svc.StreamJobLogs(ctx, &req, JobServiceStreamJobLogsServerStream{stream: stream})
+}
+
+func (h jobServiceHandler) explainJob(ctx context.Context, _ connect.Spec, stream connect.ServerStream) error {
+	var req v1.ExplainJobRequest
+	if err := stream.Receive(&req); err != nil {
+		return err
+	}
+	res, err := h.svc.ExplainJob(ctx, &req)
+	if err != nil {
+		return err
+	}
+	return stream.Send(res)
 }

@@ -1,0 +1,407 @@
+package robot
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/quic-go/quic-go"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/types/known/structpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/casarerpa/casare/agent/engine"
+	agentv1 "github.com/casarerpa/casare/rpc/casare/agent/v1"
+	casarev1 "github.com/casarerpa/casare/rpc/casare/v1"
+)
+
+// link is the robot's current connection: frames on the control stream
+// come from many goroutines (jobs, heartbeats), so writes take mu.
+type link struct {
+	conn   *quic.Conn
+	mu     sync.Mutex
+	stream *quic.Stream
+}
+
+func (l *link) send(msg *agentv1.AgentMessage) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return agentv1.WriteFrame(l.stream, msg)
+}
+
+// errNotConnected is returned by send while the robot has no connection.
+var errNotConnected = errors.New("not connected to the control plane")
+
+// Why a job's context was cancelled.
+var (
+	errHandBack = errors.New("the robot is draining and hands the job back")
+)
+
+// stopped is the cause of a cancel the control plane asked for.
+type stopped struct{ reason string }
+
+func (s stopped) Error() string { return "stopped: " + s.reason }
+
+// job is a job this robot runs, from job_assign until the control plane
+// has its end.
+type job struct {
+	id      string
+	attempt int32
+	cancel  context.CancelCauseFunc
+
+	mu    sync.Mutex
+	lines []*agentv1.LogEntry
+	more  chan struct{} // a line was added or the job ended
+	final *agentv1.AgentMessage
+}
+
+func (j *job) running() *agentv1.RunningJob {
+	return &agentv1.RunningJob{JobId: j.id, Attempt: j.attempt}
+}
+
+// Log and Progress make a job the engine's Reporter.
+func (j *job) Log(level, stepID, message string) {
+	j.mu.Lock()
+	j.lines = append(j.lines, &agentv1.LogEntry{
+		Line: int64(len(j.lines) + 1), Time: timestamppb.Now(), Level: level, StepId: stepID, Message: message,
+	})
+	j.mu.Unlock()
+	j.poke()
+}
+
+func (j *job) poke() {
+	select {
+	case j.more <- struct{}{}:
+	default:
+	}
+}
+
+// reporter sends progress over the control stream; logs go to the job's
+// log stream.
+type reporter struct {
+	*job
+	r *runner
+}
+
+func (p reporter) Progress(stepID string, percent int32, message string) {
+	// Progress is a hint: one lost while disconnected is made good by the
+	// next.
+	_ = p.r.send(&agentv1.AgentMessage{Msg: &agentv1.AgentMessage_JobProgress{JobProgress: &agentv1.JobProgress{
+		JobId: p.id, Attempt: p.attempt, StepId: stepID, Percent: percent, Message: message,
+	}}})
+}
+
+// send writes a frame on the current connection.
+func (r *runner) send(msg *agentv1.AgentMessage) error {
+	r.mu.Lock()
+	l := r.link
+	r.mu.Unlock()
+	if l == nil {
+		return errNotConnected
+	}
+	return l.send(msg)
+}
+
+// setLink records the current connection (nil: none) and wakes whatever
+// waits for one: log shippers, unreported ends.
+func (r *runner) setLink(l *link) {
+	r.mu.Lock()
+	r.link = l
+	close(r.linkChanged)
+	r.linkChanged = make(chan struct{})
+	r.mu.Unlock()
+}
+
+// runningJobs lists the jobs the control plane must not give away: those
+// running and those whose end it has not had yet.
+func (r *runner) runningJobs() []*agentv1.RunningJob {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make([]*agentv1.RunningJob, 0, len(r.jobs))
+	for _, j := range r.jobs {
+		out = append(out, j.running())
+	}
+	return out
+}
+
+// startJob takes a job_assign: it accepts and runs the job, or turns it
+// down when the robot is draining or full.
+func (r *runner) startJob(assign *agentv1.JobAssign) {
+	reject := func(reason string) {
+		r.log.Info("job turned down", "job", assign.GetJobId(), "reason", reason)
+		_ = r.send(&agentv1.AgentMessage{Msg: &agentv1.AgentMessage_JobReject{JobReject: &agentv1.JobReject{
+			JobId: assign.GetJobId(), Attempt: assign.GetAttempt(), Reason: reason,
+		}}})
+	}
+	r.mu.Lock()
+	switch {
+	case r.draining:
+		r.mu.Unlock()
+		reject("draining")
+		return
+	case r.jobs[assign.GetJobId()] != nil:
+		r.mu.Unlock()
+		reject("already running this job")
+		return
+	case len(r.jobs) >= int(max(r.opts.MaxJobs, 1)):
+		r.mu.Unlock()
+		reject(fmt.Sprintf("no free slot (%d jobs running)", len(r.jobs)))
+		return
+	}
+	ctx, cancel := context.WithCancelCause(r.jobsCtx)
+	if d := assign.GetDeadline(); d != nil {
+		var stopDeadline context.CancelFunc
+		ctx, stopDeadline = context.WithDeadlineCause(ctx, d.AsTime(), stopped{"timed out: the job's deadline passed"})
+		cancelCause := cancel
+		cancel = func(err error) { cancelCause(err); stopDeadline() }
+	}
+	j := &job{id: assign.GetJobId(), attempt: assign.GetAttempt(), cancel: cancel, more: make(chan struct{}, 1)}
+	r.jobs[j.id] = j
+	r.mu.Unlock()
+
+	if err := r.send(&agentv1.AgentMessage{Msg: &agentv1.AgentMessage_JobAccept{JobAccept: &agentv1.JobAccept{
+		JobId: j.id, Attempt: j.attempt,
+	}}}); err != nil {
+		r.log.Warn("could not accept a job; it will go to another robot", "job", j.id, "err", err)
+		r.mu.Lock()
+		delete(r.jobs, j.id)
+		r.mu.Unlock()
+		cancel(err)
+		return
+	}
+	r.log.Info("job started", "job", j.id, "attempt", j.attempt)
+	r.jobsWG.Add(2)
+	go func() {
+		defer r.jobsWG.Done()
+		r.ship(j)
+	}()
+	go func() {
+		defer r.jobsWG.Done()
+		r.execute(ctx, j, assign)
+	}()
+}
+
+// execute runs the workflow and reports its end.
+func (r *runner) execute(ctx context.Context, j *job, assign *agentv1.JobAssign) {
+	outputs, err := r.runWorkflow(ctx, j, assign)
+	final := &agentv1.AgentMessage{}
+	j.mu.Lock()
+	lines := int64(len(j.lines))
+	j.mu.Unlock()
+	var stop stopped
+	switch cause := context.Cause(ctx); {
+	case err == nil:
+		final.Msg = &agentv1.AgentMessage_JobComplete{JobComplete: &agentv1.JobComplete{
+			JobId: j.id, Attempt: j.attempt, Outputs: outputs, LogLines: lines,
+		}}
+		r.log.Info("job succeeded", "job", j.id)
+	case errors.Is(cause, errHandBack):
+		final.Msg = &agentv1.AgentMessage_JobReject{JobReject: &agentv1.JobReject{
+			JobId: j.id, Attempt: j.attempt, Reason: "the robot drained before the job finished",
+		}}
+		r.log.Info("job handed back", "job", j.id)
+	case errors.As(cause, &stop):
+		final.Msg = &agentv1.AgentMessage_JobFail{JobFail: &agentv1.JobFail{
+			JobId: j.id, Attempt: j.attempt, Error: "stopped: " + stop.reason, LogLines: lines, Stopped: true,
+		}}
+		r.log.Info("job stopped", "job", j.id, "reason", stop.reason)
+	default:
+		var ee *engine.Error
+		business := errors.As(err, &ee) && ee.Business
+		final.Msg = &agentv1.AgentMessage_JobFail{JobFail: &agentv1.JobFail{
+			JobId: j.id, Attempt: j.attempt, Error: err.Error(), Business: business, LogLines: lines,
+		}}
+		r.log.Info("job failed", "job", j.id, "err", err)
+	}
+	j.cancel(nil)
+	j.mu.Lock()
+	j.final = final
+	j.mu.Unlock()
+	j.poke()
+}
+
+func (r *runner) runWorkflow(ctx context.Context, j *job, assign *agentv1.JobAssign) (*structpb.Struct, error) {
+	wf := &casarev1.Workflow{}
+	if err := protojson.Unmarshal(assign.GetWorkflow(), wf); err != nil {
+		return nil, &engine.Error{Message: "the robot cannot read the workflow: " + err.Error(), Business: true}
+	}
+	inputs := assign.GetInputs().AsMap()
+	outputs, err := r.opts.Engine.Run(ctx, wf, inputs, reporter{j, r})
+	if err != nil {
+		return nil, err
+	}
+	out, err := structpb.NewStruct(outputs)
+	if err != nil {
+		return nil, &engine.Error{Message: "the workflow's outputs cannot be sent: " + err.Error()}
+	}
+	return out, nil
+}
+
+// ship sends the job's log lines on a log stream of their own and, once
+// the job ended and every line is out, its end on the control stream.
+// After a reconnect it opens a new stream and sends the lines again from
+// the first: the control plane keeps each line once.
+func (r *runner) ship(j *job) {
+	var stream *quic.SendStream
+	var on *link
+	sent := 0
+	for {
+		r.mu.Lock()
+		l, changed := r.link, r.linkChanged
+		r.mu.Unlock()
+		if l != on {
+			if stream != nil {
+				stream.CancelWrite(0)
+			}
+			stream, on, sent = nil, l, 0
+		}
+		j.mu.Lock()
+		pending := j.lines[sent:]
+		final := j.final
+		j.mu.Unlock()
+		if l != nil && len(pending) > 0 {
+			if stream == nil {
+				s, err := l.conn.OpenUniStream()
+				if err == nil {
+					err = agentv1.WriteFrame(s, &agentv1.LogStreamHeader{JobId: j.id, Attempt: j.attempt})
+				}
+				if err != nil {
+					r.log.Debug("open a log stream", "job", j.id, "err", err)
+					waitFor(changed, j.more, time.Second)
+					continue
+				}
+				stream = s
+			}
+			failed := false
+			for _, e := range pending {
+				if err := agentv1.WriteFrame(stream, e); err != nil {
+					failed = true
+					break
+				}
+				sent++
+			}
+			if failed {
+				stream.CancelWrite(0)
+				stream = nil
+				sent = 0
+				waitFor(changed, j.more, time.Second)
+				continue
+			}
+			continue
+		}
+		if final != nil && l != nil {
+			j.mu.Lock()
+			done := sent == len(j.lines)
+			j.mu.Unlock()
+			if done {
+				if stream != nil {
+					stream.Close()
+				}
+				if err := l.send(final); err == nil {
+					r.mu.Lock()
+					delete(r.jobs, j.id)
+					r.mu.Unlock()
+					r.jobEnded()
+					return
+				}
+			}
+		}
+		waitFor(changed, j.more, 0)
+	}
+}
+
+// waitFor blocks until either channel fires, or the timeout when one is
+// given.
+func waitFor(a <-chan struct{}, b <-chan struct{}, timeout time.Duration) {
+	var expired <-chan time.Time
+	if timeout > 0 {
+		expired = time.After(timeout)
+	}
+	select {
+	case <-a:
+	case <-b:
+	case <-expired:
+	}
+}
+
+// cancelJob stops a job the control plane no longer wants run here.
+func (r *runner) cancelJob(c *agentv1.JobCancel) {
+	r.mu.Lock()
+	j := r.jobs[c.GetJobId()]
+	r.mu.Unlock()
+	if j == nil || j.attempt != c.GetAttempt() {
+		return
+	}
+	reason := c.GetReason()
+	if reason == "" {
+		reason = "cancelled"
+	}
+	r.log.Info("stopping a job", "job", j.id, "reason", reason)
+	j.cancel(stopped{reason})
+}
+
+// jobEnded wakes a drain waiting for the robot to run nothing.
+func (r *runner) jobEnded() {
+	select {
+	case r.idle <- struct{}{}:
+	default:
+	}
+}
+
+// drain stops taking work, lets running jobs finish until the drain
+// timeout, hands back the rest, says so, and then ends the robot.
+func (r *runner) drain(reason string) {
+	r.mu.Lock()
+	if r.drainStarted {
+		r.mu.Unlock()
+		return
+	}
+	r.drainStarted = true
+	r.draining = true
+	n := len(r.jobs)
+	r.mu.Unlock()
+	r.log.Info("draining: taking no new work", "reason", reason, "running", n, "timeout", r.opts.DrainTimeout)
+	_ = r.send(&agentv1.AgentMessage{Msg: &agentv1.AgentMessage_Draining{Draining: &agentv1.Draining{Reason: reason}}})
+	timeout := time.After(r.opts.DrainTimeout)
+	handedBack := false
+	var giveUp <-chan time.Time
+	for {
+		r.mu.Lock()
+		left := make([]*job, 0, len(r.jobs))
+		for _, j := range r.jobs {
+			left = append(left, j)
+		}
+		r.mu.Unlock()
+		if len(left) == 0 {
+			break
+		}
+		select {
+		case <-r.idle:
+		case <-time.After(time.Second):
+		case <-timeout:
+			timeout = nil
+			handedBack = true
+			r.log.Warn("drain timeout: handing running jobs back", "jobs", len(left))
+			for _, j := range left {
+				j.cancel(errHandBack)
+			}
+			// Ends that cannot be delivered (no connection) are given up
+			// on: the control plane sends those jobs elsewhere when the
+			// robot does not come back.
+			giveUp = time.After(10 * time.Second)
+		case <-giveUp:
+			r.log.Warn("leaving with job ends not delivered", "jobs", len(left))
+			r.finishDrain(handedBack)
+			return
+		}
+	}
+	r.finishDrain(handedBack)
+}
+
+func (r *runner) finishDrain(handedBack bool) {
+	_ = r.send(&agentv1.AgentMessage{Msg: &agentv1.AgentMessage_Drained{Drained: &agentv1.Drained{}}})
+	r.log.Info("drained", "handed_back", handedBack)
+	r.stop()
+}

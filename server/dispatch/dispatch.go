@@ -1,0 +1,456 @@
+// Package dispatch runs jobs on robots: it takes pending jobs from the
+// dispatch queue, picks a robot for each, hands it over, follows it to its
+// end, and sends it back to the queue when its robot is lost. The database
+// holds every job's state and attempt; what this package keeps in memory
+// (which robot has which free slots, which jobs wait) is rebuilt from the
+// robots that connect and the queue.
+package dispatch
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	agentv1 "github.com/casarerpa/casare/rpc/casare/agent/v1"
+	"github.com/casarerpa/casare/server/gateway"
+	"github.com/casarerpa/casare/server/queue"
+	"github.com/casarerpa/casare/server/registry"
+)
+
+// Store is what the dispatcher needs from the registry.
+type Store interface {
+	GetJob(ctx context.Context, id string) (*registry.Job, error)
+	TransitionJob(ctx context.Context, t registry.Transition, audit *registry.AuditEvent) (*registry.Job, error)
+	SetJobProgress(ctx context.Context, jobID string, attempt int32, robotID string, percent int32, step string) (bool, error)
+	SetPendingMessage(ctx context.Context, jobID string, attempt int32, message string) (bool, error)
+	ActiveJobs(ctx context.Context, robotID string) ([]registry.Job, error)
+	OrphanedJobs(ctx context.Context, staleBefore time.Time, limit int) ([]registry.Job, error)
+	AppendJobLogs(ctx context.Context, lines []registry.JobLog) error
+	ListAllRobots(ctx context.Context) ([]registry.Robot, error)
+	SetRobotStatus(ctx context.Context, id, status string) error
+}
+
+// Queue is what the dispatcher needs from the dispatch queue.
+type Queue interface {
+	Enqueue(ctx context.Context, t queue.Task) error
+	PublishJobChange(ctx context.Context, jobID string)
+	PublishJobLogs(jobID string)
+}
+
+// Options configures New.
+type Options struct {
+	Store  Store
+	Queue  Queue
+	Logger *slog.Logger
+	// AcceptTimeout is how long a robot has to accept a job before it goes
+	// to another; zero means 10s.
+	AcceptTimeout time.Duration
+	// GracePeriod is how long a robot whose connection closed keeps its
+	// jobs, waiting for it to come back.
+	GracePeriod time.Duration
+	// OrphanAfter is how long after its robot was last seen anywhere a
+	// job held by a robot no replica serves goes back to the queue.
+	OrphanAfter time.Duration
+	// RobotChanged is told when a robot's status (idle, busy) changes.
+	RobotChanged func(robotID string)
+	Environment  string
+}
+
+// Dispatcher matches pending jobs with robots connected to this replica.
+type Dispatcher struct {
+	opts Options
+	log  *slog.Logger
+	wake chan struct{}
+
+	mu     sync.Mutex
+	robots map[string]*robot
+	free   map[*robot]struct{} // robots with a free slot that take work
+	parked [registry.PriorityCritical + 1][]*pendingJob
+	known  map[string]*pendingJob  // parked jobs by id
+	active map[string]*assignment  // jobs on this replica's robots, by id
+	renote bool                    // robots changed: waiting jobs' messages may be stale
+	notes  chan *pendingJob        // waiting jobs whose status message needs saying
+	logs   map[attemptKey]*logMark // log lines stored per attempt
+
+	cacheMu      sync.Mutex
+	cachedRobots []registry.Robot
+	cachedAt     time.Time
+
+	jobsTotal   *prometheus.CounterVec
+	waitSeconds prometheus.Observer
+	collectors  []prometheus.Collector
+}
+
+type robot struct {
+	id, name     string
+	capabilities map[string]bool
+	labels       map[string]string
+	maxJobs      int
+	draining     bool
+	connected    bool
+	busy         bool // last status told: every slot taken
+	send         func(*agentv1.ServerMessage) error
+	jobs         map[string]*assignment
+	lastBusy     time.Time // when it was last given a job
+	grace        *time.Timer
+}
+
+// pendingJob is a job waiting here for a robot.
+type pendingJob struct {
+	id           string
+	attempt      int32
+	priority     registry.Priority
+	req          Requirements
+	key          string
+	pendingSince time.Time
+	avoid        []string // robots that turned it down
+	gone         bool     // no longer pending: drop it
+	noted        bool     // its waiting message was said
+}
+
+// assignment is a job held by one of this replica's robots.
+type assignment struct {
+	jobID      string
+	attempt    int32
+	robot      *robot
+	accepted   bool
+	stopping   bool // the robot was told to stop it
+	since      time.Time
+	pending    *pendingJob // how it waited, for a hand back
+	acceptWait *time.Timer
+	deadline   *time.Timer
+}
+
+type attemptKey struct {
+	jobID   string
+	attempt int32
+}
+
+// logMark is how many lines of an attempt are stored; ch closes when it
+// grows.
+type logMark struct {
+	lines int64
+	ch    chan struct{}
+}
+
+var _ gateway.Jobs = (*Dispatcher)(nil)
+
+// New returns a dispatcher; Run makes it work.
+func New(opts Options) *Dispatcher {
+	if opts.AcceptTimeout <= 0 {
+		opts.AcceptTimeout = 10 * time.Second
+	}
+	if opts.RobotChanged == nil {
+		opts.RobotChanged = func(string) {}
+	}
+	d := &Dispatcher{
+		opts:   opts,
+		log:    opts.Logger,
+		wake:   make(chan struct{}, 1),
+		robots: map[string]*robot{},
+		free:   map[*robot]struct{}{},
+		known:  map[string]*pendingJob{},
+		active: map[string]*assignment{},
+		notes:  make(chan *pendingJob, 4096),
+		logs:   map[attemptKey]*logMark{},
+	}
+	d.newMetrics()
+	return d
+}
+
+// Run schedules until ctx is done. feed carries the ids of jobs told to
+// stop (cancelled) by any replica.
+func (d *Dispatcher) Run(ctx context.Context, stops <-chan string) {
+	var wg sync.WaitGroup
+	wg.Go(func() { d.sayWaiting(ctx) })
+	wg.Go(func() { d.followStops(ctx, stops) })
+	wg.Go(func() { d.sweepOrphans(ctx) })
+	for {
+		select {
+		case <-ctx.Done():
+			wg.Wait()
+			return
+		case <-d.wake:
+			d.schedule(ctx)
+		}
+	}
+}
+
+func (d *Dispatcher) poke() {
+	select {
+	case d.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Offer takes a pending job to dispatch: from the submit path, with the
+// job in hand, or from the queue. A job already here is not taken twice.
+func (d *Dispatcher) Offer(job *registry.Job) {
+	if job.Status != registry.JobPending {
+		return
+	}
+	req, err := ParseRequirements(job.Requires)
+	if err != nil {
+		d.log.Error("a pending job cannot be dispatched", "job", job.ID, "err", err)
+		return
+	}
+	d.park(&pendingJob{
+		id: job.ID, attempt: job.Attempt, priority: job.Priority,
+		req: req, key: req.key(), pendingSince: job.UpdatedAt,
+	})
+}
+
+// HandleTask is the asynq handler for dispatch tasks. The task only says
+// which attempt to dispatch; the database says whether it still should.
+func (d *Dispatcher) HandleTask(ctx context.Context, t queue.Task) error {
+	d.mu.Lock()
+	_, parked := d.known[t.JobID]
+	a := d.active[t.JobID]
+	d.mu.Unlock()
+	if parked || (a != nil && a.attempt >= t.Attempt) {
+		return nil
+	}
+	job, err := d.opts.Store.GetJob(ctx, t.JobID)
+	if errors.Is(err, registry.ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		// Returning the error makes asynq retry it; the reconciler is the
+		// net below that.
+		return err
+	}
+	if job.Attempt == t.Attempt {
+		d.Offer(job)
+	}
+	return nil
+}
+
+func (d *Dispatcher) park(j *pendingJob) {
+	d.mu.Lock()
+	if _, ok := d.known[j.id]; ok {
+		d.mu.Unlock()
+		return
+	}
+	if a := d.active[j.id]; a != nil && a.attempt >= j.attempt {
+		d.mu.Unlock()
+		return
+	}
+	p := min(max(j.priority, 0), registry.PriorityCritical)
+	d.parked[p] = append(d.parked[p], j)
+	d.known[j.id] = j
+	d.mu.Unlock()
+	d.poke()
+}
+
+// schedule hands waiting jobs to free robots: the highest priority first,
+// and within one priority in the order they came. A job no free robot can
+// take waits without holding up jobs with other requirements behind it.
+func (d *Dispatcher) schedule(ctx context.Context) {
+	type start struct {
+		job *pendingJob
+		a   *assignment
+	}
+	var starts []start
+	d.mu.Lock()
+	renote := d.renote
+	d.renote = false
+	blocked := map[string]bool{}
+	for p := len(d.parked) - 1; p >= 0; p-- {
+		list := d.parked[p]
+		kept := list[:0]
+		for _, j := range list {
+			if j.gone {
+				continue
+			}
+			if renote {
+				j.noted = false
+			}
+			var r *robot
+			if !blocked[j.key] || len(j.avoid) > 0 {
+				r = d.pick(j)
+			}
+			if r == nil {
+				if len(j.avoid) == 0 {
+					blocked[j.key] = true
+				}
+				kept = append(kept, j)
+				if !j.noted {
+					select {
+					case d.notes <- j:
+						j.noted = true
+					default:
+					}
+				}
+				continue
+			}
+			delete(d.known, j.id)
+			starts = append(starts, start{j, d.reserve(r, j)})
+		}
+		clear(list[len(kept):])
+		d.parked[p] = kept
+	}
+	d.mu.Unlock()
+	for _, s := range starts {
+		go d.assign(ctx, s.job, s.a)
+	}
+}
+
+// pick returns the free robot that can take j and was given work least
+// recently, so work spreads over the fleet; nil when there is none.
+func (d *Dispatcher) pick(j *pendingJob) *robot {
+	var best *robot
+	for r := range d.free {
+		if !j.req.fits(r.capabilities, r.labels) || slices.Contains(j.avoid, r.id) {
+			continue
+		}
+		if best == nil || r.lastBusy.Before(best.lastBusy) || (r.lastBusy.Equal(best.lastBusy) && r.id < best.id) {
+			best = r
+		}
+	}
+	return best
+}
+
+// reserve takes a slot of r for j. d.mu is held.
+func (d *Dispatcher) reserve(r *robot, j *pendingJob) *assignment {
+	a := &assignment{jobID: j.id, attempt: j.attempt, robot: r, since: time.Now(), pending: j}
+	r.jobs[j.id] = a
+	d.active[j.id] = a
+	r.lastBusy = a.since
+	d.refreshFree(r)
+	return a
+}
+
+// refreshFree files r as free or not and says when it became busy or idle.
+// d.mu is held.
+func (d *Dispatcher) refreshFree(r *robot) {
+	hasRoom := len(r.jobs) < r.maxJobs
+	if r.connected && !r.draining && hasRoom {
+		d.free[r] = struct{}{}
+	} else {
+		delete(d.free, r)
+	}
+	if busy := r.connected && !hasRoom; busy != r.busy && !r.draining && r.connected {
+		r.busy = busy
+		status := "idle"
+		if busy {
+			status = "busy"
+		}
+		go func() {
+			if err := d.opts.Store.SetRobotStatus(context.Background(), r.id, status); err != nil {
+				d.log.Warn("record robot status", "robot", r.id, "err", err)
+			}
+			d.opts.RobotChanged(r.id)
+		}()
+	}
+}
+
+// release frees the slot a held. It is safe to call more than once.
+func (d *Dispatcher) release(a *assignment) {
+	d.mu.Lock()
+	if d.active[a.jobID] == a {
+		delete(d.active, a.jobID)
+	}
+	r := a.robot
+	if r.jobs[a.jobID] == a {
+		delete(r.jobs, a.jobID)
+	}
+	stopTimer(a.acceptWait)
+	stopTimer(a.deadline)
+	if d.robots[r.id] == r {
+		d.refreshFree(r)
+	}
+	delete(d.logs, attemptKey{a.jobID, a.attempt})
+	d.mu.Unlock()
+	d.poke()
+}
+
+func stopTimer(t *time.Timer) {
+	if t != nil {
+		t.Stop()
+	}
+}
+
+// lookup returns the assignment of the job to the robot on that attempt.
+func (d *Dispatcher) lookup(robotID, jobID string, attempt int32) *assignment {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	a := d.active[jobID]
+	if a == nil || a.robot.id != robotID || a.attempt != attempt {
+		return nil
+	}
+	return a
+}
+
+func (d *Dispatcher) publish(ctx context.Context, jobID string) {
+	d.opts.Queue.PublishJobChange(ctx, jobID)
+}
+
+// isConflict reports an error that says the job moved on: nothing to do.
+func isConflict(err error) bool {
+	return errors.Is(err, registry.ErrConflict) || errors.Is(err, registry.ErrNotFound)
+}
+
+// robotsSnapshot returns the registered robots, read at most every two
+// seconds: the waiting messages need them, not to the millisecond.
+func (d *Dispatcher) robotsSnapshot(ctx context.Context) ([]registry.Robot, error) {
+	d.cacheMu.Lock()
+	defer d.cacheMu.Unlock()
+	if time.Since(d.cachedAt) < 2*time.Second {
+		return d.cachedRobots, nil
+	}
+	robots, err := d.opts.Store.ListAllRobots(ctx)
+	if err != nil {
+		return nil, err
+	}
+	d.cachedRobots, d.cachedAt = robots, time.Now()
+	return robots, nil
+}
+
+// sayWaiting writes in each waiting job's status message what it waits
+// for, so `jobs get` answers "why is it not running" without a question.
+func (d *Dispatcher) sayWaiting(ctx context.Context) {
+	for {
+		var j *pendingJob
+		select {
+		case <-ctx.Done():
+			return
+		case j = <-d.notes:
+		}
+		robots, err := d.robotsSnapshot(ctx)
+		if err != nil {
+			d.log.Warn("list robots", "err", err)
+			continue
+		}
+		capable := 0
+		for i := range robots {
+			caps, labels := RobotSets(&robots[i])
+			if j.req.fits(caps, labels) {
+				capable++
+			}
+		}
+		var message string
+		switch {
+		case len(robots) == 0:
+			message = "waiting: no robot is enrolled"
+		case capable == 0:
+			message = "no registered robot can run this job: it needs " + j.req.String()
+		case capable == 1:
+			message = "waiting for the one robot that can run it to be free"
+		default:
+			message = "waiting for one of the robots that can run it to be free"
+		}
+		changed, err := d.opts.Store.SetPendingMessage(ctx, j.id, j.attempt, message)
+		if err != nil {
+			d.log.Warn("say why a job waits", "job", j.id, "err", err)
+			continue
+		}
+		if changed {
+			d.publish(ctx, j.id)
+		}
+	}
+}

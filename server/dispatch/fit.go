@@ -1,0 +1,161 @@
+package dispatch
+
+import (
+	"encoding/json"
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+	"time"
+
+	"google.golang.org/protobuf/encoding/protojson"
+
+	casarev1 "github.com/casarerpa/casare/rpc/casare/v1"
+	"github.com/casarerpa/casare/server/registry"
+)
+
+// Requirements are what a robot must have to run a job.
+type Requirements struct {
+	Capabilities []string
+	Labels       map[string]string
+}
+
+// ParseRequirements reads a job's stored requirements (protojson).
+func ParseRequirements(stored string) (Requirements, error) {
+	if stored == "" {
+		return Requirements{}, nil
+	}
+	var req casarev1.Requirements
+	if err := protojson.Unmarshal([]byte(stored), &req); err != nil {
+		return Requirements{}, fmt.Errorf("job requirements: %w", err)
+	}
+	caps := slices.Clone(req.GetCapabilities())
+	slices.Sort(caps)
+	return Requirements{Capabilities: caps, Labels: req.GetLabels()}, nil
+}
+
+// key identifies requirements: jobs with equal keys fit the same robots.
+func (q Requirements) key() string {
+	var b strings.Builder
+	for _, c := range q.Capabilities {
+		b.WriteString(c)
+		b.WriteByte(0)
+	}
+	b.WriteByte(1)
+	for _, k := range slices.Sorted(maps.Keys(q.Labels)) {
+		b.WriteString(k)
+		b.WriteByte(0)
+		b.WriteString(q.Labels[k])
+		b.WriteByte(0)
+	}
+	return b.String()
+}
+
+// Misses lists, in words, what a robot with these capabilities and labels
+// lacks; empty when it fits.
+func (q Requirements) Misses(capabilities map[string]bool, labels map[string]string) []string {
+	var out []string
+	for _, c := range q.Capabilities {
+		if !capabilities[c] {
+			out = append(out, "missing capability "+c)
+		}
+	}
+	for _, k := range slices.Sorted(maps.Keys(q.Labels)) {
+		want := q.Labels[k]
+		switch have, ok := labels[k]; {
+		case !ok:
+			out = append(out, fmt.Sprintf("label %s=%s (not set)", k, want))
+		case have != want:
+			out = append(out, fmt.Sprintf("label %s=%s (has %s)", k, want, have))
+		}
+	}
+	return out
+}
+
+func (q Requirements) fits(capabilities map[string]bool, labels map[string]string) bool {
+	for _, c := range q.Capabilities {
+		if !capabilities[c] {
+			return false
+		}
+	}
+	for k, v := range q.Labels {
+		if labels[k] != v {
+			return false
+		}
+	}
+	return true
+}
+
+// String says what the requirements ask for.
+func (q Requirements) String() string {
+	var parts []string
+	for _, c := range q.Capabilities {
+		parts = append(parts, "capability "+c)
+	}
+	for _, k := range slices.Sorted(maps.Keys(q.Labels)) {
+		parts = append(parts, fmt.Sprintf("label %s=%s", k, q.Labels[k]))
+	}
+	if len(parts) == 0 {
+		return "nothing in particular"
+	}
+	return strings.Join(parts, ", ")
+}
+
+// Fit is one robot judged against a job.
+type Fit struct {
+	RobotID, RobotName string
+	Eligible           bool
+	Reasons            []string
+}
+
+// RobotSets reads a stored robot's capabilities and labels.
+func RobotSets(rb *registry.Robot) (map[string]bool, map[string]string) {
+	var caps []string
+	_ = json.Unmarshal([]byte(rb.Capabilities), &caps)
+	labels := map[string]string{}
+	_ = json.Unmarshal([]byte(rb.Labels), &labels)
+	set := make(map[string]bool, len(caps))
+	for _, c := range caps {
+		set[c] = true
+	}
+	return set, labels
+}
+
+// Explain judges every robot against a pending job's requirements, from
+// what the registry knows: a robot not seen since staleBefore is offline
+// whatever its row says, and active counts the jobs each robot holds.
+func Explain(q Requirements, robots []registry.Robot, active map[string]int, staleBefore time.Time) (fits []Fit, summary string) {
+	eligible, capable := 0, 0
+	for i := range robots {
+		rb := &robots[i]
+		caps, labels := RobotSets(rb)
+		reasons := q.Misses(caps, labels)
+		if len(reasons) == 0 {
+			capable++
+		}
+		switch {
+		case rb.Status == "offline" || rb.LastSeen == nil || rb.LastSeen.Before(staleBefore):
+			reasons = append([]string{"offline"}, reasons...)
+		case rb.Status == "draining":
+			reasons = append([]string{"draining"}, reasons...)
+		case active[rb.ID] >= int(max(rb.MaxJobs, 1)):
+			reasons = append([]string{fmt.Sprintf("busy (%d of %d slots)", active[rb.ID], max(rb.MaxJobs, 1))}, reasons...)
+		}
+		fit := Fit{RobotID: rb.ID, RobotName: rb.Name, Eligible: len(reasons) == 0, Reasons: reasons}
+		if fit.Eligible {
+			eligible++
+		}
+		fits = append(fits, fit)
+	}
+	switch {
+	case len(robots) == 0:
+		summary = "no robot is enrolled"
+	case capable == 0:
+		summary = "no registered robot can run this job: it needs " + q.String()
+	case eligible == 0:
+		summary = fmt.Sprintf("waiting for a robot: %d can run it, none is free now", capable)
+	default:
+		summary = fmt.Sprintf("%d robots can take it now; it is about to be assigned", eligible)
+	}
+	return fits, summary
+}

@@ -1,0 +1,515 @@
+package dispatch
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"time"
+
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/types/known/structpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	agentv1 "github.com/casarerpa/casare/rpc/casare/agent/v1"
+	"github.com/casarerpa/casare/server/gateway"
+	"github.com/casarerpa/casare/server/queue"
+	"github.com/casarerpa/casare/server/registry"
+)
+
+const system = "system"
+
+// assign records the job as assigned and sends it to the robot, which has
+// AcceptTimeout to accept it.
+func (d *Dispatcher) assign(ctx context.Context, j *pendingJob, a *assignment) {
+	r := a.robot
+	job, err := d.opts.Store.TransitionJob(ctx, registry.Transition{
+		JobID: j.id, From: []registry.JobStatus{registry.JobPending}, Attempt: j.attempt,
+		To: registry.JobAssigned, RobotID: &r.id,
+		Message: "assigned to robot " + r.name, Reason: "assigned", Actor: system,
+	}, nil)
+	if isConflict(err) {
+		// Cancelled, or another replica assigned it first.
+		d.release(a)
+		return
+	}
+	if err != nil {
+		d.log.Warn("assign a job", "job", j.id, "robot", r.id, "err", err)
+		d.release(a)
+		time.AfterFunc(time.Second, func() { d.park(j) })
+		return
+	}
+	d.publish(ctx, job.ID)
+	msg := &agentv1.JobAssign{JobId: job.ID, Attempt: job.Attempt, Workflow: []byte(job.Workflow)}
+	if job.Inputs != "" {
+		inputs := &structpb.Struct{}
+		if err := protojson.Unmarshal([]byte(job.Inputs), inputs); err == nil {
+			msg.Inputs = inputs
+		}
+	}
+	if job.TimeoutMillis > 0 {
+		msg.Deadline = timestamppb.New(time.Now().Add(time.Duration(job.TimeoutMillis) * time.Millisecond))
+	}
+	d.mu.Lock()
+	a.acceptWait = time.AfterFunc(d.opts.AcceptTimeout, func() {
+		d.handBack(context.WithoutCancel(ctx), a, fmt.Sprintf("robot %s did not accept it within %s", r.name, d.opts.AcceptTimeout), false, true)
+	})
+	d.mu.Unlock()
+	if err := r.send(&agentv1.ServerMessage{Msg: &agentv1.ServerMessage_JobAssign{JobAssign: msg}}); err != nil {
+		d.handBack(ctx, a, "robot "+r.name+" could not be reached", false, true)
+	}
+}
+
+// handBack ends the robot's hold on a job and puts the job back in the
+// queue: on the same attempt when it never ran there, on the next one
+// when it may have (until max_attempts, then it fails). avoid keeps the
+// job off that robot.
+func (d *Dispatcher) handBack(ctx context.Context, a *assignment, reason string, nextAttempt, avoid bool) {
+	d.release(a)
+	var avoided []string
+	if a.pending != nil {
+		avoided = a.pending.avoid
+	}
+	if avoid {
+		avoided = append(avoided, a.robot.id)
+	}
+	d.requeue(ctx, a.jobID, a.attempt, a.robot.id, reason, nextAttempt, avoided)
+	d.countEnd(a.robot.id, "returned")
+}
+
+// requeue moves a job held by a robot back to PENDING, or to FAILED when
+// it has no attempts left, and queues it for dispatch.
+func (d *Dispatcher) requeue(ctx context.Context, jobID string, attempt int32, robotID, reason string, nextAttempt bool, avoid []string) {
+	job, err := d.opts.Store.GetJob(ctx, jobID)
+	if err != nil {
+		if !isConflict(err) {
+			d.log.Warn("send a job back to the queue", "job", jobID, "err", err)
+		}
+		return
+	}
+	t := registry.Transition{
+		JobID: jobID, From: registry.ActiveStatuses, Attempt: attempt, Robot: robotID,
+		To: registry.JobPending, NextAttempt: nextAttempt, Message: reason, Reason: reason, Actor: system,
+	}
+	if nextAttempt && job.Attempt >= job.MaxAttempts {
+		t.To, t.NextAttempt = registry.JobFailed, false
+		t.Message = fmt.Sprintf("%s; gave up after %d of %d attempts", reason, job.Attempt, job.MaxAttempts)
+	}
+	job, err = d.opts.Store.TransitionJob(ctx, t, nil)
+	if isConflict(err) {
+		return
+	}
+	if err != nil {
+		// The orphan sweep tries again once the robot is long gone.
+		d.log.Warn("send a job back to the queue", "job", jobID, "err", err)
+		return
+	}
+	d.log.Info("job sent back", "job", jobID, "attempt", job.Attempt, "status", job.Status, "reason", reason)
+	d.publish(ctx, jobID)
+	if job.Status != registry.JobPending {
+		return
+	}
+	// The task makes the job survive this replica; parking it here
+	// dispatches it now.
+	if err := d.opts.Queue.Enqueue(ctx, queue.Task{JobID: job.ID, Attempt: job.Attempt, Priority: queue.Priority(job.Priority)}); err != nil {
+		d.log.Warn("queue a job sent back", "job", jobID, "err", err)
+	}
+	req, err := ParseRequirements(job.Requires)
+	if err != nil {
+		return
+	}
+	d.park(&pendingJob{
+		id: job.ID, attempt: job.Attempt, priority: job.Priority, req: req, key: req.key(),
+		pendingSince: job.UpdatedAt, avoid: avoid,
+	})
+}
+
+// RobotUp makes a welcomed robot available and settles what it holds: the
+// jobs it still runs are kept on their attempt, the ones the database
+// gave it that it no longer has go back to the queue, and the ones it runs
+// that are no longer its are stopped.
+func (d *Dispatcher) RobotUp(ctx context.Context, info gateway.Robot) {
+	caps := make(map[string]bool, len(info.Capabilities))
+	for _, c := range info.Capabilities {
+		caps[c] = true
+	}
+	r := &robot{
+		id: info.ID, name: info.Name, capabilities: caps, labels: info.Labels,
+		maxJobs: int(max(info.MaxJobs, 1)), draining: info.Draining, connected: true,
+		send: info.Send, jobs: map[string]*assignment{},
+	}
+	d.mu.Lock()
+	if old := d.robots[info.ID]; old != nil {
+		stopTimer(old.grace)
+		delete(d.free, old)
+		r.lastBusy = old.lastBusy
+		for id, a := range old.jobs {
+			a.robot = r
+			r.jobs[id] = a
+		}
+	}
+	d.robots[info.ID] = r
+	d.renote = true
+	// A robot that turned a job down (full, draining) may take it on a
+	// new connection.
+	for _, list := range d.parked {
+		for _, j := range list {
+			j.avoid = slices.DeleteFunc(j.avoid, func(id string) bool { return id == info.ID })
+		}
+	}
+	d.mu.Unlock()
+
+	reported := map[string]int32{}
+	for _, rj := range info.Running {
+		reported[rj.GetJobId()] = rj.GetAttempt()
+	}
+	held, err := d.opts.Store.ActiveJobs(ctx, info.ID)
+	if err != nil {
+		d.log.Warn("read the jobs a robot holds", "robot", info.ID, "err", err)
+		held = nil
+	}
+	heldIDs := map[string]bool{}
+	for i := range held {
+		job := &held[i]
+		heldIDs[job.ID] = true
+		if attempt, ok := reported[job.ID]; ok && attempt == job.Attempt {
+			d.adopt(ctx, r, job)
+			continue
+		}
+		d.mu.Lock()
+		a := r.jobs[job.ID]
+		d.mu.Unlock()
+		if a == nil {
+			a = &assignment{jobID: job.ID, attempt: job.Attempt, robot: r}
+		}
+		go d.handBack(context.WithoutCancel(ctx), a, "robot "+r.name+" came back without the job", true, false)
+	}
+	for jobID, attempt := range reported {
+		if heldIDs[jobID] {
+			continue
+		}
+		d.log.Info("robot runs a job that is no longer its; stopping it", "robot", r.id, "job", jobID, "attempt", attempt)
+		d.stop(r, jobID, attempt, "the job is no longer this robot's")
+	}
+	if err == nil {
+		d.mu.Lock()
+		for id, a := range r.jobs {
+			if !heldIDs[id] {
+				delete(r.jobs, id)
+				if d.active[id] == a {
+					delete(d.active, id)
+				}
+			}
+		}
+		d.mu.Unlock()
+	}
+	d.mu.Lock()
+	d.refreshFree(r)
+	d.mu.Unlock()
+	d.poke()
+}
+
+// adopt keeps a job the robot reports running: after a reconnect, or after
+// a restart of the control plane that forgot it.
+func (d *Dispatcher) adopt(ctx context.Context, r *robot, job *registry.Job) {
+	d.mu.Lock()
+	a := r.jobs[job.ID]
+	if a == nil {
+		a = &assignment{jobID: job.ID, attempt: job.Attempt, robot: r, since: time.Now()}
+		r.jobs[job.ID] = a
+		d.active[job.ID] = a
+	}
+	stopTimer(a.acceptWait)
+	a.accepted = true
+	d.mu.Unlock()
+	if job.Status == registry.JobAssigned {
+		// It accepted while the connection was down.
+		d.accepted(ctx, r.id, &agentv1.JobAccept{JobId: job.ID, Attempt: job.Attempt})
+		return
+	}
+	d.armDeadline(ctx, a, job)
+}
+
+// RobotDown takes a robot out of dispatch. A lost robot's jobs go back to
+// the queue at once; a robot whose connection closed has the grace period
+// to come back with them.
+func (d *Dispatcher) RobotDown(robotID string, lost bool, reason string) {
+	d.mu.Lock()
+	r := d.robots[robotID]
+	if r == nil {
+		d.mu.Unlock()
+		return
+	}
+	r.connected = false
+	delete(d.free, r)
+	d.renote = true
+	if !lost && len(r.jobs) > 0 && d.opts.GracePeriod > 0 {
+		r.grace = time.AfterFunc(d.opts.GracePeriod, func() {
+			d.forget(r, fmt.Sprintf("robot %s did not come back within %s", r.name, d.opts.GracePeriod))
+		})
+		d.mu.Unlock()
+		d.log.Info("robot gone; its jobs wait for it", "robot", robotID, "jobs", len(r.jobs), "grace", d.opts.GracePeriod)
+		return
+	}
+	d.mu.Unlock()
+	d.forget(r, fmt.Sprintf("robot %s lost: %s", r.name, reason))
+}
+
+// forget drops a robot that is gone and sends its jobs back.
+func (d *Dispatcher) forget(r *robot, reason string) {
+	d.mu.Lock()
+	if d.robots[r.id] != r || r.connected {
+		d.mu.Unlock()
+		return
+	}
+	delete(d.robots, r.id)
+	jobs := make([]*assignment, 0, len(r.jobs))
+	for _, a := range r.jobs {
+		jobs = append(jobs, a)
+	}
+	d.mu.Unlock()
+	for _, a := range jobs {
+		go d.handBack(context.Background(), a, reason, true, false)
+	}
+}
+
+// RobotDraining stops giving the robot work.
+func (d *Dispatcher) RobotDraining(robotID string) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if r := d.robots[robotID]; r != nil {
+		r.draining = true
+		delete(d.free, r)
+		d.renote = true
+	}
+}
+
+// Handle takes a job message from a robot.
+func (d *Dispatcher) Handle(ctx context.Context, robotID string, msg *agentv1.AgentMessage) {
+	switch m := msg.GetMsg().(type) {
+	case *agentv1.AgentMessage_JobAccept:
+		d.accepted(ctx, robotID, m.JobAccept)
+	case *agentv1.AgentMessage_JobReject:
+		d.rejected(ctx, robotID, m.JobReject)
+	case *agentv1.AgentMessage_JobProgress:
+		p := m.JobProgress
+		changed, err := d.opts.Store.SetJobProgress(ctx, p.GetJobId(), p.GetAttempt(), robotID, min(max(p.GetPercent(), 0), 100), p.GetStepId())
+		if err != nil {
+			d.log.Warn("record job progress", "job", p.GetJobId(), "err", err)
+		} else if changed {
+			d.publish(ctx, p.GetJobId())
+		}
+	case *agentv1.AgentMessage_JobComplete:
+		c := m.JobComplete
+		result := "{}"
+		if c.GetOutputs() != nil {
+			if b, err := protojson.Marshal(c.GetOutputs()); err == nil {
+				result = string(b)
+			}
+		}
+		d.finished(ctx, robotID, c.GetJobId(), c.GetAttempt(), c.GetLogLines(), registry.Transition{
+			To: registry.JobSucceeded, Result: &result, Reason: "completed",
+		})
+	case *agentv1.AgentMessage_JobFail:
+		f := m.JobFail
+		reason := "failed"
+		if f.GetStopped() {
+			reason = "stopped"
+		}
+		d.finished(ctx, robotID, f.GetJobId(), f.GetAttempt(), f.GetLogLines(), registry.Transition{
+			To: registry.JobFailed, Message: f.GetError(), Reason: reason,
+		})
+	}
+}
+
+func (d *Dispatcher) accepted(ctx context.Context, robotID string, m *agentv1.JobAccept) {
+	a := d.lookup(robotID, m.GetJobId(), m.GetAttempt())
+	job, err := d.opts.Store.TransitionJob(ctx, registry.Transition{
+		JobID: m.GetJobId(), From: []registry.JobStatus{registry.JobAssigned}, Attempt: m.GetAttempt(), Robot: robotID,
+		To: registry.JobRunning, Message: "running", Reason: "accepted", Actor: system,
+	}, nil)
+	if isConflict(err) {
+		if job != nil && job.Status == registry.JobRunning && job.Attempt == m.GetAttempt() && job.RobotID == robotID {
+			return // said twice
+		}
+		d.log.Info("ignored an accept for a job that moved on; stopping it on the robot", "robot", robotID, "job", m.GetJobId(), "attempt", m.GetAttempt())
+		d.mu.Lock()
+		r := d.robots[robotID]
+		d.mu.Unlock()
+		if r != nil {
+			d.stop(r, m.GetJobId(), m.GetAttempt(), "the job moved on")
+		}
+		return
+	}
+	if err != nil {
+		d.log.Warn("record a job accepted", "job", m.GetJobId(), "err", err)
+		return
+	}
+	d.publish(ctx, job.ID)
+	if a == nil {
+		return
+	}
+	d.mu.Lock()
+	stopTimer(a.acceptWait)
+	a.accepted = true
+	waited := time.Since(job.CreatedAt)
+	if a.pending != nil && !a.pending.pendingSince.IsZero() {
+		waited = time.Since(a.pending.pendingSince)
+	}
+	d.mu.Unlock()
+	d.waitSeconds.Observe(waited.Seconds())
+	d.armDeadline(ctx, a, job)
+}
+
+// armDeadline fails the job when its timeout runs out, counted from when
+// it started running, and tells the robot to stop it.
+func (d *Dispatcher) armDeadline(ctx context.Context, a *assignment, job *registry.Job) {
+	if job.TimeoutMillis <= 0 {
+		return
+	}
+	timeout := time.Duration(job.TimeoutMillis) * time.Millisecond
+	started := time.Now()
+	if job.StartedAt != nil {
+		started = *job.StartedAt
+	}
+	d.mu.Lock()
+	stopTimer(a.deadline)
+	a.deadline = time.AfterFunc(time.Until(started.Add(timeout)), func() {
+		ctx := context.WithoutCancel(ctx)
+		msg := fmt.Sprintf("timed out after %s", timeout)
+		_, err := d.opts.Store.TransitionJob(ctx, registry.Transition{
+			JobID: a.jobID, From: registry.ActiveStatuses, Attempt: a.attempt, Robot: a.robot.id,
+			To: registry.JobFailed, Message: msg, Reason: "timeout", Actor: system,
+		}, nil)
+		if err != nil {
+			if !isConflict(err) {
+				d.log.Warn("fail a job that timed out", "job", a.jobID, "err", err)
+			}
+			return
+		}
+		d.publish(ctx, a.jobID)
+		d.countEnd(a.robot.id, "failed")
+		d.stop(a.robot, a.jobID, a.attempt, msg)
+	})
+	d.mu.Unlock()
+}
+
+func (d *Dispatcher) rejected(ctx context.Context, robotID string, m *agentv1.JobReject) {
+	a := d.lookup(robotID, m.GetJobId(), m.GetAttempt())
+	if a == nil {
+		d.log.Info("ignored a reject of a job this robot does not hold", "robot", robotID, "job", m.GetJobId(), "attempt", m.GetAttempt())
+		return
+	}
+	d.mu.Lock()
+	ran := a.accepted
+	name := a.robot.name
+	d.mu.Unlock()
+	if ran {
+		d.handBack(ctx, a, fmt.Sprintf("robot %s handed it back: %s", name, m.GetReason()), true, true)
+		return
+	}
+	d.handBack(ctx, a, fmt.Sprintf("robot %s turned it down: %s", name, m.GetReason()), false, true)
+}
+
+// finished records a job's end as its robot reports it, once its log
+// lines are stored. A report about a superseded attempt changes nothing.
+func (d *Dispatcher) finished(ctx context.Context, robotID, jobID string, attempt int32, logLines int64, t registry.Transition) {
+	d.waitLogs(attemptKey{jobID, attempt}, logLines, 2*time.Second)
+	t.JobID, t.Attempt, t.Robot, t.Actor = jobID, attempt, robotID, system
+	t.From = registry.ActiveStatuses
+	job, err := d.opts.Store.TransitionJob(ctx, t, nil)
+	a := d.lookup(robotID, jobID, attempt)
+	if a != nil {
+		d.release(a)
+	}
+	switch {
+	case isConflict(err):
+		if t.Reason != "stopped" {
+			d.log.Info("ignored the end of a superseded attempt", "robot", robotID, "job", jobID, "attempt", attempt, "err", err)
+		}
+		return
+	case err != nil:
+		d.log.Warn("record a job's end", "job", jobID, "err", err)
+		return
+	}
+	d.publish(ctx, jobID)
+	d.countEnd(robotID, string(job.Status))
+}
+
+// stop tells a robot to stop a job; the robot confirms with job_fail.
+func (d *Dispatcher) stop(r *robot, jobID string, attempt int32, reason string) {
+	d.mu.Lock()
+	if a := r.jobs[jobID]; a != nil {
+		a.stopping = true
+		stopTimer(a.acceptWait)
+		stopTimer(a.deadline)
+	}
+	connected := r.connected
+	d.mu.Unlock()
+	if !connected {
+		return
+	}
+	msg := &agentv1.ServerMessage{Msg: &agentv1.ServerMessage_JobCancel{JobCancel: &agentv1.JobCancel{JobId: jobID, Attempt: attempt, Reason: reason}}}
+	if err := r.send(msg); err != nil {
+		d.log.Warn("tell a robot to stop a job", "robot", r.id, "job", jobID, "err", err)
+	}
+}
+
+// followStops tells robots here to stop the jobs cancelled anywhere.
+func (d *Dispatcher) followStops(ctx context.Context, stops <-chan string) {
+	for {
+		var id string
+		select {
+		case <-ctx.Done():
+			return
+		case id = <-stops:
+		}
+		d.mu.Lock()
+		if j := d.known[id]; j != nil {
+			j.gone = true
+			delete(d.known, id)
+		}
+		a := d.active[id]
+		d.mu.Unlock()
+		if a == nil {
+			continue
+		}
+		job, err := d.opts.Store.GetJob(ctx, id)
+		if err != nil || !job.Status.Finished() {
+			continue
+		}
+		d.stop(a.robot, id, a.attempt, job.StatusMessage)
+	}
+}
+
+// sweepOrphans sends back the jobs of robots that no replica serves any
+// more: a replica that died leaves its robots' jobs behind, and they come
+// back only if the robots reconnect.
+func (d *Dispatcher) sweepOrphans(ctx context.Context) {
+	if d.opts.OrphanAfter <= 0 {
+		return
+	}
+	ticker := time.NewTicker(max(d.opts.OrphanAfter/2, time.Second))
+	defer ticker.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-ticker.C:
+		}
+		jobs, err := d.opts.Store.OrphanedJobs(ctx, time.Now().Add(-d.opts.OrphanAfter), 500)
+		if err != nil {
+			d.log.Warn("look for jobs of lost robots", "err", err)
+			continue
+		}
+		for i := range jobs {
+			job := &jobs[i]
+			d.mu.Lock()
+			_, here := d.robots[job.RobotID]
+			d.mu.Unlock()
+			if here {
+				continue
+			}
+			d.requeue(ctx, job.ID, job.Attempt, job.RobotID, "robot lost: not seen for "+d.opts.OrphanAfter.String(), true, nil)
+		}
+	}
+}

@@ -1,0 +1,130 @@
+package registry
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/uptrace/bun"
+)
+
+// ActiveStatuses are the statuses of a job a robot holds.
+var ActiveStatuses = []JobStatus{JobAssigned, JobRunning}
+
+// SetJobProgress records how far a running attempt got. It changes nothing
+// when the job has moved on from that attempt on that robot, and reports
+// whether it changed the job.
+func (r *Registry) SetJobProgress(ctx context.Context, jobID string, attempt int32, robotID string, percent int32, step string) (bool, error) {
+	res, err := r.db.NewUpdate().Model((*Job)(nil)).
+		Set("progress = ?", percent).
+		Set("current_step = ?", step).
+		Set("updated_at = ?", now()).
+		Where("id = ?", jobID).Where("attempt = ?", attempt).Where("robot_id = ?", robotID).
+		Where("status = ?", JobRunning).
+		Exec(ctx)
+	if err != nil {
+		return false, fmt.Errorf("set progress of job %s: %w", jobID, err)
+	}
+	n, _ := res.RowsAffected()
+	return n > 0, nil
+}
+
+// SetPendingMessage says in a pending job's status message what it waits
+// for. It reports whether the message changed.
+func (r *Registry) SetPendingMessage(ctx context.Context, jobID string, attempt int32, message string) (bool, error) {
+	res, err := r.db.NewUpdate().Model((*Job)(nil)).
+		Set("status_message = ?", message).
+		Set("updated_at = ?", now()).
+		Where("id = ?", jobID).Where("attempt = ?", attempt).
+		Where("status = ?", JobPending).Where("status_message <> ?", message).
+		Exec(ctx)
+	if err != nil {
+		return false, fmt.Errorf("set status message of job %s: %w", jobID, err)
+	}
+	n, _ := res.RowsAffected()
+	return n > 0, nil
+}
+
+// ActiveJobs returns the jobs assigned to or running on the robot.
+func (r *Registry) ActiveJobs(ctx context.Context, robotID string) ([]Job, error) {
+	var jobs []Job
+	err := r.db.NewSelect().Model(&jobs).
+		Where("robot_id = ?", robotID).Where("status IN (?)", bun.In(ActiveStatuses)).
+		OrderExpr("id ASC").Scan(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("active jobs of robot %s: %w", robotID, err)
+	}
+	return jobs, nil
+}
+
+// ActiveJobCounts returns how many jobs each robot holds.
+func (r *Registry) ActiveJobCounts(ctx context.Context) (map[string]int, error) {
+	var rows []struct {
+		RobotID string `bun:"robot_id"`
+		N       int    `bun:"n"`
+	}
+	err := r.db.NewSelect().Model((*Job)(nil)).ColumnExpr("robot_id, count(*) AS n").
+		Where("status IN (?)", bun.In(ActiveStatuses)).Group("robot_id").Scan(ctx, &rows)
+	if err != nil {
+		return nil, fmt.Errorf("count active jobs: %w", err)
+	}
+	out := make(map[string]int, len(rows))
+	for _, row := range rows {
+		out[row.RobotID] = row.N
+	}
+	return out, nil
+}
+
+// OrphanedJobs returns up to limit jobs held by robots that have not been
+// seen since staleBefore, or that no longer exist: their control plane
+// replica is gone, or they are, and nobody else will end those jobs.
+func (r *Registry) OrphanedJobs(ctx context.Context, staleBefore time.Time, limit int) ([]Job, error) {
+	var jobs []Job
+	stale := normalize(staleBefore)
+	err := r.db.NewSelect().Model(&jobs).
+		Where("status IN (?)", bun.In(ActiveStatuses)).
+		Where("updated_at < ?", stale).
+		Where("NOT EXISTS (SELECT 1 FROM robots WHERE robots.id = job.robot_id AND robots.status <> 'offline' AND robots.last_seen >= ?)", stale).
+		OrderExpr("id ASC").Limit(int64(limit)).Scan(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("orphaned jobs: %w", err)
+	}
+	return jobs, nil
+}
+
+// AppendJobLogs stores log lines; a line stored before is skipped.
+func (r *Registry) AppendJobLogs(ctx context.Context, lines []JobLog) error {
+	if len(lines) == 0 {
+		return nil
+	}
+	for i := range lines {
+		lines[i].Time = normalize(lines[i].Time)
+	}
+	_, err := r.db.NewInsert().Model(&lines).ExcludeColumn("id").
+		On("CONFLICT (job_id, attempt, line) DO NOTHING").Returning("NULL").Exec(ctx)
+	if err != nil {
+		return fmt.Errorf("store log lines of job %s: %w", lines[0].JobID, err)
+	}
+	return nil
+}
+
+// JobLogs returns up to limit of a job's log lines after the id afterID,
+// in order.
+func (r *Registry) JobLogs(ctx context.Context, jobID string, afterID int64, limit int) ([]JobLog, error) {
+	var lines []JobLog
+	err := r.db.NewSelect().Model(&lines).Where("job_id = ?", jobID).Where("id > ?", afterID).
+		OrderExpr("id ASC").Limit(int64(limit)).Scan(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("log of job %s: %w", jobID, err)
+	}
+	return lines, nil
+}
+
+// ListAllRobots returns every enrolled robot, by name.
+func (r *Registry) ListAllRobots(ctx context.Context) ([]Robot, error) {
+	var robots []Robot
+	if err := r.db.NewSelect().Model(&robots).OrderExpr("name ASC").Scan(ctx); err != nil {
+		return nil, fmt.Errorf("list robots: %w", err)
+	}
+	return robots, nil
+}
