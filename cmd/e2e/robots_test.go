@@ -200,12 +200,15 @@ func TestRobotsEnrolConnectAndComeBack(t *testing.T) {
 	t.Cleanup(func() { watcher.Process.Kill(); watcher.Wait() })
 	waitLog(t, watched, "r2 ", 1)
 
-	// Draining tells the robot to take no new work.
+	// Draining tells the robot to take no new work; with nothing running
+	// it is drained at once and exits 0.
 	if out := ctl(t, s, "robots", "drain", "r2"); !strings.Contains(string(out), "robot r2 is DRAINING") {
 		t.Fatalf("robots drain: %s", out)
 	}
 	waitLog(t, agents["r2"].log, "draining: taking no new work", 1)
-	waitStatuses(t, s, map[string]string{"r2": "DRAINING"}, 5*time.Second)
+	waitExit(t, agents["r2"], 10*time.Second)
+	waitLog(t, agents["r2"].log, "msg=drained", 1)
+	waitStatuses(t, s, map[string]string{"r2": "OFFLINE"}, 10*time.Second)
 
 	// Deleting a robot revokes its certificate: the connection closes at
 	// once and its reconnects are refused at the handshake.
@@ -215,24 +218,16 @@ func TestRobotsEnrolConnectAndComeBack(t *testing.T) {
 	if _, ok := robotStatuses(t, s)["r3"]; ok {
 		t.Fatal("r3 is still listed after delete")
 	}
-	if v := metricValue(t, s, "casare_robot_status", `robot_id="`+r2id+`",status="draining"`); v != 1 {
-		t.Errorf("casare_robot_status{r2,draining} = %v, want 1", v)
-	}
-	waitLog(t, watched, "DRAINING", 1)
 	waitLog(t, watched, "DELETED", 1)
 
 	// SIGTERM stops an agent cleanly.
-	agents["r2"].cmd.Process.Signal(syscall.SIGTERM)
-	done := make(chan error, 1)
-	go func() { done <- agents["r2"].cmd.Wait() }()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Errorf("agent exit after SIGTERM: %v, want 0", err)
-		}
-	case <-time.After(10 * time.Second):
-		t.Error("agent still running 10s after SIGTERM")
+	agents["r2"] = startAgent(t, filepath.Join(work, "r2"))
+	waitStatuses(t, s, map[string]string{"r2": "IDLE"}, 10*time.Second)
+	if v := metricValue(t, s, "casare_robot_status", `robot_id="`+r2id+`",status="idle"`); v != 1 {
+		t.Errorf("casare_robot_status{r2,idle} = %v, want 1", v)
 	}
+	agents["r2"].cmd.Process.Signal(syscall.SIGTERM)
+	waitExit(t, agents["r2"], 10*time.Second)
 	waitStatuses(t, s, map[string]string{"r2": "OFFLINE"}, 10*time.Second)
 
 	out, err := agentCmd("cert", "status", "--dir", filepath.Join(work, "r2"))
@@ -367,6 +362,21 @@ func TestEnrolmentRefusals(t *testing.T) {
 	}
 	if _, ok := robotStatuses(t, s)["foreign"]; ok {
 		t.Fatal("a robot of another CA is in the registry")
+	}
+}
+
+// waitExit waits for the agent to exit 0.
+func waitExit(t *testing.T, a *agentProc, within time.Duration) {
+	t.Helper()
+	done := make(chan error, 1)
+	go func() { done <- a.cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("agent exit: %v, want 0\n%s", err, a.log.String())
+		}
+	case <-time.After(within):
+		t.Fatalf("agent still running after %s\n%s", within, a.log.String())
 	}
 }
 
