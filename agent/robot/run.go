@@ -105,9 +105,9 @@ func Run(ctx context.Context, opts Options) error {
 		jobsCtx:     jobsCtx,
 		linkChanged: make(chan struct{}),
 		idle:        make(chan struct{}, 1),
-		opts: opts,
-		id:   id,
-		log:  opts.Logger.With("robot", id.RobotID),
+		opts:        opts,
+		id:          id,
+		log:         opts.Logger.With("robot", id.RobotID),
 		tls: &tls.Config{
 			MinVersion:   tls.VersionTLS13,
 			Certificates: []tls.Certificate{cert},
