@@ -6,6 +6,8 @@ import (
 
 	"connectrpc.com/connect/v2"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/casarerpa/casare/server/queue"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 )
 
@@ -16,7 +18,7 @@ func (s *Server) newMetrics() *prometheus.Registry {
 	reg.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		s.queue.Collector(),
+		s.queue.Collector(s.pendingCounts),
 		s.gateway.Collector(s.cfg.Environment),
 	)
 	reg.MustRegister(s.dispatcher.Collectors()...)
@@ -50,4 +52,17 @@ func (s *Server) rpcMetrics() connect.ServerInterceptor {
 			return err
 		}
 	}
+}
+
+// pendingCounts counts the jobs waiting for a robot, by priority.
+func (s *Server) pendingCounts(ctx context.Context) (map[queue.Priority]int, error) {
+	counts, err := s.reg.PendingCounts(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[queue.Priority]int, len(counts))
+	for p, n := range counts {
+		out[queue.Priority(p)] = n
+	}
+	return out, nil
 }

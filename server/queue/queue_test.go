@@ -207,7 +207,7 @@ casare_queue_depth{environment=%[1]q,priority="high"} 1
 casare_queue_depth{environment=%[1]q,priority="low"} 2
 casare_queue_depth{environment=%[1]q,priority="normal"} 2
 `, q.environment)
-		if err := testutil.CollectAndCompare(q.Collector(), strings.NewReader(want)); err != nil {
+		if err := testutil.CollectAndCompare(q.Collector(nil), strings.NewReader(want)); err != nil {
 			t.Fatal(err)
 		}
 	})

@@ -128,3 +128,21 @@ func (r *Registry) ListAllRobots(ctx context.Context) ([]Robot, error) {
 	}
 	return robots, nil
 }
+
+// PendingCounts counts the pending jobs by priority.
+func (r *Registry) PendingCounts(ctx context.Context) (map[Priority]int, error) {
+	var rows []struct {
+		Priority Priority `bun:"priority"`
+		N        int      `bun:"n"`
+	}
+	err := r.db.NewSelect().Model((*Job)(nil)).ColumnExpr("priority, count(*) AS n").
+		Where("status = ?", JobPending).Group("priority").Scan(ctx, &rows)
+	if err != nil {
+		return nil, fmt.Errorf("count pending jobs: %w", err)
+	}
+	out := make(map[Priority]int, len(rows))
+	for _, row := range rows {
+		out[row.Priority] = row.N
+	}
+	return out, nil
+}
