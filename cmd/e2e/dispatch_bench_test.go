@@ -21,7 +21,6 @@ import (
 	casarev1 "github.com/casarerpa/casare/rpc/casare/v1"
 	"github.com/casarerpa/casare/rpc/casare/v1/casarev1connect"
 	"github.com/casarerpa/casare/server/dispatch"
-	"github.com/casarerpa/casare/server/pki"
 	"github.com/casarerpa/casare/server/queue/queuetest"
 	"github.com/casarerpa/casare/server/registry"
 	"github.com/casarerpa/casare/server/registry/registrytest"
@@ -45,31 +44,12 @@ func runDispatchBench(b *testing.B, robots int) {
 	dataDir := b.TempDir()
 	dbURL := registrytest.DatabaseURL(b)
 	redisURL := queuetest.RedisURL(b, 11)
-	ca, _, err := pki.Init(dataDir)
-	if err != nil {
-		b.Fatal(err)
-	}
+	fleet, roots := simFleet(b, dataDir, dbURL, robots, "bench")
 	reg, err := registry.Open(ctx, registry.Options{DatabaseURL: dbURL})
 	if err != nil {
 		b.Fatal(err)
 	}
 	defer reg.Close()
-	if _, err := reg.Migrate(ctx); err != nil {
-		b.Fatal(err)
-	}
-	fleet := make([]*simRobot, robots)
-	var wg sync.WaitGroup
-	sem := make(chan struct{}, 16)
-	for i := range fleet {
-		sem <- struct{}{}
-		wg.Go(func() {
-			defer func() { <-sem }()
-			fleet[i] = newSimRobot(b, ca, reg, fmt.Sprintf("bench-%05d", i))
-		})
-	}
-	wg.Wait()
-	roots := x509.NewCertPool()
-	roots.AddCert(ca.Certificate())
 
 	quicAddr := freeUDPAddr(b)
 	s := startServer(b, dataDir, "--database-url", dbURL, "--redis-url", redisURL, "--quic-addr", quicAddr,

@@ -48,33 +48,7 @@ func runFleet(b *testing.B, n int) {
 	dataDir := b.TempDir()
 	dbURL := registrytest.DatabaseURL(b)
 
-	// Robots and their certificates, made directly: enrolling 10,000 robots
-	// one token at a time is not what is measured.
-	ca, _, err := pki.Init(dataDir)
-	if err != nil {
-		b.Fatal(err)
-	}
-	reg, err := registry.Open(ctx, registry.Options{DatabaseURL: dbURL})
-	if err != nil {
-		b.Fatal(err)
-	}
-	if _, err := reg.Migrate(ctx); err != nil {
-		b.Fatal(err)
-	}
-	fleet := make([]*simRobot, n)
-	var wg sync.WaitGroup
-	sem := make(chan struct{}, 16)
-	for i := range fleet {
-		sem <- struct{}{}
-		wg.Go(func() {
-			defer func() { <-sem }()
-			fleet[i] = newSimRobot(b, ca, reg, fmt.Sprintf("sim-%05d", i))
-		})
-	}
-	wg.Wait()
-	reg.Close()
-	roots := x509.NewCertPool()
-	roots.AddCert(ca.Certificate())
+	fleet, roots := simFleet(b, dataDir, dbURL, n, "sim")
 
 	quicAddr := freeUDPAddr(b)
 	s := startServer(b, dataDir, "--database-url", dbURL, "--quic-addr", quicAddr, "--heartbeat-interval", "5s")
@@ -118,6 +92,39 @@ func runFleet(b *testing.B, n int) {
 	b.ReportMetric(100*cpuShare, "heartbeat-cpu-%")
 	b.ReportMetric(float64(n)/5, "heartbeats/s")
 	b.ReportMetric(restartTime.Seconds(), "back-after-restart-s")
+}
+
+// simFleet makes n robots with their certificates from a new CA in
+// dataDir, registered directly in the database: enrolling thousands of
+// robots one token at a time is not what the benchmarks measure.
+func simFleet(b *testing.B, dataDir, dbURL string, n int, prefix string) ([]*simRobot, *x509.CertPool) {
+	ctx := context.Background()
+	ca, _, err := pki.Init(dataDir)
+	if err != nil {
+		b.Fatal(err)
+	}
+	reg, err := registry.Open(ctx, registry.Options{DatabaseURL: dbURL})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer reg.Close()
+	if _, err := reg.Migrate(ctx); err != nil {
+		b.Fatal(err)
+	}
+	fleet := make([]*simRobot, n)
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 16)
+	for i := range fleet {
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			fleet[i] = newSimRobot(b, ca, reg, fmt.Sprintf("%s-%05d", prefix, i))
+		})
+	}
+	wg.Wait()
+	roots := x509.NewCertPool()
+	roots.AddCert(ca.Certificate())
+	return fleet, roots
 }
 
 type simRobot struct {
