@@ -426,19 +426,13 @@ func (d *Dispatcher) sayWaiting(ctx context.Context) {
 			d.log.Warn("list robots", "err", err)
 			continue
 		}
-		capable := 0
-		for i := range robots {
-			caps, labels := RobotSets(&robots[i])
-			if j.req.fits(caps, labels) {
-				capable++
-			}
-		}
+		capable := j.req.capable(robots)
 		var message string
 		switch {
 		case len(robots) == 0:
 			message = "waiting: no robot is enrolled"
 		case capable == 0:
-			message = "no registered robot can run this job: it needs " + j.req.String()
+			message = j.req.noRobotCanRun()
 		case capable == 1:
 			message = "waiting for the one robot that can run it to be free"
 		default:

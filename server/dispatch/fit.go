@@ -101,6 +101,23 @@ func (q Requirements) String() string {
 	return strings.Join(parts, ", ")
 }
 
+// noRobotCanRun says that no registered robot has what q asks for.
+func (q Requirements) noRobotCanRun() string {
+	return "no registered robot can run this job: it needs " + q.String()
+}
+
+// capable counts the robots that have what q asks for, whatever their
+// state.
+func (q Requirements) capable(robots []registry.Robot) int {
+	n := 0
+	for i := range robots {
+		if q.fits(RobotSets(&robots[i])) {
+			n++
+		}
+	}
+	return n
+}
+
 // Fit is one robot judged against a job.
 type Fit struct {
 	RobotID, RobotName string
@@ -151,7 +168,7 @@ func Explain(q Requirements, robots []registry.Robot, active map[string]int, sta
 	case len(robots) == 0:
 		summary = "no robot is enrolled"
 	case capable == 0:
-		summary = "no registered robot can run this job: it needs " + q.String()
+		summary = q.noRobotCanRun()
 	case eligible == 0:
 		summary = fmt.Sprintf("waiting for a robot: %d can run it, none is free now", capable)
 	default:

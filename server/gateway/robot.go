@@ -107,7 +107,8 @@ func (g *Gateway) serveRobot(ctx context.Context, conn *quic.Conn) {
 		return
 	}
 	now := time.Now()
-	if err := g.register(ctx, robot, hello, now); err != nil {
+	labels, err := g.register(ctx, robot, hello, now)
+	if err != nil {
 		log.Error("register robot", "err", err)
 		conn.CloseWithError(codeRefused, "the control plane cannot serve now")
 		return
@@ -126,8 +127,6 @@ func (g *Gateway) serveRobot(ctx context.Context, conn *quic.Conn) {
 	log.Info("robot registered", "name", robot.Name, "version", hello.GetVersion(), "os", hello.GetOs())
 	g.Changed(id)
 	if g.opts.Jobs != nil {
-		labels := map[string]string{}
-		_ = json.Unmarshal([]byte(robot.Labels), &labels)
 		g.opts.Jobs.RobotUp(ctx, Robot{
 			ID: id, Name: robot.Name, Capabilities: hello.GetCapabilities(), Labels: labels,
 			MaxJobs: robot.MaxJobs, Draining: hello.GetDraining(), Running: hello.GetRunningJobs(),
@@ -190,8 +189,9 @@ func (g *Gateway) acceptLogStreams(ctx context.Context, conn *quic.Conn, robotID
 	}
 }
 
-// register records the robot's own description and that it is online.
-func (g *Gateway) register(ctx context.Context, robot *registry.Robot, hello *agentv1.Hello, now time.Time) error {
+// register records the robot's own description and that it is online, and
+// returns its labels: the operator's and the robot's own.
+func (g *Gateway) register(ctx context.Context, robot *registry.Robot, hello *agentv1.Hello, now time.Time) (map[string]string, error) {
 	labels := map[string]string{}
 	_ = json.Unmarshal([]byte(robot.Labels), &labels)
 	// The operator's labels from enrolment stand; the robot adds its own.
@@ -215,7 +215,7 @@ func (g *Gateway) register(ctx context.Context, robot *registry.Robot, hello *ag
 		robot.Status = "draining"
 	}
 	robot.ConnectedSince, robot.LastSeen = &now, &now
-	return g.opts.Store.RobotConnected(ctx, robot)
+	return labels, g.opts.Store.RobotConnected(ctx, robot)
 }
 
 // attach makes s the robot's session, closing an older one: a robot that

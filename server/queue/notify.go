@@ -96,18 +96,16 @@ type Notices struct {
 
 // JobChanges returns the fan-out of job changes; Run must be running for it
 // to deliver.
-func (q *Queue) JobChanges() *Notices {
-	return &Notices{q: q, channel: q.channel(kindJobChanges), subs: map[chan string]struct{}{}}
-}
+func (q *Queue) JobChanges() *Notices { return q.fanOut(kindJobChanges) }
 
 // JobLogs returns the fan-out of "new log lines stored" notices.
-func (q *Queue) JobLogs() *Notices {
-	return &Notices{q: q, channel: q.channel(kindJobLogs), subs: map[chan string]struct{}{}}
-}
+func (q *Queue) JobLogs() *Notices { return q.fanOut(kindJobLogs) }
 
 // JobStops returns the fan-out of "stop this job" notices.
-func (q *Queue) JobStops() *Notices {
-	return &Notices{q: q, channel: q.channel(kindJobStops), subs: map[chan string]struct{}{}}
+func (q *Queue) JobStops() *Notices { return q.fanOut(kindJobStops) }
+
+func (q *Queue) fanOut(kind string) *Notices {
+	return &Notices{q: q, channel: q.channel(kind), subs: map[chan string]struct{}{}}
 }
 
 // Run holds the subscription until ctx is done.
