@@ -1,0 +1,321 @@
+// Package step defines what a workflow step is: a named action with typed,
+// documented parameters and outputs. The step families (core, http, file,
+// csv and excel, shell, browser) live in packages of their own and describe
+// their actions with Define; the engine runs them, the validator checks
+// workflows against them and the catalogue documents them, all from the
+// same definitions, so the documentation cannot drift from the code.
+package step
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"reflect"
+	"strings"
+	"sync"
+)
+
+// Action is one kind of step, named family.action (browser.click) or a core
+// name (log).
+type Action struct {
+	// Name is what a workflow writes in uses.
+	Name string
+	// Summary is one sentence for the catalogue.
+	Summary string
+	// Capability is what a robot must advertise to run the action; empty
+	// when every robot can.
+	Capability string
+	// Params is the struct type `with` decodes into, nil when the action
+	// takes any parameters (set).
+	Params reflect.Type
+	// Outputs is the struct type of the outputs, nil when they are free
+	// form.
+	Outputs reflect.Type
+	// Errors documents how the action fails.
+	Errors []ErrorDoc
+
+	run func(ctx context.Context, env *Env, with map[string]any) (map[string]any, error)
+}
+
+// ErrorDoc documents one way an action fails.
+type ErrorDoc struct {
+	// When says what happened, in the words of the error.
+	When string
+	// Business is true when the data was wrong, so retrying cannot help.
+	Business bool
+}
+
+// Option refines a definition.
+type Option func(*Action)
+
+// NeedsCapability says robots must advertise capability to run the action.
+func NeedsCapability(capability string) Option {
+	return func(a *Action) { a.Capability = capability }
+}
+
+// Fails documents an application error (the system failed; retry may help).
+func Fails(when string) Option {
+	return func(a *Action) { a.Errors = append(a.Errors, ErrorDoc{When: when}) }
+}
+
+// Rejects documents a business error (the data was wrong; never retried).
+func Rejects(when string) Option {
+	return func(a *Action) { a.Errors = append(a.Errors, ErrorDoc{When: when, Business: true}) }
+}
+
+// Define describes an action whose parameters decode into P and whose
+// outputs encode from O. P and O are structs whose fields carry json tags
+// (the names a workflow uses) and doc tags (what the catalogue says);
+// `step:"required"` marks a parameter that must be given. Either may be
+// map[string]any for free-form parameters or outputs.
+func Define[P, O any](name, summary string, run func(ctx context.Context, env *Env, p P) (O, error), opts ...Option) *Action {
+	a := &Action{Name: name, Summary: summary}
+	if t := reflect.TypeFor[P](); t.Kind() == reflect.Struct {
+		a.Params = t
+	}
+	if t := reflect.TypeFor[O](); t.Kind() == reflect.Struct {
+		a.Outputs = t
+	}
+	for _, o := range opts {
+		o(a)
+	}
+	a.run = func(ctx context.Context, env *Env, with map[string]any) (map[string]any, error) {
+		var p P
+		if err := Decode(with, &p); err != nil {
+			return nil, err
+		}
+		out, err := run(ctx, env, p)
+		if err != nil {
+			return nil, err
+		}
+		return encode(out)
+	}
+	return a
+}
+
+// Run decodes with into the action's parameters and runs it. with holds
+// values already expanded by the engine (JSON-like: string, float64, bool,
+// nil, []any, map[string]any).
+func (a *Action) Run(ctx context.Context, env *Env, with map[string]any) (map[string]any, error) {
+	return a.run(ctx, env, with)
+}
+
+// Decode turns expanded parameters into a typed value. Unknown and missing
+// required parameters are business errors naming the parameter, as
+// "with.url: required".
+func Decode(with map[string]any, into any) error {
+	if m, ok := into.(*map[string]any); ok {
+		*m = with
+		return nil
+	}
+	if t := reflect.TypeOf(into).Elem(); t.Kind() == reflect.Struct {
+		for _, f := range Fields(t) {
+			if v, ok := with[f.Name]; f.Required && (!ok || v == nil) {
+				return Businessf("with.%s: required", f.Name)
+			}
+		}
+	}
+	data, err := json.Marshal(with)
+	if err != nil {
+		return Businessf("with: %v", err)
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(into); err != nil {
+		return Businessf("%s", decodeProblem(err))
+	}
+	return nil
+}
+
+// decodeProblem names the parameter a JSON decoding error is about.
+func decodeProblem(err error) string {
+	var typeErr *json.UnmarshalTypeError
+	if errors.As(err, &typeErr) {
+		return fmt.Sprintf("with.%s: want %s, got %s", typeErr.Field, describeKind(typeErr.Type), typeErr.Value)
+	}
+	msg := err.Error()
+	if field, ok := strings.CutPrefix(msg, "json: unknown field "); ok {
+		return "with." + strings.Trim(field, `"`) + ": unknown parameter"
+	}
+	return "with: " + strings.TrimPrefix(msg, "json: ")
+}
+
+func describeKind(t reflect.Type) string {
+	switch t.Kind() {
+	case reflect.String:
+		return "a string"
+	case reflect.Bool:
+		return "true or false"
+	case reflect.Int, reflect.Int32, reflect.Int64, reflect.Uint, reflect.Uint32, reflect.Uint64:
+		return "a whole number"
+	case reflect.Float32, reflect.Float64:
+		return "a number"
+	case reflect.Slice, reflect.Array:
+		return "a list"
+	case reflect.Map, reflect.Struct:
+		return "an object"
+	}
+	return t.String()
+}
+
+// encode turns outputs into the JSON-like map the workflow addresses as
+// steps.ID.outputs.
+func encode(out any) (map[string]any, error) {
+	if m, ok := out.(map[string]any); ok {
+		if m == nil {
+			m = map[string]any{}
+		}
+		return m, nil
+	}
+	data, err := json.Marshal(out)
+	if err != nil {
+		return nil, fmt.Errorf("encode outputs: %w", err)
+	}
+	m := map[string]any{}
+	if err := json.Unmarshal(data, &m); err != nil {
+		return nil, fmt.Errorf("encode outputs: %w", err)
+	}
+	return m, nil
+}
+
+// Field documents one parameter or output.
+type Field struct {
+	Name     string
+	Type     string // as the catalogue shows it: string, number, integer, boolean, duration, list of X, object
+	Required bool
+	Doc      string
+}
+
+// Fields lists the documented fields of a parameter or output struct, in
+// declaration order.
+func Fields(t reflect.Type) []Field {
+	if t == nil {
+		return nil
+	}
+	var out []Field
+	for f := range t.Fields() {
+		if !f.IsExported() {
+			continue
+		}
+		name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+		if name == "-" {
+			continue
+		}
+		if name == "" {
+			name = f.Name
+		}
+		out = append(out, Field{
+			Name:     name,
+			Type:     TypeName(f.Type),
+			Required: f.Tag.Get("step") == "required",
+			Doc:      f.Tag.Get("doc"),
+		})
+	}
+	return out
+}
+
+// TypeName is how the catalogue names a Go type.
+func TypeName(t reflect.Type) string {
+	if t == reflect.TypeFor[Duration]() {
+		return "duration"
+	}
+	switch t.Kind() {
+	case reflect.String:
+		return "string"
+	case reflect.Bool:
+		return "boolean"
+	case reflect.Int, reflect.Int32, reflect.Int64, reflect.Uint, reflect.Uint32, reflect.Uint64:
+		return "integer"
+	case reflect.Float32, reflect.Float64:
+		return "number"
+	case reflect.Slice, reflect.Array:
+		return "list of " + TypeName(t.Elem())
+	case reflect.Pointer:
+		return TypeName(t.Elem())
+	case reflect.Interface:
+		return "any"
+	}
+	return "object"
+}
+
+// Env is what a step sees of the job it runs in. One Env serves one job; it
+// is safe for concurrent use because foreach may run iterations at once.
+type Env struct {
+	// JobID identifies the job, for names of files and artifacts.
+	JobID string
+	// WorkDir is the job's own directory. File steps are confined to it
+	// and to Roots.
+	WorkDir string
+	// Roots are further directories the robot's configuration lets file
+	// steps reach.
+	Roots []string
+	// Log writes a line to the job's log; level is debug, info, warn or
+	// error.
+	Log func(level, message string)
+	// SaveArtifact stores a file the job produced (a screenshot) where the
+	// API can return it. It may be nil when nothing stores artifacts, as
+	// in a local run, and then steps keep the file in WorkDir only.
+	SaveArtifact func(name, contentType string, data []byte) error
+
+	mu        sync.Mutex
+	resources map[string]io.Closer
+	order     []string
+	closed    bool
+}
+
+// Resource returns the job's resource under key (its browser), opening it on
+// first use. Resources live until Close, which the robot calls when the job
+// ends for any reason: success, failure, cancel, timeout or drain.
+func (e *Env) Resource(key string, open func() (io.Closer, error)) (io.Closer, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.closed {
+		return nil, errors.New("the job has ended")
+	}
+	if r, ok := e.resources[key]; ok {
+		return r, nil
+	}
+	r, err := open()
+	if err != nil {
+		return nil, err
+	}
+	if e.resources == nil {
+		e.resources = map[string]io.Closer{}
+	}
+	e.resources[key] = r
+	e.order = append(e.order, key)
+	return r, nil
+}
+
+// Forget drops a resource the step closed itself (browser.close), so that
+// the next use opens a new one.
+func (e *Env) Forget(key string) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	delete(e.resources, key)
+}
+
+// Close closes every resource the job opened, newest first.
+func (e *Env) Close() error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.closed = true
+	var errs []error
+	for i := len(e.order) - 1; i >= 0; i-- {
+		if r, ok := e.resources[e.order[i]]; ok {
+			errs = append(errs, r.Close())
+		}
+	}
+	e.resources, e.order = nil, nil
+	return errors.Join(errs...)
+}
+
+// Logf writes a formatted line at level to the job's log, if it has one.
+func (e *Env) Logf(level, format string, args ...any) {
+	if e != nil && e.Log != nil {
+		e.Log(level, fmt.Sprintf(format, args...))
+	}
+}
