@@ -80,14 +80,15 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (_ *Server, err e
 		return nil, err
 	}
 	s.dispatcher = dispatch.New(dispatch.Options{
-		Store:         s.reg,
-		Queue:         s.queue,
-		Logger:        logger,
-		AcceptTimeout: cfg.AcceptTimeout,
-		GracePeriod:   cfg.GracePeriod(),
-		OrphanAfter:   gateway.StaleAfter(cfg.HeartbeatInterval),
-		RobotChanged:  func(id string) { s.gateway.Changed(id) },
-		Environment:   cfg.Environment,
+		Store:             s.reg,
+		Queue:             s.queue,
+		Logger:            logger,
+		AcceptTimeout:     cfg.AcceptTimeout,
+		GracePeriod:       cfg.GracePeriod(),
+		OrphanAfter:       gateway.StaleAfter(cfg.HeartbeatInterval),
+		HeartbeatInterval: cfg.HeartbeatInterval,
+		RobotChanged:      func(id string) { s.gateway.Changed(id) },
+		Environment:       cfg.Environment,
 	})
 	s.gateway, err = gateway.New(ctx, gateway.Options{
 		Addr:              cfg.QUICAddr,

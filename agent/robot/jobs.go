@@ -55,7 +55,12 @@ type job struct {
 	lines []*agentv1.LogEntry
 	more  chan struct{} // a line was added or the job ended
 	final *agentv1.AgentMessage
+	acked chan struct{} // closed when the control plane has the end
 }
+
+// ackWait is how long the robot waits for the control plane to confirm a
+// job's end before it sends the end again on the same connection.
+const ackWait = 10 * time.Second
 
 func (j *job) running() *agentv1.RunningJob {
 	return &agentv1.RunningJob{JobId: j.id, Attempt: j.attempt}
@@ -126,6 +131,22 @@ func (r *runner) runningJobs() []*agentv1.RunningJob {
 	return out
 }
 
+// busySlots counts the jobs still running. A job whose end is sent and
+// waits for the control plane's ack holds no slot: the control plane frees
+// the slot when it reads the end and may assign the next job before its
+// ack arrives. The caller holds r.mu.
+func (r *runner) busySlots() int {
+	n := 0
+	for _, j := range r.jobs {
+		j.mu.Lock()
+		if j.final == nil {
+			n++
+		}
+		j.mu.Unlock()
+	}
+	return n
+}
+
 // startJob takes a job_assign: it accepts and runs the job, or turns it
 // down when the robot is draining or full.
 func (r *runner) startJob(assign *agentv1.JobAssign) {
@@ -145,9 +166,10 @@ func (r *runner) startJob(assign *agentv1.JobAssign) {
 		r.mu.Unlock()
 		reject("already running this job")
 		return
-	case len(r.jobs) >= int(max(r.opts.MaxJobs, 1)):
+	}
+	if n := r.busySlots(); n >= int(max(r.opts.MaxJobs, 1)) {
 		r.mu.Unlock()
-		reject(fmt.Sprintf("no free slot (%d jobs running)", len(r.jobs)))
+		reject(fmt.Sprintf("no free slot (%d jobs running)", n))
 		return
 	}
 	ctx, cancel := context.WithCancelCause(r.jobsCtx)
@@ -157,7 +179,7 @@ func (r *runner) startJob(assign *agentv1.JobAssign) {
 		cancelCause := cancel
 		cancel = func(err error) { cancelCause(err); stopDeadline() }
 	}
-	j := &job{id: assign.GetJobId(), attempt: assign.GetAttempt(), cancel: cancel, more: make(chan struct{}, 1)}
+	j := &job{id: assign.GetJobId(), attempt: assign.GetAttempt(), cancel: cancel, more: make(chan struct{}, 1), acked: make(chan struct{})}
 	r.jobs[j.id] = j
 	r.mu.Unlock()
 
@@ -298,13 +320,24 @@ func (r *runner) ship(j *job) {
 			if done {
 				if stream != nil {
 					stream.Close()
+					stream = nil
 				}
+				// The job stays listed as running until the control plane
+				// confirms its end: an end lost with the connection is
+				// sent again after the reconnect instead of the job being
+				// given to another robot.
 				if err := l.send(final); err == nil {
-					r.mu.Lock()
-					delete(r.jobs, j.id)
-					r.mu.Unlock()
-					r.jobEnded()
-					return
+					select {
+					case <-j.acked:
+						r.mu.Lock()
+						delete(r.jobs, j.id)
+						r.mu.Unlock()
+						r.jobEnded()
+						return
+					case <-changed:
+					case <-time.After(ackWait):
+					}
+					continue
 				}
 			}
 		}
@@ -340,6 +373,23 @@ func (r *runner) cancelJob(c *agentv1.JobCancel) {
 	}
 	r.log.Info("stopping a job", "job", j.id, "reason", reason)
 	j.cancel(stopped{reason})
+}
+
+// jobAcked takes the control plane's word that it has a job's end.
+func (r *runner) jobAcked(ack *agentv1.JobAck) {
+	r.mu.Lock()
+	j := r.jobs[ack.GetJobId()]
+	r.mu.Unlock()
+	if j == nil || j.attempt != ack.GetAttempt() {
+		return
+	}
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	select {
+	case <-j.acked:
+	default:
+		close(j.acked)
+	}
 }
 
 // jobEnded wakes a drain waiting for the robot to run nothing.

@@ -269,6 +269,8 @@ func (r *runner) session(ctx context.Context) (registered bool, err error) {
 				r.startJob(m.JobAssign)
 			case *agentv1.ServerMessage_JobCancel:
 				r.cancelJob(m.JobCancel)
+			case *agentv1.ServerMessage_JobAck:
+				r.jobAcked(m.JobAck)
 			}
 		}
 	}()

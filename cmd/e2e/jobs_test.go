@@ -366,6 +366,7 @@ func TestStaleReportsIgnored(t *testing.T) {
 		t.Fatalf("assigned %v, want attempt 2", assign)
 	}
 	second.send(t, &agentv1.AgentMessage{Msg: &agentv1.AgentMessage_JobAccept{JobAccept: &agentv1.JobAccept{JobId: job.GetId(), Attempt: 2}}})
+	second.runs(&agentv1.RunningJob{JobId: job.GetId(), Attempt: 2})
 	f.wait(job.GetId(), casarev1.JobStatus_JOB_STATUS_RUNNING, 5*time.Second)
 
 	// Attempt 1's completion arrives late: ignored.
@@ -380,6 +381,11 @@ func TestStaleReportsIgnored(t *testing.T) {
 	if !done.GetResult().GetFields()["ok"].GetBoolValue() {
 		t.Errorf("result %v", done.GetResult())
 	}
+	// The robot hears that the control plane has the end, so it may
+	// forget the job; until then it would list it and send the end again.
+	if ack := second.nextAck(t); ack.GetJobId() != job.GetId() {
+		t.Fatalf("acknowledged %v", ack)
+	}
 	// A second completion of the same attempt does not end it twice.
 	second.send(t, &agentv1.AgentMessage{Msg: &agentv1.AgentMessage_JobComplete{JobComplete: &agentv1.JobComplete{JobId: job.GetId(), Attempt: 2}}})
 	waitLog(t, s.log, "ignored the end of a superseded attempt", 2)
@@ -387,15 +393,62 @@ func TestStaleReportsIgnored(t *testing.T) {
 	if n := strings.Count(strings.Join(transitions(events), " "), ">SUCCEEDED"); n != 1 {
 		t.Errorf("the job ended %d times:\n%s", n, eventsText(events))
 	}
+	second.runs()
+
+	// A job the robot accepted and then stops listing in its heartbeats
+	// ended there without a word: it goes back to the queue, next attempt.
+	quiet := f.submit(sleeper("1s"), func(r *casarev1.SubmitJobRequest) {
+		r.Requires = &casarev1.Requirements{Labels: map[string]string{"kind": "fake"}}
+	})
+	for {
+		if a := second.next(t).GetJobAssign(); a != nil {
+			if a.GetJobId() != quiet.GetId() {
+				t.Fatalf("assigned %v", a)
+			}
+			break
+		}
+	}
+	second.send(t, &agentv1.AgentMessage{Msg: &agentv1.AgentMessage_JobAccept{JobAccept: &agentv1.JobAccept{JobId: quiet.GetId(), Attempt: 1}}})
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		got, events := f.get(quiet.GetId())
+		if time.Now().After(deadline) {
+			t.Fatalf("the job the robot stopped listing is still %s on attempt %d:\n%s", got.GetStatus(), got.GetAttempt(), eventsText(events))
+		}
+		if got.GetAttempt() == 2 {
+			if !strings.Contains(eventsText(events), "no longer runs it") {
+				t.Fatalf("attempt 2 without the reason:\n%s", eventsText(events))
+			}
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
 
 // rawRobot is a robot connection driven by a test. It sends heartbeats
 // on its own.
 type rawRobot struct {
-	conn   *quic.Conn
-	mu     sync.Mutex
-	stream *quic.Stream
-	frames *agentv1.FrameReader
+	conn    *quic.Conn
+	mu      sync.Mutex
+	stream  *quic.Stream
+	frames  *agentv1.FrameReader
+	running []*agentv1.RunningJob // listed in heartbeats
+}
+
+// runs sets the jobs the robot lists in its heartbeats.
+func (r *rawRobot) runs(jobs ...*agentv1.RunningJob) {
+	r.mu.Lock()
+	r.running = jobs
+	r.mu.Unlock()
+}
+
+// nextAck skips to the next job_ack.
+func (r *rawRobot) nextAck(t *testing.T) *agentv1.JobAck {
+	t.Helper()
+	for {
+		if ack := r.next(t).GetJobAck(); ack != nil {
+			return ack
+		}
+	}
 }
 
 func dialRobot(t *testing.T, addr string, cert tls.Certificate, id string) *rawRobot {
@@ -424,7 +477,7 @@ func dialRobot(t *testing.T, addr string, cert tls.Certificate, id string) *rawR
 			case <-time.After(200 * time.Millisecond):
 			}
 			r.mu.Lock()
-			err := agentv1.WriteFrame(stream, &agentv1.AgentMessage{Msg: &agentv1.AgentMessage_Heartbeat{Heartbeat: &agentv1.Heartbeat{}}})
+			err := agentv1.WriteFrame(stream, &agentv1.AgentMessage{Msg: &agentv1.AgentMessage_Heartbeat{Heartbeat: &agentv1.Heartbeat{RunningJobs: r.running}}})
 			r.mu.Unlock()
 			if err != nil {
 				return

@@ -56,6 +56,10 @@ type Options struct {
 	// OrphanAfter is how long after its robot was last seen anywhere a
 	// job held by a robot no replica serves goes back to the queue.
 	OrphanAfter time.Duration
+	// HeartbeatInterval is how often robots list the jobs they run; a job
+	// accepted longer ago than that and missing from the list has ended on
+	// the robot without a word.
+	HeartbeatInterval time.Duration
 	// RobotChanged is told when a robot's status (idle, busy) changes.
 	RobotChanged func(robotID string)
 	Environment  string
@@ -119,6 +123,7 @@ type assignment struct {
 	attempt    int32
 	robot      *robot
 	accepted   bool
+	acceptedAt time.Time
 	stopping   bool // the robot was told to stop it
 	since      time.Time
 	pending    *pendingJob // how it waited, for a hand back

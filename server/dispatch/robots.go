@@ -219,7 +219,9 @@ func (d *Dispatcher) adopt(ctx context.Context, r *robot, job *registry.Job) {
 		d.active[job.ID] = a
 	}
 	stopTimer(a.acceptWait)
-	a.accepted = true
+	if !a.accepted {
+		a.accepted, a.acceptedAt = true, time.Now()
+	}
 	d.mu.Unlock()
 	if job.Status == registry.JobAssigned {
 		// It accepted while the connection was down.
@@ -286,6 +288,8 @@ func (d *Dispatcher) RobotDraining(robotID string) {
 // Handle takes a job message from a robot.
 func (d *Dispatcher) Handle(ctx context.Context, robotID string, msg *agentv1.AgentMessage) {
 	switch m := msg.GetMsg().(type) {
+	case *agentv1.AgentMessage_Heartbeat:
+		d.heartbeat(ctx, robotID, m.Heartbeat.GetRunningJobs())
 	case *agentv1.AgentMessage_JobAccept:
 		d.accepted(ctx, robotID, m.JobAccept)
 	case *agentv1.AgentMessage_JobReject:
@@ -350,7 +354,7 @@ func (d *Dispatcher) accepted(ctx context.Context, robotID string, m *agentv1.Jo
 	}
 	d.mu.Lock()
 	stopTimer(a.acceptWait)
-	a.accepted = true
+	a.accepted, a.acceptedAt = true, time.Now()
 	waited := time.Since(job.CreatedAt)
 	if a.pending != nil && !a.pending.pendingSince.IsZero() {
 		waited = time.Since(a.pending.pendingSince)
@@ -394,6 +398,7 @@ func (d *Dispatcher) armDeadline(ctx context.Context, a *assignment, job *regist
 }
 
 func (d *Dispatcher) rejected(ctx context.Context, robotID string, m *agentv1.JobReject) {
+	defer d.ack(robotID, m.GetJobId(), m.GetAttempt())
 	a := d.lookup(robotID, m.GetJobId(), m.GetAttempt())
 	if a == nil {
 		d.log.Info("ignored a reject of a job this robot does not hold", "robot", robotID, "job", m.GetJobId(), "attempt", m.GetAttempt())
@@ -408,6 +413,77 @@ func (d *Dispatcher) rejected(ctx context.Context, robotID string, m *agentv1.Jo
 		return
 	}
 	d.handBack(ctx, a, fmt.Sprintf("robot %s turned it down: %s", name, m.GetReason()), false, true)
+}
+
+// ack tells a robot the control plane has the end of its job, so it may
+// forget it.
+func (d *Dispatcher) ack(robotID, jobID string, attempt int32) {
+	d.mu.Lock()
+	r := d.robots[robotID]
+	d.mu.Unlock()
+	if r == nil || !r.connected {
+		return
+	}
+	if err := r.send(&agentv1.ServerMessage{Msg: &agentv1.ServerMessage_JobAck{JobAck: &agentv1.JobAck{JobId: jobID, Attempt: attempt}}}); err != nil {
+		d.log.Debug("confirm a job's end to its robot", "robot", robotID, "job", jobID, "err", err)
+	}
+}
+
+// heartbeat settles what a robot says it runs against what this replica
+// gave it. A job it accepted over a heartbeat ago and no longer lists has
+// ended there without a word (the robot restarted within the grace
+// period, say): it goes back to the queue. A job it lists that is not
+// its any more is stopped.
+func (d *Dispatcher) heartbeat(ctx context.Context, robotID string, running []*agentv1.RunningJob) {
+	reported := make(map[string]int32, len(running))
+	for _, rj := range running {
+		reported[rj.GetJobId()] = rj.GetAttempt()
+	}
+	cutoff := time.Now().Add(-max(d.opts.HeartbeatInterval, time.Second))
+	var gone []*assignment
+	var unknown []*agentv1.RunningJob
+	d.mu.Lock()
+	r := d.robots[robotID]
+	if r == nil || !r.connected {
+		d.mu.Unlock()
+		return
+	}
+	for id, a := range r.jobs {
+		if attempt, ok := reported[id]; ok && attempt == a.attempt {
+			continue
+		}
+		if a.accepted && !a.stopping && a.acceptedAt.Before(cutoff) {
+			gone = append(gone, a)
+		}
+	}
+	for _, rj := range running {
+		if a := r.jobs[rj.GetJobId()]; a == nil || a.attempt != rj.GetAttempt() {
+			unknown = append(unknown, rj)
+		}
+	}
+	d.mu.Unlock()
+	ctx = context.WithoutCancel(ctx)
+	for _, a := range gone {
+		go d.handBack(ctx, a, "robot "+r.name+" no longer runs it", true, false)
+	}
+	if len(unknown) == 0 {
+		return
+	}
+	// Rare (an end in flight, or a job this replica never knew): asking the
+	// database is worth it then, not on every heartbeat.
+	go func() {
+		for _, rj := range unknown {
+			job, err := d.opts.Store.GetJob(ctx, rj.GetJobId())
+			if err != nil && !isConflict(err) {
+				continue
+			}
+			if err == nil && !job.Status.Finished() && job.RobotID == robotID && job.Attempt == rj.GetAttempt() {
+				continue
+			}
+			d.log.Info("robot runs a job that is no longer its; stopping it", "robot", robotID, "job", rj.GetJobId(), "attempt", rj.GetAttempt())
+			d.stop(r, rj.GetJobId(), rj.GetAttempt(), "the job is no longer this robot's")
+		}
+	}()
 }
 
 // finished records a job's end as its robot reports it, once its log
@@ -426,11 +502,14 @@ func (d *Dispatcher) finished(ctx context.Context, robotID, jobID string, attemp
 		if t.Reason != "stopped" {
 			d.log.Info("ignored the end of a superseded attempt", "robot", robotID, "job", jobID, "attempt", attempt, "err", err)
 		}
+		d.ack(robotID, jobID, attempt)
 		return
 	case err != nil:
+		// No ack: the robot sends the end again.
 		d.log.Warn("record a job's end", "job", jobID, "err", err)
 		return
 	}
+	d.ack(robotID, jobID, attempt)
 	d.publish(ctx, jobID)
 	d.countEnd(robotID, string(job.Status))
 }

@@ -154,6 +154,9 @@ func (g *Gateway) serveRobot(ctx context.Context, conn *quic.Conn) {
 		case msg.GetHeartbeat() != nil:
 			lastSeen = time.Now()
 			g.sawRobot(id, lastSeen)
+			if g.opts.Jobs != nil {
+				g.opts.Jobs.Handle(ctx, id, msg)
+			}
 		case msg.GetDrained() != nil:
 			log.Info("robot drained: it runs nothing and takes no new work")
 		case msg.GetDraining() != nil:

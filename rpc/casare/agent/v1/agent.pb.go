@@ -468,6 +468,7 @@ type ServerMessage struct {
 	//	*ServerMessage_Drain
 	//	*ServerMessage_Renew
 	//	*ServerMessage_Refused
+	//	*ServerMessage_JobAck
 	Msg           isServerMessage_Msg `protobuf_oneof:"msg"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -573,6 +574,15 @@ func (x *ServerMessage) GetRefused() *Refused {
 	return nil
 }
 
+func (x *ServerMessage) GetJobAck() *JobAck {
+	if x != nil {
+		if x, ok := x.Msg.(*ServerMessage_JobAck); ok {
+			return x.JobAck
+		}
+	}
+	return nil
+}
+
 type isServerMessage_Msg interface {
 	isServerMessage_Msg()
 }
@@ -605,6 +615,10 @@ type ServerMessage_Refused struct {
 	Refused *Refused `protobuf:"bytes,7,opt,name=refused,proto3,oneof"`
 }
 
+type ServerMessage_JobAck struct {
+	JobAck *JobAck `protobuf:"bytes,8,opt,name=job_ack,json=jobAck,proto3,oneof"`
+}
+
 func (*ServerMessage_Welcome) isServerMessage_Msg() {}
 
 func (*ServerMessage_HeartbeatAck) isServerMessage_Msg() {}
@@ -618,6 +632,8 @@ func (*ServerMessage_Drain) isServerMessage_Msg() {}
 func (*ServerMessage_Renew) isServerMessage_Msg() {}
 
 func (*ServerMessage_Refused) isServerMessage_Msg() {}
+
+func (*ServerMessage_JobAck) isServerMessage_Msg() {}
 
 // Hello is the robot's first frame. Its identity comes from its
 // certificate; robot_id here must match it or the connection is refused.
@@ -1417,6 +1433,62 @@ func (x *JobCancel) GetReason() string {
 	return ""
 }
 
+// JobAck tells the robot the control plane has the end of a job (job_complete,
+// job_fail, or job_reject of a job it ran), so the robot may forget it. Until
+// then the robot lists the job as running and sends its end again after a
+// reconnect: an end lost with a connection never makes the job run twice.
+type JobAck struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	JobId         string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	Attempt       int32                  `protobuf:"varint,2,opt,name=attempt,proto3" json:"attempt,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *JobAck) Reset() {
+	*x = JobAck{}
+	mi := &file_casare_agent_v1_agent_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *JobAck) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*JobAck) ProtoMessage() {}
+
+func (x *JobAck) ProtoReflect() protoreflect.Message {
+	mi := &file_casare_agent_v1_agent_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use JobAck.ProtoReflect.Descriptor instead.
+func (*JobAck) Descriptor() ([]byte, []int) {
+	return file_casare_agent_v1_agent_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *JobAck) GetJobId() string {
+	if x != nil {
+		return x.JobId
+	}
+	return ""
+}
+
+func (x *JobAck) GetAttempt() int32 {
+	if x != nil {
+		return x.Attempt
+	}
+	return 0
+}
+
 // Drain tells the robot to take no new work.
 type Drain struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -1427,7 +1499,7 @@ type Drain struct {
 
 func (x *Drain) Reset() {
 	*x = Drain{}
-	mi := &file_casare_agent_v1_agent_proto_msgTypes[17]
+	mi := &file_casare_agent_v1_agent_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1439,7 +1511,7 @@ func (x *Drain) String() string {
 func (*Drain) ProtoMessage() {}
 
 func (x *Drain) ProtoReflect() protoreflect.Message {
-	mi := &file_casare_agent_v1_agent_proto_msgTypes[17]
+	mi := &file_casare_agent_v1_agent_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1452,7 +1524,7 @@ func (x *Drain) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Drain.ProtoReflect.Descriptor instead.
 func (*Drain) Descriptor() ([]byte, []int) {
-	return file_casare_agent_v1_agent_proto_rawDescGZIP(), []int{17}
+	return file_casare_agent_v1_agent_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *Drain) GetReason() string {
@@ -1473,7 +1545,7 @@ type Draining struct {
 
 func (x *Draining) Reset() {
 	*x = Draining{}
-	mi := &file_casare_agent_v1_agent_proto_msgTypes[18]
+	mi := &file_casare_agent_v1_agent_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1485,7 +1557,7 @@ func (x *Draining) String() string {
 func (*Draining) ProtoMessage() {}
 
 func (x *Draining) ProtoReflect() protoreflect.Message {
-	mi := &file_casare_agent_v1_agent_proto_msgTypes[18]
+	mi := &file_casare_agent_v1_agent_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1498,7 +1570,7 @@ func (x *Draining) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Draining.ProtoReflect.Descriptor instead.
 func (*Draining) Descriptor() ([]byte, []int) {
-	return file_casare_agent_v1_agent_proto_rawDescGZIP(), []int{18}
+	return file_casare_agent_v1_agent_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *Draining) GetReason() string {
@@ -1517,7 +1589,7 @@ type Drained struct {
 
 func (x *Drained) Reset() {
 	*x = Drained{}
-	mi := &file_casare_agent_v1_agent_proto_msgTypes[19]
+	mi := &file_casare_agent_v1_agent_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1529,7 +1601,7 @@ func (x *Drained) String() string {
 func (*Drained) ProtoMessage() {}
 
 func (x *Drained) ProtoReflect() protoreflect.Message {
-	mi := &file_casare_agent_v1_agent_proto_msgTypes[19]
+	mi := &file_casare_agent_v1_agent_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1542,7 +1614,7 @@ func (x *Drained) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Drained.ProtoReflect.Descriptor instead.
 func (*Drained) Descriptor() ([]byte, []int) {
-	return file_casare_agent_v1_agent_proto_rawDescGZIP(), []int{19}
+	return file_casare_agent_v1_agent_proto_rawDescGZIP(), []int{20}
 }
 
 type RenewRequest struct {
@@ -1555,7 +1627,7 @@ type RenewRequest struct {
 
 func (x *RenewRequest) Reset() {
 	*x = RenewRequest{}
-	mi := &file_casare_agent_v1_agent_proto_msgTypes[20]
+	mi := &file_casare_agent_v1_agent_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1567,7 +1639,7 @@ func (x *RenewRequest) String() string {
 func (*RenewRequest) ProtoMessage() {}
 
 func (x *RenewRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_casare_agent_v1_agent_proto_msgTypes[20]
+	mi := &file_casare_agent_v1_agent_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1580,7 +1652,7 @@ func (x *RenewRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RenewRequest.ProtoReflect.Descriptor instead.
 func (*RenewRequest) Descriptor() ([]byte, []int) {
-	return file_casare_agent_v1_agent_proto_rawDescGZIP(), []int{20}
+	return file_casare_agent_v1_agent_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *RenewRequest) GetCsr() []byte {
@@ -1600,7 +1672,7 @@ type RenewResponse struct {
 
 func (x *RenewResponse) Reset() {
 	*x = RenewResponse{}
-	mi := &file_casare_agent_v1_agent_proto_msgTypes[21]
+	mi := &file_casare_agent_v1_agent_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1612,7 +1684,7 @@ func (x *RenewResponse) String() string {
 func (*RenewResponse) ProtoMessage() {}
 
 func (x *RenewResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_casare_agent_v1_agent_proto_msgTypes[21]
+	mi := &file_casare_agent_v1_agent_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1625,7 +1697,7 @@ func (x *RenewResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RenewResponse.ProtoReflect.Descriptor instead.
 func (*RenewResponse) Descriptor() ([]byte, []int) {
-	return file_casare_agent_v1_agent_proto_rawDescGZIP(), []int{21}
+	return file_casare_agent_v1_agent_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *RenewResponse) GetCertificate() []byte {
@@ -1652,7 +1724,7 @@ type Refused struct {
 
 func (x *Refused) Reset() {
 	*x = Refused{}
-	mi := &file_casare_agent_v1_agent_proto_msgTypes[22]
+	mi := &file_casare_agent_v1_agent_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1664,7 +1736,7 @@ func (x *Refused) String() string {
 func (*Refused) ProtoMessage() {}
 
 func (x *Refused) ProtoReflect() protoreflect.Message {
-	mi := &file_casare_agent_v1_agent_proto_msgTypes[22]
+	mi := &file_casare_agent_v1_agent_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1677,7 +1749,7 @@ func (x *Refused) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Refused.ProtoReflect.Descriptor instead.
 func (*Refused) Descriptor() ([]byte, []int) {
-	return file_casare_agent_v1_agent_proto_rawDescGZIP(), []int{22}
+	return file_casare_agent_v1_agent_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *Refused) GetReason() string {
@@ -1701,7 +1773,7 @@ type LogStreamHeader struct {
 
 func (x *LogStreamHeader) Reset() {
 	*x = LogStreamHeader{}
-	mi := &file_casare_agent_v1_agent_proto_msgTypes[23]
+	mi := &file_casare_agent_v1_agent_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1713,7 +1785,7 @@ func (x *LogStreamHeader) String() string {
 func (*LogStreamHeader) ProtoMessage() {}
 
 func (x *LogStreamHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_casare_agent_v1_agent_proto_msgTypes[23]
+	mi := &file_casare_agent_v1_agent_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1726,7 +1798,7 @@ func (x *LogStreamHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LogStreamHeader.ProtoReflect.Descriptor instead.
 func (*LogStreamHeader) Descriptor() ([]byte, []int) {
-	return file_casare_agent_v1_agent_proto_rawDescGZIP(), []int{23}
+	return file_casare_agent_v1_agent_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *LogStreamHeader) GetJobId() string {
@@ -1757,7 +1829,7 @@ type LogEntry struct {
 
 func (x *LogEntry) Reset() {
 	*x = LogEntry{}
-	mi := &file_casare_agent_v1_agent_proto_msgTypes[24]
+	mi := &file_casare_agent_v1_agent_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1769,7 +1841,7 @@ func (x *LogEntry) String() string {
 func (*LogEntry) ProtoMessage() {}
 
 func (x *LogEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_casare_agent_v1_agent_proto_msgTypes[24]
+	mi := &file_casare_agent_v1_agent_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1782,7 +1854,7 @@ func (x *LogEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LogEntry.ProtoReflect.Descriptor instead.
 func (*LogEntry) Descriptor() ([]byte, []int) {
-	return file_casare_agent_v1_agent_proto_rawDescGZIP(), []int{24}
+	return file_casare_agent_v1_agent_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *LogEntry) GetLine() int64 {
@@ -1856,7 +1928,7 @@ const file_casare_agent_v1_agent_proto_rawDesc = "" +
 	"\adrained\x18\t \x01(\v2\x18.casare.agent.v1.DrainedH\x00R\adrained\x127\n" +
 	"\bdraining\x18\n" +
 	" \x01(\v2\x19.casare.agent.v1.DrainingH\x00R\bdrainingB\x05\n" +
-	"\x03msg\"\xaa\x03\n" +
+	"\x03msg\"\xde\x03\n" +
 	"\rServerMessage\x124\n" +
 	"\awelcome\x18\x01 \x01(\v2\x18.casare.agent.v1.WelcomeH\x00R\awelcome\x12D\n" +
 	"\rheartbeat_ack\x18\x02 \x01(\v2\x1d.casare.agent.v1.HeartbeatAckH\x00R\fheartbeatAck\x12;\n" +
@@ -1866,7 +1938,8 @@ const file_casare_agent_v1_agent_proto_rawDesc = "" +
 	"job_cancel\x18\x04 \x01(\v2\x1a.casare.agent.v1.JobCancelH\x00R\tjobCancel\x12.\n" +
 	"\x05drain\x18\x05 \x01(\v2\x16.casare.agent.v1.DrainH\x00R\x05drain\x126\n" +
 	"\x05renew\x18\x06 \x01(\v2\x1e.casare.agent.v1.RenewResponseH\x00R\x05renew\x124\n" +
-	"\arefused\x18\a \x01(\v2\x18.casare.agent.v1.RefusedH\x00R\arefusedB\x05\n" +
+	"\arefused\x18\a \x01(\v2\x18.casare.agent.v1.RefusedH\x00R\arefused\x122\n" +
+	"\ajob_ack\x18\b \x01(\v2\x17.casare.agent.v1.JobAckH\x00R\x06jobAckB\x05\n" +
 	"\x03msg\"\xfa\x02\n" +
 	"\x05Hello\x12\x19\n" +
 	"\brobot_id\x18\x01 \x01(\tR\arobotId\x12\x18\n" +
@@ -1928,7 +2001,10 @@ const file_casare_agent_v1_agent_proto_rawDesc = "" +
 	"\tJobCancel\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x18\n" +
 	"\aattempt\x18\x02 \x01(\x05R\aattempt\x12\x16\n" +
-	"\x06reason\x18\x03 \x01(\tR\x06reason\"\x1f\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\"9\n" +
+	"\x06JobAck\x12\x15\n" +
+	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x18\n" +
+	"\aattempt\x18\x02 \x01(\x05R\aattempt\"\x1f\n" +
 	"\x05Drain\x12\x16\n" +
 	"\x06reason\x18\x01 \x01(\tR\x06reason\"\"\n" +
 	"\bDraining\x12\x16\n" +
@@ -1963,7 +2039,7 @@ func file_casare_agent_v1_agent_proto_rawDescGZIP() []byte {
 	return file_casare_agent_v1_agent_proto_rawDescData
 }
 
-var file_casare_agent_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
+var file_casare_agent_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
 var file_casare_agent_v1_agent_proto_goTypes = []any{
 	(*EnrollmentToken)(nil),       // 0: casare.agent.v1.EnrollmentToken
 	(*EnrollRequest)(nil),         // 1: casare.agent.v1.EnrollRequest
@@ -1982,18 +2058,19 @@ var file_casare_agent_v1_agent_proto_goTypes = []any{
 	(*JobComplete)(nil),           // 14: casare.agent.v1.JobComplete
 	(*JobFail)(nil),               // 15: casare.agent.v1.JobFail
 	(*JobCancel)(nil),             // 16: casare.agent.v1.JobCancel
-	(*Drain)(nil),                 // 17: casare.agent.v1.Drain
-	(*Draining)(nil),              // 18: casare.agent.v1.Draining
-	(*Drained)(nil),               // 19: casare.agent.v1.Drained
-	(*RenewRequest)(nil),          // 20: casare.agent.v1.RenewRequest
-	(*RenewResponse)(nil),         // 21: casare.agent.v1.RenewResponse
-	(*Refused)(nil),               // 22: casare.agent.v1.Refused
-	(*LogStreamHeader)(nil),       // 23: casare.agent.v1.LogStreamHeader
-	(*LogEntry)(nil),              // 24: casare.agent.v1.LogEntry
-	nil,                           // 25: casare.agent.v1.Hello.LabelsEntry
-	(*durationpb.Duration)(nil),   // 26: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil), // 27: google.protobuf.Timestamp
-	(*structpb.Struct)(nil),       // 28: google.protobuf.Struct
+	(*JobAck)(nil),                // 17: casare.agent.v1.JobAck
+	(*Drain)(nil),                 // 18: casare.agent.v1.Drain
+	(*Draining)(nil),              // 19: casare.agent.v1.Draining
+	(*Drained)(nil),               // 20: casare.agent.v1.Drained
+	(*RenewRequest)(nil),          // 21: casare.agent.v1.RenewRequest
+	(*RenewResponse)(nil),         // 22: casare.agent.v1.RenewResponse
+	(*Refused)(nil),               // 23: casare.agent.v1.Refused
+	(*LogStreamHeader)(nil),       // 24: casare.agent.v1.LogStreamHeader
+	(*LogEntry)(nil),              // 25: casare.agent.v1.LogEntry
+	nil,                           // 26: casare.agent.v1.Hello.LabelsEntry
+	(*durationpb.Duration)(nil),   // 27: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil), // 28: google.protobuf.Timestamp
+	(*structpb.Struct)(nil),       // 29: google.protobuf.Struct
 }
 var file_casare_agent_v1_agent_proto_depIdxs = []int32{
 	5,  // 0: casare.agent.v1.AgentMessage.hello:type_name -> casare.agent.v1.Hello
@@ -2003,30 +2080,31 @@ var file_casare_agent_v1_agent_proto_depIdxs = []int32{
 	13, // 4: casare.agent.v1.AgentMessage.job_progress:type_name -> casare.agent.v1.JobProgress
 	14, // 5: casare.agent.v1.AgentMessage.job_complete:type_name -> casare.agent.v1.JobComplete
 	15, // 6: casare.agent.v1.AgentMessage.job_fail:type_name -> casare.agent.v1.JobFail
-	20, // 7: casare.agent.v1.AgentMessage.renew:type_name -> casare.agent.v1.RenewRequest
-	19, // 8: casare.agent.v1.AgentMessage.drained:type_name -> casare.agent.v1.Drained
-	18, // 9: casare.agent.v1.AgentMessage.draining:type_name -> casare.agent.v1.Draining
+	21, // 7: casare.agent.v1.AgentMessage.renew:type_name -> casare.agent.v1.RenewRequest
+	20, // 8: casare.agent.v1.AgentMessage.drained:type_name -> casare.agent.v1.Drained
+	19, // 9: casare.agent.v1.AgentMessage.draining:type_name -> casare.agent.v1.Draining
 	7,  // 10: casare.agent.v1.ServerMessage.welcome:type_name -> casare.agent.v1.Welcome
 	9,  // 11: casare.agent.v1.ServerMessage.heartbeat_ack:type_name -> casare.agent.v1.HeartbeatAck
 	10, // 12: casare.agent.v1.ServerMessage.job_assign:type_name -> casare.agent.v1.JobAssign
 	16, // 13: casare.agent.v1.ServerMessage.job_cancel:type_name -> casare.agent.v1.JobCancel
-	17, // 14: casare.agent.v1.ServerMessage.drain:type_name -> casare.agent.v1.Drain
-	21, // 15: casare.agent.v1.ServerMessage.renew:type_name -> casare.agent.v1.RenewResponse
-	22, // 16: casare.agent.v1.ServerMessage.refused:type_name -> casare.agent.v1.Refused
-	25, // 17: casare.agent.v1.Hello.labels:type_name -> casare.agent.v1.Hello.LabelsEntry
-	6,  // 18: casare.agent.v1.Hello.running_jobs:type_name -> casare.agent.v1.RunningJob
-	26, // 19: casare.agent.v1.Welcome.heartbeat_interval:type_name -> google.protobuf.Duration
-	27, // 20: casare.agent.v1.Heartbeat.time:type_name -> google.protobuf.Timestamp
-	6,  // 21: casare.agent.v1.Heartbeat.running_jobs:type_name -> casare.agent.v1.RunningJob
-	28, // 22: casare.agent.v1.JobAssign.inputs:type_name -> google.protobuf.Struct
-	27, // 23: casare.agent.v1.JobAssign.deadline:type_name -> google.protobuf.Timestamp
-	28, // 24: casare.agent.v1.JobComplete.outputs:type_name -> google.protobuf.Struct
-	27, // 25: casare.agent.v1.LogEntry.time:type_name -> google.protobuf.Timestamp
-	26, // [26:26] is the sub-list for method output_type
-	26, // [26:26] is the sub-list for method input_type
-	26, // [26:26] is the sub-list for extension type_name
-	26, // [26:26] is the sub-list for extension extendee
-	0,  // [0:26] is the sub-list for field type_name
+	18, // 14: casare.agent.v1.ServerMessage.drain:type_name -> casare.agent.v1.Drain
+	22, // 15: casare.agent.v1.ServerMessage.renew:type_name -> casare.agent.v1.RenewResponse
+	23, // 16: casare.agent.v1.ServerMessage.refused:type_name -> casare.agent.v1.Refused
+	17, // 17: casare.agent.v1.ServerMessage.job_ack:type_name -> casare.agent.v1.JobAck
+	26, // 18: casare.agent.v1.Hello.labels:type_name -> casare.agent.v1.Hello.LabelsEntry
+	6,  // 19: casare.agent.v1.Hello.running_jobs:type_name -> casare.agent.v1.RunningJob
+	27, // 20: casare.agent.v1.Welcome.heartbeat_interval:type_name -> google.protobuf.Duration
+	28, // 21: casare.agent.v1.Heartbeat.time:type_name -> google.protobuf.Timestamp
+	6,  // 22: casare.agent.v1.Heartbeat.running_jobs:type_name -> casare.agent.v1.RunningJob
+	29, // 23: casare.agent.v1.JobAssign.inputs:type_name -> google.protobuf.Struct
+	28, // 24: casare.agent.v1.JobAssign.deadline:type_name -> google.protobuf.Timestamp
+	29, // 25: casare.agent.v1.JobComplete.outputs:type_name -> google.protobuf.Struct
+	28, // 26: casare.agent.v1.LogEntry.time:type_name -> google.protobuf.Timestamp
+	27, // [27:27] is the sub-list for method output_type
+	27, // [27:27] is the sub-list for method input_type
+	27, // [27:27] is the sub-list for extension type_name
+	27, // [27:27] is the sub-list for extension extendee
+	0,  // [0:27] is the sub-list for field type_name
 }
 
 func init() { file_casare_agent_v1_agent_proto_init() }
@@ -2054,6 +2132,7 @@ func file_casare_agent_v1_agent_proto_init() {
 		(*ServerMessage_Drain)(nil),
 		(*ServerMessage_Renew)(nil),
 		(*ServerMessage_Refused)(nil),
+		(*ServerMessage_JobAck)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -2061,7 +2140,7 @@ func file_casare_agent_v1_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_casare_agent_v1_agent_proto_rawDesc), len(file_casare_agent_v1_agent_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   26,
+			NumMessages:   27,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
