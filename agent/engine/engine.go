@@ -1,25 +1,19 @@
-// Package engine runs workflows on the robot.
-//
-// The core engine here knows only the core steps (log, set, delay, fail)
-// and ${{ path }} substitution; the full language (CEL expressions, the
-// browser and desktop step families) will replace it behind the same
-// Engine interface, so the robot never depends on which one it runs.
+// Package engine runs workflows on the robot: steps from a catalogue, CEL
+// expressions, conditions, loops, retries, time limits and error handlers.
 package engine
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"maps"
-	"regexp"
 	"slices"
-	"strconv"
-	"strings"
+	"sync"
 	"time"
 
-	"google.golang.org/protobuf/types/known/structpb"
-
+	"github.com/casarerpa/casare/agent/step"
+	"github.com/casarerpa/casare/agent/step/core"
+	"github.com/casarerpa/casare/agent/workflow/expr"
 	casarev1 "github.com/casarerpa/casare/rpc/casare/v1"
 )
 
@@ -35,7 +29,20 @@ type Reporter interface {
 
 // Engine runs a workflow to its end and returns its outputs.
 type Engine interface {
-	Run(ctx context.Context, wf *casarev1.Workflow, inputs map[string]any, r Reporter) (outputs map[string]any, err error)
+	// Run runs wf with inputs. env is the job's: the caller creates it,
+	// owns its work directory and closes it when the job ends; nil gives
+	// the run an empty one of its own. Failures are *Error.
+	Run(ctx context.Context, wf *casarev1.Workflow, inputs map[string]any, env *step.Env, r Reporter) (outputs map[string]any, err error)
+}
+
+// Options configures an engine.
+type Options struct {
+	// Capabilities are the robot's; a step whose action needs another
+	// fails with a business error.
+	Capabilities []string
+	// CostLimit bounds the work of one expression evaluation; zero means
+	// expr.DefaultCostLimit.
+	CostLimit uint64
 }
 
 // Error is a workflow failure. Business errors say the data was wrong, so
@@ -54,53 +61,96 @@ func (e *Error) Error() string {
 	return "step " + e.StepID + ": " + e.Message
 }
 
-// New returns the core engine.
-func New() Engine { return core{} }
-
-// core keeps no state so that one engine can run many jobs at once; each
-// Run has its own scope.
-type core struct{}
-
-// run is the scope of one workflow run. Steps of a run execute one at a
-// time, so it needs no lock.
-type run struct {
-	r      Reporter
-	inputs map[string]any
-	vars   map[string]any
-	steps  map[string]any // step id -> {"outputs": {...}}
+// New returns an engine that runs the actions of cat.
+func New(cat step.Catalogue, opts Options) Engine {
+	return &engine{cat: cat, opts: opts}
 }
 
-func (core) Run(ctx context.Context, wf *casarev1.Workflow, inputs map[string]any, r Reporter) (map[string]any, error) {
+// engine keeps no state of its own runs, so that one engine can run many
+// jobs at once.
+type engine struct {
+	cat  step.Catalogue
+	opts Options
+}
+
+// run is the state of one workflow run.
+type run struct {
+	e   *engine
+	r   Reporter
+	env *step.Env
+	ms  masker
+
+	// mu guards vars and the steps maps of every frame: foreach
+	// iterations may run at once. Expressions read them under RLock for
+	// the whole evaluation.
+	mu     sync.RWMutex
+	inputs map[string]any
+	vars   map[string]any
+	job    map[string]any
+
+	// Programs are compiled once per run and expression, however often
+	// a loop evaluates them.
+	cacheMu   sync.Mutex
+	programs  map[string]*expr.Program
+	templates map[string]expr.Template
+}
+
+func (e *engine) Run(ctx context.Context, wf *casarev1.Workflow, inputs map[string]any, env *step.Env, r Reporter) (map[string]any, error) {
+	if env == nil {
+		env = &step.Env{}
+		defer env.Close()
+	}
+	in, secrets, err := applyInputs(wf.GetInputs(), inputs)
+	if err != nil {
+		return nil, err
+	}
+	x := &run{
+		e: e, env: env, ms: newMasker(secrets),
+		inputs: in, vars: map[string]any{}, job: map[string]any{"id": env.JobID},
+		programs: map[string]*expr.Program{}, templates: map[string]expr.Template{},
+	}
+	x.r = maskedReporter{r, x.ms}
+	if len(secrets) > 0 && env.Log != nil {
+		// Lines steps write through the env are masked too; the env is
+		// the caller's, so it gets its own function back.
+		orig := env.Log
+		env.Log = func(level, message string) { orig(level, x.ms.mask(message)) }
+		defer func() { env.Log = orig }()
+	}
+	outputs, err := x.workflow(ctx, wf)
+	if err != nil {
+		return nil, x.ms.maskError(err)
+	}
+	x.r.Progress("", 100, "done")
+	return outputs, nil
+}
+
+func (x *run) workflow(ctx context.Context, wf *casarev1.Workflow) (map[string]any, error) {
 	jobCtx := ctx
 	if d := wf.GetTimeout(); d != nil {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeoutCause(ctx, d.AsDuration(), timedOut(d.AsDuration()))
 		defer cancel()
 	}
-	in, err := applyInputs(wf.GetInputs(), inputs)
-	if err != nil {
-		return nil, err
-	}
-	x := &run{r: r, inputs: in, vars: map[string]any{}, steps: map[string]any{}}
-	outputs, err := x.workflow(ctx, wf)
+	top := &frame{run: x, steps: map[string]any{}}
+	outputs, err := top.workflow(ctx, wf)
 	if err != nil {
 		// A cancelled job has nobody to report to; but the workflow's own
 		// timeout is a failure like any other, so its handlers run under
 		// the job's context, which that timeout did not end.
 		if len(wf.GetOnError()) > 0 && jobCtx.Err() == nil {
-			x.onError(jobCtx, wf.GetOnError(), err)
+			top.onError(jobCtx, wf.GetOnError(), err)
 		}
 		return nil, err
 	}
-	r.Progress("", 100, "done")
 	return outputs, nil
 }
 
-func (x *run) workflow(ctx context.Context, wf *casarev1.Workflow) (map[string]any, error) {
+func (f *frame) workflow(ctx context.Context, wf *casarev1.Workflow) (map[string]any, error) {
 	steps := wf.GetSteps()
 	for i, s := range steps {
-		x.r.Progress(s.GetId(), int32(i*100/len(steps)), "")
-		if err := x.step(ctx, s); err != nil {
+		f.run.r.Progress(s.GetId(), int32(i*100/len(steps)), "")
+		if err := f.step(ctx, s); err != nil {
 			return nil, err
 		}
 	}
@@ -108,13 +158,27 @@ func (x *run) workflow(ctx context.Context, wf *casarev1.Workflow) (map[string]a
 	// empty result is not a missing one.
 	outputs := map[string]any{}
 	for _, name := range slices.Sorted(maps.Keys(wf.GetOutputs())) {
-		v, err := x.expand(wf.GetOutputs()[name])
+		v, err := f.expand(ctx, wf.GetOutputs()[name])
 		if err != nil {
-			return nil, &Error{Message: "outputs." + name + ": " + err.Error()}
+			return nil, &Error{Message: "outputs." + name + ": " + err.Error(), Business: true}
 		}
 		outputs[name] = v
 	}
 	return outputs, nil
+}
+
+// frame is the scope steps run in: the workflow's, one foreach
+// iteration's, or an error handler's.
+type frame struct {
+	run *run
+	// steps holds the outputs of the steps run so far, by id, as
+	// {"outputs": ...}. An iteration starts with a copy of its loop's,
+	// so iterations running at once each see their own.
+	steps  map[string]any
+	inLoop bool
+	item   any
+	index  int64
+	err    map[string]any // in error handlers: message and step
 }
 
 // timedOut is the cause given to deadlines the workflow sets, so that a
@@ -123,52 +187,9 @@ type timedOut time.Duration
 
 func (t timedOut) Error() string { return "timed out after " + time.Duration(t).String() }
 
-// applyInputs fills defaults and checks required inputs, without changing
-// the caller's map.
-func applyInputs(specs map[string]*casarev1.InputSpec, given map[string]any) (map[string]any, error) {
-	out := make(map[string]any, len(given)+len(specs))
-	for k, v := range given {
-		out[k] = normalize(v)
-	}
-	for _, name := range slices.Sorted(maps.Keys(specs)) {
-		spec := specs[name]
-		if _, ok := out[name]; ok {
-			continue
-		}
-		if spec.GetDefault() != nil {
-			out[name] = spec.GetDefault().AsInterface()
-			continue
-		}
-		if spec.GetRequired() {
-			return nil, &Error{Message: "input " + name + " is required", Business: true}
-		}
-	}
-	return out, nil
-}
-
-// normalize turns Go values into the JSON-like forms a workflow sees
-// (float64, string, bool, nil, []any, map[string]any), so that inputs
-// given as int or []string behave like those that came over the wire.
-func normalize(v any) any {
-	if pv, err := structpb.NewValue(v); err == nil {
-		return pv.AsInterface()
-	}
-	// structpb takes only []any and map[string]any; JSON takes any slice,
-	// map or struct a Go caller may pass.
-	b, err := json.Marshal(v)
-	if err != nil {
-		return v
-	}
-	var out any
-	if err := json.Unmarshal(b, &out); err != nil {
-		return v
-	}
-	return out
-}
-
 // step runs one step with its if, foreach, on_error and
 // continue_on_error.
-func (x *run) step(ctx context.Context, s *casarev1.Step) error {
+func (f *frame) step(ctx context.Context, s *casarev1.Step) error {
 	id := s.GetId()
 	// Checked before every step, not only in delays, so that a cancelled
 	// job stops at once even when its remaining steps never wait.
@@ -176,16 +197,16 @@ func (x *run) step(ctx context.Context, s *casarev1.Step) error {
 		return &Error{StepID: id, Message: stopReason(ctx).Error()}
 	}
 	if s.GetIf() != "" {
-		ok, err := x.condition(s.GetIf())
+		ok, err := f.condition(ctx, s.GetIf())
 		if err != nil {
-			return &Error{StepID: id, Message: "if: " + err.Error()}
+			return &Error{StepID: id, Message: "if: " + err.Error(), Business: true}
 		}
 		if !ok {
-			x.r.Log("debug", id, "skipped")
+			f.run.r.Log("debug", id, "skipped")
 			return nil
 		}
 	}
-	err := x.body(ctx, s)
+	err := f.body(ctx, s)
 	if err == nil {
 		return nil
 	}
@@ -195,73 +216,134 @@ func (x *run) step(ctx context.Context, s *casarev1.Step) error {
 		return err
 	}
 	if len(s.GetOnError()) > 0 {
-		x.onError(ctx, s.GetOnError(), err)
+		f.onError(ctx, s.GetOnError(), err)
 	}
 	if s.GetContinueOnError() {
-		x.r.Log("warn", id, "failed, going on: "+err.Error())
+		f.run.r.Log("warn", id, "failed, going on: "+err.Error())
 		return nil
 	}
 	return err
 }
 
-// onError runs the steps that handle a failure, with vars.error set. The
-// failure stands whatever they do; theirs are only logged, so the job's
-// error stays the one that caused it.
-func (x *run) onError(ctx context.Context, steps []*casarev1.Step, cause error) {
-	x.vars["error"] = cause.Error()
+// onError runs the steps that handle a failure, with error.message and
+// error.step in scope. The failure stands whatever they do; theirs are
+// only logged, so the job's error stays the one that caused it.
+func (f *frame) onError(ctx context.Context, steps []*casarev1.Step, cause error) {
+	handler := *f
+	failed := ""
+	var ee *Error
+	if errors.As(cause, &ee) {
+		failed = ee.StepID
+	}
+	handler.err = map[string]any{"message": cause.Error(), "step": failed}
 	for _, s := range steps {
-		if err := x.step(ctx, s); err != nil {
-			x.r.Log("error", s.GetId(), "on_error step failed: "+err.Error())
+		if err := handler.step(ctx, s); err != nil {
+			f.run.r.Log("error", s.GetId(), "on_error step failed: "+err.Error())
 			return
 		}
 	}
 }
 
+// record keeps a step's outputs for the steps after it.
+func (f *frame) record(id string, outputs any) {
+	f.run.mu.Lock()
+	f.steps[id] = map[string]any{"outputs": outputs}
+	f.run.mu.Unlock()
+}
+
 // body runs a step once, or once per item of its foreach, and records its
-// outputs.
-func (x *run) body(ctx context.Context, s *casarev1.Step) error {
+// outputs: a foreach step's are the list of each iteration's.
+func (f *frame) body(ctx context.Context, s *casarev1.Step) error {
 	id := s.GetId()
 	if s.GetForeach() == "" {
-		out, err := x.attempts(ctx, s)
-		if err == nil && s.GetUses() != "" {
-			x.steps[id] = map[string]any{"outputs": out}
+		out, err := f.attempts(ctx, s)
+		if err == nil {
+			f.record(id, out)
 		}
 		return err
 	}
-	items, err := x.list(s.GetForeach())
+	items, err := f.list(ctx, s.GetForeach())
 	if err != nil {
-		return &Error{StepID: id, Message: "foreach: " + err.Error()}
+		return &Error{StepID: id, Message: "foreach: " + err.Error(), Business: true}
 	}
-	// Nested loops must see their own item, and the outer one again once
-	// the inner loop ends.
-	for _, name := range []string{"item", "index"} {
-		if old, ok := x.vars[name]; ok {
-			defer func() { x.vars[name] = old }()
-		} else {
-			defer delete(x.vars, name)
-		}
-	}
-	results := make([]any, 0, len(items))
-	for i, item := range items {
+	results := make([]any, len(items))
+	iterate := func(ctx context.Context, i int) error {
 		if ctx.Err() != nil {
 			return &Error{StepID: id, Message: stopReason(ctx).Error()}
 		}
-		x.vars["item"], x.vars["index"] = item, i
-		x.r.Log("debug", id, fmt.Sprintf("item %d of %d", i+1, len(items)))
-		out, err := x.attempts(ctx, s)
+		f.run.r.Log("debug", id, fmt.Sprintf("item %d of %d", i+1, len(items)))
+		out, err := f.iteration(items[i], i).attempts(ctx, s)
 		if err != nil {
 			return err
 		}
-		if out == nil {
-			out = map[string]any{}
-		}
-		results = append(results, out)
+		results[i] = out
+		return nil
 	}
-	if s.GetUses() != "" {
-		x.steps[id] = map[string]any{"outputs": map[string]any{"results": results}}
+	if err := forEach(ctx, len(items), int(s.GetParallelism()), iterate); err != nil {
+		return err
 	}
+	f.record(id, results)
 	return nil
 }
+
+// iteration returns the frame of one foreach iteration.
+func (f *frame) iteration(item any, index int) *frame {
+	f.run.mu.RLock()
+	steps := maps.Clone(f.steps)
+	f.run.mu.RUnlock()
+	return &frame{run: f.run, steps: steps, inLoop: true, item: item, index: int64(index), err: f.err}
+}
+
+// forEach calls do for 0..n-1, in order when parallelism is 0 or 1 and
+// otherwise up to parallelism at once. The first error stops the
+// iterations not yet started and is returned once the running ones end.
+func forEach(ctx context.Context, n, parallelism int, do func(ctx context.Context, i int) error) error {
+	if parallelism <= 1 {
+		for i := range n {
+			if err := do(ctx, i); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	var (
+		wg       sync.WaitGroup
+		mu       sync.Mutex
+		firstErr error
+	)
+	slots := make(chan struct{}, parallelism)
+	for i := range n {
+		select {
+		case slots <- struct{}{}:
+		case <-ctx.Done():
+		}
+		if ctx.Err() != nil {
+			break
+		}
+		wg.Go(func() {
+			defer func() { <-slots }()
+			if err := do(ctx, i); err != nil {
+				mu.Lock()
+				if firstErr == nil {
+					firstErr = err
+					cancel(errSiblingFailed)
+				}
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	if firstErr == nil && ctx.Err() != nil {
+		return &Error{Message: stopReason(ctx).Error()}
+	}
+	return firstErr
+}
+
+// errSiblingFailed stops the other iterations of a parallel foreach when
+// one fails.
+var errSiblingFailed = errors.New("another iteration failed")
 
 // maxBackoff caps the doubling of retry waits at the longest wait a
 // workflow may ask for, so many attempts cannot overflow.
@@ -269,16 +351,16 @@ const maxBackoff = time.Hour
 
 // attempts runs a step as often as its retry allows. Business errors are
 // not retried: the same data would fail the same way.
-func (x *run) attempts(ctx context.Context, s *casarev1.Step) (map[string]any, error) {
+func (f *frame) attempts(ctx context.Context, s *casarev1.Step) (any, error) {
 	n := max(s.GetRetry().GetAttempts(), 1)
 	backoff := s.GetRetry().GetBackoff().AsDuration()
 	for try := int32(1); ; try++ {
-		out, err := x.once(ctx, s)
+		out, err := f.once(ctx, s)
 		var ee *Error
 		if err == nil || try >= n || ctx.Err() != nil || (errors.As(err, &ee) && ee.Business) {
 			return out, err
 		}
-		x.r.Log("warn", s.GetId(), fmt.Sprintf("attempt %d of %d failed, retrying in %s: %v", try, n, backoff, err))
+		f.run.r.Log("warn", s.GetId(), fmt.Sprintf("attempt %d of %d failed, retrying in %s: %v", try, n, backoff, err))
 		if err := sleep(ctx, backoff); err != nil {
 			return nil, &Error{StepID: s.GetId(), Message: err.Error()}
 		}
@@ -286,37 +368,39 @@ func (x *run) attempts(ctx context.Context, s *casarev1.Step) (map[string]any, e
 	}
 }
 
-// once runs a step one time under its timeout.
-func (x *run) once(ctx context.Context, s *casarev1.Step) (map[string]any, error) {
+// once runs a step one time under its timeout. A group's outputs are its
+// children's, by id.
+func (f *frame) once(ctx context.Context, s *casarev1.Step) (any, error) {
 	id := s.GetId()
 	if t := s.GetTimeout(); t != nil {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeoutCause(ctx, t.AsDuration(), timedOut(t.AsDuration()))
 		defer cancel()
 	}
-	x.r.Log("debug", id, "step started")
+	f.run.r.Log("debug", id, "step started")
 	if s.GetUses() == "" {
+		outputs := map[string]any{}
 		for _, child := range s.GetSteps() {
-			if err := x.step(ctx, child); err != nil {
+			if err := f.step(ctx, child); err != nil {
 				return nil, err
 			}
+			f.run.mu.RLock()
+			if rec, ok := f.steps[child.GetId()].(map[string]any); ok {
+				outputs[child.GetId()] = rec["outputs"]
+			}
+			f.run.mu.RUnlock()
 		}
-		return nil, nil
+		return outputs, nil
 	}
-	with := map[string]any{}
-	if s.GetWith() != nil {
-		expanded, err := x.expand(s.GetWith().AsMap())
-		if err != nil {
-			return nil, &Error{StepID: id, Message: err.Error()}
-		}
-		with = expanded.(map[string]any)
-	}
-	outputs, err := x.call(ctx, id, s.GetUses(), with)
+	outputs, err := f.call(ctx, s)
 	if err == nil && ctx.Err() != nil {
 		// A step that finished after its limit still overran it.
 		err = stopReason(ctx)
 	}
 	if err != nil {
+		if ctx.Err() != nil {
+			return nil, &Error{StepID: id, Message: stopReason(ctx).Error()}
+		}
 		var ee *Error
 		if errors.As(err, &ee) {
 			if ee.StepID == "" {
@@ -324,99 +408,52 @@ func (x *run) once(ctx context.Context, s *casarev1.Step) (map[string]any, error
 			}
 			return nil, ee
 		}
-		return nil, &Error{StepID: id, Message: err.Error()}
+		return nil, &Error{StepID: id, Message: err.Error(), Business: step.IsBusiness(err)}
 	}
 	return outputs, nil
 }
 
-// call runs one core step.
-func (x *run) call(ctx context.Context, id, uses string, with map[string]any) (map[string]any, error) {
-	switch uses {
-	case "log":
-		msg, err := text(with, "message", "")
-		if err != nil {
-			return nil, err
-		}
-		level, err := text(with, "level", "info")
-		if err != nil {
-			return nil, err
-		}
-		if !slices.Contains([]string{"debug", "info", "warn", "error"}, level) {
-			return nil, &Error{Message: fmt.Sprintf("with.level: %q is not debug, info, warn or error", level), Business: true}
-		}
-		x.r.Log(level, id, msg)
-		return map[string]any{"message": msg}, nil
-	case "set":
-		maps.Copy(x.vars, with)
-		return maps.Clone(with), nil
-	case "delay":
-		d, err := duration(with["duration"])
-		if err != nil {
-			return nil, &Error{Message: "with.duration: " + err.Error(), Business: true}
-		}
-		if err := sleep(ctx, d); err != nil {
-			return nil, &Error{Message: err.Error()}
-		}
-		return map[string]any{}, nil
-	case "fail":
-		msg, err := text(with, "message", "failed by the workflow")
-		if err != nil {
-			return nil, err
-		}
-		business := false
-		if v, ok := with["business"]; ok && v != nil {
-			if business, ok = v.(bool); !ok {
-				return nil, &Error{Message: fmt.Sprintf("with.business: want true or false, got %s", describe(v)), Business: true}
-			}
-		}
-		return nil, &Error{Message: msg, Business: business}
+// call runs the step's action with its expanded parameters.
+func (f *frame) call(ctx context.Context, s *casarev1.Step) (map[string]any, error) {
+	action, err := f.run.e.cat.Lookup(s.GetUses())
+	if err != nil {
+		return nil, &Error{Message: err.Error(), Business: true}
 	}
-	return nil, &Error{Message: fmt.Sprintf("unknown step %q; the core engine runs log, set, delay, fail", uses)}
+	if c := action.Capability; c != "" && !slices.Contains(f.run.e.opts.Capabilities, c) {
+		return nil, &Error{Message: fmt.Sprintf("%s needs a robot with the %q capability, and this one does not have it", action.Name, c), Business: true}
+	}
+	with := map[string]any{}
+	for _, k := range slices.Sorted(maps.Keys(s.GetWith().GetFields())) {
+		v, err := f.expand(ctx, s.GetWith().GetFields()[k].AsInterface())
+		if err != nil {
+			return nil, &Error{Message: "with." + k + ": " + err.Error(), Business: true}
+		}
+		with[k] = v
+	}
+	ctx = core.WithScope(ctx, stepScope{f, s.GetId()})
+	ctx = core.WithCondition(ctx, f.assertion)
+	return action.Run(ctx, f.run.env, with)
 }
 
-// text reads a text parameter. Numbers and booleans are accepted as their
-// text because a lone ${{ path }} keeps its value's type, and writing
-// message: ${{ vars.count }} should still log the count. An empty def
-// makes the parameter required.
-func text(with map[string]any, name, def string) (string, error) {
-	v, ok := with[name]
-	if !ok || v == nil {
-		if def == "" {
-			return "", &Error{Message: "with." + name + ": required, a string", Business: true}
-		}
-		return def, nil
-	}
-	switch v := v.(type) {
-	case string:
-		if v == "" && def != "" {
-			return def, nil
-		}
-		return v, nil
-	case float64, bool:
-		return format(v), nil
-	}
-	return "", &Error{Message: fmt.Sprintf("with.%s: want a string, got %s", name, describe(v)), Business: true}
+// stepScope is what core steps see of the run: log lines under their
+// step, variables to set.
+type stepScope struct {
+	f  *frame
+	id string
 }
 
-func duration(v any) (time.Duration, error) {
-	var d time.Duration
-	switch v := v.(type) {
-	case string:
-		var err error
-		if d, err = time.ParseDuration(v); err != nil {
-			return 0, fmt.Errorf("%q is not a duration like 1.5s", v)
-		}
-	case float64:
-		d = time.Duration(v * float64(time.Second))
-	case nil:
-		return 0, errors.New("required: a duration like 1.5s or a number of seconds")
-	default:
-		return 0, fmt.Errorf("want a duration like 1.5s or a number of seconds, got %s", describe(v))
-	}
-	if d < 0 {
-		return 0, fmt.Errorf("%v is negative", v)
-	}
-	return d, nil
+func (s stepScope) Log(level, message string) { s.f.run.r.Log(level, s.id, message) }
+
+func (s stepScope) SetVars(vars map[string]any) {
+	s.f.run.mu.Lock()
+	maps.Copy(s.f.run.vars, vars)
+	s.f.run.mu.Unlock()
+}
+
+// assertion evaluates the condition of an assert step written as an
+// expression.
+func (f *frame) assertion(ctx context.Context, src string) (bool, error) {
+	return f.condition(ctx, src)
 }
 
 // sleep waits d or until ctx ends, saying why it ended.
@@ -449,171 +486,4 @@ func stopReason(ctx context.Context) error {
 		return errors.New("timed out: the job's deadline passed")
 	}
 	return errors.New("cancelled")
-}
-
-var (
-	expression = regexp.MustCompile(`\$\{\{\s*([^}]*?)\s*\}\}`)
-	// A path is what the core engine resolves; anything richer (operators,
-	// calls, literals) is left to the full engine rather than half-parsed.
-	pathSyntax = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z0-9_-]+)*$`)
-)
-
-// expand replaces ${{ path }} in every string of v. A string that is one
-// expression keeps the value's type, so numbers and maps pass through
-// steps unchanged.
-func (x *run) expand(v any) (any, error) {
-	switch v := v.(type) {
-	case string:
-		if m := expression.FindStringSubmatchIndex(v); m != nil && m[0] == 0 && m[1] == len(v) {
-			return x.lookup(v[m[2]:m[3]])
-		}
-		var err error
-		out := expression.ReplaceAllStringFunc(v, func(s string) string {
-			if err != nil {
-				return ""
-			}
-			val, lerr := x.lookup(expression.FindStringSubmatch(s)[1])
-			if lerr != nil {
-				err = lerr
-				return ""
-			}
-			return format(val)
-		})
-		if err != nil {
-			return nil, err
-		}
-		return out, nil
-	case map[string]any:
-		out := make(map[string]any, len(v))
-		for _, k := range slices.Sorted(maps.Keys(v)) {
-			e, err := x.expand(v[k])
-			if err != nil {
-				return nil, err
-			}
-			out[k] = e
-		}
-		return out, nil
-	case []any:
-		out := make([]any, len(v))
-		for i, item := range v {
-			e, err := x.expand(item)
-			if err != nil {
-				return nil, err
-			}
-			out[i] = e
-		}
-		return out, nil
-	}
-	return v, nil
-}
-
-// lookup resolves a dotted path in the run's scope; a number indexes a
-// list.
-func (x *run) lookup(path string) (any, error) {
-	if !pathSyntax.MatchString(path) {
-		return nil, fmt.Errorf("${{ %s }}: expressions beyond a path like inputs.name need the full engine", path)
-	}
-	var cur any = map[string]any{"inputs": x.inputs, "vars": x.vars, "steps": x.steps}
-	for _, p := range strings.Split(path, ".") {
-		ok := false
-		switch c := cur.(type) {
-		case map[string]any:
-			cur, ok = c[p]
-		case []any:
-			if i, err := strconv.Atoi(p); err == nil && i >= 0 && i < len(c) {
-				cur, ok = c[i], true
-			}
-		}
-		if !ok {
-			return nil, fmt.Errorf("${{ %s }}: unknown name %q", path, path)
-		}
-	}
-	return cur, nil
-}
-
-// list resolves a foreach: a path, bare or in ${{ }}, to a list.
-func (x *run) list(expr string) ([]any, error) {
-	v, err := x.lookup(unwrap(expr))
-	if err != nil {
-		return nil, err
-	}
-	// Inputs are normalized and vars come from structpb, so every list is
-	// a []any.
-	if l, ok := v.([]any); ok {
-		return l, nil
-	}
-	return nil, fmt.Errorf("%s is %s, not a list", unwrap(expr), describe(v))
-}
-
-// unwrap takes the path out of "${{ path }}"; a bare path stays as it is.
-func unwrap(expr string) string {
-	expr = strings.TrimSpace(expr)
-	if m := expression.FindStringSubmatch(expr); m != nil && m[0] == expr {
-		return m[1]
-	}
-	return expr
-}
-
-// condition evaluates an if: true, false, or a path holding a bool.
-func (x *run) condition(expr string) (bool, error) {
-	e := unwrap(expr)
-	switch e {
-	case "true":
-		return true, nil
-	case "false":
-		return false, nil
-	}
-	if !pathSyntax.MatchString(e) {
-		return false, fmt.Errorf("%q: if expressions beyond a path need the full engine", expr)
-	}
-	v, err := x.lookup(e)
-	if err != nil {
-		return false, err
-	}
-	b, ok := v.(bool)
-	if !ok {
-		return false, fmt.Errorf("%s is %s, not true or false", e, describe(v))
-	}
-	return b, nil
-}
-
-// format writes a value into text: integral numbers without a trailing
-// .0, maps and lists as JSON.
-func format(v any) string {
-	switch v := v.(type) {
-	case string:
-		return v
-	case float64:
-		return strconv.FormatFloat(v, 'f', -1, 64)
-	case float32:
-		return strconv.FormatFloat(float64(v), 'f', -1, 32)
-	case nil:
-		return ""
-	case bool, int, int8, int16, int32, int64, uint, uint8, uint16, uint32, uint64:
-		return fmt.Sprint(v)
-	}
-	b, err := json.Marshal(v)
-	if err != nil {
-		return fmt.Sprint(v)
-	}
-	return string(b)
-}
-
-// describe names a value's kind for error messages, in workflow terms.
-func describe(v any) string {
-	switch v := v.(type) {
-	case nil:
-		return "null"
-	case string:
-		return fmt.Sprintf("the string %q", v)
-	case bool:
-		return fmt.Sprint(v)
-	case float64, float32, int, int8, int16, int32, int64, uint, uint8, uint16, uint32, uint64:
-		return "the number " + format(v)
-	case map[string]any:
-		return "a map"
-	case []any:
-		return "a list"
-	}
-	return fmt.Sprintf("a %T", v)
 }

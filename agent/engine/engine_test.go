@@ -13,6 +13,8 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/structpb"
 
+	"github.com/casarerpa/casare/agent/step"
+	"github.com/casarerpa/casare/agent/step/core"
 	casarev1 "github.com/casarerpa/casare/rpc/casare/v1"
 )
 
@@ -61,7 +63,7 @@ func (r *recorder) count(line string) int {
 	return n
 }
 
-func step(id, uses string, with map[string]any) *casarev1.Step {
+func action(id, uses string, with map[string]any) *casarev1.Step {
 	s := &casarev1.Step{Id: id, Uses: uses}
 	if with != nil {
 		w, err := structpb.NewStruct(with)
@@ -74,7 +76,7 @@ func step(id, uses string, with map[string]any) *casarev1.Step {
 }
 
 func logStep(id, message string) *casarev1.Step {
-	return step(id, "log", map[string]any{"message": message})
+	return action(id, "log", map[string]any{"message": message})
 }
 
 func wfOf(steps ...*casarev1.Step) *casarev1.Workflow {
@@ -105,7 +107,7 @@ type runCase struct {
 func (tc runCase) check(t *testing.T) {
 	t.Helper()
 	r := &recorder{}
-	out, err := New().Run(context.Background(), tc.wf, tc.inputs, r)
+	out, err := newEngine().Run(context.Background(), tc.wf, tc.inputs, nil, r)
 	if tc.err == "" {
 		if err != nil {
 			t.Fatalf("Run: %v", err)
@@ -143,30 +145,30 @@ func TestSteps(t *testing.T) {
 		},
 		{
 			name:   "log at a level",
-			wf:     wfOf(step("hi", "log", map[string]any{"message": "careful", "level": "warn"})),
+			wf:     wfOf(action("hi", "log", map[string]any{"message": "careful", "level": "warn"})),
 			logged: []string{"warn hi: careful"},
 		},
 		{
 			name:   "log a lone number",
-			wf:     wfOf(step("hi", "log", map[string]any{"message": "${{ inputs.n }}"})),
+			wf:     wfOf(action("hi", "log", map[string]any{"message": "${{ inputs.n }}"})),
 			inputs: map[string]any{"n": 3},
 			logged: []string{"info hi: 3"},
 		},
 		{
-			name: "log without message", wf: wfOf(step("say", "log", nil)),
-			err: "step say: with.message: required, a string", business: true,
+			name: "log without message", wf: wfOf(action("say", "log", nil)),
+			err: "step say: with.message: required", business: true,
 		},
 		{
-			name: "log a map", wf: wfOf(step("say", "log", map[string]any{"message": map[string]any{"a": 1.0}})),
+			name: "log a map", wf: wfOf(action("say", "log", map[string]any{"message": map[string]any{"a": 1.0}})),
 			err: "step say: with.message: want a string, got a map", business: true,
 		},
 		{
-			name: "log at an unknown level", wf: wfOf(step("say", "log", map[string]any{"message": "x", "level": "loud"})),
+			name: "log at an unknown level", wf: wfOf(action("say", "log", map[string]any{"message": "x", "level": "loud"})),
 			err: `step say: with.level: "loud" is not debug, info, warn or error`, business: true,
 		},
 		{
 			name: "set vars and outputs",
-			wf: withOutputs(wfOf(step("keep", "set", map[string]any{"n": 2.0, "who": "${{ inputs.who }}"})),
+			wf: withOutputs(wfOf(action("keep", "set", map[string]any{"n": 2.0, "who": "${{ inputs.who }}"})),
 				map[string]string{"n": "${{ vars.n }}", "who": "${{ steps.keep.outputs.who }}"}),
 			inputs:  map[string]any{"who": "ada"},
 			outputs: map[string]any{"n": 2.0, "who": "ada"},
@@ -174,42 +176,42 @@ func TestSteps(t *testing.T) {
 		{
 			name: "set overwrites",
 			wf: withOutputs(wfOf(
-				step("a", "set", map[string]any{"x": "one"}),
-				step("b", "set", map[string]any{"x": "two"}),
+				action("a", "set", map[string]any{"x": "one"}),
+				action("b", "set", map[string]any{"x": "two"}),
 			), map[string]string{"x": "${{ vars.x }}", "first": "${{ steps.a.outputs.x }}"}),
 			outputs: map[string]any{"x": "two", "first": "one"},
 		},
-		{name: "delay as a duration", wf: wfOf(step("wait", "delay", map[string]any{"duration": "1ms"}))},
-		{name: "delay as seconds", wf: wfOf(step("wait", "delay", map[string]any{"duration": 0.001}))},
-		{name: "delay of zero", wf: wfOf(step("wait", "delay", map[string]any{"duration": 0.0}))},
+		{name: "delay as a duration", wf: wfOf(action("wait", "delay", map[string]any{"duration": "1ms"}))},
+		{name: "delay as seconds", wf: wfOf(action("wait", "delay", map[string]any{"duration": 0.001}))},
+		{name: "delay of zero", wf: wfOf(action("wait", "delay", map[string]any{"duration": 0.0}))},
 		{
-			name: "delay without duration", wf: wfOf(step("wait", "delay", nil)),
+			name: "delay without duration", wf: wfOf(action("wait", "delay", nil)),
 			err: "step wait: with.duration: required", contains: true, business: true,
 		},
 		{
-			name: "delay of nonsense", wf: wfOf(step("wait", "delay", map[string]any{"duration": "soon"})),
-			err: `step wait: with.duration: "soon" is not a duration like 1.5s`, business: true,
+			name: "delay of nonsense", wf: wfOf(action("wait", "delay", map[string]any{"duration": "soon"})),
+			err: `"soon" is not a duration like 1.5s`, contains: true, business: true,
 		},
 		{
-			name: "delay of a bool", wf: wfOf(step("wait", "delay", map[string]any{"duration": true})),
-			err: "step wait: with.duration: want a duration like 1.5s or a number of seconds, got true", business: true,
+			name: "delay of a bool", wf: wfOf(action("wait", "delay", map[string]any{"duration": true})),
+			err: "want a duration like 1.5s or a number of seconds, got true", contains: true, business: true,
 		},
 		{
-			name: "negative delay", wf: wfOf(step("wait", "delay", map[string]any{"duration": -1.0})),
-			err: "step wait: with.duration: -1 is negative", business: true,
+			name: "negative delay", wf: wfOf(action("wait", "delay", map[string]any{"duration": -1.0})),
+			err: "-1 is negative", contains: true, business: true,
 		},
-		{name: "fail by default", wf: wfOf(step("boom", "fail", nil)), err: "step boom: failed by the workflow"},
+		{name: "fail by default", wf: wfOf(action("boom", "fail", nil)), err: "step boom: failed by the workflow"},
 		{
-			name: "fail as business", wf: wfOf(step("boom", "fail", map[string]any{"message": "no invoice", "business": true})),
+			name: "fail as business", wf: wfOf(action("boom", "fail", map[string]any{"message": "no invoice", "business": true})),
 			err: "step boom: no invoice", business: true,
 		},
 		{
-			name: "fail with a wrong business", wf: wfOf(step("boom", "fail", map[string]any{"business": "yes"})),
-			err: `step boom: with.business: want true or false, got the string "yes"`, business: true,
+			name: "fail with a wrong business", wf: wfOf(action("boom", "fail", map[string]any{"business": "yes"})),
+			err: `step boom: with.business: want true or false, got string`, business: true,
 		},
 		{
-			name: "unknown step", wf: wfOf(step("x", "brower.click", nil)),
-			err: `step x: unknown step "brower.click"; the core engine runs log, set, delay, fail`,
+			name: "unknown step", wf: wfOf(action("x", "brower.click", nil)),
+			err: `step x: unknown step "brower.click"`, business: true,
 		},
 		{
 			name: "nested steps in order",
@@ -222,7 +224,7 @@ func TestSteps(t *testing.T) {
 		},
 		{
 			name:   "failure in a nested step",
-			wf:     wfOf(&casarev1.Step{Id: "group", Steps: []*casarev1.Step{step("deep", "fail", nil)}}, logStep("after", "no")),
+			wf:     wfOf(&casarev1.Step{Id: "group", Steps: []*casarev1.Step{action("deep", "fail", nil)}}, logStep("after", "no")),
 			err:    "step deep: failed by the workflow",
 			logged: []string{},
 		},
@@ -242,7 +244,7 @@ func TestSubstitution(t *testing.T) {
 	for _, tc := range []runCase{
 		{
 			name: "a lone expression keeps its type",
-			wf: withOutputs(wfOf(step("keep", "set", map[string]any{
+			wf: withOutputs(wfOf(action("keep", "set", map[string]any{
 				"n": "${{ inputs.n }}", "flag": "${{inputs.flag}}", "user": "${{ inputs.user }}", "list": "${{ inputs.list }}",
 			})), map[string]string{"n": "${{ vars.n }}", "flag": "${{ vars.flag }}", "user": "${{ vars.user }}", "list": "${{ vars.list }}"}),
 			outputs: map[string]any{
@@ -258,7 +260,7 @@ func TestSubstitution(t *testing.T) {
 				"flag":  "flag ${{ inputs.flag }}",
 				"user":  "user ${{ inputs.user }}",
 				"list":  "${{ inputs.list }}!",
-				"two":   "${{ inputs.user.name }} and ${{ inputs.list.1 }}",
+				"two":   "${{ inputs.user.name }} and ${{ inputs.list[1] }}",
 				"plain": "no expression",
 			}),
 			outputs: map[string]any{
@@ -273,7 +275,7 @@ func TestSubstitution(t *testing.T) {
 		},
 		{
 			name: "inside lists and maps of with",
-			wf: withOutputs(wfOf(step("keep", "set", map[string]any{
+			wf: withOutputs(wfOf(action("keep", "set", map[string]any{
 				"deep": map[string]any{"list": []any{"${{ inputs.user.name }}", "n=${{ inputs.n }}", 7.0}},
 			})), map[string]string{"deep": "${{ steps.keep.outputs.deep }}"}),
 			outputs: map[string]any{"deep": map[string]any{"list": []any{"ada", "n=3", 7.0}}},
@@ -281,32 +283,32 @@ func TestSubstitution(t *testing.T) {
 		{
 			name: "unknown path",
 			wf:   wfOf(logStep("greet", "${{ inputs.nme }}")),
-			err:  `step greet: ${{ inputs.nme }}: unknown name "inputs.nme"`,
+			err:  `step greet: with.message: ${{ inputs.nme }}: no such key: nme`, business: true,
 		},
 		{
 			name: "unknown path inside text",
 			wf:   wfOf(logStep("greet", "hello ${{ vars.who }}")),
-			err:  `step greet: ${{ vars.who }}: unknown name "vars.who"`,
+			err:  `step greet: with.message: ${{ vars.who }}: no such key: who`, business: true,
 		},
 		{
 			name: "a field of a string",
 			wf:   wfOf(logStep("greet", "${{ inputs.user.name.first }}")),
-			err:  `step greet: ${{ inputs.user.name.first }}: unknown name "inputs.user.name.first"`,
+			err:  `step greet: with.message: ${{ inputs.user.name.first }}: no such key: first`, business: true,
 		},
 		{
 			name: "a list index out of range",
-			wf:   wfOf(logStep("greet", "${{ inputs.list.2 }}")),
-			err:  `step greet: ${{ inputs.list.2 }}: unknown name "inputs.list.2"`,
+			wf:   wfOf(logStep("greet", "${{ inputs.list[2] }}")),
+			err:  `step greet: with.message: ${{ inputs.list[2] }}: index out of bounds: 2`, business: true,
 		},
 		{
 			name: "outputs of a later step",
 			wf:   wfOf(logStep("first", "${{ steps.second.outputs.message }}"), logStep("second", "x")),
-			err:  `step first: ${{ steps.second.outputs.message }}: unknown name "steps.second.outputs.message"`,
+			err:  `step first: with.message: ${{ steps.second.outputs.message }}: no such key: second`, business: true,
 		},
 		{
-			name: "an expression beyond a path",
+			name: "numbers from JSON are doubles",
 			wf:   wfOf(logStep("sum", "${{ inputs.n + 1 }}")),
-			err:  "step sum: ${{ inputs.n + 1 }}: expressions beyond a path like inputs.name need the full engine",
+			err:  "step sum: with.message: ${{ inputs.n + 1 }}: no such overload (numbers are doubles unless declared integer: write 1.0, or int(x))", business: true,
 		},
 	} {
 		tc.inputs = inputs
@@ -330,20 +332,18 @@ func TestIf(t *testing.T) {
 		{name: "a bare path false", wf: wfOf(cond(" inputs.no ")), logged: []string{}},
 		{
 			name: "not a bool", wf: wfOf(cond("inputs.n")),
-			err: "step maybe: if: inputs.n is the number 1, not true or false",
+			err: "step maybe: if: inputs.n is the number 1, not true or false", business: true,
 		},
 		{
 			name: "an unknown path", wf: wfOf(cond("${{ inputs.maybe }}")),
-			err: `step maybe: if: ${{ inputs.maybe }}: unknown name "inputs.maybe"`,
+			err: `step maybe: if: ${{ inputs.maybe }}: no such key: maybe`, business: true,
 		},
+		{name: "an expression", wf: wfOf(cond("inputs.n > 0 && size(inputs.nested) == 1")), logged: []string{"info maybe: ran"}},
+		{name: "an expression false", wf: wfOf(cond("${{ inputs.n > 1 }}")), logged: []string{}},
 		{
-			name: "an expression beyond a path", wf: wfOf(cond("inputs.n > 0")),
-			err: `step maybe: if: "inputs.n > 0": if expressions beyond a path need the full engine`,
-		},
-		{
-			name:   "a skipped step has no outputs",
-			wf:     wfOf(cond("false"), logStep("after", "${{ steps.maybe.outputs.message }}")),
-			err:    `step after: ${{ steps.maybe.outputs.message }}: unknown name "steps.maybe.outputs.message"`,
+			name: "a skipped step has no outputs",
+			wf:   wfOf(cond("false"), logStep("after", "${{ steps.maybe.outputs.message }}")),
+			err:  `step after: with.message: ${{ steps.maybe.outputs.message }}: no such key: maybe`, business: true,
 			logged: []string{},
 		},
 	} {
@@ -352,7 +352,7 @@ func TestIf(t *testing.T) {
 	}
 
 	r := &recorder{}
-	if _, err := New().Run(context.Background(), wfOf(cond("false")), nil, r); err != nil {
+	if _, err := newEngine().Run(context.Background(), wfOf(cond("false")), nil, nil, r); err != nil {
 		t.Fatal(err)
 	}
 	if r.count("debug maybe: skipped") != 1 || r.count("debug maybe: step started") != 0 {
@@ -369,24 +369,24 @@ func TestForeach(t *testing.T) {
 	for _, tc := range []runCase{
 		{
 			name: "items and indexes",
-			wf: withOutputs(wfOf(each("${{ inputs.names }}", logStep("greet", "${{ vars.index }}: ${{ vars.item }}"))),
-				map[string]string{"all": "${{ steps.greet.outputs.results }}"}),
+			wf: withOutputs(wfOf(each("${{ inputs.names }}", logStep("greet", "${{ index }}: ${{ item }}"))),
+				map[string]string{"all": "${{ steps.greet.outputs }}"}),
 			logged:  []string{"info greet: 0: ada", "info greet: 1: bob"},
 			outputs: map[string]any{"all": []any{map[string]any{"message": "0: ada"}, map[string]any{"message": "1: bob"}}},
 		},
 		{
 			name: "nested loops",
 			wf: wfOf(each("inputs.grid", &casarev1.Step{Id: "rows", Steps: []*casarev1.Step{
-				step("row", "set", map[string]any{"row": "${{ vars.index }}"}),
-				each("vars.item", logStep("cell", "${{ vars.row }},${{ vars.index }}=${{ vars.item }}")),
-				logStep("after", "row ${{ vars.index }} done"),
+				action("row", "set", map[string]any{"row": "${{ index }}"}),
+				each("item", logStep("cell", "${{ vars.row }},${{ index }}=${{ item }}")),
+				logStep("after", "row ${{ index }} done"),
 			}})),
 			logged: []string{"info cell: 0,0=1", "info cell: 0,1=2", "info after: row 0 done", "info cell: 1,0=3", "info after: row 1 done"},
 		},
 		{
-			name:   "the item is gone after the loop",
-			wf:     wfOf(each("inputs.names", step("x", "set", nil)), logStep("after", "${{ vars.item }}")),
-			err:    `step after: ${{ vars.item }}: unknown name "vars.item"`,
+			name: "the item is gone after the loop",
+			wf:   wfOf(each("inputs.names", action("x", "set", nil)), logStep("after", "${{ item }}")),
+			err:  `step after: with.message: ${{ item }}: no such attribute(s): item`, business: true,
 			logged: []string{},
 		},
 		{
@@ -397,17 +397,17 @@ func TestForeach(t *testing.T) {
 		},
 		{
 			name: "not a list", wf: wfOf(each("inputs.n", logStep("x", "x"))),
-			err: "step x: foreach: inputs.n is the number 2, not a list",
+			err: "step x: foreach: inputs.n is the number 2, not a list", business: true,
 		},
 		{
 			name: "an unknown list", wf: wfOf(each("inputs.nope", logStep("x", "x"))),
-			err: `step x: foreach: ${{ inputs.nope }}: unknown name "inputs.nope"`,
+			err: `step x: foreach: ${{ inputs.nope }}: no such key: nope`, business: true,
 		},
 		{
 			name: "a failing item stops the loop",
 			wf: wfOf(each("inputs.names", &casarev1.Step{Id: "body", Steps: []*casarev1.Step{
-				logStep("greet", "${{ vars.item }}"),
-				step("boom", "fail", map[string]any{"message": "no ${{ vars.item }}"}),
+				logStep("greet", "${{ item }}"),
+				action("boom", "fail", map[string]any{"message": "no ${{ item }}"}),
 			}})),
 			err:    "step boom: no ada",
 			logged: []string{"info greet: ada"},
@@ -421,7 +421,7 @@ func TestForeach(t *testing.T) {
 }
 
 func TestContinueOnError(t *testing.T) {
-	soft := step("soft", "fail", map[string]any{"message": "nope"})
+	soft := action("soft", "fail", map[string]any{"message": "nope"})
 	soft.ContinueOnError = true
 	runCase{
 		wf:     wfOf(soft, logStep("after", "still here")),
@@ -435,14 +435,14 @@ func TestRetry(t *testing.T) {
 		step     *casarev1.Step
 		attempts int
 	}{
-		{"no retry", step("s", "fail", nil), 1},
-		{"application errors are retried", step("s", "fail", nil), 3},
-		{"business errors are not", step("s", "fail", map[string]any{"business": true}), 1},
-		{"timeouts are retried", withTimeout(step("s", "delay", map[string]any{"duration": "10s"}), 5*time.Millisecond), 3},
+		{"no retry", action("s", "fail", nil), 1},
+		{"application errors are retried", action("s", "fail", nil), 3},
+		{"business errors are not", action("s", "fail", map[string]any{"business": true}), 1},
+		{"timeouts are retried", withTimeout(action("s", "delay", map[string]any{"duration": "10s"}), 5*time.Millisecond), 3},
 		{"success is not", logStep("s", "fine"), 1},
 		{
 			name:     "a group is retried whole",
-			step:     &casarev1.Step{Id: "s", Steps: []*casarev1.Step{logStep("a", "x"), step("b", "fail", nil)}},
+			step:     &casarev1.Step{Id: "s", Steps: []*casarev1.Step{logStep("a", "x"), action("b", "fail", nil)}},
 			attempts: 3,
 		},
 	} {
@@ -452,7 +452,7 @@ func TestRetry(t *testing.T) {
 				s.Retry = &casarev1.Retry{Attempts: 3, Backoff: durationpb.New(time.Millisecond)}
 			}
 			r := &recorder{}
-			_, err := New().Run(context.Background(), wfOf(s), nil, r)
+			_, err := newEngine().Run(context.Background(), wfOf(s), nil, nil, r)
 			if got := r.count("debug s: step started"); got != tc.attempts {
 				t.Errorf("%d attempts, want %d; log %q (err %v)", got, tc.attempts, r.lines, err)
 			}
@@ -460,9 +460,9 @@ func TestRetry(t *testing.T) {
 	}
 
 	r := &recorder{}
-	s := step("s", "fail", nil)
+	s := action("s", "fail", nil)
 	s.Retry = &casarev1.Retry{Attempts: 3, Backoff: durationpb.New(time.Millisecond)}
-	if _, err := New().Run(context.Background(), wfOf(s), nil, r); err == nil {
+	if _, err := newEngine().Run(context.Background(), wfOf(s), nil, nil, r); err == nil {
 		t.Fatal("a failing step succeeded")
 	}
 	want := []string{
@@ -475,9 +475,9 @@ func TestRetry(t *testing.T) {
 }
 
 func TestOnError(t *testing.T) {
-	caught := func(id string) *casarev1.Step { return logStep(id, "caught: ${{ vars.error }}") }
+	caught := func(id string) *casarev1.Step { return logStep(id, "caught: ${{ error.message }}") }
 	failing := func(on ...*casarev1.Step) *casarev1.Step {
-		s := step("flaky", "fail", map[string]any{"message": "broken"})
+		s := action("flaky", "fail", map[string]any{"message": "broken"})
 		s.OnError = on
 		return s
 	}
@@ -517,7 +517,7 @@ func TestOnError(t *testing.T) {
 		},
 		{
 			name: "a failing handler keeps the first error",
-			wf:   wfOf(failing(step("oops", "fail", map[string]any{"message": "worse"}), caught("never"))),
+			wf:   wfOf(failing(action("oops", "fail", map[string]any{"message": "worse"}), caught("never"))),
 			err:  "step flaky: broken",
 			logged: []string{
 				"error oops: on_error step failed: step oops: worse",
@@ -527,7 +527,7 @@ func TestOnError(t *testing.T) {
 			name: "on the workflow's timeout",
 			wf: &casarev1.Workflow{
 				Timeout: durationpb.New(20 * time.Millisecond),
-				Steps:   []*casarev1.Step{step("slow", "delay", map[string]any{"duration": "10s"})},
+				Steps:   []*casarev1.Step{action("slow", "delay", map[string]any{"duration": "10s"})},
 				OnError: []*casarev1.Step{caught("report")},
 			},
 			err:    "step slow: timed out after 20ms",
@@ -539,7 +539,7 @@ func TestOnError(t *testing.T) {
 }
 
 func TestTimeouts(t *testing.T) {
-	slow := func() *casarev1.Step { return step("slow", "delay", map[string]any{"duration": "10s"}) }
+	slow := func() *casarev1.Step { return action("slow", "delay", map[string]any{"duration": "10s"}) }
 	for _, tc := range []runCase{
 		{name: "a step", wf: wfOf(withTimeout(slow(), 20*time.Millisecond)), err: "step slow: timed out after 20ms"},
 		{
@@ -549,7 +549,7 @@ func TestTimeouts(t *testing.T) {
 		},
 		{
 			name: "a step within its limit",
-			wf:   wfOf(withTimeout(step("quick", "delay", map[string]any{"duration": "1ms"}), 10*time.Second)),
+			wf:   wfOf(withTimeout(action("quick", "delay", map[string]any{"duration": "1ms"}), 10*time.Second)),
 		},
 		{
 			name: "the workflow",
@@ -581,13 +581,13 @@ func TestTimeouts(t *testing.T) {
 }
 
 func TestCancel(t *testing.T) {
-	soft := step("wait", "delay", map[string]any{"duration": 10.0})
+	soft := action("wait", "delay", map[string]any{"duration": 10.0})
 	soft.ContinueOnError = true
 	for _, tc := range []struct {
 		name string
 		wf   *casarev1.Workflow
 	}{
-		{"during a delay", wfOf(step("wait", "delay", map[string]any{"duration": 10.0}))},
+		{"during a delay", wfOf(action("wait", "delay", map[string]any{"duration": 10.0}))},
 		{"during a delay that would go on", wfOf(soft, logStep("after", "no"))},
 		{"during a retry's backoff", wfOf(&casarev1.Step{Id: "wait", Uses: "fail", Retry: &casarev1.Retry{Attempts: 2, Backoff: durationpb.New(10 * time.Second)}})},
 		{"during a loop", &casarev1.Workflow{
@@ -601,7 +601,7 @@ func TestCancel(t *testing.T) {
 			r := &recorder{}
 			done := make(chan error, 1)
 			go func() {
-				_, err := New().Run(ctx, tc.wf, nil, r)
+				_, err := newEngine().Run(ctx, tc.wf, nil, nil, r)
 				done <- err
 			}()
 			time.Sleep(20 * time.Millisecond)
@@ -625,7 +625,7 @@ func TestCancel(t *testing.T) {
 		ctx, cancel := context.WithCancel(context.Background())
 		cancel()
 		r := &recorder{}
-		_, err := New().Run(ctx, wfOf(logStep("hi", "x")), nil, r)
+		_, err := newEngine().Run(ctx, wfOf(logStep("hi", "x")), nil, nil, r)
 		var ee *Error
 		if !errors.As(err, &ee) || ee.Message != "cancelled" {
 			t.Fatalf("err = %v, want cancelled", err)
@@ -666,14 +666,14 @@ func TestInputs(t *testing.T) {
 			name:   "an optional input missing",
 			wf:     &casarev1.Workflow{Inputs: specs, Steps: []*casarev1.Step{logStep("a", "${{ inputs.opt }}")}},
 			inputs: map[string]any{"url": "http://x"},
-			err:    `step a: ${{ inputs.opt }}: unknown name "inputs.opt"`,
+			err:    `step a: with.message: ${{ inputs.opt }}: no such key: opt`, business: true,
 		},
 	} {
 		t.Run(tc.name, tc.check)
 	}
 
 	given := map[string]any{"url": "http://x"}
-	if _, err := New().Run(context.Background(), &casarev1.Workflow{Inputs: specs, Steps: []*casarev1.Step{logStep("a", "x")}}, given, &recorder{}); err != nil {
+	if _, err := newEngine().Run(context.Background(), &casarev1.Workflow{Inputs: specs, Steps: []*casarev1.Step{logStep("a", "x")}}, given, nil, &recorder{}); err != nil {
 		t.Fatal(err)
 	}
 	if len(given) != 1 {
@@ -686,13 +686,13 @@ func TestOutputs(t *testing.T) {
 		{name: "none declared", wf: wfOf(logStep("a", "x")), outputs: map[string]any{}},
 		{
 			name:    "after all steps",
-			wf:      withOutputs(wfOf(step("a", "set", map[string]any{"x": 1.0}), step("b", "set", map[string]any{"x": 2.0})), map[string]string{"x": "${{ vars.x }}", "text": "x is ${{ vars.x }}"}),
+			wf:      withOutputs(wfOf(action("a", "set", map[string]any{"x": 1.0}), action("b", "set", map[string]any{"x": 2.0})), map[string]string{"x": "${{ vars.x }}", "text": "x is ${{ vars.x }}"}),
 			outputs: map[string]any{"x": 2.0, "text": "x is 2"},
 		},
 		{
 			name: "an unknown name",
 			wf:   withOutputs(wfOf(logStep("a", "x")), map[string]string{"x": "${{ vars.x }}"}),
-			err:  `outputs.x: ${{ vars.x }}: unknown name "vars.x"`,
+			err:  `outputs.x: ${{ vars.x }}: no such key: x`, business: true,
 		},
 	} {
 		t.Run(tc.name, tc.check)
@@ -702,7 +702,7 @@ func TestOutputs(t *testing.T) {
 func TestProgress(t *testing.T) {
 	wf := wfOf(logStep("a", "1"), logStep("b", "2"), &casarev1.Step{Id: "c", Steps: []*casarev1.Step{logStep("c1", "3"), logStep("c2", "4")}}, logStep("d", "5"))
 	r := &recorder{}
-	if _, err := New().Run(context.Background(), wf, nil, r); err != nil {
+	if _, err := newEngine().Run(context.Background(), wf, nil, nil, r); err != nil {
 		t.Fatal(err)
 	}
 	want := []string{"a 0 ", "b 25 ", "c 50 ", "d 75 ", " 100 done"}
@@ -711,7 +711,7 @@ func TestProgress(t *testing.T) {
 	}
 
 	r = &recorder{}
-	if _, err := New().Run(context.Background(), wfOf(logStep("a", "1"), step("b", "fail", nil)), nil, r); err == nil {
+	if _, err := newEngine().Run(context.Background(), wfOf(logStep("a", "1"), action("b", "fail", nil)), nil, nil, r); err == nil {
 		t.Fatal("a failing workflow succeeded")
 	}
 	if want := []string{"a 0 ", "b 50 "}; !reflect.DeepEqual(r.progress, want) {
@@ -719,7 +719,7 @@ func TestProgress(t *testing.T) {
 	}
 
 	r = &recorder{}
-	if _, err := New().Run(context.Background(), wfOf(), nil, r); err != nil {
+	if _, err := newEngine().Run(context.Background(), wfOf(), nil, nil, r); err != nil {
 		t.Fatal(err)
 	}
 	if want := []string{" 100 done"}; !reflect.DeepEqual(r.progress, want) {
@@ -729,7 +729,7 @@ func TestProgress(t *testing.T) {
 
 func TestStepStarted(t *testing.T) {
 	r := &recorder{}
-	if _, err := New().Run(context.Background(), wfOf(logStep("a", "x"), &casarev1.Step{Id: "g", Steps: []*casarev1.Step{logStep("b", "y")}}), nil, r); err != nil {
+	if _, err := newEngine().Run(context.Background(), wfOf(logStep("a", "x"), &casarev1.Step{Id: "g", Steps: []*casarev1.Step{logStep("b", "y")}}), nil, nil, r); err != nil {
 		t.Fatal(err)
 	}
 	for _, id := range []string{"a", "g", "b"} {
@@ -742,19 +742,23 @@ func TestStepStarted(t *testing.T) {
 // One engine serves all of a robot's jobs at once; each run keeps its own
 // variables.
 func TestConcurrentRuns(t *testing.T) {
-	e := New()
+	e := newEngine()
 	wf := withOutputs(wfOf(
-		step("keep", "set", map[string]any{"me": "${{ inputs.i }}"}),
-		step("wait", "delay", map[string]any{"duration": "1ms"}),
+		action("keep", "set", map[string]any{"me": "${{ inputs.i }}"}),
+		action("wait", "delay", map[string]any{"duration": "1ms"}),
 	), map[string]string{"me": "${{ vars.me }}"})
 	var wg sync.WaitGroup
 	for i := range 20 {
 		wg.Go(func() {
-			out, err := e.Run(context.Background(), wf, map[string]any{"i": i}, &recorder{})
+			out, err := e.Run(context.Background(), wf, map[string]any{"i": i}, nil, &recorder{})
 			if err != nil || out["me"] != float64(i) {
 				t.Errorf("run %d: %v, %v", i, out, err)
 			}
 		})
 	}
 	wg.Wait()
+}
+
+func newEngine() Engine {
+	return New(step.NewCatalogue(core.Actions()...), Options{})
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"sync"
 	"time"
 
@@ -13,6 +14,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/casarerpa/casare/agent/engine"
+	"github.com/casarerpa/casare/agent/step"
 	agentv1 "github.com/casarerpa/casare/rpc/casare/agent/v1"
 	casarev1 "github.com/casarerpa/casare/rpc/casare/v1"
 )
@@ -250,7 +252,15 @@ func (r *runner) runWorkflow(ctx context.Context, j *job, assign *agentv1.JobAss
 		return nil, &engine.Error{Message: "the robot cannot read the workflow: " + err.Error(), Business: true}
 	}
 	inputs := assign.GetInputs().AsMap()
-	outputs, err := r.opts.Engine.Run(ctx, wf, inputs, reporter{j, r})
+	dir, err := os.MkdirTemp("", "casare-job-"+j.id+"-")
+	if err != nil {
+		return nil, &engine.Error{Message: "the robot cannot make the job's directory: " + err.Error()}
+	}
+	defer os.RemoveAll(dir)
+	rep := reporter{j, r}
+	env := &step.Env{JobID: j.id, WorkDir: dir, Log: func(level, message string) { rep.Log(level, "", message) }}
+	defer env.Close()
+	outputs, err := r.opts.Engine.Run(ctx, wf, inputs, env, rep)
 	if err != nil {
 		return nil, err
 	}

@@ -14,6 +14,7 @@ import (
 	"net"
 	"os"
 	"runtime"
+	"slices"
 	"sync"
 	"time"
 
@@ -21,6 +22,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/casarerpa/casare/agent/engine"
+	"github.com/casarerpa/casare/agent/step/library"
 	agentv1 "github.com/casarerpa/casare/rpc/casare/agent/v1"
 )
 
@@ -88,7 +90,8 @@ func Run(ctx context.Context, opts Options) error {
 		opts.RenewBefore = 30 * 24 * time.Hour
 	}
 	if opts.Engine == nil {
-		opts.Engine = engine.New()
+		cat := library.Catalogue(library.Config{AllowShell: slices.Contains(opts.Capabilities, "shell")})
+		opts.Engine = engine.New(cat, engine.Options{Capabilities: opts.Capabilities})
 	}
 	if opts.DrainTimeout <= 0 {
 		opts.DrainTimeout = 5 * time.Minute

@@ -1,0 +1,284 @@
+// Package expr holds the expression language of workflows: CEL inside
+// ${{ }} in strings, bare in if and foreach. The validator type-checks
+// expressions with it and the engine evaluates them, so both agree on what
+// an expression means.
+package expr
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+
+	"cel.dev/cel-go/cel"
+	"cel.dev/cel-go/common/ast"
+	"cel.dev/cel-go/ext"
+	"cel.dev/cel-go/interpreter"
+
+	casarev1 "github.com/casarerpa/casare/rpc/casare/v1"
+)
+
+// DefaultCostLimit bounds the work one evaluation may do. CEL never loops
+// forever, but a comprehension over a large list can still run long; a
+// million units is far beyond what a workflow's glue needs.
+const DefaultCostLimit = 1_000_000
+
+// Names a workflow expression may use.
+const (
+	Inputs = "inputs"
+	Vars   = "vars"
+	Steps  = "steps"
+	Item   = "item"
+	Index  = "index"
+	Job    = "job"
+	Error  = "error"
+)
+
+// base is the environment every expression is parsed and checked in; an
+// environment is immutable once built and safe for concurrent use, so one
+// serves every workflow.
+var base = func() *cel.Env {
+	dynMap := cel.MapType(cel.StringType, cel.DynType)
+	env, err := cel.NewEnv(
+		cel.Variable(Inputs, dynMap),
+		cel.Variable(Vars, dynMap),
+		cel.Variable(Steps, dynMap),
+		cel.Variable(Item, cel.DynType),
+		cel.Variable(Index, cel.IntType),
+		cel.Variable(Job, dynMap),
+		cel.Variable(Error, dynMap),
+		ext.Strings(),
+		ext.Lists(),
+		ext.Math(),
+		ext.Encoders(),
+		// JSON numbers arrive as doubles; `size(x) > 0.0` should not be
+		// needed to compare one with an int.
+		cel.CrossTypeNumericComparisons(true),
+	)
+	if err != nil {
+		panic("expr: " + err.Error())
+	}
+	return env
+}()
+
+// Checker type-checks the expressions of one workflow, knowing the types
+// of its declared inputs.
+type Checker struct {
+	env *cel.Env
+}
+
+// NewChecker returns a checker for a workflow with the given inputs.
+// Each declared input is a variable of its own (inputs.count: int), so
+// `inputs.count + 1` checks and `inputs.name + 1` does not.
+func NewChecker(inputs map[string]*casarev1.InputSpec) (*Checker, error) {
+	var opts []cel.EnvOption
+	for name, spec := range inputs {
+		opts = append(opts, cel.Variable(Inputs+"."+name, InputType(spec.GetType())))
+	}
+	if len(opts) == 0 {
+		return &Checker{env: base}, nil
+	}
+	env, err := base.Extend(opts...)
+	if err != nil {
+		return nil, err
+	}
+	return &Checker{env: env}, nil
+}
+
+// InputType is the CEL type of an input declared with type t.
+func InputType(t string) *cel.Type {
+	switch t {
+	case "string":
+		return cel.StringType
+	case "number":
+		return cel.DoubleType
+	case "integer":
+		return cel.IntType
+	case "boolean":
+		return cel.BoolType
+	case "object":
+		return cel.MapType(cel.StringType, cel.DynType)
+	case "array":
+		return cel.ListType(cel.DynType)
+	}
+	return cel.DynType
+}
+
+// Check parses and type-checks src. The error lists every problem with
+// its column.
+func (c *Checker) Check(src string) (*cel.Ast, error) {
+	checked, iss := c.env.Compile(src)
+	if iss.Err() != nil {
+		return nil, issuesError(iss)
+	}
+	return checked, nil
+}
+
+func issuesError(iss *cel.Issues) error {
+	var msgs []string
+	for _, e := range iss.Errors() {
+		msg := e.Message
+		if e.Location != nil && e.Location.Column() >= 0 {
+			msg = fmt.Sprintf("column %d: %s", e.Location.Column()+1, msg)
+		}
+		msgs = append(msgs, msg)
+	}
+	return errors.New(strings.Join(msgs, "; "))
+}
+
+// Program is an expression ready to evaluate.
+type Program struct {
+	src string
+	prg cel.Program
+}
+
+// Compile parses src into a program limited to costLimit units per
+// evaluation (DefaultCostLimit when 0). It does not type-check: the
+// validator did, and the values decide the rest at run time.
+func Compile(src string, costLimit uint64) (*Program, error) {
+	if costLimit == 0 {
+		costLimit = DefaultCostLimit
+	}
+	parsed, iss := base.Parse(src)
+	if iss.Err() != nil {
+		return nil, issuesError(iss)
+	}
+	prg, err := base.Program(parsed,
+		cel.CostLimit(costLimit),
+		// Look at the context every so many iterations of a
+		// comprehension, so a cancelled job stops inside one too.
+		cel.InterruptCheckFrequency(100),
+	)
+	if err != nil {
+		return nil, err
+	}
+	return &Program{src: src, prg: prg}, nil
+}
+
+// Source is the text the program was compiled from.
+func (p *Program) Source() string { return p.src }
+
+// ErrTooCostly says an evaluation went past its cost limit.
+var ErrTooCostly = errors.New("the expression does too much work (cost limit exceeded)")
+
+// Eval evaluates the program against vars and returns its value in the
+// JSON-like form workflows use (string, float64, bool, nil, []any,
+// map[string]any).
+func (p *Program) Eval(ctx context.Context, vars interpreter.Activation) (any, error) {
+	out, _, err := p.prg.ContextEval(ctx, vars)
+	if err != nil {
+		var cancelled interpreter.EvalCancelledError
+		if errors.As(err, &cancelled) && cancelled.Cause == interpreter.CostLimitExceeded {
+			return nil, ErrTooCostly
+		}
+		return nil, err
+	}
+	return Native(out)
+}
+
+// Refs are the names an expression uses that the validator checks
+// against the workflow.
+type Refs struct {
+	// Steps are the step ids read as steps.ID.
+	Steps []string
+	// Inputs are the inputs read as inputs.NAME.
+	Inputs []string
+	// Idents are the top-level names used (item, index, error, ...).
+	Idents []string
+}
+
+// References lists what a parsed or checked expression refers to.
+func References(a *cel.Ast) Refs {
+	var r Refs
+	root := ast.NavigateAST(a.NativeRep())
+	for _, e := range ast.MatchDescendants(root, ast.AllMatcher()) {
+		switch e.Kind() {
+		case ast.IdentKind:
+			name := e.AsIdent()
+			// A checked AST may have resolved inputs.count into one
+			// qualified identifier.
+			if in, ok := strings.CutPrefix(name, Inputs+"."); ok {
+				r.Inputs = append(r.Inputs, in)
+				name = Inputs
+			}
+			r.Idents = append(r.Idents, name)
+		case ast.SelectKind:
+			sel := e.AsSelect()
+			if op := sel.Operand(); op.Kind() == ast.IdentKind {
+				switch op.AsIdent() {
+				case Steps:
+					r.Steps = append(r.Steps, sel.FieldName())
+				case Inputs:
+					r.Inputs = append(r.Inputs, sel.FieldName())
+				}
+			}
+		}
+	}
+	return r
+}
+
+// Piece is a part of a template: literal text or an expression.
+type Piece struct {
+	Text string
+	Expr string
+	// IsExpr tells an empty expression (an error) from empty text.
+	IsExpr bool
+}
+
+// Template is a string with ${{ expression }} parts.
+type Template struct {
+	Pieces []Piece
+}
+
+// Lone reports whether the template is exactly one expression, which
+// keeps its value's type instead of becoming text.
+func (t Template) Lone() bool { return len(t.Pieces) == 1 && t.Pieces[0].IsExpr }
+
+// HasExpr reports whether the template has any expression at all.
+func (t Template) HasExpr() bool {
+	for _, p := range t.Pieces {
+		if p.IsExpr {
+			return true
+		}
+	}
+	return false
+}
+
+// ParseTemplate splits s at its ${{ }} parts. An expression ends at the
+// first }} after it starts.
+func ParseTemplate(s string) (Template, error) {
+	var t Template
+	for {
+		start := strings.Index(s, "${{")
+		if start < 0 {
+			if s != "" {
+				t.Pieces = append(t.Pieces, Piece{Text: s})
+			}
+			return t, nil
+		}
+		if start > 0 {
+			t.Pieces = append(t.Pieces, Piece{Text: s[:start]})
+		}
+		rest := s[start+3:]
+		end := strings.Index(rest, "}}")
+		if end < 0 {
+			return Template{}, errors.New("${{ without a closing }}")
+		}
+		src := strings.TrimSpace(rest[:end])
+		if src == "" {
+			return Template{}, errors.New("empty ${{ }}")
+		}
+		t.Pieces = append(t.Pieces, Piece{Expr: src, IsExpr: true})
+		s = rest[end+2:]
+	}
+}
+
+// Bare returns the expression of an if or foreach, which may be written
+// bare or inside one ${{ }}.
+func Bare(s string) string {
+	s = strings.TrimSpace(s)
+	if t, err := ParseTemplate(s); err == nil && t.Lone() {
+		return t.Pieces[0].Expr
+	}
+	return s
+}
