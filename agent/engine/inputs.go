@@ -2,9 +2,7 @@ package engine
 
 import (
 	"encoding/json"
-	"fmt"
 	"maps"
-	"math"
 	"slices"
 
 	"google.golang.org/protobuf/types/known/structpb"
@@ -36,7 +34,7 @@ func applyInputs(specs map[string]*casarev1.InputSpec, given map[string]any) (ma
 				continue
 			}
 		}
-		v, err := typed(spec.GetType(), v)
+		v, err := expr.CheckInput(spec.GetType(), v)
 		if err != nil {
 			return nil, nil, &Error{Message: "input " + name + ": " + err.Error(), Business: true}
 		}
@@ -48,46 +46,6 @@ func applyInputs(specs map[string]*casarev1.InputSpec, given map[string]any) (ma
 		}
 	}
 	return out, secrets, nil
-}
-
-// typed checks v against a declared input type.
-func typed(want string, v any) (any, error) {
-	ok := true
-	switch want {
-	case "", "any":
-	case "string":
-		_, ok = v.(string)
-	case "number":
-		_, ok = v.(float64)
-	case "integer":
-		f, isNum := v.(float64)
-		if isNum && f == math.Trunc(f) && math.Abs(f) < 1<<53 {
-			return int64(f), nil
-		}
-		ok = false
-	case "boolean":
-		_, ok = v.(bool)
-	case "object":
-		_, ok = v.(map[string]any)
-	case "array":
-		_, ok = v.([]any)
-	}
-	if !ok {
-		return nil, fmt.Errorf("want %s, got %s", want, shortJSON(v))
-	}
-	return v, nil
-}
-
-// shortJSON shows a value in an error as the JSON it came in, cut short.
-func shortJSON(v any) string {
-	b, err := json.Marshal(v)
-	if err != nil {
-		return fmt.Sprint(v)
-	}
-	if len(b) > 60 {
-		return string(b[:57]) + "..."
-	}
-	return string(b)
 }
 
 // normalize turns Go values into the JSON-like forms a workflow sees

@@ -1,5 +1,5 @@
 // Package workflow reads and checks workflow definitions. The control plane
-// and casarectl import it to validate; it imports nothing else of agent/.
+// and casarectl import it to validate against the step catalogue.
 package workflow
 
 import (
@@ -51,14 +51,8 @@ func cleanProtoError(err error) string {
 	return strings.TrimPrefix(msg, "proto: ")
 }
 
-// ValidationError lists every problem of a workflow, each with its path.
-type ValidationError struct {
-	Problems []string
-}
-
-func (e *ValidationError) Error() string {
-	return "invalid workflow:\n  " + strings.Join(e.Problems, "\n  ")
-}
+// protovalidateError is the error protovalidate reports violations with.
+type protovalidateError = protovalidate.ValidationError
 
 var validator = func() protovalidate.Validator {
 	v, err := protovalidate.New()
@@ -67,21 +61,3 @@ var validator = func() protovalidate.Validator {
 	}
 	return v
 }()
-
-// Validate checks a workflow against the rules of the API and returns a
-// *ValidationError with every problem at once, or nil.
-func Validate(wf *casarev1.Workflow) error {
-	err := validator.Validate(wf)
-	if err == nil {
-		return nil
-	}
-	var verr *protovalidate.ValidationError
-	if !errors.As(err, &verr) {
-		return fmt.Errorf("validate workflow: %w", err)
-	}
-	problems := make([]string, len(verr.Violations))
-	for i, v := range verr.Violations {
-		problems[i] = v.String()
-	}
-	return &ValidationError{Problems: problems}
-}

@@ -58,7 +58,7 @@ func TestParseYAMLAndJSONAgree(t *testing.T) {
 	if fromYAML.GetSteps()[1].GetRetry().GetBackoff().AsDuration().String() != "2s" {
 		t.Errorf("backoff = %v", fromYAML.GetSteps()[1].GetRetry().GetBackoff())
 	}
-	if err := Validate(fromYAML); err != nil {
+	if err := Validate(fromYAML, testCatalogue); err != nil {
 		t.Fatalf("the DESIGN example is invalid: %v", err)
 	}
 }
@@ -96,7 +96,7 @@ steps:
 	if err != nil {
 		t.Fatal(err)
 	}
-	err = Validate(wf)
+	err = Validate(wf, testCatalogue)
 	var verr *ValidationError
 	if !errors.As(err, &verr) {
 		t.Fatalf("Validate() = %v, want a *ValidationError", err)
@@ -116,12 +116,12 @@ steps:
 		t.Fatal(err)
 	}
 	empty, _ := Parse([]byte("name: empty\nsteps: []\n"))
-	if err := Validate(empty); err == nil || !strings.Contains(err.Error(), "steps:") {
+	if err := Validate(empty, testCatalogue); err == nil || !strings.Contains(err.Error(), "steps:") {
 		t.Errorf("a workflow without steps: %v", err)
 	}
 }
 
-func FuzzParse(f *testing.F) {
+func FuzzParseValidate(f *testing.F) {
 	f.Add([]byte(exampleYAML))
 	f.Add([]byte(exampleJSON))
 	f.Add([]byte("steps: [{id: a, uses: log, with: {n: 1}}]"))
@@ -130,7 +130,7 @@ func FuzzParse(f *testing.F) {
 		if err != nil {
 			return
 		}
-		_ = Validate(wf)
+		_ = Validate(wf, testCatalogue)
 		again, err := Parse(mustJSON(t, wf))
 		if err != nil {
 			t.Fatalf("re-parsing our own output failed: %v", err)

@@ -13,6 +13,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/structpb"
 
+	"github.com/casarerpa/casare/agent/workflow"
 	casarev1 "github.com/casarerpa/casare/rpc/casare/v1"
 	"github.com/casarerpa/casare/rpc/casare/v1/casarev1connect"
 	"github.com/casarerpa/casare/server/auth"
@@ -39,7 +40,12 @@ func (s *jobService) SubmitJob(ctx context.Context, req *casarev1.SubmitJobReque
 	if err != nil {
 		return nil, err
 	}
-	requires, err := mergeRequirements(wf.GetRequires(), req.GetRequires())
+	if req.GetWorkflow() != nil {
+		if err := validateWorkflow(wf); err != nil {
+			return nil, err
+		}
+	}
+	requires, err := mergeRequirements(workflow.Requirements(wf, stepCatalogue), req.GetRequires())
 	if err != nil {
 		return nil, err
 	}

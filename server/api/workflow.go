@@ -6,10 +6,13 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"strings"
 
 	"connectrpc.com/connect/v2"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/casarerpa/casare/agent/step/library"
+	"github.com/casarerpa/casare/agent/workflow"
 	casarev1 "github.com/casarerpa/casare/rpc/casare/v1"
 	"github.com/casarerpa/casare/rpc/casare/v1/casarev1connect"
 	"github.com/casarerpa/casare/server/auth"
@@ -18,6 +21,28 @@ import (
 
 type workflowService struct{ *Services }
 
+// stepCatalogue is what workflows are checked against. The server runs no
+// step, so the families' zero configuration is enough.
+var stepCatalogue = library.Catalogue(library.Config{})
+
+// validateWorkflow checks a definition against the step catalogue and
+// returns every problem in one invalid-argument error.
+func validateWorkflow(wf *casarev1.Workflow) error {
+	err := workflow.Validate(wf, stepCatalogue)
+	var verr *workflow.ValidationError
+	if errors.As(err, &verr) {
+		problems := make([]string, len(verr.Problems))
+		for i, p := range verr.Problems {
+			problems[i] = "workflow." + p
+		}
+		return connect.NewError(connect.CodeInvalidArgument, strings.Join(problems, "; "))
+	}
+	if err != nil {
+		return toConnect(err)
+	}
+	return nil
+}
+
 var _ casarev1connect.WorkflowServiceHandler = (*workflowService)(nil)
 
 // PutWorkflow stores the definition as a new version unless it equals the
@@ -25,6 +50,9 @@ var _ casarev1connect.WorkflowServiceHandler = (*workflowService)(nil)
 func (s *workflowService) PutWorkflow(ctx context.Context, req *casarev1.PutWorkflowRequest) (*casarev1.PutWorkflowResponse, error) {
 	wf := req.GetWorkflow()
 	auth.SetAuditTarget(ctx, "workflow/"+wf.GetName())
+	if err := validateWorkflow(wf); err != nil {
+		return nil, err
+	}
 	digest, err := workflowDigest(wf)
 	if err != nil {
 		return nil, toConnect(err)

@@ -136,7 +136,7 @@ func writeFile(t *testing.T, dir, name, content string) string {
 	return p
 }
 
-const hello = "name: hello\nsteps:\n  - {id: greet, uses: log}\n"
+const hello = "name: hello\nsteps:\n  - {id: greet, uses: log, with: {message: hello}}\n"
 
 func TestWaitExitCodes(t *testing.T) {
 	const (

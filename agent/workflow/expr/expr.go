@@ -117,7 +117,9 @@ func (c *Checker) Check(src string) (*cel.Ast, error) {
 func issuesError(iss *cel.Issues) error {
 	var msgs []string
 	for _, e := range iss.Errors() {
-		msg := e.Message
+		// The parser's list of every token it could have taken says
+		// less than the column does.
+		msg, _, _ := strings.Cut(e.Message, " expecting {")
 		if e.Location != nil && e.Location.Column() >= 0 {
 			msg = fmt.Sprintf("column %d: %s", e.Location.Column()+1, msg)
 		}

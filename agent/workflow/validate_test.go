@@ -1,0 +1,229 @@
+package workflow
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/casarerpa/casare/agent/step"
+	"github.com/casarerpa/casare/agent/step/core"
+	casarev1 "github.com/casarerpa/casare/rpc/casare/v1"
+)
+
+type navigateParams struct {
+	URL     string        `json:"url" step:"required" doc:"Where to go."`
+	Timeout step.Duration `json:"timeout" doc:"How long to wait."`
+	Retries int           `json:"retries" doc:"How often."`
+}
+
+type scrapeOutputs struct {
+	Rows []string `json:"rows" doc:"The rows."`
+}
+
+// testCatalogue is the core steps and stand-ins for the browser family,
+// whose shape is all validation looks at.
+var testCatalogue = step.NewCatalogue(append(core.Actions(),
+	step.Define("browser.navigate", "Opens a page.",
+		func(context.Context, *step.Env, navigateParams) (struct{}, error) { return struct{}{}, nil },
+		step.NeedsCapability("browser")),
+	step.Define("browser.scrape", "Reads rows.",
+		func(context.Context, *step.Env, struct {
+			Selector string `json:"selector" step:"required"`
+		}) (scrapeOutputs, error) {
+			return scrapeOutputs{}, nil
+		},
+		step.NeedsCapability("browser")),
+	step.Define("shell.run", "Runs a command.",
+		func(context.Context, *step.Env, map[string]any) (map[string]any, error) { return nil, nil },
+		step.NeedsCapability("shell")),
+)...)
+
+func problems(t *testing.T, doc string) []string {
+	t.Helper()
+	wf, err := Parse([]byte(doc))
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = Validate(wf, testCatalogue)
+	if err == nil {
+		return nil
+	}
+	var verr *ValidationError
+	if !errors.As(err, &verr) {
+		t.Fatalf("Validate() = %v, want a *ValidationError", err)
+	}
+	return verr.Problems
+}
+
+func TestValidateSteps(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		doc  string
+		want []string // each must be one problem, exactly
+	}{
+		{
+			name: "UnknownStepSuggests",
+			doc:  "steps:\n  - {id: a, uses: brower.navigate, with: {url: x}}\n",
+			want: []string{`steps[0].uses: unknown step "brower.navigate"; did you mean "browser.navigate"?`},
+		},
+		{
+			name: "RequiredParameter",
+			doc:  "steps:\n  - {id: a, uses: log}\n  - {id: b, uses: browser.navigate, with: {timeout: 2s}}\n",
+			want: []string{"steps[0].with.message: required", "steps[1].with.url: required"},
+		},
+		{
+			name: "UnknownParameter",
+			doc:  "steps:\n  - {id: a, uses: browser.navigate, with: {url: x, ulr: y}}\n",
+			want: []string{"steps[0].with.ulr: unknown parameter of browser.navigate (it takes retries, timeout, url)"},
+		},
+		{
+			name: "LiteralOfTheWrongType",
+			doc: "steps:\n  - {id: a, uses: browser.navigate, with: {url: [x], retries: two, timeout: soon}}\n" +
+				"  - {id: b, uses: fail, with: {business: \"${{ inputs.x }}\"}}\n",
+			want: []string{
+				"steps[0].with.retries: want integer, got string",
+				`steps[0].with.timeout: "soon" is not a duration like 1.5s`,
+				"steps[0].with.url: want string, got array",
+			},
+		},
+		{
+			name: "NestedPaths",
+			doc:  "steps:\n  - id: g\n    steps:\n      - {id: x, uses: log, with: {message: hi}}\n      - {id: y, uses: log, with: {mesage: hi}}\n",
+			want: []string{"steps[0].steps[1].with.message: required", "steps[0].steps[1].with.mesage: unknown parameter of log (it takes level, message)"},
+		},
+		{
+			name: "ExpressionSyntax",
+			doc:  "steps:\n  - {id: a, uses: log, with: {message: hi}, if: \"inputs.x >\"}\n",
+			want: []string{"steps[0].if: ${{ inputs.x > }}: column 11: Syntax error: mismatched input '<EOF>'"},
+		},
+		{
+			name: "ExpressionTypes",
+			doc: `inputs: {n: {type: integer}, name: {type: string}, price: {type: number}}
+steps:
+  - {id: a, uses: log, with: {message: "${{ inputs.n + 1 }} ${{ inputs.name + 1 }}"}}
+  - {id: b, uses: log, with: {message: "x"}, if: "inputs.name"}
+  - {id: c, uses: log, with: {message: "${{ inputs.price * 2.0 }} ${{ inputs.nope }}"}}
+`,
+			want: []string{
+				"steps[0].with.message: ${{ inputs.name + 1 }}: column 13: found no matching overload for '_+_' applied to '(string, int)'",
+				"steps[1].if: ${{ inputs.name }}: gives string, want bool",
+				"steps[2].with.message: ${{ inputs.nope }}: inputs.nope: not an input of the workflow (it takes n, name, price)",
+			},
+		},
+		{
+			name: "StepReferences",
+			doc: `steps:
+  - {id: a, uses: log, with: {message: "${{ steps.b.outputs.message }}"}}
+  - {id: b, uses: log, with: {message: "${{ steps.a.outputs.message }} ${{ steps.zz.outputs }}"}}
+  - {id: c, uses: log, with: {message: "${{ steps.c.outputs.message }}"}}
+outputs: {all: "${{ steps.c.outputs.message }}"}
+`,
+			want: []string{
+				"steps[0].with.message: ${{ steps.b.outputs.message }}: steps.b: that step has not run yet here",
+				`steps[1].with.message: ${{ steps.zz.outputs }}: steps.zz: no step has id "zz"`,
+				"steps[2].with.message: ${{ steps.c.outputs.message }}: steps.c: that step has not run yet here",
+			},
+		},
+		{
+			name: "ItemIndexAndError",
+			doc: `steps:
+  - {id: a, uses: log, with: {message: "${{ item }}"}}
+  - {id: b, uses: log, with: {message: "${{ index }} ${{ item }}"}, foreach: "[1, 2]", parallelism: 2}
+  - {id: c, uses: log, with: {message: "${{ error.message }}"}, on_error: [{id: d, uses: log, with: {message: "${{ error.step }}"}}]}
+  - {id: e, uses: log, with: {message: x}, parallelism: 2}
+  - {id: f, uses: log, with: {message: x}, foreach: "'abc'"}
+`,
+			want: []string{
+				"steps[0].with.message: ${{ item }}: item exists only inside a foreach",
+				"steps[2].with.message: ${{ error.message }}: error exists only in on_error steps",
+				"steps[3].parallelism: only a foreach step runs in parallel",
+				"steps[4].foreach: ${{ 'abc' }}: gives string, want a list",
+			},
+		},
+		{
+			name: "Inputs",
+			doc: `inputs:
+  n: {type: integer, default: 1.5}
+  s: {type: string, required: true, default: x}
+  ok: {type: array, default: [1]}
+steps: [{id: a, uses: log, with: {message: x}}]
+`,
+			want: []string{
+				"inputs.n.default: want integer, got 1.5",
+				"inputs.s: required and with a default: a default makes the input optional; drop one",
+			},
+		},
+		{
+			name: "AssertCondition",
+			doc:  "steps:\n  - {id: a, uses: assert, with: {condition: \"1 +\"}}\n  - {id: b, uses: assert, with: {condition: \"size('x') == 1\"}}\n",
+			want: []string{"steps[0].with.condition: ${{ 1 + }}: column 4: Syntax error: mismatched input '<EOF>'"},
+		},
+		{
+			name: "Valid",
+			doc: `inputs: {names: {type: array}, n: {type: integer, default: 2}}
+steps:
+  - id: each
+    foreach: inputs.names
+    parallelism: 4
+    steps:
+      - {id: hi, uses: log, with: {message: "${{ index }}: ${{ item }} ${{ inputs.n + 1 }}"}}
+  - {id: keep, uses: set, with: {anything: 1, goes: "${{ steps.each.outputs }}"}}
+  - id: risky
+    uses: shell.run
+    with: {command: ls}
+    on_error: [{id: report, uses: log, with: {message: "${{ error.message }} in ${{ error.step }}"}}]
+outputs: {n: "${{ size(steps.each.outputs) }}", kept: "${{ vars.anything }}"}
+on_error: [{id: last, uses: log, with: {message: "${{ error.message }}"}}]
+`,
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got := problems(t, tc.doc)
+			for _, want := range tc.want {
+				if !slices.Contains(got, want) {
+					t.Errorf("missing problem %q in:\n  %s", want, strings.Join(got, "\n  "))
+				}
+			}
+			if len(got) != len(tc.want) {
+				t.Errorf("got %d problems, want %d:\n  %s", len(got), len(tc.want), strings.Join(got, "\n  "))
+			}
+		})
+	}
+}
+
+func TestValidateWithoutCatalogue(t *testing.T) {
+	wf, err := Parse([]byte("steps: [{id: a, uses: nothing.known, with: {x: \"${{ 1 + }}\"}}]"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = Validate(wf, nil)
+	if err == nil || !strings.Contains(err.Error(), "steps[0].with.x: ${{ 1 + }}") || strings.Contains(err.Error(), "unknown step") {
+		t.Fatalf("Validate(nil catalogue) = %v, want only the expression problem", err)
+	}
+}
+
+func TestRequirements(t *testing.T) {
+	wf, err := Parse([]byte(`
+requires: {capabilities: [desktop, browser], labels: {app: sap}}
+steps:
+  - {id: a, uses: log, with: {message: x}}
+  - id: g
+    steps: [{id: b, uses: browser.navigate, with: {url: x}}]
+    on_error: [{id: c, uses: shell.run}]
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req := Requirements(wf, testCatalogue)
+	if want := []string{"browser", "desktop", "shell"}; !slices.Equal(req.GetCapabilities(), want) {
+		t.Errorf("capabilities = %v, want %v", req.GetCapabilities(), want)
+	}
+	if req.GetLabels()["app"] != "sap" {
+		t.Errorf("labels = %v", req.GetLabels())
+	}
+	if got := Requirements(&casarev1.Workflow{}, testCatalogue).GetCapabilities(); len(got) != 0 {
+		t.Errorf("an empty workflow needs %v", got)
+	}
+}
