@@ -3,6 +3,7 @@ package engine
 import (
 	"context"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 
@@ -164,15 +165,22 @@ func (f *frame) condition(ctx context.Context, src string) (bool, error) {
 }
 
 // list evaluates a foreach: a CEL expression giving a list. A map gives
-// its keys in order, as CEL iterates it.
+// its keys, sorted, so that runs repeat.
 func (f *frame) list(ctx context.Context, src string) ([]any, error) {
 	e := expr.Bare(src)
 	v, err := f.eval(ctx, e)
 	if err != nil {
 		return nil, err
 	}
-	if l, ok := v.([]any); ok {
-		return l, nil
+	switch v := v.(type) {
+	case []any:
+		return v, nil
+	case map[string]any:
+		keys := make([]any, 0, len(v))
+		for _, k := range slices.Sorted(maps.Keys(v)) {
+			keys = append(keys, k)
+		}
+		return keys, nil
 	}
 	return nil, fmt.Errorf("%s is %s, not a list", e, expr.Describe(v))
 }
