@@ -13,7 +13,6 @@ import (
 
 	"github.com/casarerpa/casare/agent/step"
 	"github.com/casarerpa/casare/agent/step/core"
-	"github.com/casarerpa/casare/agent/workflow/expr"
 	casarev1 "github.com/casarerpa/casare/rpc/casare/v1"
 )
 
@@ -63,14 +62,15 @@ func (e *Error) Error() string {
 
 // New returns an engine that runs the actions of cat.
 func New(cat step.Catalogue, opts Options) Engine {
-	return &engine{cat: cat, opts: opts}
+	return &engine{cat: cat, opts: opts, cache: newCache()}
 }
 
 // engine keeps no state of its own runs, so that one engine can run many
-// jobs at once.
+// jobs at once; what it does keep, compiled expressions, is immutable.
 type engine struct {
-	cat  step.Catalogue
-	opts Options
+	cat   step.Catalogue
+	opts  Options
+	cache *cache
 }
 
 // run is the state of one workflow run.
@@ -87,12 +87,6 @@ type run struct {
 	inputs map[string]any
 	vars   map[string]any
 	job    map[string]any
-
-	// Programs are compiled once per run and expression, however often
-	// a loop evaluates them.
-	cacheMu   sync.Mutex
-	programs  map[string]*expr.Program
-	templates map[string]expr.Template
 }
 
 func (e *engine) Run(ctx context.Context, wf *casarev1.Workflow, inputs map[string]any, env *step.Env, r Reporter) (map[string]any, error) {
@@ -107,7 +101,6 @@ func (e *engine) Run(ctx context.Context, wf *casarev1.Workflow, inputs map[stri
 	x := &run{
 		e: e, env: env, ms: newMasker(secrets),
 		inputs: in, vars: map[string]any{}, job: map[string]any{"id": env.JobID},
-		programs: map[string]*expr.Program{}, templates: map[string]expr.Template{},
 	}
 	x.r = maskedReporter{r, x.ms}
 	if len(secrets) > 0 && env.Log != nil {

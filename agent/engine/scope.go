@@ -6,6 +6,7 @@ import (
 	"maps"
 	"slices"
 	"strings"
+	"sync"
 
 	"cel.dev/cel-go/interpreter"
 
@@ -46,33 +47,59 @@ func (f *frame) Parent() interpreter.Activation { return nil }
 
 var _ interpreter.Activation = (*frame)(nil)
 
-// program returns the compiled src, compiling it on first use in the run.
+// cache keeps compiled expressions and parsed templates by their text.
+// An expression is compiled once, however often a loop evaluates it and
+// however many jobs run the workflow; compiled programs are immutable, so
+// runs share them.
+type cache struct {
+	mu        sync.Mutex
+	programs  map[string]*expr.Program
+	templates map[string]expr.Template
+}
+
+// maxCached bounds the cache; past it, the cache starts over rather than
+// keep the expressions of every workflow a long-lived robot ever ran.
+const maxCached = 10_000
+
+func newCache() *cache {
+	return &cache{programs: map[string]*expr.Program{}, templates: map[string]expr.Template{}}
+}
+
+// program returns the compiled src, compiling it on first use.
 func (x *run) program(src string) (*expr.Program, error) {
-	x.cacheMu.Lock()
-	defer x.cacheMu.Unlock()
-	if p, ok := x.programs[src]; ok {
+	c := x.e.cache
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if p, ok := c.programs[src]; ok {
 		return p, nil
 	}
 	p, err := expr.Compile(src, x.e.opts.CostLimit)
 	if err != nil {
 		return nil, err
 	}
-	x.programs[src] = p
+	if len(c.programs) >= maxCached {
+		clear(c.programs)
+	}
+	c.programs[src] = p
 	return p, nil
 }
 
 // template returns s split at its expressions, parsing it on first use.
 func (x *run) template(s string) (expr.Template, error) {
-	x.cacheMu.Lock()
-	defer x.cacheMu.Unlock()
-	if t, ok := x.templates[s]; ok {
+	c := x.e.cache
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if t, ok := c.templates[s]; ok {
 		return t, nil
 	}
 	t, err := expr.ParseTemplate(s)
 	if err != nil {
 		return expr.Template{}, err
 	}
-	x.templates[s] = t
+	if len(c.templates) >= maxCached {
+		clear(c.templates)
+	}
+	c.templates[s] = t
 	return t, nil
 }
 
@@ -83,7 +110,7 @@ func (f *frame) eval(ctx context.Context, src string) (any, error) {
 		return nil, fmt.Errorf("${{ %s }}: %w", src, err)
 	}
 	f.run.mu.RLock()
-	v, err := p.Eval(ctx, f)
+	v, err := p.Eval(f)
 	f.run.mu.RUnlock()
 	if err != nil {
 		if err.Error() == "no such overload" {

@@ -5,7 +5,6 @@
 package expr
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"strings"
@@ -145,12 +144,10 @@ func Compile(src string, costLimit uint64) (*Program, error) {
 	if iss.Err() != nil {
 		return nil, issuesError(iss)
 	}
-	prg, err := base.Program(parsed,
-		cel.CostLimit(costLimit),
-		// Look at the context every so many iterations of a
-		// comprehension, so a cancelled job stops inside one too.
-		cel.InterruptCheckFrequency(100),
-	)
+	// The cost limit bounds an evaluation to milliseconds, so it is not
+	// worth watching the job's context inside one (which would cost a
+	// context per evaluation).
+	prg, err := base.Program(parsed, cel.CostLimit(costLimit))
 	if err != nil {
 		return nil, err
 	}
@@ -166,8 +163,8 @@ var ErrTooCostly = errors.New("the expression does too much work (cost limit exc
 // Eval evaluates the program against vars and returns its value in the
 // JSON-like form workflows use (string, float64, bool, nil, []any,
 // map[string]any).
-func (p *Program) Eval(ctx context.Context, vars interpreter.Activation) (any, error) {
-	out, _, err := p.prg.ContextEval(ctx, vars)
+func (p *Program) Eval(vars interpreter.Activation) (any, error) {
+	out, _, err := p.prg.Eval(vars)
 	if err != nil {
 		var cancelled interpreter.EvalCancelledError
 		if errors.As(err, &cancelled) && cancelled.Cause == interpreter.CostLimitExceeded {
