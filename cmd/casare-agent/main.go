@@ -4,6 +4,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -26,6 +27,10 @@ func main() {
 	stop()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "casare-agent:", err)
+		var exit *robot.ExitError
+		if errors.As(err, &exit) {
+			os.Exit(exit.Code)
+		}
 		os.Exit(1)
 	}
 }
@@ -101,6 +106,21 @@ func newRootCommand() *cobra.Command {
 	_ = status.MarkFlagRequired("dir")
 	cert.AddCommand(status)
 
-	root.AddCommand(enrollCmd, runCmd, cert)
+	exec := robot.ExecOptions{Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr}
+	execCmd := &cobra.Command{
+		Use:   "exec FILE [--input k=v ...] [--allow-shell] [--workdir D]",
+		Short: "Run a workflow here, without a control plane: the log on stderr, the outputs as JSON on stdout (exit 1 when it fails)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			exec.File = args[0]
+			return robot.Exec(cmd.Context(), exec)
+		},
+	}
+	execCmd.Flags().StringArrayVar(&exec.Inputs, "input", nil, "an input k=v; a value that parses as JSON is taken as JSON (repeatable)")
+	execCmd.Flags().BoolVar(&exec.AllowShell, "allow-shell", false, "let shell steps run commands")
+	execCmd.Flags().StringVar(&exec.WorkDir, "workdir", "", "the job's directory, kept afterwards (default a temporary one, removed)")
+	execCmd.Flags().BoolVar(&exec.Debug, "debug", false, "show debug lines of the log too")
+
+	root.AddCommand(enrollCmd, runCmd, cert, execCmd)
 	return root
 }
