@@ -77,7 +77,7 @@ func Exec(ctx context.Context, opts ExecOptions) error {
 	if err != nil {
 		return usage("%s: %w", opts.File, err)
 	}
-	cat := library.Catalogue(library.Config{AllowShell: opts.AllowShell})
+	cat := library.Catalogue(library.Config{})
 	if err := workflow.Validate(wf, cat); err != nil {
 		return usage("%s: %w", opts.File, err)
 	}

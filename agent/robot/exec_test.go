@@ -81,3 +81,23 @@ func TestExecWorkDir(t *testing.T) {
 		t.Errorf("--workdir was not kept: %v", err)
 	}
 }
+
+func TestExecShellNeedsAllowing(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "wf.yaml")
+	doc := "steps: [{id: run, uses: shell.run, with: {command: sh, args: [-c, 'echo hi']}}]\noutputs: {said: \"${{ steps.run.outputs }}\"}\n"
+	if err := os.WriteFile(path, []byte(doc), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var stdout, stderr bytes.Buffer
+	err := Exec(context.Background(), ExecOptions{File: path, Stdout: &stdout, Stderr: &stderr})
+	var exit *ExitError
+	if !errors.As(err, &exit) || exit.Code != ExecFailed || !strings.Contains(err.Error(), `"shell" capability`) {
+		t.Fatalf("without --allow-shell: %v", err)
+	}
+	if err := Exec(context.Background(), ExecOptions{File: path, AllowShell: true, Stdout: &stdout, Stderr: &stderr}); err != nil {
+		t.Fatalf("with --allow-shell: %v (%s)", err, stderr.String())
+	}
+	if !strings.Contains(stdout.String(), "hi") {
+		t.Errorf("outputs = %s", stdout.String())
+	}
+}

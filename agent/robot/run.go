@@ -14,7 +14,6 @@ import (
 	"net"
 	"os"
 	"runtime"
-	"slices"
 	"sync"
 	"time"
 
@@ -90,7 +89,7 @@ func Run(ctx context.Context, opts Options) error {
 		opts.RenewBefore = 30 * 24 * time.Hour
 	}
 	if opts.Engine == nil {
-		cat := library.Catalogue(library.Config{AllowShell: slices.Contains(opts.Capabilities, "shell")})
+		cat := library.Catalogue(library.Config{})
 		opts.Engine = engine.New(cat, engine.Options{Capabilities: opts.Capabilities})
 	}
 	if opts.DrainTimeout <= 0 {

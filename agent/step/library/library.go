@@ -9,17 +9,18 @@ import (
 	"github.com/casarerpa/casare/agent/step"
 	"github.com/casarerpa/casare/agent/step/core"
 	"github.com/casarerpa/casare/agent/step/files"
+	"github.com/casarerpa/casare/agent/step/httpreq"
+	"github.com/casarerpa/casare/agent/step/shell"
 )
 
 // Config is the robot configuration the families need. The zero Config
-// gives the full catalogue with every family at its defaults, which is
-// what validation needs: it only reads the definitions.
+// gives every family at its defaults, which is what validation needs: it
+// only reads the definitions. Shell commands are not configured here: the
+// shell.run step needs the shell capability, which a robot advertises only
+// when its operator allows it.
 type Config struct {
-	// AllowShell lets shell.run run; without it the action is still
-	// defined (workflows using it validate) but refuses to run.
-	AllowShell bool
-	// Roots are directories file steps may reach besides the job's.
-	Roots []string
+	// The browser family's configuration (its Chromium binary, headless)
+	// joins here when that family lands.
 }
 
 // Catalogue returns the actions of every family, configured by cfg.
@@ -32,6 +33,9 @@ func Actions(cfg Config) []*step.Action {
 	return slices.Concat(
 		core.Actions(),
 		files.Actions(),
-		// httpreq, sheets, shell and browser join here as they land.
+		httpreq.Actions(),
+		shell.Actions(),
+		// sheets.Actions() and browser.Actions(cfg.Browser) join here as
+		// those families land.
 	)
 }
