@@ -33,10 +33,11 @@ test:
 bench:
 	$(GO) test -run '^$$' -bench . -benchtime 5s -timeout 30m ./...
 
-## generate: regenerate the API code from rpc/ with the pinned tools
+## generate: regenerate the API code from rpc/ with the pinned tools, the workflow schema and the step catalogue
 generate:
 	cd rpc/internal/protodeps && $(GO) run . ../..
 	$(TOOL) buf generate --path rpc/casare --path rpc/grpc
+	$(GO) generate ./agent/step/library
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi

@@ -3,6 +3,8 @@
 // and the schema and CATALOGUE.md are generated from it.
 package library
 
+//go:generate go run ./gen -schema ../../workflow/workflow.schema.json -catalogue CATALOGUE.md
+
 import (
 	"slices"
 
