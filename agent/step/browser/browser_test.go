@@ -283,7 +283,7 @@ func TestSteps(t *testing.T) {
 	})
 
 	t.Run("WaitsForASlowElement", func(t *testing.T) {
-		b.must(t, "browser.navigate", map[string]any{"url": site.URL + "/slow"})
+		b.must(t, "browser.navigate", map[string]any{"url": site.URL + "/slow", "wait_until": "none"})
 		start := time.Now()
 		if out := b.must(t, "browser.wait_for", map[string]any{"selector": "#late", "timeout": "5s"}); out["found"] != true {
 			t.Errorf("found = %v", out["found"])
@@ -358,6 +358,7 @@ func TestSteps(t *testing.T) {
 		_, err := b.run(t, context.Background(), "browser.screenshot", map[string]any{"name": "../out.png"})
 		wantErr(t, err, true, `"../out.png" is not a plain file name`)
 	})
+	testLifecycle(t, b)
 }
 
 // TestRejectsBadParameters needs no browser: the parameters are checked

@@ -14,15 +14,15 @@ import (
 
 // element prepares an action on an element: it checks the parameters,
 // then starts or finds the job's browser.
-func (a *actions) element(ctx context.Context, env *step.Env, action, sel, by string, timeout step.Duration) (*session, selector, time.Duration, error) {
+func (a *actions) element(ctx context.Context, env *step.Env, action, sel, by string, timeout step.Duration) (turn, selector, time.Duration, error) {
 	s, err := newSelector(action, sel, by)
 	if err != nil {
-		return nil, s, 0, err
+		return turn{}, s, 0, err
 	}
 	limit := limitOf(timeout)
 	b, err := a.acquire(ctx, env, limit)
 	if err != nil {
-		return nil, s, limit, failed(action, nil, limit, err)
+		return turn{}, s, limit, failed(action, nil, limit, err)
 	}
 	return b, s, limit, nil
 }
@@ -38,7 +38,7 @@ func (a *actions) click(ctx context.Context, env *step.Env, p clickParams) (none
 	if err != nil {
 		return none{}, err
 	}
-	err = b.do(ctx, limit, func(ctx context.Context) error {
+	err = b.do(ctx, func(ctx context.Context) error {
 		if err := sel.wait(ctx, stateVisible, limit); err != nil {
 			return err
 		}
@@ -61,7 +61,7 @@ func (a *actions) typeText(ctx context.Context, env *step.Env, p typeParams) (no
 	if err != nil {
 		return none{}, err
 	}
-	err = b.do(ctx, limit, func(ctx context.Context) error {
+	err = b.do(ctx, func(ctx context.Context) error {
 		if err := sel.wait(ctx, stateVisible, limit); err != nil {
 			return err
 		}
@@ -112,7 +112,7 @@ func (a *actions) selectOption(ctx context.Context, env *step.Env, p selectParam
 		want = "value " + strconv.Quote(*p.Value)
 	}
 	var out selectOutputs
-	err = b.do(ctx, limit, func(ctx context.Context) error {
+	err = b.do(ctx, func(ctx context.Context) error {
 		if err := sel.wait(ctx, statePresent, limit); err != nil {
 			return err
 		}
@@ -177,7 +177,7 @@ func (a *actions) waitFor(ctx context.Context, env *step.Env, p waitForParams) (
 		return waitForOutputs{}, err
 	}
 	var out waitForOutputs
-	err = b.do(ctx, limit, func(ctx context.Context) error {
+	err = b.do(ctx, func(ctx context.Context) error {
 		if err := sel.wait(ctx, state, limit); err != nil {
 			return err
 		}

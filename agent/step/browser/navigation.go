@@ -42,7 +42,7 @@ func (a *actions) open(ctx context.Context, env *step.Env, p openParams) (pageOu
 		return pageOutputs{}, failed(action, nil, limit, err)
 	}
 	var out pageOutputs
-	err = s.do(ctx, limit, func(ctx context.Context) error {
+	err = s.do(ctx, func(ctx context.Context) error {
 		if p.Width > 0 || p.Height > 0 {
 			w, h := int64(p.Width), int64(p.Height)
 			if w == 0 {
@@ -95,7 +95,7 @@ func (a *actions) navigate(ctx context.Context, env *step.Env, p navigateParams)
 		return navigateOutputs{}, failed(action, nil, limit, err)
 	}
 	var out navigateOutputs
-	err = s.do(ctx, limit, func(ctx context.Context) error {
+	err = s.do(ctx, func(ctx context.Context) error {
 		if p.WaitUntil == "none" {
 			_, err := chromedp.Run(ctx, chromedp.Func(func(ctx context.Context, t *chromedp.Target) error {
 				res, err := cdp.Call(ctx, t, page.Navigate, page.NavigateParams{URL: p.URL})
@@ -117,6 +117,11 @@ func (a *actions) navigate(ctx context.Context, env *step.Env, p navigateParams)
 			}
 		}
 		at, err := where(ctx)
+		if err != nil && p.WaitUntil == "none" {
+			// The new document may be replacing the old one right now;
+			// the step asked not to wait for it, so report where it goes.
+			at, err = pageOutputs{URL: p.URL}, nil
+		}
 		out.URL, out.Title = at.URL, at.Title
 		return err
 	})

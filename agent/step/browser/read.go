@@ -39,7 +39,7 @@ func (a *actions) scrape(ctx context.Context, env *step.Env, p scrapeParams) (sc
 		return scrapeOutputs{}, err
 	}
 	var out scrapeOutputs
-	err = b.do(ctx, limit, func(ctx context.Context) error {
+	err = b.do(ctx, func(ctx context.Context) error {
 		if p.Wait == nil || *p.Wait {
 			if err := sel.wait(ctx, statePresent, limit); err != nil {
 				return err
@@ -82,7 +82,7 @@ func (a *actions) extract(ctx context.Context, env *step.Env, p extractParams) (
 		return extractOutputs{}, err
 	}
 	out := extractOutputs{Values: []any{}}
-	err = b.do(ctx, limit, func(ctx context.Context) error {
+	err = b.do(ctx, func(ctx context.Context) error {
 		if p.Wait == nil || *p.Wait {
 			if err := sel.wait(ctx, statePresent, limit); err != nil {
 				return err
@@ -120,7 +120,7 @@ func (a *actions) evaluate(ctx context.Context, env *step.Env, p evaluateParams)
 		return evaluateOutputs{}, failed(action, nil, limit, err)
 	}
 	var out evaluateOutputs
-	err = b.do(ctx, limit, func(ctx context.Context) error {
+	err = b.do(ctx, func(ctx context.Context) error {
 		v, err := chromedp.Run(ctx, chromedp.Evaluate[any](p.Script, chromedp.EvalAwaitPromise))
 		var thrown *chromedp.ExceptionError
 		if errors.As(err, &thrown) {
@@ -168,7 +168,7 @@ func (a *actions) screenshot(ctx context.Context, env *step.Env, p screenshotPar
 		return screenshotOutputs{}, failed(action, nil, limit, err)
 	}
 	var data []byte
-	err = b.do(ctx, limit, func(ctx context.Context) error {
+	err = b.do(ctx, func(ctx context.Context) error {
 		var err error
 		if sel == nil {
 			data, err = chromedp.Run(ctx, chromedp.FullScreenshot(100))
@@ -183,7 +183,7 @@ func (a *actions) screenshot(ctx context.Context, env *step.Env, p screenshotPar
 	if err != nil {
 		return screenshotOutputs{}, failed(action, sel, limit, err)
 	}
-	path, err := writeScreenshot(env.WorkDir, p.Name, b, data)
+	path, err := writeScreenshot(env.WorkDir, p.Name, b.session, data)
 	if err != nil {
 		return screenshotOutputs{}, step.Failf("%s: %w", action, err)
 	}

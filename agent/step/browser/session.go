@@ -132,35 +132,49 @@ var _ io.Closer = (*session)(nil)
 // errBrowserClosed says the browser went away under a step.
 var errBrowserClosed = errors.New("the browser was closed")
 
+// turn is one action's use of the job's browser: the browser and the
+// moment the action's time is up, counted from before the browser was
+// started, so that a step that launches the browser stays within its
+// timeout.
+type turn struct {
+	*session
+	deadline time.Time
+}
+
+func (t turn) do(ctx context.Context, f func(ctx context.Context) error) error {
+	return t.session.do(ctx, t.deadline, f)
+}
+
 // acquire returns the job's browser, starting it if the job has none or
 // its browser was closed (by browser.close or a cancelled step).
-func (a *actions) acquire(ctx context.Context, env *step.Env, limit time.Duration) (*session, error) {
+func (a *actions) acquire(ctx context.Context, env *step.Env, limit time.Duration) (turn, error) {
+	deadline := time.Now().Add(limit)
 	for range 3 {
 		r, err := env.Resource(resourceKey, func() (io.Closer, error) {
 			return start(ctx, a.cfg, env, limit)
 		})
 		if err != nil {
-			return nil, err
+			return turn{}, err
 		}
 		s, ok := r.(*session)
 		if !ok {
-			return nil, fmt.Errorf("the job's %q resource is a %T, not a browser", resourceKey, r)
+			return turn{}, fmt.Errorf("the job's %q resource is a %T, not a browser", resourceKey, r)
 		}
 		if !s.dead.Load() {
-			return s, nil
+			return turn{s, deadline}, nil
 		}
 		env.Forget(resourceKey)
 	}
-	return nil, step.Failf("the browser keeps closing as it starts")
+	return turn{}, step.Failf("the browser keeps closing as it starts")
 }
 
-// do runs f against the tab under the action's limit. Steps take turns on
+// do runs f against the tab until the deadline. Steps take turns on
 // the tab. When the step's context is cancelled (the job was cancelled or
 // the robot is draining) the browser is killed there and then, rather than
 // left running until the robot closes the job; when the step merely runs
 // out of time the browser stays for the next step, since a retry or an
 // error handler may still need the page.
-func (s *session) do(ctx context.Context, limit time.Duration, f func(ctx context.Context) error) error {
+func (s *session) do(ctx context.Context, deadline time.Time, f func(ctx context.Context) error) error {
 	select {
 	case s.busy <- struct{}{}:
 	case <-ctx.Done():
@@ -170,7 +184,7 @@ func (s *session) do(ctx context.Context, limit time.Duration, f func(ctx contex
 	if s.dead.Load() {
 		return errBrowserClosed
 	}
-	actx, cancel := context.WithTimeout(s.tab, limit)
+	actx, cancel := context.WithDeadline(s.tab, deadline)
 	defer cancel()
 	stop := context.AfterFunc(ctx, func() {
 		if errors.Is(ctx.Err(), context.Canceled) {
