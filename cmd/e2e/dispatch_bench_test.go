@@ -234,6 +234,9 @@ func (r *simRobot) serve(ctx context.Context, conn *quic.Conn, registered *atomi
 		return
 	}
 	registered.Add(1)
+	// Heartbeats list the jobs whose end the control plane has not
+	// confirmed, as a real robot's do.
+	var running sync.Map // job id -> attempt
 	go func() {
 		for {
 			select {
@@ -242,7 +245,12 @@ func (r *simRobot) serve(ctx context.Context, conn *quic.Conn, registered *atomi
 			case <-conn.Context().Done():
 				return
 			case <-time.After(5 * time.Second):
-				send(&agentv1.AgentMessage{Msg: &agentv1.AgentMessage_Heartbeat{Heartbeat: &agentv1.Heartbeat{}}})
+				hb := &agentv1.Heartbeat{}
+				running.Range(func(id, attempt any) bool {
+					hb.RunningJobs = append(hb.RunningJobs, &agentv1.RunningJob{JobId: id.(string), Attempt: attempt.(int32)})
+					return true
+				})
+				send(&agentv1.AgentMessage{Msg: &agentv1.AgentMessage_Heartbeat{Heartbeat: hb}})
 			}
 		}
 	}()
@@ -251,11 +259,16 @@ func (r *simRobot) serve(ctx context.Context, conn *quic.Conn, registered *atomi
 		if err := frames.Read(msg); err != nil {
 			return
 		}
+		if ack := msg.GetJobAck(); ack != nil {
+			running.Delete(ack.GetJobId())
+			continue
+		}
 		a := msg.GetJobAssign()
 		if a == nil {
 			continue
 		}
 		assigned.Store(a.GetJobId(), time.Now())
+		running.Store(a.GetJobId(), a.GetAttempt())
 		send(&agentv1.AgentMessage{Msg: &agentv1.AgentMessage_JobAccept{JobAccept: &agentv1.JobAccept{JobId: a.GetJobId(), Attempt: a.GetAttempt()}}})
 		send(&agentv1.AgentMessage{Msg: &agentv1.AgentMessage_JobComplete{JobComplete: &agentv1.JobComplete{JobId: a.GetJobId(), Attempt: a.GetAttempt()}}})
 	}

@@ -204,7 +204,7 @@ func jobsOnRobots(t *testing.T, s *serverProc) {
 	}
 	wg.Wait()
 	if t.Failed() {
-		return
+		t.Fatalf("server log:\n%s", s.log.String())
 	}
 	perRobot := map[string]int{}
 	for i, id := range ids {

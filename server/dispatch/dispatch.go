@@ -75,11 +75,18 @@ type Dispatcher struct {
 	robots map[string]*robot
 	free   map[*robot]struct{} // robots with a free slot that take work
 	parked [registry.PriorityCritical + 1][]*pendingJob
-	known  map[string]*pendingJob  // parked jobs by id
-	active map[string]*assignment  // jobs on this replica's robots, by id
-	renote bool                    // robots changed: waiting jobs' messages may be stale
-	notes  chan *pendingJob        // waiting jobs whose status message needs saying
-	logs   map[attemptKey]*logMark // log lines stored per attempt
+	known  map[string]*pendingJob // parked jobs by id
+	active map[string]*assignment // jobs on this replica's robots, by id
+	// assigned remembers the attempts this replica gave to a robot, so the
+	// queue task of a job the submit path already dispatched costs no read
+	// of the job. Bounded: the oldest are forgotten first.
+	assigned      map[string]int32
+	progress      map[attemptKey]*progressNote
+	assignedOrder []string
+	assignedNext  int
+	renote        bool                    // robots changed: waiting jobs' messages may be stale
+	notes         chan *pendingJob        // waiting jobs whose status message needs saying
+	logs          map[attemptKey]*logMark // log lines stored per attempt
 
 	cacheMu      sync.Mutex
 	cachedRobots []registry.Robot
@@ -97,7 +104,9 @@ type robot struct {
 	maxJobs      int
 	draining     bool
 	connected    bool
-	busy         bool // last status told: every slot taken
+	busy         bool // every slot taken
+	told         bool // the busy the registry has, once statusWait is set
+	statusWait   *time.Timer
 	send         func(*agentv1.ServerMessage) error
 	jobs         map[string]*assignment
 	lastBusy     time.Time // when it was last given a job
@@ -154,15 +163,18 @@ func New(opts Options) *Dispatcher {
 		opts.RobotChanged = func(string) {}
 	}
 	d := &Dispatcher{
-		opts:   opts,
-		log:    opts.Logger,
-		wake:   make(chan struct{}, 1),
-		robots: map[string]*robot{},
-		free:   map[*robot]struct{}{},
-		known:  map[string]*pendingJob{},
-		active: map[string]*assignment{},
-		notes:  make(chan *pendingJob, 4096),
-		logs:   map[attemptKey]*logMark{},
+		opts:          opts,
+		log:           opts.Logger,
+		wake:          make(chan struct{}, 1),
+		robots:        map[string]*robot{},
+		free:          map[*robot]struct{}{},
+		known:         map[string]*pendingJob{},
+		active:        map[string]*assignment{},
+		assigned:      map[string]int32{},
+		assignedOrder: make([]string, rememberAssigned),
+		progress:      map[attemptKey]*progressNote{},
+		notes:         make(chan *pendingJob, 4096),
+		logs:          map[attemptKey]*logMark{},
 	}
 	d.newMetrics()
 	return d
@@ -216,8 +228,9 @@ func (d *Dispatcher) HandleTask(ctx context.Context, t queue.Task) error {
 	d.mu.Lock()
 	_, parked := d.known[t.JobID]
 	a := d.active[t.JobID]
+	attempt, wasAssigned := d.assigned[t.JobID]
 	d.mu.Unlock()
-	if parked || (a != nil && a.attempt >= t.Attempt) {
+	if parked || (a != nil && a.attempt >= t.Attempt) || (wasAssigned && attempt >= t.Attempt) {
 		return nil
 	}
 	job, err := d.opts.Store.GetJob(ctx, t.JobID)
@@ -233,6 +246,22 @@ func (d *Dispatcher) HandleTask(ctx context.Context, t queue.Task) error {
 		d.Offer(job)
 	}
 	return nil
+}
+
+// rememberAssigned bounds Dispatcher.assigned: enough for the tasks of a
+// few seconds of full load, a few MiB at most.
+const rememberAssigned = 1 << 16
+
+// noteAssigned remembers that this replica assigned the job's attempt.
+func (d *Dispatcher) noteAssigned(jobID string, attempt int32) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if old := d.assignedOrder[d.assignedNext]; old != "" {
+		delete(d.assigned, old)
+	}
+	d.assignedOrder[d.assignedNext] = jobID
+	d.assignedNext = (d.assignedNext + 1) % rememberAssigned
+	d.assigned[jobID] = attempt
 }
 
 func (d *Dispatcher) park(j *pendingJob) {
@@ -341,17 +370,38 @@ func (d *Dispatcher) refreshFree(r *robot) {
 	}
 	if busy := r.connected && !hasRoom; busy != r.busy && !r.draining && r.connected {
 		r.busy = busy
-		status := "idle"
-		if busy {
-			status = "busy"
+		// Under load a robot goes busy and idle again within milliseconds
+		// for every job; the registry hears the status once it settles,
+		// not twice per job.
+		if r.statusWait == nil {
+			r.statusWait = time.AfterFunc(statusSettle, func() { d.tellStatus(r) })
 		}
-		go func() {
-			if err := d.opts.Store.SetRobotStatus(context.Background(), r.id, status); err != nil {
-				d.log.Warn("record robot status", "robot", r.id, "err", err)
-			}
-			d.opts.RobotChanged(r.id)
-		}()
 	}
+}
+
+// statusSettle is how long a robot's busy or idle must hold before the
+// registry (and everyone watching robots) hears of it.
+const statusSettle = 100 * time.Millisecond
+
+// tellStatus records a robot's settled status.
+func (d *Dispatcher) tellStatus(r *robot) {
+	d.mu.Lock()
+	r.statusWait = nil
+	busy, changed := r.busy, r.busy != r.told
+	stale := d.robots[r.id] != r || !r.connected || r.draining
+	r.told = busy
+	d.mu.Unlock()
+	if !changed || stale {
+		return
+	}
+	status := "idle"
+	if busy {
+		status = "busy"
+	}
+	if err := d.opts.Store.SetRobotStatus(context.Background(), r.id, status); err != nil {
+		d.log.Warn("record robot status", "robot", r.id, "err", err)
+	}
+	d.opts.RobotChanged(r.id)
 }
 
 // release frees the slot a held. It is safe to call more than once.
@@ -370,6 +420,10 @@ func (d *Dispatcher) release(a *assignment) {
 		d.refreshFree(r)
 	}
 	delete(d.logs, attemptKey{a.jobID, a.attempt})
+	if n := d.progress[attemptKey{a.jobID, a.attempt}]; n != nil {
+		stopTimer(n.timer)
+		delete(d.progress, attemptKey{a.jobID, a.attempt})
+	}
 	d.mu.Unlock()
 	d.poke()
 }

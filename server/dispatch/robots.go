@@ -38,6 +38,7 @@ func (d *Dispatcher) assign(ctx context.Context, j *pendingJob, a *assignment) {
 		time.AfterFunc(time.Second, func() { d.park(j) })
 		return
 	}
+	d.noteAssigned(job.ID, job.Attempt)
 	d.publish(ctx, job.ID)
 	msg := &agentv1.JobAssign{JobId: job.ID, Attempt: job.Attempt, Workflow: []byte(job.Workflow)}
 	if job.Inputs != "" {
@@ -295,13 +296,7 @@ func (d *Dispatcher) Handle(ctx context.Context, robotID string, msg *agentv1.Ag
 	case *agentv1.AgentMessage_JobReject:
 		d.rejected(ctx, robotID, m.JobReject)
 	case *agentv1.AgentMessage_JobProgress:
-		p := m.JobProgress
-		changed, err := d.opts.Store.SetJobProgress(ctx, p.GetJobId(), p.GetAttempt(), robotID, min(max(p.GetPercent(), 0), 100), p.GetStepId())
-		if err != nil {
-			d.log.Warn("record job progress", "job", p.GetJobId(), "err", err)
-		} else if changed {
-			d.publish(ctx, p.GetJobId())
-		}
+		d.noteProgress(robotID, m.JobProgress)
 	case *agentv1.AgentMessage_JobComplete:
 		c := m.JobComplete
 		result := "{}"
@@ -322,6 +317,62 @@ func (d *Dispatcher) Handle(ctx context.Context, robotID string, msg *agentv1.Ag
 		d.finished(ctx, robotID, f.GetJobId(), f.GetAttempt(), f.GetLogLines(), registry.Transition{
 			To: registry.JobFailed, Message: f.GetError(), Reason: reason,
 		})
+	}
+}
+
+// progressEvery is how often a job's progress is written at most. Robots
+// report every step, which for a fast workflow is thousands a second; the
+// registry and watchers need it at the pace a person reads it.
+const progressEvery = 500 * time.Millisecond
+
+// progressNote holds the latest progress of an attempt between writes.
+type progressNote struct {
+	robotID string
+	percent int32
+	step    string
+	dirty   bool
+	timer   *time.Timer
+}
+
+// noteProgress writes a job's progress at once when none was written in
+// the last progressEvery, and otherwise keeps it for the write at the end
+// of that time.
+func (d *Dispatcher) noteProgress(robotID string, p *agentv1.JobProgress) {
+	key := attemptKey{p.GetJobId(), p.GetAttempt()}
+	percent := min(max(p.GetPercent(), 0), 100)
+	d.mu.Lock()
+	if n := d.progress[key]; n != nil {
+		n.robotID, n.percent, n.step, n.dirty = robotID, percent, p.GetStepId(), true
+		d.mu.Unlock()
+		return
+	}
+	d.progress[key] = &progressNote{robotID: robotID, timer: time.AfterFunc(progressEvery, func() { d.flushProgress(key) })}
+	d.mu.Unlock()
+	d.writeProgress(key, robotID, percent, p.GetStepId())
+}
+
+func (d *Dispatcher) flushProgress(key attemptKey) {
+	d.mu.Lock()
+	n := d.progress[key]
+	if n == nil || !n.dirty {
+		delete(d.progress, key)
+		d.mu.Unlock()
+		return
+	}
+	n.dirty = false
+	robotID, percent, step := n.robotID, n.percent, n.step
+	n.timer = time.AfterFunc(progressEvery, func() { d.flushProgress(key) })
+	d.mu.Unlock()
+	d.writeProgress(key, robotID, percent, step)
+}
+
+func (d *Dispatcher) writeProgress(key attemptKey, robotID string, percent int32, step string) {
+	ctx := context.Background()
+	changed, err := d.opts.Store.SetJobProgress(ctx, key.jobID, key.attempt, robotID, percent, step)
+	if err != nil {
+		d.log.Warn("record job progress", "job", key.jobID, "err", err)
+	} else if changed {
+		d.publish(ctx, key.jobID)
 	}
 }
 

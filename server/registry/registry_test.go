@@ -245,13 +245,25 @@ func TestTransitionJob(t *testing.T) {
 			t.Fatalf("stale attempt: %+v, %v; want the running job and ErrConflict", stale, err)
 		}
 
+		// So is one from a robot the job is not on.
+		other, err := r.TransitionJob(ctx, Transition{JobID: job.ID, From: []JobStatus{JobRunning}, To: JobSucceeded, Robot: "robot-2"}, nil)
+		if !errors.Is(err, ErrConflict) || other == nil || other.Status != JobRunning {
+			t.Fatalf("other robot: %+v, %v; want the running job and ErrConflict", other, err)
+		}
+		if changed, err := r.SetJobProgress(ctx, job.ID, 1, robot, 40, "step2"); err != nil || !changed {
+			t.Fatalf("progress: changed %v, %v", changed, err)
+		}
+
 		requeued, err := r.TransitionJob(ctx, Transition{JobID: job.ID, From: []JobStatus{JobRunning}, To: JobPending, NextAttempt: true, Reason: "robot lost"}, nil)
+		if err == nil && (requeued.Progress != 0 || requeued.CurrentStep != "" || requeued.StartedAt == nil) {
+			t.Fatalf("a new attempt keeps the old one's progress or loses its start: %+v", requeued)
+		}
 		if err != nil || requeued.Attempt != 2 {
 			t.Fatalf("requeue: %+v, %v", requeued, err)
 		}
 		result := `{"rows":3}`
 		done, err := r.TransitionJob(ctx, Transition{JobID: job.ID, From: []JobStatus{JobPending}, To: JobSucceeded, Attempt: 2, Result: &result}, nil)
-		if err != nil || done.FinishedAt == nil || done.Result != result {
+		if err != nil || done.FinishedAt == nil || done.Result != result || done.Progress != 100 {
 			t.Fatalf("succeed: %+v, %v", done, err)
 		}
 		again, err := r.TransitionJob(ctx, Transition{JobID: job.ID, From: []JobStatus{JobPending, JobRunning}, To: JobCancelled}, nil)
@@ -270,6 +282,13 @@ func TestTransitionJob(t *testing.T) {
 		want := []string{">pending@1", "pending>running@1", "running>pending@2", "pending>succeeded@2"}
 		if diff := cmp.Diff(want, got); diff != "" {
 			t.Fatalf("events (-want +got):\n%s", diff)
+		}
+		if e := events[1]; e.RobotID != robot || e.Reason != "accepted" || e.Actor != "robot-1" {
+			t.Fatalf("start event %+v", e)
+		}
+		stored, err := r.GetJob(ctx, job.ID)
+		if err != nil || stored.Status != JobSucceeded || stored.Attempt != 2 || stored.Result != result || stored.Workflow != job.Workflow {
+			t.Fatalf("stored %+v, %v", stored, err)
 		}
 	})
 }
