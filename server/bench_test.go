@@ -16,6 +16,7 @@ import (
 	"connectrpc.com/connect/v2"
 	"connectrpc.com/connect/v2/connecthttp"
 	"github.com/redis/go-redis/v9"
+	"google.golang.org/protobuf/types/known/structpb"
 
 	casarev1 "github.com/casarerpa/casare/rpc/casare/v1"
 	"github.com/casarerpa/casare/rpc/casare/v1/casarev1connect"
@@ -106,7 +107,7 @@ func bearer(token string) connect.ClientInterceptor {
 var benchRequest = &casarev1.SubmitJobRequest{
 	Source: &casarev1.SubmitJobRequest_Workflow{Workflow: &casarev1.Workflow{
 		Name:  "bench",
-		Steps: []*casarev1.Step{{Id: "noop", Uses: "log"}},
+		Steps: []*casarev1.Step{{Id: "noop", Uses: "log", With: &structpb.Struct{Fields: map[string]*structpb.Value{"message": structpb.NewStringValue("noop")}}}},
 	}},
 }
 

@@ -125,6 +125,8 @@ func FuzzParseValidate(f *testing.F) {
 	f.Add([]byte(exampleYAML))
 	f.Add([]byte(exampleJSON))
 	f.Add([]byte("steps: [{id: a, uses: log, with: {n: 1}}]"))
+	f.Add([]byte("inputs: {n: {type: integer, default: 1}}\nsteps: [{id: a, uses: log, if: \"inputs.n > 0\", foreach: \"[1]\", with: {message: \"${{ item + steps.a.outputs.x }}\"}}]"))
+	f.Add([]byte(`{"steps": [{"id": "g", "steps": [{"id": "a", "uses": "assert", "with": {"condition": "${{ error.message"}}], "on_error": [{"id": "b", "uses": "set"}]}]}`))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		wf, err := Parse(data)
 		if err != nil {

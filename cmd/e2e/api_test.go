@@ -105,7 +105,7 @@ func jobLifecycle(t *testing.T, s *serverProc) {
 
 	// A second job, so the filters have something to leave out.
 	var other submitResponse
-	callOK(t, s.url(), token, submitJob, `{"workflow": {"name": "other", "steps": [{"id": "a", "uses": "log"}]}}`, &other)
+	callOK(t, s.url(), token, submitJob, `{"workflow": {"name": "other", "steps": [{"id": "a", "uses": "log", "with": {"message": "other"}}]}}`, &other)
 
 	var list listResponse
 	callOK(t, s.url(), token, listJobs, `{"workflowName": "hello"}`, &list)

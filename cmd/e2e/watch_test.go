@@ -7,6 +7,7 @@ import (
 
 	"connectrpc.com/connect/v2"
 	"connectrpc.com/connect/v2/connecthttp"
+	"google.golang.org/protobuf/types/known/structpb"
 
 	casarev1 "github.com/casarerpa/casare/rpc/casare/v1"
 	"github.com/casarerpa/casare/rpc/casare/v1/casarev1connect"
@@ -40,7 +41,7 @@ func watchJobs(t *testing.T, s *serverProc) {
 	submit := func() *casarev1.Job {
 		t.Helper()
 		res, err := jobs.SubmitJob(ctx, &casarev1.SubmitJobRequest{Source: &casarev1.SubmitJobRequest_Workflow{Workflow: &casarev1.Workflow{
-			Name: "watched", Steps: []*casarev1.Step{{Id: "a", Uses: "log"}},
+			Name: "watched", Steps: []*casarev1.Step{{Id: "a", Uses: "log", With: &structpb.Struct{Fields: map[string]*structpb.Value{"message": structpb.NewStringValue("watched")}}}},
 		}}})
 		if err != nil {
 			t.Fatal(err)
