@@ -9,9 +9,11 @@ import (
 	"slices"
 
 	"github.com/casarerpa/casare/agent/step"
+	"github.com/casarerpa/casare/agent/step/browser"
 	"github.com/casarerpa/casare/agent/step/core"
 	"github.com/casarerpa/casare/agent/step/files"
 	"github.com/casarerpa/casare/agent/step/httpreq"
+	"github.com/casarerpa/casare/agent/step/sheets"
 	"github.com/casarerpa/casare/agent/step/shell"
 )
 
@@ -21,8 +23,8 @@ import (
 // shell.run step needs the shell capability, which a robot advertises only
 // when its operator allows it.
 type Config struct {
-	// The browser family's configuration (its Chromium binary, headless)
-	// joins here when that family lands.
+	// Browser configures the browser family: which Chromium, headless.
+	Browser browser.Config
 }
 
 // Catalogue returns the actions of every family, configured by cfg.
@@ -37,7 +39,7 @@ func Actions(cfg Config) []*step.Action {
 		files.Actions(),
 		httpreq.Actions(),
 		shell.Actions(),
-		// sheets.Actions() and browser.Actions(cfg.Browser) join here as
-		// those families land.
+		sheets.Actions(),
+		browser.Actions(cfg.Browser),
 	)
 }
