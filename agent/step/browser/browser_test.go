@@ -400,6 +400,16 @@ func TestRejectsBadParameters(t *testing.T) {
 	}
 }
 
+func TestBrowserThatDoesNotStart(t *testing.T) {
+	t.Parallel()
+	env := &step.Env{WorkDir: t.TempDir()}
+	t.Cleanup(func() { env.Close() })
+	acts := step.NewCatalogue(Actions(Config{Chromium: "/nonexistent/chromium", Headless: true})...)
+	a, _ := acts.Lookup("browser.navigate")
+	_, err := a.Run(context.Background(), env, map[string]any{"url": "http://127.0.0.1/"})
+	wantErr(t, err, false, "browser.navigate: start /nonexistent/chromium")
+}
+
 func TestActionsAreDocumented(t *testing.T) {
 	t.Parallel()
 	names := map[string]bool{}

@@ -183,6 +183,25 @@ func testLifecycle(t *testing.T, b *bundle) {
 		b.must(t, "browser.close", nil)
 	})
 
+	t.Run("CrashedBrowserIsReplaced", func(t *testing.T) {
+		b.must(t, "browser.navigate", map[string]any{"url": "data:text/html,<p>first</p>"})
+		r := b.browserOf(t)
+		if err := syscall.Kill(r.pid, syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+		res, _ := b.env.Resource(resourceKey, func() (io.Closer, error) { return nil, errNotOpen })
+		for deadline := time.Now().Add(10 * time.Second); res.(*session).alive(); time.Sleep(20 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatal("chromedp did not notice the browser died")
+			}
+		}
+		b.must(t, "browser.navigate", map[string]any{"url": "data:text/html,<p>second</p>"})
+		if again := b.browserOf(t); again.pid == r.pid {
+			t.Errorf("the step ran on the dead browser %d", r.pid)
+		}
+		wantGone(t, r)
+	})
+
 	t.Run("EnvCloseKillsTheBrowser", func(t *testing.T) {
 		out := b.must(t, "browser.navigate", map[string]any{"url": "data:text/html,<title>again</title>"})
 		if out["title"] != "again" {

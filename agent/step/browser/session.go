@@ -8,6 +8,7 @@ import (
 	"os"
 	"runtime"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -49,7 +50,7 @@ func start(ctx context.Context, cfg Config, env *step.Env, limit time.Duration) 
 	if path == "" {
 		found := candidates()
 		if len(found) == 0 {
-			return nil, step.Failf("no chromium on this robot: looked for %v on PATH", binaryNames)
+			return nil, fmt.Errorf("no chromium on this robot: looked for %s on PATH", strings.Join(binaryNames, ", "))
 		}
 		path = found[0]
 	}
@@ -86,9 +87,9 @@ func start(ctx context.Context, cfg Config, env *step.Env, limit time.Duration) 
 		case ctx.Err() != nil:
 			return nil, context.Cause(ctx)
 		case timedOut:
-			return nil, step.Failf("start %s: not ready within %s", path, limit)
+			return nil, fmt.Errorf("start %s: not ready within %s", path, limit)
 		}
-		return nil, step.Failf("start %s: %w", path, err)
+		return nil, fmt.Errorf("start %s: %w", path, err)
 	}
 	if p := s.process(); p != nil {
 		env.Logf("debug", "browser: started %s (pid %d)", path, p.Pid)
@@ -104,6 +105,12 @@ func hasDisplay() bool {
 		return true
 	}
 	return os.Getenv("DISPLAY") != "" || os.Getenv("WAYLAND_DISPLAY") != ""
+}
+
+// alive reports whether the browser still runs: nothing closed it and
+// chromedp has not lost it (a crash cancels the tab's context).
+func (s *session) alive() bool {
+	return !s.dead.Load() && s.tab.Err() == nil
 }
 
 // process is the browser's main process, nil before it started.
@@ -160,12 +167,14 @@ func (a *actions) acquire(ctx context.Context, env *step.Env, limit time.Duratio
 		if !ok {
 			return turn{}, fmt.Errorf("the job's %q resource is a %T, not a browser", resourceKey, r)
 		}
-		if !s.dead.Load() {
+		if s.alive() {
 			return turn{s, deadline}, nil
 		}
+		// Closed, or crashed: clear up what is left and start anew.
+		s.Close()
 		env.Forget(resourceKey)
 	}
-	return turn{}, step.Failf("the browser keeps closing as it starts")
+	return turn{}, errors.New("the browser keeps closing as it starts")
 }
 
 // do runs f against the tab until the deadline. Steps take turns on
@@ -181,7 +190,7 @@ func (s *session) do(ctx context.Context, deadline time.Time, f func(ctx context
 		return context.Cause(ctx)
 	}
 	defer func() { <-s.busy }()
-	if s.dead.Load() {
+	if !s.alive() {
 		return errBrowserClosed
 	}
 	actx, cancel := context.WithDeadline(s.tab, deadline)
@@ -201,7 +210,7 @@ func (s *session) do(ctx context.Context, deadline time.Time, f func(ctx context
 		}
 		return context.Cause(ctx)
 	}
-	if err != nil && s.dead.Load() {
+	if err != nil && !s.alive() {
 		return errBrowserClosed
 	}
 	return err
