@@ -30,7 +30,9 @@ type Reporter interface {
 type Engine interface {
 	// Run runs wf with inputs. env is the job's: the caller creates it,
 	// owns its work directory and closes it when the job ends; nil gives
-	// the run an empty one of its own. Failures are *Error.
+	// the run an empty one of its own. While a workflow with secret
+	// inputs runs, env.Log is wrapped to mask them, and restored after.
+	// Failures are *Error.
 	Run(ctx context.Context, wf *casarev1.Workflow, inputs map[string]any, env *step.Env, r Reporter) (outputs map[string]any, err error)
 }
 
