@@ -358,6 +358,23 @@ func TestSteps(t *testing.T) {
 		_, err := b.run(t, context.Background(), "browser.screenshot", map[string]any{"name": "../out.png"})
 		wantErr(t, err, true, `"../out.png" is not a plain file name`)
 	})
+	t.Run("StepsTakeTurnsOnTheTab", func(t *testing.T) {
+		// Parallel foreach iterations share the job's tab: one waits for
+		// the other, and the waiting counts against its own timeout.
+		holding := make(chan error, 1)
+		go func() {
+			_, err := b.run(t, context.Background(), "browser.wait_for", map[string]any{"selector": "#never", "timeout": "1500ms"})
+			holding <- err
+		}()
+		time.Sleep(200 * time.Millisecond)
+		_, err := b.run(t, context.Background(), "browser.extract", map[string]any{"selector": "#people td", "timeout": "300ms"})
+		wantErr(t, err, false, "browser.extract", "not done within 300ms")
+		wantErr(t, <-holding, false, `no visible element matches "#never"`)
+		if out := b.must(t, "browser.extract", map[string]any{"selector": "#people td"}); out["value"] != "Ada" {
+			t.Errorf("after the turn: value = %v", out["value"])
+		}
+	})
+
 	testLifecycle(t, b)
 }
 
@@ -453,8 +470,8 @@ func TestFind(t *testing.T) {
 	})
 	t.Run("MissingPath", func(t *testing.T) {
 		t.Parallel()
-		_, err := Find("/nonexistent/chromium")
-		if err == nil || !strings.Contains(err.Error(), "/nonexistent/chromium") {
+		_, err := Find("/nonexistent")
+		if err == nil || !strings.Contains(err.Error(), "chromium /nonexistent:") {
 			t.Fatalf("err = %v, want one naming the path", err)
 		}
 	})

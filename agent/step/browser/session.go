@@ -184,17 +184,24 @@ func (a *actions) acquire(ctx context.Context, env *step.Env, limit time.Duratio
 // out of time the browser stays for the next step, since a retry or an
 // error handler may still need the page.
 func (s *session) do(ctx context.Context, deadline time.Time, f func(ctx context.Context) error) error {
+	actx, cancel := context.WithDeadline(s.tab, deadline)
+	defer cancel()
+	// Waiting for another step (a parallel foreach iteration) to finish
+	// with the tab counts against this step's time.
 	select {
 	case s.busy <- struct{}{}:
 	case <-ctx.Done():
 		return context.Cause(ctx)
+	case <-actx.Done():
+		if !s.alive() {
+			return errBrowserClosed
+		}
+		return context.DeadlineExceeded
 	}
 	defer func() { <-s.busy }()
 	if !s.alive() {
 		return errBrowserClosed
 	}
-	actx, cancel := context.WithDeadline(s.tab, deadline)
-	defer cancel()
 	stop := context.AfterFunc(ctx, func() {
 		if errors.Is(ctx.Err(), context.Canceled) {
 			s.Close()
