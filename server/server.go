@@ -36,13 +36,14 @@ type Server struct {
 	gateway *gateway.Gateway
 	// jobChanges tells this replica's WatchJobs streams about changes
 	// published by any replica.
-	jobChanges *queue.Notices
-	jobLogs    *queue.Notices
-	jobStops   *queue.Notices
-	dispatcher *dispatch.Dispatcher
-	metrics    *prometheus.Registry
-	listener   net.Listener
-	http       *http.Server
+	jobChanges  *queue.Notices
+	jobLogs     *queue.Notices
+	jobStops    *queue.Notices
+	jobsWaiting *queue.Notices
+	dispatcher  *dispatch.Dispatcher
+	metrics     *prometheus.Registry
+	listener    net.Listener
+	http        *http.Server
 }
 
 // New opens the registry (applying migrations) and the queue, creates the
@@ -107,6 +108,7 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (_ *Server, err e
 	s.jobChanges = s.queue.JobChanges()
 	s.jobLogs = s.queue.JobLogs()
 	s.jobStops = s.queue.JobStops()
+	s.jobsWaiting = s.queue.JobsWaiting()
 	s.metrics = s.newMetrics()
 	s.http = s.newHTTPServer()
 	if s.listener, err = net.Listen("tcp", cfg.HTTPAddr); err != nil {
@@ -242,8 +244,11 @@ func (s *Server) Run(ctx context.Context) error {
 	wg.Go(func() { s.jobLogs.Run(bg) })
 	wg.Go(func() { s.jobStops.Run(bg) })
 	stops, unsubscribe := s.jobStops.Subscribe()
+	wg.Go(func() { s.jobsWaiting.Run(bg) })
+	waiting, unsubscribeWaiting := s.jobsWaiting.Subscribe()
+	defer unsubscribeWaiting()
 	defer unsubscribe()
-	wg.Go(func() { s.dispatcher.Run(bg, stops) })
+	wg.Go(func() { s.dispatcher.Run(bg, stops, waiting) })
 	wg.Go(func() {
 		if err := s.dispatcher.RunWorker(bg, s.queue.RedisConnOpt()); err != nil {
 			s.logger.Error("dispatch worker", "err", err)

@@ -40,6 +40,7 @@ type Queue interface {
 	Enqueue(ctx context.Context, t queue.Task) error
 	PublishJobChange(ctx context.Context, jobID string)
 	PublishJobLogs(jobID string)
+	PublishJobWaiting(jobID string)
 }
 
 // Options configures New.
@@ -124,6 +125,7 @@ type pendingJob struct {
 	avoid        []string // robots that turned it down
 	gone         bool     // no longer pending: drop it
 	noted        bool     // its waiting message was said
+	announced    bool     // every replica was told it waits
 }
 
 // assignment is a job held by one of this replica's robots.
@@ -182,10 +184,11 @@ func New(opts Options) *Dispatcher {
 
 // Run schedules until ctx is done. feed carries the ids of jobs told to
 // stop (cancelled) by any replica.
-func (d *Dispatcher) Run(ctx context.Context, stops <-chan string) {
+func (d *Dispatcher) Run(ctx context.Context, stops, waiting <-chan string) {
 	var wg sync.WaitGroup
 	wg.Go(func() { d.sayWaiting(ctx) })
 	wg.Go(func() { d.followStops(ctx, stops) })
+	wg.Go(func() { d.followWaiting(ctx, waiting) })
 	wg.Go(func() { d.sweepOrphans(ctx) })
 	for {
 		select {
@@ -290,6 +293,7 @@ func (d *Dispatcher) schedule(ctx context.Context) {
 		a   *assignment
 	}
 	var starts []start
+	var announce []string
 	d.mu.Lock()
 	renote := d.renote
 	d.renote = false
@@ -313,6 +317,10 @@ func (d *Dispatcher) schedule(ctx context.Context) {
 					blocked[j.key] = true
 				}
 				kept = append(kept, j)
+				if !j.announced {
+					j.announced = true
+					announce = append(announce, j.id)
+				}
 				if !j.noted {
 					select {
 					case d.notes <- j:
@@ -331,6 +339,43 @@ func (d *Dispatcher) schedule(ctx context.Context) {
 	d.mu.Unlock()
 	for _, s := range starts {
 		go d.assign(ctx, s.job, s.a)
+	}
+	for _, id := range announce {
+		d.opts.Queue.PublishJobWaiting(id)
+	}
+}
+
+// followWaiting takes in the jobs other replicas could not place, so that
+// a robot here that fits takes them the moment it is free. Should two
+// replicas reach for one job, the fenced transition to ASSIGNED lets one
+// have it and the other lets go.
+func (d *Dispatcher) followWaiting(ctx context.Context, waiting <-chan string) {
+	for {
+		var id string
+		select {
+		case <-ctx.Done():
+			return
+		case id = <-waiting:
+		}
+		d.mu.Lock()
+		_, parked := d.known[id]
+		_, active := d.active[id]
+		d.mu.Unlock()
+		if parked || active {
+			continue // our own notice, or a job already here
+		}
+		job, err := d.opts.Store.GetJob(ctx, id)
+		if err != nil || job.Status != registry.JobPending {
+			continue
+		}
+		req, err := ParseRequirements(job.Requires)
+		if err != nil {
+			continue
+		}
+		d.park(&pendingJob{
+			id: job.ID, attempt: job.Attempt, priority: job.Priority,
+			req: req, key: req.key(), pendingSince: job.UpdatedAt, announced: true,
+		})
 	}
 }
 

@@ -15,6 +15,7 @@ const (
 	kindJobChanges = "job-changes"
 	kindJobLogs    = "job-logs"
 	kindJobStops   = "job-stops"
+	kindJobWaiting = "job-waiting"
 )
 
 type notice struct{ kind, id string }
@@ -47,6 +48,14 @@ func (q *Queue) PublishJobStop(jobID string) {
 	q.publish(notice{kindJobStops, jobID})
 }
 
+// PublishJobWaiting tells every replica that a job waits for a robot the
+// replica that took it does not have, so that whichever replica holds a
+// free robot that fits takes it: the job reaches a robot through Redis, not
+// by going from replica to replica.
+func (q *Queue) PublishJobWaiting(jobID string) {
+	q.publish(notice{kindJobWaiting, jobID})
+}
+
 func (q *Queue) publish(n notice) {
 	select {
 	case q.notices <- n:
@@ -58,7 +67,7 @@ func (q *Queue) publish(n notice) {
 // publishNotices sends queued notices until stop is closed.
 func (q *Queue) publishNotices(stop <-chan struct{}) {
 	channels := map[string]string{}
-	for _, kind := range []string{kindJobChanges, kindJobLogs, kindJobStops} {
+	for _, kind := range []string{kindJobChanges, kindJobLogs, kindJobStops, kindJobWaiting} {
 		channels[kind] = q.channel(kind)
 	}
 	for {
@@ -103,6 +112,9 @@ func (q *Queue) JobLogs() *Notices { return q.fanOut(kindJobLogs) }
 
 // JobStops returns the fan-out of "stop this job" notices.
 func (q *Queue) JobStops() *Notices { return q.fanOut(kindJobStops) }
+
+// JobsWaiting returns the fan-out of "this job waits for a robot" notices.
+func (q *Queue) JobsWaiting() *Notices { return q.fanOut(kindJobWaiting) }
 
 func (q *Queue) fanOut(kind string) *Notices {
 	return &Notices{q: q, channel: q.channel(kind), subs: map[chan string]struct{}{}}
