@@ -5,14 +5,13 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
-	"slices"
 	"strings"
 	"sync"
 
 	"github.com/casarerpa/casare/agent/engine"
 	"github.com/casarerpa/casare/agent/step"
-	"github.com/casarerpa/casare/agent/step/library"
 	"github.com/casarerpa/casare/agent/workflow"
 )
 
@@ -31,8 +30,9 @@ type ExecOptions struct {
 	// Inputs are key=value pairs; a value that parses as JSON is taken
 	// as JSON, otherwise as text.
 	Inputs []string
-	// AllowShell lets shell steps run.
-	AllowShell bool
+	// Abilities say which step families may run; browser steps run when a
+	// Chromium is found, shell steps only when allowed.
+	Abilities Abilities
 	// WorkDir is the job's directory, kept afterwards; empty means a new
 	// temporary one, removed afterwards.
 	WorkDir string
@@ -77,7 +77,7 @@ func Exec(ctx context.Context, opts ExecOptions) error {
 	if err != nil {
 		return usage("%s: %w", opts.File, err)
 	}
-	cat := library.Catalogue(library.Config{})
+	cat, caps := equip(opts.Abilities, nil, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err := workflow.Validate(wf, cat); err != nil {
 		return usage("%s: %w", opts.File, err)
 	}
@@ -106,18 +106,11 @@ func Exec(ctx context.Context, opts ExecOptions) error {
 	}
 
 	out := &execReporter{w: opts.Stderr, debug: opts.Debug}
-	env := &step.Env{JobID: "local", WorkDir: dir, Log: func(level, message string) { out.Log(level, "", message) }}
+	env := &step.Env{JobID: "local", WorkDir: dir, Roots: opts.Abilities.FileRoots, Log: func(level, message string) { out.Log(level, "", message) }}
 	defer env.Close()
-	// A local run may do whatever this machine can, except run commands,
-	// which needs saying.
-	var caps []string
-	for _, a := range cat {
-		if a.Capability != "" && (a.Capability != "shell" || opts.AllowShell) {
-			caps = append(caps, a.Capability)
-		}
-	}
-	slices.Sort(caps)
-	e := engine.New(cat, engine.Options{Capabilities: slices.Compact(caps)})
+	// A local run may do what a robot on this machine could: browser steps
+	// when it has a Chromium, commands only when allowed.
+	e := engine.New(cat, engine.Options{Capabilities: caps})
 	outputs, err := e.Run(ctx, wf, inputs, env, out)
 	if err != nil {
 		return &ExitError{Code: ExecFailed, Err: err}

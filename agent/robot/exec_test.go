@@ -94,7 +94,7 @@ func TestExecShellNeedsAllowing(t *testing.T) {
 	if !errors.As(err, &exit) || exit.Code != ExecFailed || !strings.Contains(err.Error(), `"shell" capability`) {
 		t.Fatalf("without --allow-shell: %v", err)
 	}
-	if err := Exec(context.Background(), ExecOptions{File: path, AllowShell: true, Stdout: &stdout, Stderr: &stderr}); err != nil {
+	if err := Exec(context.Background(), ExecOptions{File: path, Abilities: Abilities{AllowShell: true}, Stdout: &stdout, Stderr: &stderr}); err != nil {
 		t.Fatalf("with --allow-shell: %v (%s)", err, stderr.String())
 	}
 	if !strings.Contains(stdout.String(), "hi") {

@@ -21,7 +21,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/casarerpa/casare/agent/engine"
-	"github.com/casarerpa/casare/agent/step/library"
+	"github.com/casarerpa/casare/agent/step"
 	agentv1 "github.com/casarerpa/casare/rpc/casare/agent/v1"
 )
 
@@ -53,7 +53,10 @@ type Options struct {
 	// RenewBefore is how long before its certificate expires the robot
 	// gets a new one over the tunnel; zero means 30 days.
 	RenewBefore time.Duration
-	// Engine runs the workflows; nil means the core engine.
+	// Abilities say which step families the robot may run.
+	Abilities Abilities
+	// Engine runs the workflows; nil means the engine with every step
+	// family the robot's abilities allow.
 	Engine engine.Engine
 	// DrainTimeout is how long running jobs may take to finish when the
 	// robot drains before they are handed back; zero means 5 minutes.
@@ -88,8 +91,12 @@ func Run(ctx context.Context, opts Options) error {
 	if opts.RenewBefore <= 0 {
 		opts.RenewBefore = 30 * 24 * time.Hour
 	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
 	if opts.Engine == nil {
-		cat := library.Catalogue(library.Config{})
+		var cat step.Catalogue
+		cat, opts.Capabilities = equip(opts.Abilities, opts.Capabilities, opts.Logger)
 		opts.Engine = engine.New(cat, engine.Options{Capabilities: opts.Capabilities})
 	}
 	if opts.DrainTimeout <= 0 {

@@ -86,6 +86,7 @@ func newRootCommand() *cobra.Command {
 	runCmd.Flags().StringVar(&run.Dir, "dir", "", "the robot's directory from enroll (required)")
 	runCmd.Flags().StringSliceVar(&labels, "labels", nil, "labels k=v, comma separated")
 	runCmd.Flags().StringSliceVar(&run.Capabilities, "capabilities", nil, "capabilities to advertise, comma separated")
+	abilityFlags(runCmd, &run.Abilities)
 	runCmd.Flags().Int32Var(&run.MaxJobs, "max-jobs", 1, "jobs to run at once")
 	runCmd.Flags().StringVar(&run.Server, "server", "", "control plane QUIC address, if not the one from enrolment")
 	runCmd.Flags().DurationVar(&run.DrainTimeout, "drain-timeout", 5*time.Minute, "when draining, how long running jobs may take to finish before they are handed back")
@@ -117,10 +118,19 @@ func newRootCommand() *cobra.Command {
 		},
 	}
 	execCmd.Flags().StringArrayVar(&exec.Inputs, "input", nil, "an input k=v; a value that parses as JSON is taken as JSON (repeatable)")
-	execCmd.Flags().BoolVar(&exec.AllowShell, "allow-shell", false, "let shell steps run commands")
+	abilityFlags(execCmd, &exec.Abilities)
 	execCmd.Flags().StringVar(&exec.WorkDir, "workdir", "", "the job's directory, kept afterwards (default a temporary one, removed)")
 	execCmd.Flags().BoolVar(&exec.Debug, "debug", false, "show debug lines of the log too")
 
 	root.AddCommand(enrollCmd, runCmd, cert, execCmd)
 	return root
+}
+
+// abilityFlags are the flags that say which step families may run, the same
+// for a robot and a local run.
+func abilityFlags(cmd *cobra.Command, a *robot.Abilities) {
+	cmd.Flags().BoolVar(&a.AllowShell, "allow-shell", false, "let shell.run run commands (advertises the shell capability)")
+	cmd.Flags().StringVar(&a.Chromium, "chromium", "", "the Chromium to drive for browser steps (default: search PATH and the usual places)")
+	cmd.Flags().BoolVar(&a.NoBrowser, "no-browser", false, "run no browser steps even when a Chromium is found")
+	cmd.Flags().StringArrayVar(&a.FileRoots, "file-root", nil, "a directory file steps may reach besides the job's work directory (repeatable)")
 }
