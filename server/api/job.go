@@ -92,17 +92,18 @@ func (s *jobService) SubmitJob(ctx context.Context, req *casarev1.SubmitJobReque
 		auth.SetAuditTarget(ctx, "job/"+saved.ID)
 		return &casarev1.SubmitJobResponse{Job: jobToProto(saved), Existing: true}, nil
 	}
+	if s.dispatch != nil {
+		// The queue carries the job to whichever replica has a robot for
+		// it; offering it here as well saves an idle system the queue's
+		// polling delay. Offered first, the job is known here when its
+		// task comes back to this replica, which then need not read it.
+		s.dispatch.Offer(saved)
+	}
 	task := queue.Task{JobID: saved.ID, Attempt: saved.Attempt, Priority: queue.Priority(saved.Priority)}
 	if err := s.queue.Enqueue(ctx, task); err != nil {
 		s.logger.Warn("enqueue job; the reconciler will queue it", "job", saved.ID, "err", err)
 	}
 	s.queue.PublishJobChange(ctx, saved.ID)
-	if s.dispatch != nil {
-		// The queue carries the job to whichever replica has a robot for
-		// it; offering it here as well saves an idle system the queue's
-		// polling delay.
-		s.dispatch.Offer(saved)
-	}
 	return &casarev1.SubmitJobResponse{Job: jobToProto(saved)}, nil
 }
 

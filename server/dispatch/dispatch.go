@@ -32,7 +32,7 @@ type Store interface {
 	OrphanedJobs(ctx context.Context, staleBefore time.Time, limit int) ([]registry.Job, error)
 	AppendJobLogs(ctx context.Context, lines []registry.JobLog) error
 	ListAllRobots(ctx context.Context) ([]registry.Robot, error)
-	SetRobotStatus(ctx context.Context, id, status string) error
+	SetRobotsStatus(ctx context.Context, ids []string, status string) error
 }
 
 // Queue is what the dispatcher needs from the dispatch queue.
@@ -83,6 +83,7 @@ type Dispatcher struct {
 	// of the job. Bounded: the oldest are forgotten first.
 	assigned      map[string]int32
 	progress      map[attemptKey]*progressNote
+	statusChanged map[*robot]struct{} // robots whose busy changed since last told
 	assignedOrder []string
 	assignedNext  int
 	renote        bool                    // robots changed: waiting jobs' messages may be stale
@@ -106,8 +107,7 @@ type robot struct {
 	draining     bool
 	connected    bool
 	busy         bool // every slot taken
-	told         bool // the busy the registry has, once statusWait is set
-	statusWait   *time.Timer
+	told         bool // the busy the registry has
 	send         func(*agentv1.ServerMessage) error
 	jobs         map[string]*assignment
 	lastBusy     time.Time // when it was last given a job
@@ -175,6 +175,7 @@ func New(opts Options) *Dispatcher {
 		assigned:      map[string]int32{},
 		assignedOrder: make([]string, rememberAssigned),
 		progress:      map[attemptKey]*progressNote{},
+		statusChanged: map[*robot]struct{}{},
 		notes:         make(chan *pendingJob, 4096),
 		logs:          map[attemptKey]*logMark{},
 	}
@@ -189,6 +190,7 @@ func (d *Dispatcher) Run(ctx context.Context, stops, waiting <-chan string) {
 	wg.Go(func() { d.sayWaiting(ctx) })
 	wg.Go(func() { d.followStops(ctx, stops) })
 	wg.Go(func() { d.followWaiting(ctx, waiting) })
+	wg.Go(func() { d.tellStatuses(ctx) })
 	wg.Go(func() { d.sweepOrphans(ctx) })
 	for {
 		select {
@@ -415,38 +417,51 @@ func (d *Dispatcher) refreshFree(r *robot) {
 	}
 	if busy := r.connected && !hasRoom; busy != r.busy && !r.draining && r.connected {
 		r.busy = busy
-		// Under load a robot goes busy and idle again within milliseconds
-		// for every job; the registry hears the status once it settles,
-		// not twice per job.
-		if r.statusWait == nil {
-			r.statusWait = time.AfterFunc(statusSettle, func() { d.tellStatus(r) })
-		}
+		d.statusChanged[r] = struct{}{}
 	}
 }
 
-// statusSettle is how long a robot's busy or idle must hold before the
-// registry (and everyone watching robots) hears of it.
-const statusSettle = 100 * time.Millisecond
+// statusEvery is how often the registry (and everyone watching robots)
+// hears which robots went busy or idle. Under load a robot goes busy and
+// idle again within milliseconds for every job: the registry hears the
+// status it settled on, in one statement for all robots, not two writes
+// per job.
+const statusEvery = 200 * time.Millisecond
 
-// tellStatus records a robot's settled status.
-func (d *Dispatcher) tellStatus(r *robot) {
-	d.mu.Lock()
-	r.statusWait = nil
-	busy, changed := r.busy, r.busy != r.told
-	stale := d.robots[r.id] != r || !r.connected || r.draining
-	r.told = busy
-	d.mu.Unlock()
-	if !changed || stale {
-		return
+// tellStatuses records the robots' settled busy and idle until ctx is done.
+func (d *Dispatcher) tellStatuses(ctx context.Context) {
+	ticker := time.NewTicker(statusEvery)
+	defer ticker.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-ticker.C:
+		}
+		var busy, idle []string
+		d.mu.Lock()
+		for r := range d.statusChanged {
+			if d.robots[r.id] == r && r.connected && !r.draining && r.busy != r.told {
+				r.told = r.busy
+				if r.busy {
+					busy = append(busy, r.id)
+				} else {
+					idle = append(idle, r.id)
+				}
+			}
+		}
+		clear(d.statusChanged)
+		d.mu.Unlock()
+		for status, ids := range map[string][]string{"busy": busy, "idle": idle} {
+			if err := d.opts.Store.SetRobotsStatus(ctx, ids, status); err != nil {
+				d.log.Warn("record robot status", "robots", len(ids), "status", status, "err", err)
+				continue
+			}
+			for _, id := range ids {
+				d.opts.RobotChanged(id)
+			}
+		}
 	}
-	status := "idle"
-	if busy {
-		status = "busy"
-	}
-	if err := d.opts.Store.SetRobotStatus(context.Background(), r.id, status); err != nil {
-		d.log.Warn("record robot status", "robot", r.id, "err", err)
-	}
-	d.opts.RobotChanged(r.id)
 }
 
 // release frees the slot a held. It is safe to call more than once.
