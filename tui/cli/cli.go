@@ -11,6 +11,9 @@ import (
 	"os"
 
 	"github.com/spf13/cobra"
+	"golang.org/x/term"
+
+	dashboard "github.com/casarerpa/casare/tui/dash"
 )
 
 // Exit codes fixed by the design: scripts rely on them.
@@ -109,6 +112,11 @@ func (a *app) rootCommand() *cobra.Command {
 			return nil
 		},
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			// On a terminal the operator wants the dashboard; in a pipe or
+			// a script, help is more use than a screen nobody sees.
+			if a.onTerminal() {
+				return a.runDashboard(cmd.Context())
+			}
 			return cmd.Help()
 		},
 	}
@@ -128,8 +136,45 @@ func (a *app) rootCommand() *cobra.Command {
 		a.tokensCommand(),
 		a.whoamiCommand(),
 		a.configCommand(),
+		&cobra.Command{
+			Use:   "tui",
+			Short: "Open the live dashboard of robots, jobs, queues and workflows",
+			Args:  cobra.NoArgs,
+			RunE: func(cmd *cobra.Command, _ []string) error {
+				return a.runDashboard(cmd.Context())
+			},
+		},
 	)
 	return root
+}
+
+// onTerminal reports whether both stdin and stdout are a terminal.
+func (a *app) onTerminal() bool {
+	in, ok := a.env.Stdin.(*os.File)
+	if !ok || !term.IsTerminal(int(in.Fd())) {
+		return false
+	}
+	out, ok := a.env.Stdout.(*os.File)
+	return ok && term.IsTerminal(int(out.Fd()))
+}
+
+// runDashboard shows the dashboard until the operator quits.
+func (a *app) runDashboard(ctx context.Context) error {
+	conn, err := a.connect()
+	if err != nil {
+		return err
+	}
+	err = dashboard.Run(ctx, dashboard.Options{
+		Server: conn.server,
+		Clients: dashboard.Clients{
+			Jobs: conn.jobs, Robots: conn.robots, Workflows: conn.workflows, Admin: conn.admin,
+		},
+		NoColor: a.env.Getenv("NO_COLOR") != "",
+	}, a.env.Stdin, a.env.Stdout)
+	if err != nil {
+		return &exitError{code: ExitError, err: fmt.Errorf("dashboard: %w", err)}
+	}
+	return nil
 }
 
 // isExit reports whether err carries the exit code.
