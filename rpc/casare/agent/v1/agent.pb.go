@@ -469,6 +469,7 @@ type ServerMessage struct {
 	//	*ServerMessage_Renew
 	//	*ServerMessage_Refused
 	//	*ServerMessage_JobAck
+	//	*ServerMessage_ArtifactStored
 	Msg           isServerMessage_Msg `protobuf_oneof:"msg"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -583,6 +584,15 @@ func (x *ServerMessage) GetJobAck() *JobAck {
 	return nil
 }
 
+func (x *ServerMessage) GetArtifactStored() *ArtifactStored {
+	if x != nil {
+		if x, ok := x.Msg.(*ServerMessage_ArtifactStored); ok {
+			return x.ArtifactStored
+		}
+	}
+	return nil
+}
+
 type isServerMessage_Msg interface {
 	isServerMessage_Msg()
 }
@@ -619,6 +629,10 @@ type ServerMessage_JobAck struct {
 	JobAck *JobAck `protobuf:"bytes,8,opt,name=job_ack,json=jobAck,proto3,oneof"`
 }
 
+type ServerMessage_ArtifactStored struct {
+	ArtifactStored *ArtifactStored `protobuf:"bytes,9,opt,name=artifact_stored,json=artifactStored,proto3,oneof"`
+}
+
 func (*ServerMessage_Welcome) isServerMessage_Msg() {}
 
 func (*ServerMessage_HeartbeatAck) isServerMessage_Msg() {}
@@ -634,6 +648,8 @@ func (*ServerMessage_Renew) isServerMessage_Msg() {}
 func (*ServerMessage_Refused) isServerMessage_Msg() {}
 
 func (*ServerMessage_JobAck) isServerMessage_Msg() {}
+
+func (*ServerMessage_ArtifactStored) isServerMessage_Msg() {}
 
 // Hello is the robot's first frame. Its identity comes from its
 // certificate; robot_id here must match it or the connection is refused.
@@ -1759,8 +1775,92 @@ func (x *Refused) GetReason() string {
 	return ""
 }
 
+// UniStreamHeader is the first frame of every unidirectional stream a robot
+// opens: it says what the stream carries.
+type UniStreamHeader struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Types that are valid to be assigned to Kind:
+	//
+	//	*UniStreamHeader_Log
+	//	*UniStreamHeader_Artifact
+	Kind          isUniStreamHeader_Kind `protobuf_oneof:"kind"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UniStreamHeader) Reset() {
+	*x = UniStreamHeader{}
+	mi := &file_casare_agent_v1_agent_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UniStreamHeader) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UniStreamHeader) ProtoMessage() {}
+
+func (x *UniStreamHeader) ProtoReflect() protoreflect.Message {
+	mi := &file_casare_agent_v1_agent_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UniStreamHeader.ProtoReflect.Descriptor instead.
+func (*UniStreamHeader) Descriptor() ([]byte, []int) {
+	return file_casare_agent_v1_agent_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *UniStreamHeader) GetKind() isUniStreamHeader_Kind {
+	if x != nil {
+		return x.Kind
+	}
+	return nil
+}
+
+func (x *UniStreamHeader) GetLog() *LogStreamHeader {
+	if x != nil {
+		if x, ok := x.Kind.(*UniStreamHeader_Log); ok {
+			return x.Log
+		}
+	}
+	return nil
+}
+
+func (x *UniStreamHeader) GetArtifact() *ArtifactHeader {
+	if x != nil {
+		if x, ok := x.Kind.(*UniStreamHeader_Artifact); ok {
+			return x.Artifact
+		}
+	}
+	return nil
+}
+
+type isUniStreamHeader_Kind interface {
+	isUniStreamHeader_Kind()
+}
+
+type UniStreamHeader_Log struct {
+	Log *LogStreamHeader `protobuf:"bytes,1,opt,name=log,proto3,oneof"`
+}
+
+type UniStreamHeader_Artifact struct {
+	Artifact *ArtifactHeader `protobuf:"bytes,2,opt,name=artifact,proto3,oneof"`
+}
+
+func (*UniStreamHeader_Log) isUniStreamHeader_Kind() {}
+
+func (*UniStreamHeader_Artifact) isUniStreamHeader_Kind() {}
+
 // LogStreamHeader opens a job's log stream: a unidirectional stream from
-// the robot, this frame, then LogEntry frames until the robot closes it.
+// the robot, this header, then LogEntry frames until the robot closes it.
 // A robot that reconnects opens a new stream and resends from the first
 // line the control plane may not have.
 type LogStreamHeader struct {
@@ -1773,7 +1873,7 @@ type LogStreamHeader struct {
 
 func (x *LogStreamHeader) Reset() {
 	*x = LogStreamHeader{}
-	mi := &file_casare_agent_v1_agent_proto_msgTypes[24]
+	mi := &file_casare_agent_v1_agent_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1785,7 +1885,7 @@ func (x *LogStreamHeader) String() string {
 func (*LogStreamHeader) ProtoMessage() {}
 
 func (x *LogStreamHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_casare_agent_v1_agent_proto_msgTypes[24]
+	mi := &file_casare_agent_v1_agent_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1798,7 +1898,7 @@ func (x *LogStreamHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LogStreamHeader.ProtoReflect.Descriptor instead.
 func (*LogStreamHeader) Descriptor() ([]byte, []int) {
-	return file_casare_agent_v1_agent_proto_rawDescGZIP(), []int{24}
+	return file_casare_agent_v1_agent_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *LogStreamHeader) GetJobId() string {
@@ -1829,7 +1929,7 @@ type LogEntry struct {
 
 func (x *LogEntry) Reset() {
 	*x = LogEntry{}
-	mi := &file_casare_agent_v1_agent_proto_msgTypes[25]
+	mi := &file_casare_agent_v1_agent_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1841,7 +1941,7 @@ func (x *LogEntry) String() string {
 func (*LogEntry) ProtoMessage() {}
 
 func (x *LogEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_casare_agent_v1_agent_proto_msgTypes[25]
+	mi := &file_casare_agent_v1_agent_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1854,7 +1954,7 @@ func (x *LogEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LogEntry.ProtoReflect.Descriptor instead.
 func (*LogEntry) Descriptor() ([]byte, []int) {
-	return file_casare_agent_v1_agent_proto_rawDescGZIP(), []int{25}
+	return file_casare_agent_v1_agent_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *LogEntry) GetLine() int64 {
@@ -1890,6 +1990,233 @@ func (x *LogEntry) GetMessage() string {
 		return x.Message
 	}
 	return ""
+}
+
+// ArtifactHeader opens an artifact stream: a unidirectional stream from the
+// robot, this header, then ArtifactChunk frames of at most MaxArtifactChunk
+// bytes holding exactly size bytes, then the robot closes the stream. The
+// control plane answers on the control stream with ArtifactStored. A robot
+// that loses the connection before the answer sends the artifact again on
+// the next; the control plane keeps one artifact per job and name.
+type ArtifactHeader struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	JobId   string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	Attempt int32                  `protobuf:"varint,2,opt,name=attempt,proto3" json:"attempt,omitempty"`
+	// A plain file name: no slashes, at most MaxArtifactName bytes.
+	Name        string `protobuf:"bytes,3,opt,name=name,proto3" json:"name,omitempty"`
+	ContentType string `protobuf:"bytes,4,opt,name=content_type,json=contentType,proto3" json:"content_type,omitempty"`
+	// At most MaxArtifactSize.
+	Size int64 `protobuf:"varint,5,opt,name=size,proto3" json:"size,omitempty"`
+	// SHA-256 of the bytes, checked by the control plane.
+	Sha256        []byte `protobuf:"bytes,6,opt,name=sha256,proto3" json:"sha256,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ArtifactHeader) Reset() {
+	*x = ArtifactHeader{}
+	mi := &file_casare_agent_v1_agent_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ArtifactHeader) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ArtifactHeader) ProtoMessage() {}
+
+func (x *ArtifactHeader) ProtoReflect() protoreflect.Message {
+	mi := &file_casare_agent_v1_agent_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ArtifactHeader.ProtoReflect.Descriptor instead.
+func (*ArtifactHeader) Descriptor() ([]byte, []int) {
+	return file_casare_agent_v1_agent_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *ArtifactHeader) GetJobId() string {
+	if x != nil {
+		return x.JobId
+	}
+	return ""
+}
+
+func (x *ArtifactHeader) GetAttempt() int32 {
+	if x != nil {
+		return x.Attempt
+	}
+	return 0
+}
+
+func (x *ArtifactHeader) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *ArtifactHeader) GetContentType() string {
+	if x != nil {
+		return x.ContentType
+	}
+	return ""
+}
+
+func (x *ArtifactHeader) GetSize() int64 {
+	if x != nil {
+		return x.Size
+	}
+	return 0
+}
+
+func (x *ArtifactHeader) GetSha256() []byte {
+	if x != nil {
+		return x.Sha256
+	}
+	return nil
+}
+
+type ArtifactChunk struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Data          []byte                 `protobuf:"bytes,1,opt,name=data,proto3" json:"data,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ArtifactChunk) Reset() {
+	*x = ArtifactChunk{}
+	mi := &file_casare_agent_v1_agent_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ArtifactChunk) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ArtifactChunk) ProtoMessage() {}
+
+func (x *ArtifactChunk) ProtoReflect() protoreflect.Message {
+	mi := &file_casare_agent_v1_agent_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ArtifactChunk.ProtoReflect.Descriptor instead.
+func (*ArtifactChunk) Descriptor() ([]byte, []int) {
+	return file_casare_agent_v1_agent_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *ArtifactChunk) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+// ArtifactStored answers an artifact stream: the control plane has stored
+// the artifact, or, with error set, it did not.
+type ArtifactStored struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	JobId   string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	Attempt int32                  `protobuf:"varint,2,opt,name=attempt,proto3" json:"attempt,omitempty"`
+	Name    string                 `protobuf:"bytes,3,opt,name=name,proto3" json:"name,omitempty"`
+	Sha256  []byte                 `protobuf:"bytes,4,opt,name=sha256,proto3" json:"sha256,omitempty"`
+	// Why the artifact was not stored; empty when it was.
+	Error string `protobuf:"bytes,5,opt,name=error,proto3" json:"error,omitempty"`
+	// The failure was the control plane's own (its database): sending the
+	// artifact again may succeed. Otherwise the artifact is refused for good
+	// (the robot does not hold the job, a limit).
+	Temporary     bool `protobuf:"varint,6,opt,name=temporary,proto3" json:"temporary,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ArtifactStored) Reset() {
+	*x = ArtifactStored{}
+	mi := &file_casare_agent_v1_agent_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ArtifactStored) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ArtifactStored) ProtoMessage() {}
+
+func (x *ArtifactStored) ProtoReflect() protoreflect.Message {
+	mi := &file_casare_agent_v1_agent_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ArtifactStored.ProtoReflect.Descriptor instead.
+func (*ArtifactStored) Descriptor() ([]byte, []int) {
+	return file_casare_agent_v1_agent_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *ArtifactStored) GetJobId() string {
+	if x != nil {
+		return x.JobId
+	}
+	return ""
+}
+
+func (x *ArtifactStored) GetAttempt() int32 {
+	if x != nil {
+		return x.Attempt
+	}
+	return 0
+}
+
+func (x *ArtifactStored) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *ArtifactStored) GetSha256() []byte {
+	if x != nil {
+		return x.Sha256
+	}
+	return nil
+}
+
+func (x *ArtifactStored) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+func (x *ArtifactStored) GetTemporary() bool {
+	if x != nil {
+		return x.Temporary
+	}
+	return false
 }
 
 var File_casare_agent_v1_agent_proto protoreflect.FileDescriptor
@@ -1928,7 +2255,7 @@ const file_casare_agent_v1_agent_proto_rawDesc = "" +
 	"\adrained\x18\t \x01(\v2\x18.casare.agent.v1.DrainedH\x00R\adrained\x127\n" +
 	"\bdraining\x18\n" +
 	" \x01(\v2\x19.casare.agent.v1.DrainingH\x00R\bdrainingB\x05\n" +
-	"\x03msg\"\xde\x03\n" +
+	"\x03msg\"\xaa\x04\n" +
 	"\rServerMessage\x124\n" +
 	"\awelcome\x18\x01 \x01(\v2\x18.casare.agent.v1.WelcomeH\x00R\awelcome\x12D\n" +
 	"\rheartbeat_ack\x18\x02 \x01(\v2\x1d.casare.agent.v1.HeartbeatAckH\x00R\fheartbeatAck\x12;\n" +
@@ -1939,7 +2266,8 @@ const file_casare_agent_v1_agent_proto_rawDesc = "" +
 	"\x05drain\x18\x05 \x01(\v2\x16.casare.agent.v1.DrainH\x00R\x05drain\x126\n" +
 	"\x05renew\x18\x06 \x01(\v2\x1e.casare.agent.v1.RenewResponseH\x00R\x05renew\x124\n" +
 	"\arefused\x18\a \x01(\v2\x18.casare.agent.v1.RefusedH\x00R\arefused\x122\n" +
-	"\ajob_ack\x18\b \x01(\v2\x17.casare.agent.v1.JobAckH\x00R\x06jobAckB\x05\n" +
+	"\ajob_ack\x18\b \x01(\v2\x17.casare.agent.v1.JobAckH\x00R\x06jobAck\x12J\n" +
+	"\x0fartifact_stored\x18\t \x01(\v2\x1f.casare.agent.v1.ArtifactStoredH\x00R\x0eartifactStoredB\x05\n" +
 	"\x03msg\"\xfa\x02\n" +
 	"\x05Hello\x12\x19\n" +
 	"\brobot_id\x18\x01 \x01(\tR\arobotId\x12\x18\n" +
@@ -2016,7 +2344,11 @@ const file_casare_agent_v1_agent_proto_rawDesc = "" +
 	"\vcertificate\x18\x01 \x01(\fR\vcertificate\x12\x14\n" +
 	"\x05error\x18\x02 \x01(\tR\x05error\"!\n" +
 	"\aRefused\x12\x16\n" +
-	"\x06reason\x18\x01 \x01(\tR\x06reason\"B\n" +
+	"\x06reason\x18\x01 \x01(\tR\x06reason\"\x8e\x01\n" +
+	"\x0fUniStreamHeader\x124\n" +
+	"\x03log\x18\x01 \x01(\v2 .casare.agent.v1.LogStreamHeaderH\x00R\x03log\x12=\n" +
+	"\bartifact\x18\x02 \x01(\v2\x1f.casare.agent.v1.ArtifactHeaderH\x00R\bartifactB\x06\n" +
+	"\x04kind\"B\n" +
 	"\x0fLogStreamHeader\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x18\n" +
 	"\aattempt\x18\x02 \x01(\x05R\aattempt\"\x97\x01\n" +
@@ -2025,7 +2357,23 @@ const file_casare_agent_v1_agent_proto_rawDesc = "" +
 	"\x04time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12\x14\n" +
 	"\x05level\x18\x03 \x01(\tR\x05level\x12\x17\n" +
 	"\astep_id\x18\x04 \x01(\tR\x06stepId\x12\x18\n" +
-	"\amessage\x18\x05 \x01(\tR\amessageB9Z7github.com/casarerpa/casare/rpc/casare/agent/v1;agentv1b\x06proto3"
+	"\amessage\x18\x05 \x01(\tR\amessage\"\xa4\x01\n" +
+	"\x0eArtifactHeader\x12\x15\n" +
+	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x18\n" +
+	"\aattempt\x18\x02 \x01(\x05R\aattempt\x12\x12\n" +
+	"\x04name\x18\x03 \x01(\tR\x04name\x12!\n" +
+	"\fcontent_type\x18\x04 \x01(\tR\vcontentType\x12\x12\n" +
+	"\x04size\x18\x05 \x01(\x03R\x04size\x12\x16\n" +
+	"\x06sha256\x18\x06 \x01(\fR\x06sha256\"#\n" +
+	"\rArtifactChunk\x12\x12\n" +
+	"\x04data\x18\x01 \x01(\fR\x04data\"\xa1\x01\n" +
+	"\x0eArtifactStored\x12\x15\n" +
+	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x18\n" +
+	"\aattempt\x18\x02 \x01(\x05R\aattempt\x12\x12\n" +
+	"\x04name\x18\x03 \x01(\tR\x04name\x12\x16\n" +
+	"\x06sha256\x18\x04 \x01(\fR\x06sha256\x12\x14\n" +
+	"\x05error\x18\x05 \x01(\tR\x05error\x12\x1c\n" +
+	"\ttemporary\x18\x06 \x01(\bR\ttemporaryB9Z7github.com/casarerpa/casare/rpc/casare/agent/v1;agentv1b\x06proto3"
 
 var (
 	file_casare_agent_v1_agent_proto_rawDescOnce sync.Once
@@ -2039,7 +2387,7 @@ func file_casare_agent_v1_agent_proto_rawDescGZIP() []byte {
 	return file_casare_agent_v1_agent_proto_rawDescData
 }
 
-var file_casare_agent_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
+var file_casare_agent_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 31)
 var file_casare_agent_v1_agent_proto_goTypes = []any{
 	(*EnrollmentToken)(nil),       // 0: casare.agent.v1.EnrollmentToken
 	(*EnrollRequest)(nil),         // 1: casare.agent.v1.EnrollRequest
@@ -2065,12 +2413,16 @@ var file_casare_agent_v1_agent_proto_goTypes = []any{
 	(*RenewRequest)(nil),          // 21: casare.agent.v1.RenewRequest
 	(*RenewResponse)(nil),         // 22: casare.agent.v1.RenewResponse
 	(*Refused)(nil),               // 23: casare.agent.v1.Refused
-	(*LogStreamHeader)(nil),       // 24: casare.agent.v1.LogStreamHeader
-	(*LogEntry)(nil),              // 25: casare.agent.v1.LogEntry
-	nil,                           // 26: casare.agent.v1.Hello.LabelsEntry
-	(*durationpb.Duration)(nil),   // 27: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil), // 28: google.protobuf.Timestamp
-	(*structpb.Struct)(nil),       // 29: google.protobuf.Struct
+	(*UniStreamHeader)(nil),       // 24: casare.agent.v1.UniStreamHeader
+	(*LogStreamHeader)(nil),       // 25: casare.agent.v1.LogStreamHeader
+	(*LogEntry)(nil),              // 26: casare.agent.v1.LogEntry
+	(*ArtifactHeader)(nil),        // 27: casare.agent.v1.ArtifactHeader
+	(*ArtifactChunk)(nil),         // 28: casare.agent.v1.ArtifactChunk
+	(*ArtifactStored)(nil),        // 29: casare.agent.v1.ArtifactStored
+	nil,                           // 30: casare.agent.v1.Hello.LabelsEntry
+	(*durationpb.Duration)(nil),   // 31: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil), // 32: google.protobuf.Timestamp
+	(*structpb.Struct)(nil),       // 33: google.protobuf.Struct
 }
 var file_casare_agent_v1_agent_proto_depIdxs = []int32{
 	5,  // 0: casare.agent.v1.AgentMessage.hello:type_name -> casare.agent.v1.Hello
@@ -2091,20 +2443,23 @@ var file_casare_agent_v1_agent_proto_depIdxs = []int32{
 	22, // 15: casare.agent.v1.ServerMessage.renew:type_name -> casare.agent.v1.RenewResponse
 	23, // 16: casare.agent.v1.ServerMessage.refused:type_name -> casare.agent.v1.Refused
 	17, // 17: casare.agent.v1.ServerMessage.job_ack:type_name -> casare.agent.v1.JobAck
-	26, // 18: casare.agent.v1.Hello.labels:type_name -> casare.agent.v1.Hello.LabelsEntry
-	6,  // 19: casare.agent.v1.Hello.running_jobs:type_name -> casare.agent.v1.RunningJob
-	27, // 20: casare.agent.v1.Welcome.heartbeat_interval:type_name -> google.protobuf.Duration
-	28, // 21: casare.agent.v1.Heartbeat.time:type_name -> google.protobuf.Timestamp
-	6,  // 22: casare.agent.v1.Heartbeat.running_jobs:type_name -> casare.agent.v1.RunningJob
-	29, // 23: casare.agent.v1.JobAssign.inputs:type_name -> google.protobuf.Struct
-	28, // 24: casare.agent.v1.JobAssign.deadline:type_name -> google.protobuf.Timestamp
-	29, // 25: casare.agent.v1.JobComplete.outputs:type_name -> google.protobuf.Struct
-	28, // 26: casare.agent.v1.LogEntry.time:type_name -> google.protobuf.Timestamp
-	27, // [27:27] is the sub-list for method output_type
-	27, // [27:27] is the sub-list for method input_type
-	27, // [27:27] is the sub-list for extension type_name
-	27, // [27:27] is the sub-list for extension extendee
-	0,  // [0:27] is the sub-list for field type_name
+	29, // 18: casare.agent.v1.ServerMessage.artifact_stored:type_name -> casare.agent.v1.ArtifactStored
+	30, // 19: casare.agent.v1.Hello.labels:type_name -> casare.agent.v1.Hello.LabelsEntry
+	6,  // 20: casare.agent.v1.Hello.running_jobs:type_name -> casare.agent.v1.RunningJob
+	31, // 21: casare.agent.v1.Welcome.heartbeat_interval:type_name -> google.protobuf.Duration
+	32, // 22: casare.agent.v1.Heartbeat.time:type_name -> google.protobuf.Timestamp
+	6,  // 23: casare.agent.v1.Heartbeat.running_jobs:type_name -> casare.agent.v1.RunningJob
+	33, // 24: casare.agent.v1.JobAssign.inputs:type_name -> google.protobuf.Struct
+	32, // 25: casare.agent.v1.JobAssign.deadline:type_name -> google.protobuf.Timestamp
+	33, // 26: casare.agent.v1.JobComplete.outputs:type_name -> google.protobuf.Struct
+	25, // 27: casare.agent.v1.UniStreamHeader.log:type_name -> casare.agent.v1.LogStreamHeader
+	27, // 28: casare.agent.v1.UniStreamHeader.artifact:type_name -> casare.agent.v1.ArtifactHeader
+	32, // 29: casare.agent.v1.LogEntry.time:type_name -> google.protobuf.Timestamp
+	30, // [30:30] is the sub-list for method output_type
+	30, // [30:30] is the sub-list for method input_type
+	30, // [30:30] is the sub-list for extension type_name
+	30, // [30:30] is the sub-list for extension extendee
+	0,  // [0:30] is the sub-list for field type_name
 }
 
 func init() { file_casare_agent_v1_agent_proto_init() }
@@ -2133,6 +2488,11 @@ func file_casare_agent_v1_agent_proto_init() {
 		(*ServerMessage_Renew)(nil),
 		(*ServerMessage_Refused)(nil),
 		(*ServerMessage_JobAck)(nil),
+		(*ServerMessage_ArtifactStored)(nil),
+	}
+	file_casare_agent_v1_agent_proto_msgTypes[24].OneofWrappers = []any{
+		(*UniStreamHeader_Log)(nil),
+		(*UniStreamHeader_Artifact)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -2140,7 +2500,7 @@ func file_casare_agent_v1_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_casare_agent_v1_agent_proto_rawDesc), len(file_casare_agent_v1_agent_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   27,
+			NumMessages:   31,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
