@@ -625,6 +625,97 @@ func (x *LogLine) GetAttempt() int32 {
 	return 0
 }
 
+// JobArtifact describes a file a job saved (artifact.save,
+// browser.screenshot), kept with the job; GetJobArtifact returns its bytes.
+type JobArtifact struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// A plain file name, unique within the job.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// MIME type, e.g. image/png.
+	ContentType string `protobuf:"bytes,2,opt,name=content_type,json=contentType,proto3" json:"content_type,omitempty"`
+	// Size in bytes.
+	Size int64 `protobuf:"varint,3,opt,name=size,proto3" json:"size,omitempty"`
+	// SHA-256 of the bytes, lower-case hex.
+	Sha256 string `protobuf:"bytes,4,opt,name=sha256,proto3" json:"sha256,omitempty"`
+	// The attempt that saved it.
+	Attempt       int32                  `protobuf:"varint,5,opt,name=attempt,proto3" json:"attempt,omitempty"`
+	CreatedAt     *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *JobArtifact) Reset() {
+	*x = JobArtifact{}
+	mi := &file_casare_v1_job_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *JobArtifact) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*JobArtifact) ProtoMessage() {}
+
+func (x *JobArtifact) ProtoReflect() protoreflect.Message {
+	mi := &file_casare_v1_job_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use JobArtifact.ProtoReflect.Descriptor instead.
+func (*JobArtifact) Descriptor() ([]byte, []int) {
+	return file_casare_v1_job_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *JobArtifact) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *JobArtifact) GetContentType() string {
+	if x != nil {
+		return x.ContentType
+	}
+	return ""
+}
+
+func (x *JobArtifact) GetSize() int64 {
+	if x != nil {
+		return x.Size
+	}
+	return 0
+}
+
+func (x *JobArtifact) GetSha256() string {
+	if x != nil {
+		return x.Sha256
+	}
+	return ""
+}
+
+func (x *JobArtifact) GetAttempt() int32 {
+	if x != nil {
+		return x.Attempt
+	}
+	return 0
+}
+
+func (x *JobArtifact) GetCreatedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreatedAt
+	}
+	return nil
+}
+
 type SubmitJobRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// What to run: an inline definition or the name of a stored workflow.
@@ -652,7 +743,7 @@ type SubmitJobRequest struct {
 
 func (x *SubmitJobRequest) Reset() {
 	*x = SubmitJobRequest{}
-	mi := &file_casare_v1_job_proto_msgTypes[3]
+	mi := &file_casare_v1_job_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -664,7 +755,7 @@ func (x *SubmitJobRequest) String() string {
 func (*SubmitJobRequest) ProtoMessage() {}
 
 func (x *SubmitJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_casare_v1_job_proto_msgTypes[3]
+	mi := &file_casare_v1_job_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -677,7 +768,7 @@ func (x *SubmitJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitJobRequest.ProtoReflect.Descriptor instead.
 func (*SubmitJobRequest) Descriptor() ([]byte, []int) {
-	return file_casare_v1_job_proto_rawDescGZIP(), []int{3}
+	return file_casare_v1_job_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *SubmitJobRequest) GetSource() isSubmitJobRequest_Source {
@@ -781,7 +872,7 @@ type SubmitJobResponse struct {
 
 func (x *SubmitJobResponse) Reset() {
 	*x = SubmitJobResponse{}
-	mi := &file_casare_v1_job_proto_msgTypes[4]
+	mi := &file_casare_v1_job_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -793,7 +884,7 @@ func (x *SubmitJobResponse) String() string {
 func (*SubmitJobResponse) ProtoMessage() {}
 
 func (x *SubmitJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_casare_v1_job_proto_msgTypes[4]
+	mi := &file_casare_v1_job_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -806,7 +897,7 @@ func (x *SubmitJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitJobResponse.ProtoReflect.Descriptor instead.
 func (*SubmitJobResponse) Descriptor() ([]byte, []int) {
-	return file_casare_v1_job_proto_rawDescGZIP(), []int{4}
+	return file_casare_v1_job_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *SubmitJobResponse) GetJob() *Job {
@@ -832,7 +923,7 @@ type GetJobRequest struct {
 
 func (x *GetJobRequest) Reset() {
 	*x = GetJobRequest{}
-	mi := &file_casare_v1_job_proto_msgTypes[5]
+	mi := &file_casare_v1_job_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -844,7 +935,7 @@ func (x *GetJobRequest) String() string {
 func (*GetJobRequest) ProtoMessage() {}
 
 func (x *GetJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_casare_v1_job_proto_msgTypes[5]
+	mi := &file_casare_v1_job_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -857,7 +948,7 @@ func (x *GetJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetJobRequest.ProtoReflect.Descriptor instead.
 func (*GetJobRequest) Descriptor() ([]byte, []int) {
-	return file_casare_v1_job_proto_rawDescGZIP(), []int{5}
+	return file_casare_v1_job_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *GetJobRequest) GetId() string {
@@ -878,7 +969,7 @@ type GetJobResponse struct {
 
 func (x *GetJobResponse) Reset() {
 	*x = GetJobResponse{}
-	mi := &file_casare_v1_job_proto_msgTypes[6]
+	mi := &file_casare_v1_job_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -890,7 +981,7 @@ func (x *GetJobResponse) String() string {
 func (*GetJobResponse) ProtoMessage() {}
 
 func (x *GetJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_casare_v1_job_proto_msgTypes[6]
+	mi := &file_casare_v1_job_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -903,7 +994,7 @@ func (x *GetJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetJobResponse.ProtoReflect.Descriptor instead.
 func (*GetJobResponse) Descriptor() ([]byte, []int) {
-	return file_casare_v1_job_proto_rawDescGZIP(), []int{6}
+	return file_casare_v1_job_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *GetJobResponse) GetJob() *Job {
@@ -935,7 +1026,7 @@ type ListJobsRequest struct {
 
 func (x *ListJobsRequest) Reset() {
 	*x = ListJobsRequest{}
-	mi := &file_casare_v1_job_proto_msgTypes[7]
+	mi := &file_casare_v1_job_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -947,7 +1038,7 @@ func (x *ListJobsRequest) String() string {
 func (*ListJobsRequest) ProtoMessage() {}
 
 func (x *ListJobsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_casare_v1_job_proto_msgTypes[7]
+	mi := &file_casare_v1_job_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -960,7 +1051,7 @@ func (x *ListJobsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListJobsRequest.ProtoReflect.Descriptor instead.
 func (*ListJobsRequest) Descriptor() ([]byte, []int) {
-	return file_casare_v1_job_proto_rawDescGZIP(), []int{7}
+	return file_casare_v1_job_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ListJobsRequest) GetPageSize() int32 {
@@ -1008,7 +1099,7 @@ type ListJobsResponse struct {
 
 func (x *ListJobsResponse) Reset() {
 	*x = ListJobsResponse{}
-	mi := &file_casare_v1_job_proto_msgTypes[8]
+	mi := &file_casare_v1_job_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1020,7 +1111,7 @@ func (x *ListJobsResponse) String() string {
 func (*ListJobsResponse) ProtoMessage() {}
 
 func (x *ListJobsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_casare_v1_job_proto_msgTypes[8]
+	mi := &file_casare_v1_job_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1033,7 +1124,7 @@ func (x *ListJobsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListJobsResponse.ProtoReflect.Descriptor instead.
 func (*ListJobsResponse) Descriptor() ([]byte, []int) {
-	return file_casare_v1_job_proto_rawDescGZIP(), []int{8}
+	return file_casare_v1_job_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ListJobsResponse) GetJobs() []*Job {
@@ -1060,7 +1151,7 @@ type CancelJobRequest struct {
 
 func (x *CancelJobRequest) Reset() {
 	*x = CancelJobRequest{}
-	mi := &file_casare_v1_job_proto_msgTypes[9]
+	mi := &file_casare_v1_job_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1072,7 +1163,7 @@ func (x *CancelJobRequest) String() string {
 func (*CancelJobRequest) ProtoMessage() {}
 
 func (x *CancelJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_casare_v1_job_proto_msgTypes[9]
+	mi := &file_casare_v1_job_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1085,7 +1176,7 @@ func (x *CancelJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelJobRequest.ProtoReflect.Descriptor instead.
 func (*CancelJobRequest) Descriptor() ([]byte, []int) {
-	return file_casare_v1_job_proto_rawDescGZIP(), []int{9}
+	return file_casare_v1_job_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *CancelJobRequest) GetId() string {
@@ -1111,7 +1202,7 @@ type CancelJobResponse struct {
 
 func (x *CancelJobResponse) Reset() {
 	*x = CancelJobResponse{}
-	mi := &file_casare_v1_job_proto_msgTypes[10]
+	mi := &file_casare_v1_job_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1123,7 +1214,7 @@ func (x *CancelJobResponse) String() string {
 func (*CancelJobResponse) ProtoMessage() {}
 
 func (x *CancelJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_casare_v1_job_proto_msgTypes[10]
+	mi := &file_casare_v1_job_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1136,7 +1227,7 @@ func (x *CancelJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelJobResponse.ProtoReflect.Descriptor instead.
 func (*CancelJobResponse) Descriptor() ([]byte, []int) {
-	return file_casare_v1_job_proto_rawDescGZIP(), []int{10}
+	return file_casare_v1_job_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *CancelJobResponse) GetJob() *Job {
@@ -1159,7 +1250,7 @@ type WatchJobsRequest struct {
 
 func (x *WatchJobsRequest) Reset() {
 	*x = WatchJobsRequest{}
-	mi := &file_casare_v1_job_proto_msgTypes[11]
+	mi := &file_casare_v1_job_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1171,7 +1262,7 @@ func (x *WatchJobsRequest) String() string {
 func (*WatchJobsRequest) ProtoMessage() {}
 
 func (x *WatchJobsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_casare_v1_job_proto_msgTypes[11]
+	mi := &file_casare_v1_job_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1184,7 +1275,7 @@ func (x *WatchJobsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchJobsRequest.ProtoReflect.Descriptor instead.
 func (*WatchJobsRequest) Descriptor() ([]byte, []int) {
-	return file_casare_v1_job_proto_rawDescGZIP(), []int{11}
+	return file_casare_v1_job_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *WatchJobsRequest) GetStatuses() []JobStatus {
@@ -1228,7 +1319,7 @@ type WatchJobsResponse struct {
 
 func (x *WatchJobsResponse) Reset() {
 	*x = WatchJobsResponse{}
-	mi := &file_casare_v1_job_proto_msgTypes[12]
+	mi := &file_casare_v1_job_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1240,7 +1331,7 @@ func (x *WatchJobsResponse) String() string {
 func (*WatchJobsResponse) ProtoMessage() {}
 
 func (x *WatchJobsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_casare_v1_job_proto_msgTypes[12]
+	mi := &file_casare_v1_job_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1253,7 +1344,7 @@ func (x *WatchJobsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchJobsResponse.ProtoReflect.Descriptor instead.
 func (*WatchJobsResponse) Descriptor() ([]byte, []int) {
-	return file_casare_v1_job_proto_rawDescGZIP(), []int{12}
+	return file_casare_v1_job_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *WatchJobsResponse) GetType() WatchEventType {
@@ -1283,7 +1374,7 @@ type StreamJobLogsRequest struct {
 
 func (x *StreamJobLogsRequest) Reset() {
 	*x = StreamJobLogsRequest{}
-	mi := &file_casare_v1_job_proto_msgTypes[13]
+	mi := &file_casare_v1_job_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1295,7 +1386,7 @@ func (x *StreamJobLogsRequest) String() string {
 func (*StreamJobLogsRequest) ProtoMessage() {}
 
 func (x *StreamJobLogsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_casare_v1_job_proto_msgTypes[13]
+	mi := &file_casare_v1_job_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1308,7 +1399,7 @@ func (x *StreamJobLogsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StreamJobLogsRequest.ProtoReflect.Descriptor instead.
 func (*StreamJobLogsRequest) Descriptor() ([]byte, []int) {
-	return file_casare_v1_job_proto_rawDescGZIP(), []int{13}
+	return file_casare_v1_job_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *StreamJobLogsRequest) GetJobId() string {
@@ -1341,7 +1432,7 @@ type StreamJobLogsResponse struct {
 
 func (x *StreamJobLogsResponse) Reset() {
 	*x = StreamJobLogsResponse{}
-	mi := &file_casare_v1_job_proto_msgTypes[14]
+	mi := &file_casare_v1_job_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1353,7 +1444,7 @@ func (x *StreamJobLogsResponse) String() string {
 func (*StreamJobLogsResponse) ProtoMessage() {}
 
 func (x *StreamJobLogsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_casare_v1_job_proto_msgTypes[14]
+	mi := &file_casare_v1_job_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1366,7 +1457,7 @@ func (x *StreamJobLogsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StreamJobLogsResponse.ProtoReflect.Descriptor instead.
 func (*StreamJobLogsResponse) Descriptor() ([]byte, []int) {
-	return file_casare_v1_job_proto_rawDescGZIP(), []int{14}
+	return file_casare_v1_job_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *StreamJobLogsResponse) GetLines() []*LogLine {
@@ -1385,7 +1476,7 @@ type ExplainJobRequest struct {
 
 func (x *ExplainJobRequest) Reset() {
 	*x = ExplainJobRequest{}
-	mi := &file_casare_v1_job_proto_msgTypes[15]
+	mi := &file_casare_v1_job_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1397,7 +1488,7 @@ func (x *ExplainJobRequest) String() string {
 func (*ExplainJobRequest) ProtoMessage() {}
 
 func (x *ExplainJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_casare_v1_job_proto_msgTypes[15]
+	mi := &file_casare_v1_job_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1410,7 +1501,7 @@ func (x *ExplainJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExplainJobRequest.ProtoReflect.Descriptor instead.
 func (*ExplainJobRequest) Descriptor() ([]byte, []int) {
-	return file_casare_v1_job_proto_rawDescGZIP(), []int{15}
+	return file_casare_v1_job_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *ExplainJobRequest) GetId() string {
@@ -1434,7 +1525,7 @@ type ExplainJobResponse struct {
 
 func (x *ExplainJobResponse) Reset() {
 	*x = ExplainJobResponse{}
-	mi := &file_casare_v1_job_proto_msgTypes[16]
+	mi := &file_casare_v1_job_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1446,7 +1537,7 @@ func (x *ExplainJobResponse) String() string {
 func (*ExplainJobResponse) ProtoMessage() {}
 
 func (x *ExplainJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_casare_v1_job_proto_msgTypes[16]
+	mi := &file_casare_v1_job_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1459,7 +1550,7 @@ func (x *ExplainJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExplainJobResponse.ProtoReflect.Descriptor instead.
 func (*ExplainJobResponse) Descriptor() ([]byte, []int) {
-	return file_casare_v1_job_proto_rawDescGZIP(), []int{16}
+	return file_casare_v1_job_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ExplainJobResponse) GetJob() *Job {
@@ -1499,7 +1590,7 @@ type RobotFit struct {
 
 func (x *RobotFit) Reset() {
 	*x = RobotFit{}
-	mi := &file_casare_v1_job_proto_msgTypes[17]
+	mi := &file_casare_v1_job_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1511,7 +1602,7 @@ func (x *RobotFit) String() string {
 func (*RobotFit) ProtoMessage() {}
 
 func (x *RobotFit) ProtoReflect() protoreflect.Message {
-	mi := &file_casare_v1_job_proto_msgTypes[17]
+	mi := &file_casare_v1_job_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1524,7 +1615,7 @@ func (x *RobotFit) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RobotFit.ProtoReflect.Descriptor instead.
 func (*RobotFit) Descriptor() ([]byte, []int) {
-	return file_casare_v1_job_proto_rawDescGZIP(), []int{17}
+	return file_casare_v1_job_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *RobotFit) GetRobotId() string {
@@ -1551,6 +1642,200 @@ func (x *RobotFit) GetEligible() bool {
 func (x *RobotFit) GetReasons() []string {
 	if x != nil {
 		return x.Reasons
+	}
+	return nil
+}
+
+type ListJobArtifactsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	JobId         string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListJobArtifactsRequest) Reset() {
+	*x = ListJobArtifactsRequest{}
+	mi := &file_casare_v1_job_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListJobArtifactsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListJobArtifactsRequest) ProtoMessage() {}
+
+func (x *ListJobArtifactsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_casare_v1_job_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListJobArtifactsRequest.ProtoReflect.Descriptor instead.
+func (*ListJobArtifactsRequest) Descriptor() ([]byte, []int) {
+	return file_casare_v1_job_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *ListJobArtifactsRequest) GetJobId() string {
+	if x != nil {
+		return x.JobId
+	}
+	return ""
+}
+
+type ListJobArtifactsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// By name.
+	Artifacts     []*JobArtifact `protobuf:"bytes,1,rep,name=artifacts,proto3" json:"artifacts,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListJobArtifactsResponse) Reset() {
+	*x = ListJobArtifactsResponse{}
+	mi := &file_casare_v1_job_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListJobArtifactsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListJobArtifactsResponse) ProtoMessage() {}
+
+func (x *ListJobArtifactsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_casare_v1_job_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListJobArtifactsResponse.ProtoReflect.Descriptor instead.
+func (*ListJobArtifactsResponse) Descriptor() ([]byte, []int) {
+	return file_casare_v1_job_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *ListJobArtifactsResponse) GetArtifacts() []*JobArtifact {
+	if x != nil {
+		return x.Artifacts
+	}
+	return nil
+}
+
+type GetJobArtifactRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	JobId         string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	Name          string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetJobArtifactRequest) Reset() {
+	*x = GetJobArtifactRequest{}
+	mi := &file_casare_v1_job_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetJobArtifactRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetJobArtifactRequest) ProtoMessage() {}
+
+func (x *GetJobArtifactRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_casare_v1_job_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetJobArtifactRequest.ProtoReflect.Descriptor instead.
+func (*GetJobArtifactRequest) Descriptor() ([]byte, []int) {
+	return file_casare_v1_job_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *GetJobArtifactRequest) GetJobId() string {
+	if x != nil {
+		return x.JobId
+	}
+	return ""
+}
+
+func (x *GetJobArtifactRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+type GetJobArtifactResponse struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Artifact *JobArtifact           `protobuf:"bytes,1,opt,name=artifact,proto3" json:"artifact,omitempty"`
+	// The file's content.
+	Data          []byte `protobuf:"bytes,2,opt,name=data,proto3" json:"data,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetJobArtifactResponse) Reset() {
+	*x = GetJobArtifactResponse{}
+	mi := &file_casare_v1_job_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetJobArtifactResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetJobArtifactResponse) ProtoMessage() {}
+
+func (x *GetJobArtifactResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_casare_v1_job_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetJobArtifactResponse.ProtoReflect.Descriptor instead.
+func (*GetJobArtifactResponse) Descriptor() ([]byte, []int) {
+	return file_casare_v1_job_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *GetJobArtifactResponse) GetArtifact() *JobArtifact {
+	if x != nil {
+		return x.Artifact
+	}
+	return nil
+}
+
+func (x *GetJobArtifactResponse) GetData() []byte {
+	if x != nil {
+		return x.Data
 	}
 	return nil
 }
@@ -1605,7 +1890,15 @@ const file_casare_v1_job_proto_rawDesc = "" +
 	"\x05level\x18\x03 \x01(\tR\x05level\x12\x17\n" +
 	"\astep_id\x18\x04 \x01(\tR\x06stepId\x12\x18\n" +
 	"\amessage\x18\x05 \x01(\tR\amessage\x12\x18\n" +
-	"\aattempt\x18\x06 \x01(\x05R\aattempt\"\xa9\x05\n" +
+	"\aattempt\x18\x06 \x01(\x05R\aattempt\"\xc5\x01\n" +
+	"\vJobArtifact\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12!\n" +
+	"\fcontent_type\x18\x02 \x01(\tR\vcontentType\x12\x12\n" +
+	"\x04size\x18\x03 \x01(\x03R\x04size\x12\x16\n" +
+	"\x06sha256\x18\x04 \x01(\tR\x06sha256\x12\x18\n" +
+	"\aattempt\x18\x05 \x01(\x05R\aattempt\x129\n" +
+	"\n" +
+	"created_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\"\xa9\x05\n" +
 	"\x10SubmitJobRequest\x121\n" +
 	"\bworkflow\x18\x01 \x01(\v2\x13.casare.v1.WorkflowH\x00R\bworkflow\x121\n" +
 	"\rworkflow_name\x18\x02 \x01(\tB\n" +
@@ -1669,7 +1962,18 @@ const file_casare_v1_job_proto_rawDesc = "" +
 	"\n" +
 	"robot_name\x18\x02 \x01(\tR\trobotName\x12\x1a\n" +
 	"\beligible\x18\x03 \x01(\bR\beligible\x12\x18\n" +
-	"\areasons\x18\x04 \x03(\tR\areasons*\xbb\x01\n" +
+	"\areasons\x18\x04 \x03(\tR\areasons\";\n" +
+	"\x17ListJobArtifactsRequest\x12 \n" +
+	"\x06job_id\x18\x01 \x01(\tB\t\xbaH\x06r\x04\x10\x01\x18@R\x05jobId\"P\n" +
+	"\x18ListJobArtifactsResponse\x124\n" +
+	"\tartifacts\x18\x01 \x03(\v2\x16.casare.v1.JobArtifactR\tartifacts\"Y\n" +
+	"\x15GetJobArtifactRequest\x12 \n" +
+	"\x06job_id\x18\x01 \x01(\tB\t\xbaH\x06r\x04\x10\x01\x18@R\x05jobId\x12\x1e\n" +
+	"\x04name\x18\x02 \x01(\tB\n" +
+	"\xbaH\ar\x05\x10\x01\x18\xc8\x01R\x04name\"`\n" +
+	"\x16GetJobArtifactResponse\x122\n" +
+	"\bartifact\x18\x01 \x01(\v2\x16.casare.v1.JobArtifactR\bartifact\x12\x12\n" +
+	"\x04data\x18\x02 \x01(\fR\x04data*\xbb\x01\n" +
 	"\tJobStatus\x12\x1a\n" +
 	"\x16JOB_STATUS_UNSPECIFIED\x10\x00\x12\x16\n" +
 	"\x12JOB_STATUS_PENDING\x10\x01\x12\x17\n" +
@@ -1689,7 +1993,7 @@ const file_casare_v1_job_proto_rawDesc = "" +
 	"\x19WATCH_EVENT_TYPE_SNAPSHOT\x10\x01\x12\x1b\n" +
 	"\x17WATCH_EVENT_TYPE_SYNCED\x10\x02\x12\x1b\n" +
 	"\x17WATCH_EVENT_TYPE_UPSERT\x10\x03\x12\x1b\n" +
-	"\x17WATCH_EVENT_TYPE_DELETE\x10\x042\xc6\x04\n" +
+	"\x17WATCH_EVENT_TYPE_DELETE\x10\x042\x8c\x06\n" +
 	"\n" +
 	"JobService\x12P\n" +
 	"\tSubmitJob\x12\x1b.casare.v1.SubmitJobRequest\x1a\x1c.casare.v1.SubmitJobResponse\"\b\x88\xb5\x18\x02\x90\xb5\x18\x01\x12F\n" +
@@ -1699,7 +2003,9 @@ const file_casare_v1_job_proto_rawDesc = "" +
 	"\tWatchJobs\x12\x1b.casare.v1.WatchJobsRequest\x1a\x1c.casare.v1.WatchJobsResponse\"\x04\x88\xb5\x18\x010\x01\x12Z\n" +
 	"\rStreamJobLogs\x12\x1f.casare.v1.StreamJobLogsRequest\x1a .casare.v1.StreamJobLogsResponse\"\x04\x88\xb5\x18\x010\x01\x12R\n" +
 	"\n" +
-	"ExplainJob\x12\x1c.casare.v1.ExplainJobRequest\x1a\x1d.casare.v1.ExplainJobResponse\"\a\x88\xb5\x18\x01\x90\x02\x01B4Z2github.com/casarerpa/casare/rpc/casare/v1;casarev1b\x06proto3"
+	"ExplainJob\x12\x1c.casare.v1.ExplainJobRequest\x1a\x1d.casare.v1.ExplainJobResponse\"\a\x88\xb5\x18\x01\x90\x02\x01\x12d\n" +
+	"\x10ListJobArtifacts\x12\".casare.v1.ListJobArtifactsRequest\x1a#.casare.v1.ListJobArtifactsResponse\"\a\x88\xb5\x18\x01\x90\x02\x01\x12^\n" +
+	"\x0eGetJobArtifact\x12 .casare.v1.GetJobArtifactRequest\x1a!.casare.v1.GetJobArtifactResponse\"\a\x88\xb5\x18\x01\x90\x02\x01B4Z2github.com/casarerpa/casare/rpc/casare/v1;casarev1b\x06proto3"
 
 var (
 	file_casare_v1_job_proto_rawDescOnce sync.Once
@@ -1714,86 +2020,98 @@ func file_casare_v1_job_proto_rawDescGZIP() []byte {
 }
 
 var file_casare_v1_job_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_casare_v1_job_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
+var file_casare_v1_job_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
 var file_casare_v1_job_proto_goTypes = []any{
-	(JobStatus)(0),                // 0: casare.v1.JobStatus
-	(JobPriority)(0),              // 1: casare.v1.JobPriority
-	(WatchEventType)(0),           // 2: casare.v1.WatchEventType
-	(*Job)(nil),                   // 3: casare.v1.Job
-	(*JobEvent)(nil),              // 4: casare.v1.JobEvent
-	(*LogLine)(nil),               // 5: casare.v1.LogLine
-	(*SubmitJobRequest)(nil),      // 6: casare.v1.SubmitJobRequest
-	(*SubmitJobResponse)(nil),     // 7: casare.v1.SubmitJobResponse
-	(*GetJobRequest)(nil),         // 8: casare.v1.GetJobRequest
-	(*GetJobResponse)(nil),        // 9: casare.v1.GetJobResponse
-	(*ListJobsRequest)(nil),       // 10: casare.v1.ListJobsRequest
-	(*ListJobsResponse)(nil),      // 11: casare.v1.ListJobsResponse
-	(*CancelJobRequest)(nil),      // 12: casare.v1.CancelJobRequest
-	(*CancelJobResponse)(nil),     // 13: casare.v1.CancelJobResponse
-	(*WatchJobsRequest)(nil),      // 14: casare.v1.WatchJobsRequest
-	(*WatchJobsResponse)(nil),     // 15: casare.v1.WatchJobsResponse
-	(*StreamJobLogsRequest)(nil),  // 16: casare.v1.StreamJobLogsRequest
-	(*StreamJobLogsResponse)(nil), // 17: casare.v1.StreamJobLogsResponse
-	(*ExplainJobRequest)(nil),     // 18: casare.v1.ExplainJobRequest
-	(*ExplainJobResponse)(nil),    // 19: casare.v1.ExplainJobResponse
-	(*RobotFit)(nil),              // 20: casare.v1.RobotFit
-	(*structpb.Struct)(nil),       // 21: google.protobuf.Struct
-	(*timestamppb.Timestamp)(nil), // 22: google.protobuf.Timestamp
-	(*Requirements)(nil),          // 23: casare.v1.Requirements
-	(*durationpb.Duration)(nil),   // 24: google.protobuf.Duration
-	(*Workflow)(nil),              // 25: casare.v1.Workflow
+	(JobStatus)(0),                   // 0: casare.v1.JobStatus
+	(JobPriority)(0),                 // 1: casare.v1.JobPriority
+	(WatchEventType)(0),              // 2: casare.v1.WatchEventType
+	(*Job)(nil),                      // 3: casare.v1.Job
+	(*JobEvent)(nil),                 // 4: casare.v1.JobEvent
+	(*LogLine)(nil),                  // 5: casare.v1.LogLine
+	(*JobArtifact)(nil),              // 6: casare.v1.JobArtifact
+	(*SubmitJobRequest)(nil),         // 7: casare.v1.SubmitJobRequest
+	(*SubmitJobResponse)(nil),        // 8: casare.v1.SubmitJobResponse
+	(*GetJobRequest)(nil),            // 9: casare.v1.GetJobRequest
+	(*GetJobResponse)(nil),           // 10: casare.v1.GetJobResponse
+	(*ListJobsRequest)(nil),          // 11: casare.v1.ListJobsRequest
+	(*ListJobsResponse)(nil),         // 12: casare.v1.ListJobsResponse
+	(*CancelJobRequest)(nil),         // 13: casare.v1.CancelJobRequest
+	(*CancelJobResponse)(nil),        // 14: casare.v1.CancelJobResponse
+	(*WatchJobsRequest)(nil),         // 15: casare.v1.WatchJobsRequest
+	(*WatchJobsResponse)(nil),        // 16: casare.v1.WatchJobsResponse
+	(*StreamJobLogsRequest)(nil),     // 17: casare.v1.StreamJobLogsRequest
+	(*StreamJobLogsResponse)(nil),    // 18: casare.v1.StreamJobLogsResponse
+	(*ExplainJobRequest)(nil),        // 19: casare.v1.ExplainJobRequest
+	(*ExplainJobResponse)(nil),       // 20: casare.v1.ExplainJobResponse
+	(*RobotFit)(nil),                 // 21: casare.v1.RobotFit
+	(*ListJobArtifactsRequest)(nil),  // 22: casare.v1.ListJobArtifactsRequest
+	(*ListJobArtifactsResponse)(nil), // 23: casare.v1.ListJobArtifactsResponse
+	(*GetJobArtifactRequest)(nil),    // 24: casare.v1.GetJobArtifactRequest
+	(*GetJobArtifactResponse)(nil),   // 25: casare.v1.GetJobArtifactResponse
+	(*structpb.Struct)(nil),          // 26: google.protobuf.Struct
+	(*timestamppb.Timestamp)(nil),    // 27: google.protobuf.Timestamp
+	(*Requirements)(nil),             // 28: casare.v1.Requirements
+	(*durationpb.Duration)(nil),      // 29: google.protobuf.Duration
+	(*Workflow)(nil),                 // 30: casare.v1.Workflow
 }
 var file_casare_v1_job_proto_depIdxs = []int32{
 	0,  // 0: casare.v1.Job.status:type_name -> casare.v1.JobStatus
 	1,  // 1: casare.v1.Job.priority:type_name -> casare.v1.JobPriority
-	21, // 2: casare.v1.Job.result:type_name -> google.protobuf.Struct
-	22, // 3: casare.v1.Job.created_at:type_name -> google.protobuf.Timestamp
-	22, // 4: casare.v1.Job.started_at:type_name -> google.protobuf.Timestamp
-	22, // 5: casare.v1.Job.finished_at:type_name -> google.protobuf.Timestamp
-	21, // 6: casare.v1.Job.inputs:type_name -> google.protobuf.Struct
-	23, // 7: casare.v1.Job.requires:type_name -> casare.v1.Requirements
-	24, // 8: casare.v1.Job.timeout:type_name -> google.protobuf.Duration
-	22, // 9: casare.v1.Job.updated_at:type_name -> google.protobuf.Timestamp
-	22, // 10: casare.v1.JobEvent.time:type_name -> google.protobuf.Timestamp
+	26, // 2: casare.v1.Job.result:type_name -> google.protobuf.Struct
+	27, // 3: casare.v1.Job.created_at:type_name -> google.protobuf.Timestamp
+	27, // 4: casare.v1.Job.started_at:type_name -> google.protobuf.Timestamp
+	27, // 5: casare.v1.Job.finished_at:type_name -> google.protobuf.Timestamp
+	26, // 6: casare.v1.Job.inputs:type_name -> google.protobuf.Struct
+	28, // 7: casare.v1.Job.requires:type_name -> casare.v1.Requirements
+	29, // 8: casare.v1.Job.timeout:type_name -> google.protobuf.Duration
+	27, // 9: casare.v1.Job.updated_at:type_name -> google.protobuf.Timestamp
+	27, // 10: casare.v1.JobEvent.time:type_name -> google.protobuf.Timestamp
 	0,  // 11: casare.v1.JobEvent.from_status:type_name -> casare.v1.JobStatus
 	0,  // 12: casare.v1.JobEvent.to_status:type_name -> casare.v1.JobStatus
-	22, // 13: casare.v1.LogLine.time:type_name -> google.protobuf.Timestamp
-	25, // 14: casare.v1.SubmitJobRequest.workflow:type_name -> casare.v1.Workflow
-	21, // 15: casare.v1.SubmitJobRequest.inputs:type_name -> google.protobuf.Struct
-	1,  // 16: casare.v1.SubmitJobRequest.priority:type_name -> casare.v1.JobPriority
-	23, // 17: casare.v1.SubmitJobRequest.requires:type_name -> casare.v1.Requirements
-	24, // 18: casare.v1.SubmitJobRequest.timeout:type_name -> google.protobuf.Duration
-	3,  // 19: casare.v1.SubmitJobResponse.job:type_name -> casare.v1.Job
-	3,  // 20: casare.v1.GetJobResponse.job:type_name -> casare.v1.Job
-	4,  // 21: casare.v1.GetJobResponse.events:type_name -> casare.v1.JobEvent
-	0,  // 22: casare.v1.ListJobsRequest.statuses:type_name -> casare.v1.JobStatus
-	3,  // 23: casare.v1.ListJobsResponse.jobs:type_name -> casare.v1.Job
-	3,  // 24: casare.v1.CancelJobResponse.job:type_name -> casare.v1.Job
-	0,  // 25: casare.v1.WatchJobsRequest.statuses:type_name -> casare.v1.JobStatus
-	2,  // 26: casare.v1.WatchJobsResponse.type:type_name -> casare.v1.WatchEventType
-	3,  // 27: casare.v1.WatchJobsResponse.jobs:type_name -> casare.v1.Job
-	5,  // 28: casare.v1.StreamJobLogsResponse.lines:type_name -> casare.v1.LogLine
-	3,  // 29: casare.v1.ExplainJobResponse.job:type_name -> casare.v1.Job
-	20, // 30: casare.v1.ExplainJobResponse.robots:type_name -> casare.v1.RobotFit
-	6,  // 31: casare.v1.JobService.SubmitJob:input_type -> casare.v1.SubmitJobRequest
-	8,  // 32: casare.v1.JobService.GetJob:input_type -> casare.v1.GetJobRequest
-	10, // 33: casare.v1.JobService.ListJobs:input_type -> casare.v1.ListJobsRequest
-	12, // 34: casare.v1.JobService.CancelJob:input_type -> casare.v1.CancelJobRequest
-	14, // 35: casare.v1.JobService.WatchJobs:input_type -> casare.v1.WatchJobsRequest
-	16, // 36: casare.v1.JobService.StreamJobLogs:input_type -> casare.v1.StreamJobLogsRequest
-	18, // 37: casare.v1.JobService.ExplainJob:input_type -> casare.v1.ExplainJobRequest
-	7,  // 38: casare.v1.JobService.SubmitJob:output_type -> casare.v1.SubmitJobResponse
-	9,  // 39: casare.v1.JobService.GetJob:output_type -> casare.v1.GetJobResponse
-	11, // 40: casare.v1.JobService.ListJobs:output_type -> casare.v1.ListJobsResponse
-	13, // 41: casare.v1.JobService.CancelJob:output_type -> casare.v1.CancelJobResponse
-	15, // 42: casare.v1.JobService.WatchJobs:output_type -> casare.v1.WatchJobsResponse
-	17, // 43: casare.v1.JobService.StreamJobLogs:output_type -> casare.v1.StreamJobLogsResponse
-	19, // 44: casare.v1.JobService.ExplainJob:output_type -> casare.v1.ExplainJobResponse
-	38, // [38:45] is the sub-list for method output_type
-	31, // [31:38] is the sub-list for method input_type
-	31, // [31:31] is the sub-list for extension type_name
-	31, // [31:31] is the sub-list for extension extendee
-	0,  // [0:31] is the sub-list for field type_name
+	27, // 13: casare.v1.LogLine.time:type_name -> google.protobuf.Timestamp
+	27, // 14: casare.v1.JobArtifact.created_at:type_name -> google.protobuf.Timestamp
+	30, // 15: casare.v1.SubmitJobRequest.workflow:type_name -> casare.v1.Workflow
+	26, // 16: casare.v1.SubmitJobRequest.inputs:type_name -> google.protobuf.Struct
+	1,  // 17: casare.v1.SubmitJobRequest.priority:type_name -> casare.v1.JobPriority
+	28, // 18: casare.v1.SubmitJobRequest.requires:type_name -> casare.v1.Requirements
+	29, // 19: casare.v1.SubmitJobRequest.timeout:type_name -> google.protobuf.Duration
+	3,  // 20: casare.v1.SubmitJobResponse.job:type_name -> casare.v1.Job
+	3,  // 21: casare.v1.GetJobResponse.job:type_name -> casare.v1.Job
+	4,  // 22: casare.v1.GetJobResponse.events:type_name -> casare.v1.JobEvent
+	0,  // 23: casare.v1.ListJobsRequest.statuses:type_name -> casare.v1.JobStatus
+	3,  // 24: casare.v1.ListJobsResponse.jobs:type_name -> casare.v1.Job
+	3,  // 25: casare.v1.CancelJobResponse.job:type_name -> casare.v1.Job
+	0,  // 26: casare.v1.WatchJobsRequest.statuses:type_name -> casare.v1.JobStatus
+	2,  // 27: casare.v1.WatchJobsResponse.type:type_name -> casare.v1.WatchEventType
+	3,  // 28: casare.v1.WatchJobsResponse.jobs:type_name -> casare.v1.Job
+	5,  // 29: casare.v1.StreamJobLogsResponse.lines:type_name -> casare.v1.LogLine
+	3,  // 30: casare.v1.ExplainJobResponse.job:type_name -> casare.v1.Job
+	21, // 31: casare.v1.ExplainJobResponse.robots:type_name -> casare.v1.RobotFit
+	6,  // 32: casare.v1.ListJobArtifactsResponse.artifacts:type_name -> casare.v1.JobArtifact
+	6,  // 33: casare.v1.GetJobArtifactResponse.artifact:type_name -> casare.v1.JobArtifact
+	7,  // 34: casare.v1.JobService.SubmitJob:input_type -> casare.v1.SubmitJobRequest
+	9,  // 35: casare.v1.JobService.GetJob:input_type -> casare.v1.GetJobRequest
+	11, // 36: casare.v1.JobService.ListJobs:input_type -> casare.v1.ListJobsRequest
+	13, // 37: casare.v1.JobService.CancelJob:input_type -> casare.v1.CancelJobRequest
+	15, // 38: casare.v1.JobService.WatchJobs:input_type -> casare.v1.WatchJobsRequest
+	17, // 39: casare.v1.JobService.StreamJobLogs:input_type -> casare.v1.StreamJobLogsRequest
+	19, // 40: casare.v1.JobService.ExplainJob:input_type -> casare.v1.ExplainJobRequest
+	22, // 41: casare.v1.JobService.ListJobArtifacts:input_type -> casare.v1.ListJobArtifactsRequest
+	24, // 42: casare.v1.JobService.GetJobArtifact:input_type -> casare.v1.GetJobArtifactRequest
+	8,  // 43: casare.v1.JobService.SubmitJob:output_type -> casare.v1.SubmitJobResponse
+	10, // 44: casare.v1.JobService.GetJob:output_type -> casare.v1.GetJobResponse
+	12, // 45: casare.v1.JobService.ListJobs:output_type -> casare.v1.ListJobsResponse
+	14, // 46: casare.v1.JobService.CancelJob:output_type -> casare.v1.CancelJobResponse
+	16, // 47: casare.v1.JobService.WatchJobs:output_type -> casare.v1.WatchJobsResponse
+	18, // 48: casare.v1.JobService.StreamJobLogs:output_type -> casare.v1.StreamJobLogsResponse
+	20, // 49: casare.v1.JobService.ExplainJob:output_type -> casare.v1.ExplainJobResponse
+	23, // 50: casare.v1.JobService.ListJobArtifacts:output_type -> casare.v1.ListJobArtifactsResponse
+	25, // 51: casare.v1.JobService.GetJobArtifact:output_type -> casare.v1.GetJobArtifactResponse
+	43, // [43:52] is the sub-list for method output_type
+	34, // [34:43] is the sub-list for method input_type
+	34, // [34:34] is the sub-list for extension type_name
+	34, // [34:34] is the sub-list for extension extendee
+	0,  // [0:34] is the sub-list for field type_name
 }
 
 func init() { file_casare_v1_job_proto_init() }
@@ -1803,7 +2121,7 @@ func file_casare_v1_job_proto_init() {
 	}
 	file_casare_v1_common_proto_init()
 	file_casare_v1_workflow_proto_init()
-	file_casare_v1_job_proto_msgTypes[3].OneofWrappers = []any{
+	file_casare_v1_job_proto_msgTypes[4].OneofWrappers = []any{
 		(*SubmitJobRequest_Workflow)(nil),
 		(*SubmitJobRequest_WorkflowName)(nil),
 	}
@@ -1813,7 +2131,7 @@ func file_casare_v1_job_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_casare_v1_job_proto_rawDesc), len(file_casare_v1_job_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   18,
+			NumMessages:   23,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -38,6 +38,11 @@ const (
 	JobServiceStreamJobLogsProcedure = "/casare.v1.JobService/StreamJobLogs"
 	// JobServiceExplainJobProcedure is the procedure name of the JobService's ExplainJob RPC.
 	JobServiceExplainJobProcedure = "/casare.v1.JobService/ExplainJob"
+	// JobServiceListJobArtifactsProcedure is the procedure name of the JobService's ListJobArtifacts
+	// RPC.
+	JobServiceListJobArtifactsProcedure = "/casare.v1.JobService/ListJobArtifacts"
+	// JobServiceGetJobArtifactProcedure is the procedure name of the JobService's GetJobArtifact RPC.
+	JobServiceGetJobArtifactProcedure = "/casare.v1.JobService/GetJobArtifact"
 )
 
 var (
@@ -93,6 +98,22 @@ var (
 			IdempotencyLevel: connect.IdempotencyNoSideEffects,
 		}
 	})
+	jobServiceListJobArtifactsSpec = sync.OnceValue(func() connect.Spec {
+		return connect.Spec{
+			StreamType:       connect.StreamTypeUnary,
+			Schema:           v1.File_casare_v1_job_proto.Services().ByName("JobService").Methods().ByName("ListJobArtifacts"),
+			Procedure:        JobServiceListJobArtifactsProcedure,
+			IdempotencyLevel: connect.IdempotencyNoSideEffects,
+		}
+	})
+	jobServiceGetJobArtifactSpec = sync.OnceValue(func() connect.Spec {
+		return connect.Spec{
+			StreamType:       connect.StreamTypeUnary,
+			Schema:           v1.File_casare_v1_job_proto.Services().ByName("JobService").Methods().ByName("GetJobArtifact"),
+			Procedure:        JobServiceGetJobArtifactProcedure,
+			IdempotencyLevel: connect.IdempotencyNoSideEffects,
+		}
+	})
 )
 
 // JobServiceClient is a client for the casare.v1.JobService service.
@@ -113,6 +134,11 @@ type JobServiceClient interface {
 	// ExplainJob says why a job is where it is: for a pending job, why each
 	// robot cannot take it.
 	ExplainJob(context.Context, *v1.ExplainJobRequest) (*v1.ExplainJobResponse, error)
+	// ListJobArtifacts lists the files a job saved, by name, without their
+	// bytes.
+	ListJobArtifacts(context.Context, *v1.ListJobArtifactsRequest) (*v1.ListJobArtifactsResponse, error)
+	// GetJobArtifact returns one file a job saved, with its bytes.
+	GetJobArtifact(context.Context, *v1.GetJobArtifactRequest) (*v1.GetJobArtifactResponse, error)
 }
 
 // NewJobServiceClient constructs a client for the casare.v1.JobService service. Multiple service
@@ -179,6 +205,11 @@ type JobServiceHandler interface {
 	// ExplainJob says why a job is where it is: for a pending job, why each
 	// robot cannot take it.
 	ExplainJob(context.Context, *v1.ExplainJobRequest) (*v1.ExplainJobResponse, error)
+	// ListJobArtifacts lists the files a job saved, by name, without their
+	// bytes.
+	ListJobArtifacts(context.Context, *v1.ListJobArtifactsRequest) (*v1.ListJobArtifactsResponse, error)
+	// GetJobArtifact returns one file a job saved, with its bytes.
+	GetJobArtifact(context.Context, *v1.GetJobArtifactRequest) (*v1.GetJobArtifactResponse, error)
 }
 
 // RegisterJobServiceHandler registers svc as the casare.v1.JobService implementation on server.
@@ -192,6 +223,8 @@ func RegisterJobServiceHandler(server *connect.Server, svc JobServiceHandler) {
 		connect.Method{Spec: jobServiceWatchJobsSpec(), Handler: adapter.watchJobs},
 		connect.Method{Spec: jobServiceStreamJobLogsSpec(), Handler: adapter.streamJobLogs},
 		connect.Method{Spec: jobServiceExplainJobSpec(), Handler: adapter.explainJob},
+		connect.Method{Spec: jobServiceListJobArtifactsSpec(), Handler: adapter.listJobArtifacts},
+		connect.Method{Spec: jobServiceGetJobArtifactSpec(), Handler: adapter.getJobArtifact},
 	)
 }
 
@@ -256,6 +289,14 @@ func (UnimplementedJobServiceHandler) ExplainJob(context.Context, *v1.ExplainJob
 	return nil, connect.NewError(connect.CodeUnimplemented, "casare.v1.JobService.ExplainJob is not implemented")
 }
 
+func (UnimplementedJobServiceHandler) ListJobArtifacts(context.Context, *v1.ListJobArtifactsRequest) (*v1.ListJobArtifactsResponse, error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, "casare.v1.JobService.ListJobArtifacts is not implemented")
+}
+
+func (UnimplementedJobServiceHandler) GetJobArtifact(context.Context, *v1.GetJobArtifactRequest) (*v1.GetJobArtifactResponse, error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, "casare.v1.JobService.GetJobArtifact is not implemented")
+}
+
 type jobServiceClient struct {
 	client *connect.Client
 }
@@ -311,6 +352,22 @@ func (c *jobServiceClient) StreamJobLogs(ctx context.Context, req *v1.StreamJobL
 func (c *jobServiceClient) ExplainJob(ctx context.Context, req *v1.ExplainJobRequest) (*v1.ExplainJobResponse, error) {
 	var res v1.ExplainJobResponse
 	if err := c.client.CallUnary(ctx, jobServiceExplainJobSpec(), req, &res); err != nil {
+		return nil, err
+	}
+	return &res, nil
+}
+
+func (c *jobServiceClient) ListJobArtifacts(ctx context.Context, req *v1.ListJobArtifactsRequest) (*v1.ListJobArtifactsResponse, error) {
+	var res v1.ListJobArtifactsResponse
+	if err := c.client.CallUnary(ctx, jobServiceListJobArtifactsSpec(), req, &res); err != nil {
+		return nil, err
+	}
+	return &res, nil
+}
+
+func (c *jobServiceClient) GetJobArtifact(ctx context.Context, req *v1.GetJobArtifactRequest) (*v1.GetJobArtifactResponse, error) {
+	var res v1.GetJobArtifactResponse
+	if err := c.client.CallUnary(ctx, jobServiceGetJobArtifactSpec(), req, &res); err != nil {
 		return nil, err
 	}
 	return &res, nil
@@ -388,6 +445,30 @@ func (h jobServiceHandler) explainJob(ctx context.Context, _ connect.Spec, strea
 		return err
 	}
 	res, err := h.svc.ExplainJob(ctx, &req)
+	if err != nil {
+		return err
+	}
+	return stream.Send(res)
+}
+
+func (h jobServiceHandler) listJobArtifacts(ctx context.Context, _ connect.Spec, stream connect.ServerStream) error {
+	var req v1.ListJobArtifactsRequest
+	if err := stream.Receive(&req); err != nil {
+		return err
+	}
+	res, err := h.svc.ListJobArtifacts(ctx, &req)
+	if err != nil {
+		return err
+	}
+	return stream.Send(res)
+}
+
+func (h jobServiceHandler) getJobArtifact(ctx context.Context, _ connect.Spec, stream connect.ServerStream) error {
+	var req v1.GetJobArtifactRequest
+	if err := stream.Receive(&req); err != nil {
+		return err
+	}
+	res, err := h.svc.GetJobArtifact(ctx, &req)
 	if err != nil {
 		return err
 	}
