@@ -258,7 +258,7 @@ func (r *runner) runWorkflow(ctx context.Context, j *job, assign *agentv1.JobAss
 	}
 	defer os.RemoveAll(dir)
 	rep := reporter{j, r}
-	env := &step.Env{JobID: j.id, WorkDir: dir, Roots: r.opts.Abilities.FileRoots, Log: func(level, message string) { rep.Log(level, "", message) }}
+	env := &step.Env{JobID: j.id, WorkDir: dir, Roots: r.opts.Abilities.FileRoots, Log: func(level, message string) { rep.Log(level, "", message) }, SaveArtifact: r.artifactSaver(ctx, j)}
 	defer env.Close()
 	outputs, err := r.opts.Engine.Run(ctx, wf, inputs, env, rep)
 	if err != nil {
@@ -297,7 +297,7 @@ func (r *runner) ship(j *job) {
 			if stream == nil {
 				s, err := l.conn.OpenUniStream()
 				if err == nil {
-					err = agentv1.WriteFrame(s, &agentv1.LogStreamHeader{JobId: j.id, Attempt: j.attempt})
+					err = agentv1.WriteFrame(s, &agentv1.UniStreamHeader{Kind: &agentv1.UniStreamHeader_Log{Log: &agentv1.LogStreamHeader{JobId: j.id, Attempt: j.attempt}}})
 				}
 				if err != nil {
 					r.log.Debug("open a log stream", "job", j.id, "err", err)

@@ -181,6 +181,7 @@ type runner struct {
 	// still takes no new work.
 	draining     bool
 	drainStarted bool
+	uploads      uploads // artifacts waiting for the control plane's answer
 }
 
 func (r *runner) isDraining() bool {
@@ -280,6 +281,8 @@ func (r *runner) session(ctx context.Context) (registered bool, err error) {
 				r.cancelJob(m.JobCancel)
 			case *agentv1.ServerMessage_JobAck:
 				r.jobAcked(m.JobAck)
+			case *agentv1.ServerMessage_ArtifactStored:
+				r.uploads.deliver(m.ArtifactStored)
 			}
 		}
 	}()

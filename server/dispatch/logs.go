@@ -19,12 +19,7 @@ const (
 
 // Logs stores one job log stream as it comes, in batches, and tells every
 // replica's followers.
-func (d *Dispatcher) Logs(ctx context.Context, robotID string, frames *agentv1.FrameReader) {
-	hdr := &agentv1.LogStreamHeader{}
-	if err := frames.Read(hdr); err != nil {
-		d.log.Warn("a log stream without a header", "robot", robotID, "err", err)
-		return
-	}
+func (d *Dispatcher) Logs(ctx context.Context, robotID string, hdr *agentv1.LogStreamHeader, frames *agentv1.FrameReader) {
 	job, err := d.opts.Store.GetJob(ctx, hdr.GetJobId())
 	if err != nil || job.RobotID != robotID {
 		// A robot writes only into the log of a job it was given.

@@ -68,8 +68,11 @@ type Jobs interface {
 	RobotDraining(robotID string)
 	// Handle takes a job message from the robot, in the order sent.
 	Handle(ctx context.Context, robotID string, msg *agentv1.AgentMessage)
-	// Logs reads one job log stream to its end.
-	Logs(ctx context.Context, robotID string, frames *agentv1.FrameReader)
+	// Logs reads one job log stream, after its header, to its end.
+	Logs(ctx context.Context, robotID string, hdr *agentv1.LogStreamHeader, frames *agentv1.FrameReader)
+	// Artifact reads one artifact stream, after its header, stores the
+	// artifact and returns the answer for the robot.
+	Artifact(ctx context.Context, robotID string, hdr *agentv1.ArtifactHeader, frames *agentv1.FrameReader) *agentv1.ArtifactStored
 }
 
 // Robot is a welcomed robot as the job runner sees it.

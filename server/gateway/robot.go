@@ -132,7 +132,7 @@ func (g *Gateway) serveRobot(ctx context.Context, conn *quic.Conn) {
 			MaxJobs: robot.MaxJobs, Draining: hello.GetDraining(), Running: hello.GetRunningJobs(),
 			Send: sess.send,
 		})
-		go g.acceptLogStreams(ctx, conn, id, log)
+		go g.acceptUniStreams(ctx, sess, log)
 	}
 
 	lastSeen := now
@@ -177,17 +177,37 @@ func (g *Gateway) serveRobot(ctx context.Context, conn *quic.Conn) {
 	g.detach(ctx, id, conn, lastSeen, log, reason, lost)
 }
 
-// acceptLogStreams reads the job log streams the robot opens, each on its
-// own goroutine, until the connection ends.
-func (g *Gateway) acceptLogStreams(ctx context.Context, conn *quic.Conn, robotID string, log *slog.Logger) {
+// acceptUniStreams reads the unidirectional streams the robot opens (job
+// logs, artifacts), each on its own goroutine, until the connection ends.
+func (g *Gateway) acceptUniStreams(ctx context.Context, sess *session, log *slog.Logger) {
 	for {
-		stream, err := conn.AcceptUniStream(ctx)
+		stream, err := sess.conn.AcceptUniStream(ctx)
 		if err != nil {
 			return
 		}
 		go func() {
-			g.opts.Jobs.Logs(ctx, robotID, agentv1.NewFrameReader(stream))
-			stream.CancelRead(0)
+			defer stream.CancelRead(0)
+			frames := agentv1.NewFrameReader(stream)
+			hdr := &agentv1.UniStreamHeader{}
+			stream.SetReadDeadline(time.Now().Add(helloTimeout))
+			if err := frames.Read(hdr); err != nil {
+				log.Warn("a stream without a header", "err", err)
+				return
+			}
+			stream.SetReadDeadline(time.Time{})
+			switch kind := hdr.GetKind().(type) {
+			case *agentv1.UniStreamHeader_Log:
+				g.opts.Jobs.Logs(ctx, sess.robotID, kind.Log, frames)
+			case *agentv1.UniStreamHeader_Artifact:
+				answer := g.opts.Jobs.Artifact(ctx, sess.robotID, kind.Artifact, frames)
+				// Lost with the connection, the answer is made good by the
+				// robot sending the artifact again on its next one.
+				if err := sess.send(&agentv1.ServerMessage{Msg: &agentv1.ServerMessage_ArtifactStored{ArtifactStored: answer}}); err != nil {
+					log.Debug("answer an artifact", "job", kind.Artifact.GetJobId(), "name", kind.Artifact.GetName(), "err", err)
+				}
+			default:
+				log.Warn("a stream of a kind this control plane does not know; ignored")
+			}
 		}()
 	}
 }

@@ -109,4 +109,3 @@ func (r *Registry) GetJobArtifact(ctx context.Context, jobID, name string) (*Job
 	}
 	return a, nil
 }
-
