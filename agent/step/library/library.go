@@ -9,6 +9,7 @@ import (
 	"slices"
 
 	"github.com/casarerpa/casare/agent/step"
+	"github.com/casarerpa/casare/agent/step/artifact"
 	"github.com/casarerpa/casare/agent/step/browser"
 	"github.com/casarerpa/casare/agent/step/core"
 	"github.com/casarerpa/casare/agent/step/files"
@@ -41,5 +42,6 @@ func Actions(cfg Config) []*step.Action {
 		shell.Actions(),
 		sheets.Actions(),
 		browser.Actions(cfg.Browser),
+		artifact.Actions(),
 	)
 }
