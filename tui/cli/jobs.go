@@ -22,7 +22,7 @@ import (
 func (a *app) jobsCommand() *cobra.Command {
 	cmd := &cobra.Command{Use: "jobs", Aliases: []string{"job"}, Short: "Submit, follow, list and cancel jobs"}
 	cmd.AddCommand(a.jobsSubmitCommand(), a.jobsGetCommand(), a.jobsListCommand(), a.jobsCancelCommand(),
-		a.jobsLogsCommand(), a.jobsExplainCommand())
+		a.jobsLogsCommand(), a.jobsExplainCommand(), a.jobsArtifactsCommand(), a.jobsArtifactCommand())
 	return cmd
 }
 
