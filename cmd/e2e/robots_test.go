@@ -349,6 +349,9 @@ func TestEnrolmentRefusals(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// A context of its own: the first one's time went on the steps above.
+	ctx, cancel = context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
 	conn, err = quic.DialAddr(ctx, addr, &tls.Config{InsecureSkipVerify: true, Certificates: []tls.Certificate{cert}, NextProtos: []string{agentv1.ALPN}}, nil)
 	if err == nil {
 		if stream, err := conn.OpenStreamSync(ctx); err == nil {
