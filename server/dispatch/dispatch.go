@@ -353,32 +353,39 @@ func (d *Dispatcher) schedule(ctx context.Context) {
 // replicas reach for one job, the fenced transition to ASSIGNED lets one
 // have it and the other lets go.
 func (d *Dispatcher) followWaiting(ctx context.Context, waiting <-chan string) {
-	for {
-		var id string
-		select {
-		case <-ctx.Done():
-			return
-		case id = <-waiting:
-		}
+	eachNotice(ctx, waiting, func(id string) {
 		d.mu.Lock()
 		_, parked := d.known[id]
 		_, active := d.active[id]
 		d.mu.Unlock()
 		if parked || active {
-			continue // our own notice, or a job already here
+			return // our own notice, or a job already here
 		}
 		job, err := d.opts.Store.GetJob(ctx, id)
 		if err != nil || job.Status != registry.JobPending {
-			continue
+			return
 		}
 		req, err := ParseRequirements(job.Requires)
 		if err != nil {
-			continue
+			return
 		}
 		d.park(&pendingJob{
 			id: job.ID, attempt: job.Attempt, priority: job.Priority,
 			req: req, key: req.key(), pendingSince: job.UpdatedAt, announced: true,
 		})
+	})
+}
+
+// eachNotice calls handle with each job id of a notice fan-out until ctx
+// is done.
+func eachNotice(ctx context.Context, ids <-chan string, handle func(id string)) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case id := <-ids:
+			handle(id)
+		}
 	}
 }
 

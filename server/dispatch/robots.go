@@ -586,13 +586,7 @@ func (d *Dispatcher) stop(r *robot, jobID string, attempt int32, reason string) 
 
 // followStops tells robots here to stop the jobs cancelled anywhere.
 func (d *Dispatcher) followStops(ctx context.Context, stops <-chan string) {
-	for {
-		var id string
-		select {
-		case <-ctx.Done():
-			return
-		case id = <-stops:
-		}
+	eachNotice(ctx, stops, func(id string) {
 		d.mu.Lock()
 		if j := d.known[id]; j != nil {
 			j.gone = true
@@ -601,14 +595,14 @@ func (d *Dispatcher) followStops(ctx context.Context, stops <-chan string) {
 		a := d.active[id]
 		d.mu.Unlock()
 		if a == nil {
-			continue
+			return
 		}
 		job, err := d.opts.Store.GetJob(ctx, id)
 		if err != nil || !job.Status.Finished() {
-			continue
+			return
 		}
 		d.stop(a.robot, id, a.attempt, job.StatusMessage)
-	}
+	})
 }
 
 // sweepOrphans sends back the jobs of robots that no replica serves any
