@@ -246,6 +246,13 @@ func jobsOnRobots(t *testing.T, s *serverProc) {
 	// another robot, as attempt 2, and attempt 1 stays in its events.
 	long := f.submit(sleeper("10s"))
 	job = f.wait(long.GetId(), casarev1.JobStatus_JOB_STATUS_RUNNING, 10*time.Second)
+	// Its progress shows the step it waits in.
+	for deadline := time.Now().Add(5 * time.Second); job.GetCurrentStep() != "wait" || job.GetProgress() == 0; job, _ = f.get(long.GetId()) {
+		if time.Now().After(deadline) {
+			t.Fatalf("a running job shows step %q at %d%%, want step wait", job.GetCurrentStep(), job.GetProgress())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 	victim := f.ids[job.GetRobotId()]
 	f.agents[victim].cmd.Process.Signal(syscall.SIGKILL)
 	job = f.wait(long.GetId(), casarev1.JobStatus_JOB_STATUS_SUCCEEDED, 30*time.Second)
