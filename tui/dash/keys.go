@@ -9,7 +9,8 @@ import (
 // screen, so what the footer shows is always what works.
 type binding struct {
 	keys   []string // as tea.KeyPressMsg.String() spells them
-	label  string   // how the footer and help show the keys
+	label  string   // how the footer shows the keys
+	short  string   // what the footer says the keys do
 	help   string
 	footer bool // shown in the footer, not only in the help screen
 	// in says whether the binding applies to the view.
@@ -37,41 +38,41 @@ var bindings []binding
 func init() {
 	// Assigned in init because the actions refer back to the table (help).
 	bindings = []binding{
-		{keys: []string{"enter"}, label: "enter", help: "open the selected row", footer: true,
+		{keys: []string{"enter"}, label: "enter", short: "open", help: "open the selected row", footer: true,
 			in: inViews(viewRobots, viewJobs, viewQueues), run: (*Model).open},
-		{keys: []string{"esc"}, label: "esc", help: "go back, or clear the filter", footer: true,
+		{keys: []string{"esc"}, label: "esc", short: "back", help: "go back, or clear the filter", footer: true,
 			in: func(m *Model) bool { return len(m.stack) > 0 || (m.isList() && !m.cursor().filter.empty()) }, run: (*Model).back},
-		{keys: []string{":"}, label: ":", help: "switch view: :robots :jobs :queues :workflows", footer: true,
+		{keys: []string{":"}, label: ":", short: "view", help: "switch view: :robots :jobs :queues :workflows", footer: true,
 			in: always, run: func(m *Model) tea.Cmd { m.startInput(inputCommand); return nil }},
-		{keys: []string{"/"}, label: "/", help: "filter: words, field:value (status:failed robot:r1), -word to exclude", footer: true,
+		{keys: []string{"/"}, label: "/", short: "filter", help: "filter: words, field:value (status:failed robot:r1), -word to exclude", footer: true,
 			in: lists, run: func(m *Model) tea.Cmd { m.startInput(inputFilter); return nil }},
-		{keys: []string{"s"}, label: "s", help: "sort by the next column", footer: true,
+		{keys: []string{"s"}, label: "s", short: "sort", help: "sort by the next column", footer: true,
 			in: inViews(viewRobots, viewJobs), run: func(m *Model) tea.Cmd { m.nextSort(); return nil }},
-		{keys: []string{"S"}, label: "S", help: "reverse the sort", footer: false,
+		{keys: []string{"S"}, label: "S", short: "reverse", help: "reverse the sort", footer: false,
 			in: inViews(viewRobots, viewJobs), run: func(m *Model) tea.Cmd { m.reverseSort(); return nil }},
-		{keys: []string{"l"}, label: "l", help: "show the selected job's log", footer: true,
+		{keys: []string{"l"}, label: "l", short: "logs", help: "show the selected job's log", footer: true,
 			in: inViews(viewJobs, viewJob), run: (*Model).openLogs},
-		{keys: []string{"c"}, label: "c", help: "cancel the selected job (asks y/n)", footer: true,
+		{keys: []string{"c"}, label: "c", short: "cancel", help: "cancel the selected job (asks y/n)", footer: true,
 			in: inViews(viewJobs, viewJob, viewLogs), run: (*Model).askCancel},
-		{keys: []string{"d"}, label: "d", help: "drain the selected robot (asks y/n)", footer: true,
+		{keys: []string{"d"}, label: "d", short: "drain", help: "drain the selected robot (asks y/n)", footer: true,
 			in: inViews(viewRobots, viewRobot), run: (*Model).askDrain},
-		{keys: []string{"r"}, label: "r", help: "reload the workflows", footer: true,
+		{keys: []string{"r"}, label: "r", short: "reload", help: "reload the workflows", footer: true,
 			in: inViews(viewWorkflows), run: (*Model).loadWorkflows},
-		{keys: []string{"j", "down"}, label: "j/k", help: "move down / up (also ↓/↑)", footer: true,
+		{keys: []string{"j", "down"}, label: "j/k", short: "move", help: "move down / up (also ↓/↑)", footer: true,
 			in: always, run: func(m *Model) tea.Cmd { m.move(1); return nil }},
-		{keys: []string{"k", "up"}, label: "k", help: "move up", footer: false,
+		{keys: []string{"k", "up"}, label: "k", short: "up", help: "move up", footer: false,
 			in: always, run: func(m *Model) tea.Cmd { m.move(-1); return nil }},
-		{keys: []string{"pgdown", "ctrl+f"}, label: "pgdn", help: "page down", footer: false,
+		{keys: []string{"pgdown", "ctrl+f"}, label: "pgdn", short: "page", help: "page down", footer: false,
 			in: always, run: func(m *Model) tea.Cmd { m.move(m.pageRows()); return nil }},
-		{keys: []string{"pgup", "ctrl+b"}, label: "pgup", help: "page up", footer: false,
+		{keys: []string{"pgup", "ctrl+b"}, label: "pgup", short: "page", help: "page up", footer: false,
 			in: always, run: func(m *Model) tea.Cmd { m.move(-m.pageRows()); return nil }},
-		{keys: []string{"g", "home"}, label: "g", help: "go to the top", footer: false,
+		{keys: []string{"g", "home"}, label: "g", short: "top", help: "go to the top", footer: false,
 			in: always, run: func(m *Model) tea.Cmd { m.move(-1 << 30); return nil }},
-		{keys: []string{"G", "end"}, label: "G", help: "go to the bottom (in a log: follow new lines)", footer: false,
+		{keys: []string{"G", "end"}, label: "G", short: "bottom", help: "go to the bottom (in a log: follow new lines)", footer: false,
 			in: always, run: func(m *Model) tea.Cmd { m.move(1 << 30); return nil }},
-		{keys: []string{"?"}, label: "?", help: "show all keys", footer: true,
+		{keys: []string{"?"}, label: "?", short: "help", help: "show all keys", footer: true,
 			in: always, run: func(m *Model) tea.Cmd { m.help = !m.help; return nil }},
-		{keys: []string{"q", "ctrl+c"}, label: "q", help: "quit (also ctrl+c)", footer: true,
+		{keys: []string{"q", "ctrl+c"}, label: "q", short: "quit", help: "quit (also ctrl+c)", footer: true,
 			in: always, run: func(m *Model) tea.Cmd { m.quit(); return tea.Quit }},
 	}
 }

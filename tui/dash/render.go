@@ -28,7 +28,7 @@ func (m *Model) View() tea.View {
 func (m *Model) render() string {
 	now := m.now()
 	lines := make([]string, 0, m.height)
-	lines = append(lines, m.headerLine(now), m.titleLine())
+	lines = append(lines, fit(m.headerLine(now), m.width, false, false), fit(m.titleLine(), m.width, false, false))
 	body := m.bodyRows() + 1 // the column titles are part of the body
 	var content []string
 	switch {
@@ -338,7 +338,7 @@ func (m *Model) robotLines(now time.Time) []string {
 		m.fieldLine("ID", r.GetId()),
 		m.fieldLine("Status", m.th.statusWord(row.status)),
 		m.fieldLine("Labels", dash(row.labels)),
-		m.fieldLine("Abilities", dash(strings.Join(r.GetCapabilities(), ", "))),
+		m.fieldLine("Capability", dash(strings.Join(r.GetCapabilities(), ", "))),
 		m.fieldLine("Version", dash(r.GetVersion())+"   os "+dash(r.GetOs())+"   host "+dash(r.GetHostname())),
 		m.fieldLine("Heartbeat", ts(r.GetLastSeen(), r.GetLastSeen() != nil)),
 		m.fieldLine("Connected", ts(r.GetConnectedSince(), r.GetConnectedSince() != nil)),
@@ -395,30 +395,10 @@ func (m *Model) footerLine() string {
 	var parts []string
 	for _, b := range bindings {
 		if b.footer && b.in(m) {
-			parts = append(parts, m.th.key.Render(b.label)+" "+shortHelp(b))
+			parts = append(parts, m.th.key.Render(b.label)+" "+b.short)
 		}
 	}
 	return strings.Join(parts, "  ")
-}
-
-// shortHelp is the first words of a binding's help, for the footer.
-func shortHelp(b binding) string {
-	switch b.label {
-	case "enter":
-		return "open"
-	case "esc":
-		return "back"
-	case ":":
-		return "view"
-	case "/":
-		return "filter"
-	case "j/k":
-		return "move"
-	case "?":
-		return "help"
-	}
-	w, _, _ := strings.Cut(b.help, " ")
-	return w
 }
 
 func firstLine(s string) string {

@@ -93,7 +93,7 @@ func (r *jobRow) finishedJob() bool {
 // jobColumns are the jobs view's columns; jobCells fills them in this order.
 var jobColumns = []column{
 	{title: "ID", min: 8, max: 36, prio: 2, tail: true},
-	{title: "WORKFLOW", min: 12, max: 24, prio: 1},
+	{title: "WORKFLOW", min: 12, max: 18, prio: 1},
 	{title: "STATUS", min: 9, max: 9, prio: 0},
 	{title: "PRIORITY", min: 8, max: 8, prio: 6},
 	{title: "ROBOT", min: 8, max: 16, prio: 4},
@@ -194,7 +194,7 @@ func (r *robotRow) field(name string) (string, bool) {
 var robotColumns = []column{
 	{title: "NAME", min: 10, max: 24, prio: 0},
 	{title: "STATUS", min: 8, max: 8, prio: 1},
-	{title: "LABELS", min: 10, max: 40, prio: 4},
+	{title: "LABELS", min: 10, max: 30, prio: 4},
 	{title: "JOBS", min: 5, max: 5, prio: 2, right: true},
 	{title: "HEARTBEAT", min: 9, max: 9, prio: 3, right: true},
 	{title: "VERSION", min: 7, max: 12, prio: 6},
