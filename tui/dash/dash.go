@@ -137,9 +137,8 @@ type Model struct {
 	logTop   int
 	logTail  bool // keep the newest line in view
 
-	queues      []queueRow
-	queuesStale bool
-	queuesAt    time.Time
+	queues   []queueRow
+	queuesAt time.Time
 
 	streams   map[string]streamState
 	connected bool
@@ -325,7 +324,6 @@ func (m *Model) apply(b batch) tea.Cmd {
 				m.jobs.remove(j.GetId())
 			}
 		}
-		m.queuesStale = true
 	}
 	for _, c := range b.logs {
 		if c.jobID != m.logJob {
