@@ -39,7 +39,7 @@ func (s *Server) newHTTPServer() *http.Server {
 		s.auth.Interceptor(),
 		api.Validate(validator),
 	)
-	api.New(api.Options{
+	services := api.New(api.Options{
 		Registry:           s.reg,
 		Queue:              s.queue,
 		Auth:               s.auth,
@@ -51,7 +51,8 @@ func (s *Server) newHTTPServer() *http.Server {
 		JobLogs:            s.jobLogs,
 		Dispatch:           s.dispatcher,
 		RobotStaleAfter:    gateway.StaleAfter(s.cfg.HeartbeatInterval),
-	}).Register(apiServer)
+	})
+	services.Register(apiServer)
 
 	// Health and reflection answer without a token: probes and grpcurl
 	// carry none, and neither reveals more than the published schema.
@@ -93,7 +94,7 @@ func (s *Server) newHTTPServer() *http.Server {
 	protocols.SetHTTP1(true)
 	protocols.SetHTTP2(true)
 	protocols.SetUnencryptedHTTP2(true)
-	return &http.Server{
+	srv := &http.Server{
 		Handler:           handler,
 		Protocols:         protocols,
 		ReadHeaderTimeout: 10 * time.Second,
@@ -101,6 +102,10 @@ func (s *Server) newHTTPServer() *http.Server {
 		// No WriteTimeout: watch and log streams stay open for hours.
 		ErrorLog: slog.NewLogLogger(s.logger.Handler(), slog.LevelWarn),
 	}
+	// Streams stay open until their clients leave; a graceful shutdown
+	// ends them at once so that it waits only for unary calls.
+	srv.RegisterOnShutdown(services.EndStreams)
+	return srv
 }
 
 // strictJSONCodec rejects unknown JSON fields: a misspelt field in a

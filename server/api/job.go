@@ -291,6 +291,8 @@ func (s *jobService) CancelJob(ctx context.Context, req *casarev1.CancelJobReque
 // then each change: an UPSERT for a job that matches, a DELETE for one that
 // matched and no longer does.
 func (s *jobService) WatchJobs(ctx context.Context, req *casarev1.WatchJobsRequest, stream casarev1connect.JobServiceWatchJobsServerStream) error {
+	ctx, endStream := s.streamContext(ctx)
+	defer endStream()
 	// Subscribe before reading the snapshot, so no change falls between.
 	changed, cancel := s.jobChanges.Subscribe()
 	defer cancel()

@@ -20,6 +20,8 @@ const logPage = 500
 // new ones as robots report them, and ends once the job has ended and its
 // last line is sent.
 func (s *jobService) StreamJobLogs(ctx context.Context, req *casarev1.StreamJobLogsRequest, stream casarev1connect.JobServiceStreamJobLogsServerStream) error {
+	ctx, endStream := s.streamContext(ctx)
+	defer endStream()
 	var appended, changed <-chan string
 	if req.GetFollow() {
 		// Subscribe before the first read, so no line falls between.

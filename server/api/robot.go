@@ -149,6 +149,8 @@ const watchBatch = 500
 // WatchRobots sends every robot, then SYNCED, then each robot that changes
 // (DELETE for one deleted) until the client goes away.
 func (s *robotService) WatchRobots(ctx context.Context, _ *casarev1.WatchRobotsRequest, stream casarev1connect.RobotServiceWatchRobotsServerStream) error {
+	ctx, endStream := s.streamContext(ctx)
+	defer endStream()
 	// Subscribe first: a change between the snapshot and the subscription
 	// would otherwise be lost.
 	changed, cancel := s.robots.Subscribe()

@@ -6,6 +6,7 @@ package api
 import (
 	"context"
 	"log/slog"
+	"sync"
 	"time"
 
 	"connectrpc.com/connect/v2"
@@ -88,6 +89,32 @@ type Services struct {
 	jobLogs            ChangeFeed
 	dispatch           Dispatch
 	robotStaleAfter    time.Duration
+
+	// stopping closes when the server starts to shut down: watch and log
+	// streams never go idle on their own, and a graceful shutdown waits
+	// for every call to end.
+	stopping chan struct{}
+	stopOnce sync.Once
+}
+
+// EndStreams ends the open watch and log streams; clients reconnect to
+// another replica or to this one once it is back. Unary calls in flight
+// are left to finish.
+func (s *Services) EndStreams() {
+	s.stopOnce.Do(func() { close(s.stopping) })
+}
+
+// streamContext is ctx ended also when the server shuts down.
+func (s *Services) streamContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancel(ctx)
+	go func() {
+		select {
+		case <-s.stopping:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	return ctx, cancel
 }
 
 // New returns the services.
@@ -96,6 +123,7 @@ func New(opts Options) *Services {
 		opts.DefaultMaxAttempts = 3
 	}
 	return &Services{
+		stopping:           make(chan struct{}),
 		reg:                opts.Registry,
 		queue:              opts.Queue,
 		auth:               opts.Auth,
