@@ -53,7 +53,7 @@ func artifacts(t *testing.T, s *serverProc) {
 	defer page.Close()
 
 	f := newFleet(t, s)
-	f.enrol("web")
+	f.enrol("web", withBrowser)
 	waitStatuses(t, s, map[string]string{"web": "IDLE"}, 30*time.Second)
 	wf := workflow("keep-files",
 		step("write", "file.write", map[string]any{"path": "out/report.csv", "content": report}),

@@ -32,7 +32,7 @@ func TestBrowserWorkflowOnARobot(t *testing.T) {
 	s := startServer(t, t.TempDir())
 	f := newFleet(t, s)
 	f.enrol("plain", "--no-browser")
-	f.enrol("web")
+	f.enrol("web", withBrowser)
 	waitStatuses(t, s, map[string]string{"plain": "IDLE", "web": "IDLE"}, 30*time.Second)
 
 	wf := workflow("invoices",

@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -63,6 +64,12 @@ type agentProc struct {
 
 func startAgent(t *testing.T, dir string, args ...string) *agentProc {
 	t.Helper()
+	// An agent checks its Chromium by starting it, which takes seconds
+	// when many tests run at once; agents of tests that run no browser
+	// steps skip it. A test that wants a browser passes withBrowser.
+	if !slices.ContainsFunc(args, func(a string) bool { return strings.HasPrefix(a, "--chromium") || a == "--no-browser" }) {
+		args = append(args, "--no-browser")
+	}
 	a := &agentProc{log: &syncBuffer{}}
 	a.cmd = exec.Command(filepath.Join(bin, "casare-agent"), append([]string{"run", "--dir", dir}, args...)...)
 	a.cmd.Stdout, a.cmd.Stderr = a.log, a.log
@@ -72,6 +79,10 @@ func startAgent(t *testing.T, dir string, args ...string) *agentProc {
 	t.Cleanup(func() { a.cmd.Process.Kill(); a.cmd.Wait() })
 	return a
 }
+
+// withBrowser is the agent flag that lets a test's robot run browser
+// steps with the Chromium it finds.
+const withBrowser = "--chromium="
 
 func enrollmentToken(t *testing.T, s *serverProc, name string, extra ...string) string {
 	t.Helper()
