@@ -43,17 +43,10 @@ func (r *Registry) PutJobArtifact(ctx context.Context, a *JobArtifact, robotID s
 	}
 	err := r.db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
 		job := new(Job)
-		q := tx.NewSelect().Model(job).Column("id", "status", "attempt", "robot_id").Where("id = ?", a.JobID)
-		if r.dialect == "postgres" {
-			// Held until commit: the job cannot move to another robot
-			// between the check and the insert, and two artifacts of one
-			// job are counted one after the other.
-			q = q.For("UPDATE")
-		}
-		if err := q.Scan(ctx); err != nil {
-			if errors.Is(err, sql.ErrNoRows) {
-				return ErrNotFound
-			}
+		// Locked until commit: the job cannot move to another robot
+		// between the check and the insert, and two artifacts of one job
+		// are counted one after the other.
+		if err := r.lockRow(ctx, tx.NewSelect().Model(job).Column("id", "status", "attempt", "robot_id").Where("id = ?", a.JobID)); err != nil {
 			return err
 		}
 		fence := Transition{From: ActiveStatuses, Attempt: a.Attempt, Robot: robotID}

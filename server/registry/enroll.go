@@ -43,14 +43,7 @@ func (r *Registry) EnrollRobot(ctx context.Context, hash string, robot *Robot, a
 	at = normalize(at)
 	err := r.db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
 		token := new(EnrollmentToken)
-		q := tx.NewSelect().Model(token).Where("hash = ?", hash)
-		if r.dialect == "postgres" {
-			q = q.For("UPDATE")
-		}
-		if err := q.Scan(ctx); err != nil {
-			if errors.Is(err, sql.ErrNoRows) {
-				return ErrNotFound
-			}
+		if err := r.lockRow(ctx, tx.NewSelect().Model(token).Where("hash = ?", hash)); err != nil {
 			return err
 		}
 		switch {

@@ -169,14 +169,7 @@ func (r *Registry) TransitionJob(ctx context.Context, t Transition, audit *Audit
 	job := new(Job)
 	var conflict error
 	err := r.db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
-		q := tx.NewSelect().Model(job).Where("id = ?", t.JobID)
-		if r.dialect == "postgres" {
-			q = q.For("UPDATE")
-		}
-		if err := q.Scan(ctx); err != nil {
-			if errors.Is(err, sql.ErrNoRows) {
-				return ErrNotFound
-			}
+		if err := r.lockRow(ctx, tx.NewSelect().Model(job).Where("id = ?", t.JobID)); err != nil {
 			return err
 		}
 		if conflict = t.conflict(job); conflict != nil {
@@ -237,6 +230,22 @@ func (r *Registry) TransitionJob(ctx context.Context, t Transition, audit *Audit
 		return job, conflict
 	}
 	return job, nil
+}
+
+// lockRow reads the row q selects, locked until the transaction ends on
+// PostgreSQL (SQLite lets one writer in at a time anyway); ErrNotFound
+// when there is none.
+func (r *Registry) lockRow(ctx context.Context, q *bun.SelectQuery) error {
+	if r.dialect == "postgres" {
+		q = q.For("UPDATE")
+	}
+	if err := q.Scan(ctx); err != nil {
+		if errors.Is(err, sql.ErrNoRows) {
+			return ErrNotFound
+		}
+		return err
+	}
+	return nil
 }
 
 // transitionColumns are the columns a transition may change.

@@ -15,6 +15,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	casarev1 "github.com/casarerpa/casare/rpc/casare/v1"
+	dashboard "github.com/casarerpa/casare/tui/dash"
 )
 
 // print writes msg as JSON or YAML, or with table for -o table.
@@ -74,18 +75,7 @@ func age(ts *timestamppb.Timestamp, now time.Time) string {
 	if ts == nil {
 		return "-"
 	}
-	d := now.Sub(ts.AsTime())
-	switch {
-	case d < 0:
-		return "0s"
-	case d < time.Minute:
-		return fmt.Sprintf("%ds", int(d.Seconds()))
-	case d < time.Hour:
-		return fmt.Sprintf("%dm", int(d.Minutes()))
-	case d < 48*time.Hour:
-		return fmt.Sprintf("%dh", int(d.Hours()))
-	}
-	return fmt.Sprintf("%dd", int(d.Hours()/24))
+	return dashboard.ShortDuration(now.Sub(ts.AsTime()))
 }
 
 func dash(s string) string {

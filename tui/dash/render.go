@@ -96,7 +96,7 @@ func (m *Model) headerLine(now time.Time) string {
 		}
 		text := "○ DISCONNECTED · retrying"
 		if d := retry.Sub(now); d > time.Second {
-			text += " in " + shortDuration(d.Round(time.Second))
+			text += " in " + ShortDuration(d.Round(time.Second))
 		}
 		if why != "" {
 			text += " · " + why

@@ -114,7 +114,7 @@ func jobCells(r *jobRow, now time.Time, cells []string) {
 	cells[6] = since(r.created, now)
 	cells[7] = "-"
 	if d := r.duration(now); d >= 0 {
-		cells[7] = shortDuration(d)
+		cells[7] = ShortDuration(d)
 	}
 	cells[8] = "-"
 	switch {
@@ -257,10 +257,12 @@ func since(t, now time.Time) string {
 	if t.IsZero() {
 		return "-"
 	}
-	return shortDuration(now.Sub(t))
+	return ShortDuration(now.Sub(t))
 }
 
-func shortDuration(d time.Duration) string {
+// ShortDuration writes d the way kubectl writes ages: 5s, 3m, 2h, 4d.
+// casarectl's tables use it too, so the dashboard and the commands agree.
+func ShortDuration(d time.Duration) string {
 	switch {
 	case d < 0:
 		return "0s"
