@@ -156,6 +156,42 @@ func TestLimits(t *testing.T) {
 	}
 }
 
+func TestParseLimits(t *testing.T) {
+	deepJSON := strings.Repeat(`{"steps": [{"id": "g", "steps": [`, 9000) + `{"id": "a", "uses": "log"}` + strings.Repeat(`]}]}`, 9000)
+	// Flow style, as an attacker would write it (past 5,000 levels the YAML
+	// decoder refuses it itself).
+	deepYAML := "steps:\n  - " + strings.Repeat("{id: g, steps: [", 4000) + "{id: a, uses: log}" + strings.Repeat("]}", 4000) + "\n"
+	withinJSON, err := protojson.Marshal(nested(MaxDepth))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name string
+		data string
+		err  string
+	}{
+		{"JSONNineThousandLevels", deepJSON, "parse workflow: nested more than 104 deep, the limit is 104"},
+		{"YAMLFourThousandLevels", deepYAML, "parse workflow: nested more than 104 deep, the limit is 104"},
+		{"TooLarge", "steps: []\n#" + strings.Repeat("x", MaxDefinitionBytes), "parse workflow: the file is 4.0 MiB, the limit is 4 MiB"},
+		{"DepthLimitParses", string(withinJSON), ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			start := time.Now()
+			_, err := Parse([]byte(tc.data))
+			if tc.err == "" {
+				if err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			if err == nil || err.Error() != tc.err {
+				t.Fatalf("Parse = %v, want %q", err, tc.err)
+			}
+			t.Logf("refused in %s", time.Since(start))
+		})
+	}
+}
+
 func TestDuplicateIDsLinear(t *testing.T) {
 	// The issue's 20 groups of 1,000 steps that share an id: a CEL rule
 	// quadratic in each group's size took 1 min 44 s.
