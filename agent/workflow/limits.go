@@ -16,8 +16,9 @@ const (
 	// steps): a workflow's top-level steps are at depth 1.
 	MaxDepth = 32
 	// MaxSteps bounds the steps of a workflow, nested ones and error
-	// handlers included.
-	MaxSteps = 10_000
+	// handlers included. With MaxExpressions it keeps the largest
+	// workflow's validation well under 100 ms (BenchmarkValidateLargest).
+	MaxSteps = 5_000
 	// MaxValueDepth bounds how deeply a with value or an input's default
 	// nests (maps and lists in maps and lists).
 	MaxValueDepth = 32
@@ -25,8 +26,8 @@ const (
 	// expression written many times counts once), and MaxExpressionBytes
 	// their text: checking one takes tens of microseconds, a long one
 	// milliseconds.
-	MaxExpressions     = 500
-	MaxExpressionBytes = 32 << 10
+	MaxExpressions     = 250
+	MaxExpressionBytes = 16 << 10
 	// MaxDefinitionBytes bounds a workflow file Parse reads.
 	MaxDefinitionBytes = 4 << 20
 	// maxSyntaxDepth bounds the nesting of a file's JSON or YAML before it

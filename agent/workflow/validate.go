@@ -98,6 +98,7 @@ type validation struct {
 	finished map[string]bool
 	walked   int
 
+	params     map[string]params
 	compiled   map[string]compiled
 	exprCount  int
 	exprBytes  int
@@ -189,6 +190,9 @@ func (v *validation) step(path string, s *casarev1.Step, at where) {
 	if v.walked++; v.walked%64 == 0 && v.ctx.Err() != nil {
 		return
 	}
+	if (s.GetUses() != "") == (len(s.GetSteps()) > 0) {
+		v.add(path, "a step needs either uses or nested steps, not both")
+	}
 	if s.GetIf() != "" {
 		v.bare(path+".if", s.GetIf(), at, cel.BoolType)
 	}
@@ -232,9 +236,9 @@ func (v *validation) action(path string, s *casarev1.Step, at where) {
 	if a.Params == nil {
 		return
 	}
-	fields := map[string]step.Field{}
-	for _, f := range step.Fields(a.Params) {
-		fields[f.Name] = f
+	params := v.fields(a)
+	fields := params.byName
+	for _, f := range params.list {
 		if _, ok := with[f.Name]; f.Required && (!ok || with[f.Name] == nil) {
 			v.add(path+".with."+f.Name, "required")
 		}
@@ -252,6 +256,29 @@ func (v *validation) action(path string, s *casarev1.Step, at where) {
 			v.add(path+".with."+k, "%v", err)
 		}
 	}
+}
+
+// params are an action's parameters, in order and by name.
+type params struct {
+	list   []step.Field
+	byName map[string]step.Field
+}
+
+// fields returns an action's parameters, read from its type once per
+// validation rather than once per step.
+func (v *validation) fields(a *step.Action) params {
+	if p, ok := v.params[a.Name]; ok {
+		return p
+	}
+	p := params{list: step.Fields(a.Params), byName: map[string]step.Field{}}
+	for _, f := range p.list {
+		p.byName[f.Name] = f
+	}
+	if v.params == nil {
+		v.params = map[string]params{}
+	}
+	v.params[a.Name] = p
+	return p
 }
 
 // decodeLiteral decodes one literal parameter as the action would, so a

@@ -138,7 +138,7 @@ func TestHugeInvalidWorkflowAnswersCapped(t *testing.T) {
 	badRefs := `{"workflow": {"steps": [` + strings.Join(steps, ",") + `]}}`
 	deep := `{"workflow": ` + strings.Repeat(`{"steps": [{"id": "g", "steps": [`, 9000) + `{"id": "a", "uses": "log"}` + strings.Repeat(`]}]}`, 9000) + `}`
 	var dup []string
-	for g := range 9 {
+	for g := range 4 {
 		var inner []string
 		for range 1000 {
 			inner = append(inner, `{"id": "d", "uses": "log", "with": {"message": "x"}}`)
@@ -151,9 +151,9 @@ func TestHugeInvalidWorkflowAnswersCapped(t *testing.T) {
 		body string
 		says string
 	}{
-		{"ThreeMegabytesOfBadReferences", badRefs, "of different expressions in the workflow, the limit is 32 KiB"},
+		{"ThreeMegabytesOfBadReferences", badRefs, "of different expressions in the workflow, the limit is 16 KiB"},
 		{"NineThousandLevels", deep, "invalid_argument"},
-		{"DuplicateIDs", dups, `workflow.steps[8].steps: step id "d" is used more than once`},
+		{"DuplicateIDs", dups, `workflow.steps[3].steps: step id "d" is used more than once`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			start := time.Now()

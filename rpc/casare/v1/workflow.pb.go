@@ -218,6 +218,8 @@ func (x *InputSpec) GetSecret() bool {
 
 // Step is one unit of work: either an action (`uses`) or a group of nested
 // `steps`, optionally conditional, repeated, retried or time limited.
+// A step needs either uses or nested steps, not both: the workflow package
+// checks that, where a CEL rule cost more than the rest of a step's rules.
 type Step struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Identifier, unique among its siblings; outputs are addressed as
@@ -898,7 +900,7 @@ const file_casare_v1_workflow_proto_rawDesc = "" +
 	"\brequired\x18\x02 \x01(\bR\brequired\x120\n" +
 	"\adefault\x18\x03 \x01(\v2\x16.google.protobuf.ValueR\adefault\x12*\n" +
 	"\vdescription\x18\x04 \x01(\tB\b\xbaH\x05r\x03\x18\x80 R\vdescription\x12\x16\n" +
-	"\x06secret\x18\x05 \x01(\bR\x06secret\"\xb1\x05\n" +
+	"\x06secret\x18\x05 \x01(\bR\x06secret\"\xb4\x04\n" +
 	"\x04Step\x123\n" +
 	"\x02id\x18\x01 \x01(\tB#\xbaH r\x1e\x10\x01\x18@2\x18^[A-Za-z_][A-Za-z0-9_]*$R\x02id\x12\x1c\n" +
 	"\x04name\x18\x02 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x02R\x04name\x12F\n" +
@@ -912,8 +914,7 @@ const file_casare_v1_workflow_proto_rawDesc = "" +
 	"\atimeout\x18\n" +
 	" \x01(\v2\x19.google.protobuf.DurationB\b\xbaH\x05\xaa\x01\x02*\x00R\atimeout\x12*\n" +
 	"\x11continue_on_error\x18\v \x01(\bR\x0fcontinueOnError\x124\n" +
-	"\bon_error\x18\f \x03(\v2\x0f.casare.v1.StepB\b\xbaH\x05\x92\x01\x02\x10dR\aonError:{\xbaHx\x1av\n" +
-	"\x12step_uses_or_steps\x122a step needs either uses or nested steps, not both\x1a,(this.uses != '') != (this.steps.size() > 0)\"r\n" +
+	"\bon_error\x18\f \x03(\v2\x0f.casare.v1.StepB\b\xbaH\x05\x92\x01\x02\x10dR\aonError\"r\n" +
 	"\x05Retry\x12%\n" +
 	"\battempts\x18\x01 \x01(\x05B\t\xbaH\x06\x1a\x04\x18d(\x01R\battempts\x12B\n" +
 	"\abackoff\x18\x02 \x01(\v2\x19.google.protobuf.DurationB\r\xbaH\n" +
