@@ -49,17 +49,24 @@ func Validate(wf *casarev1.Workflow, cat step.Catalogue) error {
 // work is linear in a bounded size. It returns a *ValidationError, the
 // context's error when ctx ends first, or nil.
 func ValidateContext(ctx context.Context, wf *casarev1.Workflow, cat step.Catalogue) error {
+	return validate(ctx, wf, cat, true)
+}
+
+// ValidateAfterRules is ValidateContext for a workflow whose protovalidate
+// rules the caller has already checked, as the API's validating
+// interceptor does for every request: they are not checked twice.
+func ValidateAfterRules(ctx context.Context, wf *casarev1.Workflow, cat step.Catalogue) error {
+	return validate(ctx, wf, cat, false)
+}
+
+func validate(ctx context.Context, wf *casarev1.Workflow, cat step.Catalogue, rules bool) error {
 	if err := CheckLimits(wf); err != nil {
 		return err
 	}
 	v := &validation{ctx: ctx, cat: cat}
-	if err := validator.Validate(wf); err != nil {
-		var verr *protovalidateError
-		if !errors.As(err, &verr) {
-			return fmt.Errorf("validate workflow: %w", err)
-		}
-		for _, violation := range verr.Violations {
-			v.addProblem(violation.String())
+	if rules {
+		if err := v.rules(wf); err != nil {
+			return err
 		}
 	}
 	v.workflow(wf)
@@ -70,6 +77,22 @@ func ValidateContext(ctx context.Context, wf *casarev1.Workflow, cat step.Catalo
 		return nil
 	}
 	return &ValidationError{Problems: v.problems, More: v.more}
+}
+
+// rules adds the violations of the workflow's protovalidate rules.
+func (v *validation) rules(wf *casarev1.Workflow) error {
+	err := validator.Validate(wf)
+	if err == nil {
+		return nil
+	}
+	var verr *protovalidateError
+	if !errors.As(err, &verr) {
+		return fmt.Errorf("validate workflow: %w", err)
+	}
+	for _, violation := range verr.Violations {
+		v.addProblem(violation.String())
+	}
+	return nil
 }
 
 // MaxProblems bounds the problems a ValidationError lists: a workflow with

@@ -28,9 +28,10 @@ var stepCatalogue = library.Catalogue(library.Config{})
 // validateWorkflow checks a definition against the step catalogue and
 // returns its problems in one invalid-argument error, at most
 // workflow.MaxProblems of them with a count of the rest. It stops when
-// the client leaves.
+// the client leaves. The request's protovalidate rules, the workflow's
+// among them, were checked by the Validate interceptor.
 func validateWorkflow(ctx context.Context, wf *casarev1.Workflow) error {
-	return workflowError(workflow.ValidateContext(ctx, wf, stepCatalogue))
+	return workflowError(workflow.ValidateAfterRules(ctx, wf, stepCatalogue))
 }
 
 // workflowError turns what workflow validation returned into what the
