@@ -191,15 +191,15 @@ func collectIDs(steps []*casarev1.Step, into map[string]bool) {
 
 // steps checks a list of steps run in order.
 func (v *validation) steps(path string, steps []*casarev1.Step, at where) {
-	seen := make(map[string]bool, len(steps))
-	reported := map[string]bool{}
-	for _, s := range steps {
-		id := s.GetId()
-		if seen[id] && !reported[id] && id != "" {
-			reported[id] = true
-			v.add(path, "step id %q is used more than once", expr.Truncate(id, maxQuoted))
+	if len(steps) > 1 {
+		// times counts each id up to twice: the second use is reported.
+		times := make(map[string]int, len(steps))
+		for _, s := range steps {
+			id := s.GetId()
+			if times[id]++; times[id] == 2 && id != "" {
+				v.add(path, "step id %q is used more than once", expr.Truncate(id, maxQuoted))
+			}
 		}
-		seen[id] = true
 	}
 	for i, s := range steps {
 		v.step(fmt.Sprintf("%s[%d]", path, i), s, at)
@@ -230,10 +230,14 @@ func (v *validation) step(path string, s *casarev1.Step, at where) {
 	if s.GetUses() != "" {
 		v.action(path, s, inside)
 	}
-	v.steps(path+".steps", s.GetSteps(), inside)
-	handlers := inside
-	handlers.inError = true
-	v.steps(path+".on_error", s.GetOnError(), handlers)
+	if len(s.GetSteps()) > 0 {
+		v.steps(path+".steps", s.GetSteps(), inside)
+	}
+	if len(s.GetOnError()) > 0 {
+		handlers := inside
+		handlers.inError = true
+		v.steps(path+".on_error", s.GetOnError(), handlers)
+	}
 	v.finished[s.GetId()] = true
 }
 
