@@ -36,6 +36,14 @@ func TestOutputLimits(t *testing.T) {
 			err:  "the value of replace is 9.5 MiB, the limit is 4 MiB", contains: true, business: true,
 		},
 		{
+			// A value written into text many times: the text is held to
+			// the limit of a value an expression makes.
+			name:   "TemplateOverLimit",
+			wf:     withOutputs(wfOf(logStep("a", "x")), map[string]string{"t": strings.Repeat("${{ inputs.s }},", 5)}),
+			inputs: map[string]any{"s": atLimit},
+			err:    "outputs.t: the text is 5.0 MiB, the limit is 4 MiB", business: true,
+		},
+		{
 			name:   "ResultOverLimit",
 			wf:     withOutputs(wfOf(logStep("a", "x")), map[string]string{"a": "${{ inputs.s }}", "b": "${{ inputs.s }}", "c": "${{ inputs.s }}"}),
 			inputs: map[string]any{"s": atLimit},
