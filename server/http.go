@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/rs/cors"
 
+	"github.com/casarerpa/casare/agent/workflow"
 	"github.com/casarerpa/casare/rpc/grpc/health/v1/healthv1connect"
 	"github.com/casarerpa/casare/server/api"
 	"github.com/casarerpa/casare/server/gateway"
@@ -68,7 +69,7 @@ func (s *Server) newHTTPServer() *http.Server {
 		// Compressing a few hundred bytes costs more CPU than it saves on
 		// the wire; lists and definitions are worth it.
 		connecthttp.WithCompressMinBytes(4096),
-		connecthttp.WithCodecs(connectproto.NewBinaryCodec(), strictJSONCodec()),
+		connecthttp.WithCodecs(binaryCodec(), strictJSONCodec()),
 	)
 	connecthttp.Mount(mux, public)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.metrics, promhttp.HandlerOpts{}))
@@ -113,6 +114,15 @@ func (s *Server) newHTTPServer() *http.Server {
 func strictJSONCodec() *connectproto.JSONCodec {
 	codec := connectproto.NewJSONCodec()
 	codec.UnmarshalOptions.DiscardUnknown = false
+	// Thousands of nested steps cost more to decode than to refuse.
+	codec.UnmarshalOptions.RecursionLimit = workflow.MaxMessageDepth
+	return codec
+}
+
+// binaryCodec decodes binary requests with the same recursion limit.
+func binaryCodec() *connectproto.BinaryCodec {
+	codec := connectproto.NewBinaryCodec()
+	codec.UnmarshalOptions.RecursionLimit = workflow.MaxMessageDepth
 	return codec
 }
 

@@ -13,6 +13,7 @@ import (
 
 	"github.com/casarerpa/casare/agent/step"
 	"github.com/casarerpa/casare/agent/step/core"
+	"github.com/casarerpa/casare/agent/workflow/expr"
 	casarev1 "github.com/casarerpa/casare/rpc/casare/v1"
 )
 
@@ -104,17 +105,18 @@ func (e *engine) Run(ctx context.Context, wf *casarev1.Workflow, inputs map[stri
 		e: e, env: env, ms: newMasker(secrets),
 		inputs: in, vars: map[string]any{}, job: map[string]any{"id": env.JobID},
 	}
-	x.r = maskedReporter{r, x.ms}
-	if len(secrets) > 0 && env.Log != nil {
-		// Lines steps write through the env are masked too; the env is
-		// the caller's, so it gets its own function back.
+	// Masked first: a cut could split a secret and leave part of it.
+	x.r = maskedReporter{cappedReporter{r}, x.ms}
+	if env.Log != nil {
+		// Lines steps write through the env are masked and cut too; the
+		// env is the caller's, so it gets its own function back.
 		orig := env.Log
-		env.Log = func(level, message string) { orig(level, x.ms.mask(message)) }
+		env.Log = func(level, message string) { orig(level, expr.Truncate(x.ms.mask(message), MaxLogLine)) }
 		defer func() { env.Log = orig }()
 	}
 	outputs, err := x.workflow(ctx, wf)
 	if err != nil {
-		return nil, x.ms.maskError(err)
+		return nil, capError(x.ms.maskError(err))
 	}
 	x.r.Progress("", 100, "done")
 	return outputs, nil
@@ -152,12 +154,16 @@ func (f *frame) workflow(ctx context.Context, wf *casarev1.Workflow) (map[string
 	// Never nil: the robot turns the map into the job's result, and an
 	// empty result is not a missing one.
 	outputs := map[string]any{}
-	for _, name := range slices.Sorted(maps.Keys(wf.GetOutputs())) {
+	names := slices.Sorted(maps.Keys(wf.GetOutputs()))
+	for _, name := range names {
 		v, err := f.expand(ctx, wf.GetOutputs()[name])
 		if err != nil {
 			return nil, &Error{Message: "outputs." + name + ": " + err.Error(), Business: true}
 		}
 		outputs[name] = v
+	}
+	if err := checkOutputs(outputs, names); err != nil {
+		return nil, err
 	}
 	return outputs, nil
 }

@@ -139,17 +139,23 @@ func (f *frame) expand(ctx context.Context, v any) (any, error) {
 		if t.Lone() {
 			return f.eval(ctx, t.Pieces[0].Expr)
 		}
+		// Text made of many values is held to the limit of a value an
+		// expression makes: a large input written a thousand times into
+		// one string would otherwise take a thousand times its memory.
 		var b strings.Builder
 		for _, p := range t.Pieces {
-			if !p.IsExpr {
-				b.WriteString(p.Text)
-				continue
+			text := p.Text
+			if p.IsExpr {
+				val, err := f.eval(ctx, p.Expr)
+				if err != nil {
+					return nil, err
+				}
+				text = expr.Format(val)
 			}
-			val, err := f.eval(ctx, p.Expr)
-			if err != nil {
-				return nil, err
+			if size := b.Len() + len(text); size > expr.MaxValueBytes {
+				return nil, &expr.TooLargeError{What: "the text", Size: size, Limit: expr.MaxValueBytes}
 			}
-			b.WriteString(expr.Format(val))
+			b.WriteString(text)
 		}
 		return b.String(), nil
 	case map[string]any:

@@ -28,6 +28,7 @@ type link struct {
 }
 
 func (l *link) send(msg *agentv1.AgentMessage) error {
+	msg = fit(msg)
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return agentv1.WriteFrame(l.stream, msg)
@@ -71,9 +72,9 @@ func (j *job) running() *agentv1.RunningJob {
 // Log and Progress make a job the engine's Reporter.
 func (j *job) Log(level, stepID, message string) {
 	j.mu.Lock()
-	j.lines = append(j.lines, &agentv1.LogEntry{
+	j.lines = append(j.lines, fitLine(&agentv1.LogEntry{
 		Line: int64(len(j.lines) + 1), Time: timestamppb.Now(), Level: level, StepId: stepID, Message: message,
-	})
+	}))
 	j.mu.Unlock()
 	j.poke()
 }
@@ -238,6 +239,12 @@ func (r *runner) execute(ctx context.Context, j *job, assign *agentv1.JobAssign)
 			JobId: j.id, Attempt: j.attempt, Error: err.Error(), Business: business, LogLines: lines,
 		}}
 		r.log.Info("job failed", "job", j.id, "err", err)
+	}
+	if fitted := fit(final); fitted != final {
+		if f := fitted.GetJobFail(); f != nil && final.GetJobComplete() != nil {
+			r.log.Warn("job failed: its report is too large", "job", j.id, "err", f.GetError())
+		}
+		final = fitted
 	}
 	j.cancel(nil)
 	j.mu.Lock()

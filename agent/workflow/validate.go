@@ -1,6 +1,7 @@
 package workflow
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -17,66 +18,143 @@ import (
 	casarev1 "github.com/casarerpa/casare/rpc/casare/v1"
 )
 
-// ValidationError lists every problem of a workflow, each with its path.
+// ValidationError lists the problems of a workflow, each with its path: at
+// most MaxProblems of them, and how many more there were.
 type ValidationError struct {
 	Problems []string
+	// More counts the problems found past MaxProblems.
+	More int
 }
 
 func (e *ValidationError) Error() string {
-	return "invalid workflow:\n  " + strings.Join(e.Problems, "\n  ")
+	msg := "invalid workflow:\n  " + strings.Join(e.Problems, "\n  ")
+	if e.More > 0 {
+		msg += fmt.Sprintf("\n  and %d more", e.More)
+	}
+	return msg
 }
 
-// Validate checks a workflow against the rules of the API and, when cat is
-// not nil, against the actions it knows: unknown steps and parameters,
-// missing required parameters, literal parameters of the wrong type,
-// expressions that do not parse or type-check, and references to steps,
-// inputs, item, index or error that cannot hold where they are used. It
-// returns a *ValidationError with every problem at once, or nil.
+// Validate checks a workflow as ValidateContext does, with no deadline.
 func Validate(wf *casarev1.Workflow, cat step.Catalogue) error {
-	v := &validation{cat: cat}
-	if err := validator.Validate(wf); err != nil {
-		var verr *protovalidateError
-		if !errors.As(err, &verr) {
-			return fmt.Errorf("validate workflow: %w", err)
-		}
-		for _, violation := range verr.Violations {
-			v.problems = append(v.problems, violation.String())
+	return ValidateContext(context.Background(), wf, cat)
+}
+
+// ValidateContext checks a workflow against the rules of the API and, when
+// cat is not nil, against the actions it knows: unknown steps and
+// parameters, missing required parameters, literal parameters of the wrong
+// type, step ids used twice among siblings, expressions that do not parse
+// or type-check, and references to steps, inputs, item, index or error
+// that cannot hold where they are used. The size limits (CheckLimits) come
+// first, and nothing else is checked in a workflow over one, so that the
+// work is linear in a bounded size. It returns a *ValidationError, the
+// context's error when ctx ends first, or nil.
+func ValidateContext(ctx context.Context, wf *casarev1.Workflow, cat step.Catalogue) error {
+	return validate(ctx, wf, cat, true)
+}
+
+// ValidateAfterRules is ValidateContext for a workflow whose protovalidate
+// rules the caller has already checked, as the API's validating
+// interceptor does for every request: they are not checked twice.
+func ValidateAfterRules(ctx context.Context, wf *casarev1.Workflow, cat step.Catalogue) error {
+	return validate(ctx, wf, cat, false)
+}
+
+func validate(ctx context.Context, wf *casarev1.Workflow, cat step.Catalogue, rules bool) error {
+	if err := CheckLimits(wf); err != nil {
+		return err
+	}
+	v := &validation{ctx: ctx, cat: cat}
+	if rules {
+		if err := v.rules(wf); err != nil {
+			return err
 		}
 	}
 	v.workflow(wf)
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("validate workflow: %w", err)
+	}
 	if len(v.problems) == 0 {
 		return nil
 	}
-	return &ValidationError{Problems: v.problems}
+	return &ValidationError{Problems: v.problems, More: v.more}
 }
+
+// rules adds the violations of the workflow's protovalidate rules.
+func (v *validation) rules(wf *casarev1.Workflow) error {
+	err := validator.Validate(wf)
+	if err == nil {
+		return nil
+	}
+	var verr *protovalidateError
+	if !errors.As(err, &verr) {
+		return fmt.Errorf("validate workflow: %w", err)
+	}
+	for _, violation := range verr.Violations {
+		v.addProblem(violation.String())
+	}
+	return nil
+}
+
+// MaxProblems bounds the problems a ValidationError lists: a workflow with
+// a thousand broken steps gets an answer of a readable size.
+const MaxProblems = 20
+
+// maxQuoted bounds the expression text a problem quotes, and maxProblem
+// one problem, so that an error never echoes a huge input back.
+const (
+	maxQuoted  = 200
+	maxProblem = 1024
+)
 
 // validation gathers the problems of one workflow.
 type validation struct {
+	ctx      context.Context
 	cat      step.Catalogue
 	checker  *expr.Checker
 	inputs   map[string]*casarev1.InputSpec
 	allIDs   map[string]bool
 	problems []string
+	more     int
+	// finished holds the ids of the steps whose checks are done. The
+	// checks walk the steps in the order they run, so these are the
+	// steps that have run at the place being checked.
+	finished map[string]bool
+	walked   int
+
+	params     map[string]params
+	compiled   map[string]compiled
+	exprCount  int
+	exprBytes  int
+	overBudget bool
+}
+
+// compiled is what checking an expression found, kept by its text.
+type compiled struct {
+	err  error
+	out  *cel.Type
+	refs expr.Refs
 }
 
 func (v *validation) add(path, format string, args ...any) {
-	v.problems = append(v.problems, path+": "+fmt.Sprintf(format, args...))
+	v.addProblem(path + ": " + fmt.Sprintf(format, args...))
 }
 
-// where says what an expression may refer to at its place.
-type where struct {
-	done    map[string]bool // steps that have run
-	inLoop  bool            // item and index exist
-	inError bool            // error exists
-}
-
-func (w where) with(ids ...string) where {
-	done := maps.Clone(w.done)
-	for _, id := range ids {
-		done[id] = true
+func (v *validation) addProblem(p string) {
+	if len(v.problems) >= MaxProblems {
+		v.more++
+		return
 	}
-	w.done = done
-	return w
+	v.problems = append(v.problems, expr.Truncate(p, maxProblem))
+}
+
+// quote shows an expression in a problem, cut short.
+func quote(src string) string { return expr.Truncate(src, maxQuoted) }
+
+// where says what an expression may refer to at its place, beside the
+// steps that have run.
+type where struct {
+	inLoop  bool // item and index exist
+	inError bool // error exists
 }
 
 func (v *validation) workflow(wf *casarev1.Workflow) {
@@ -93,15 +171,14 @@ func (v *validation) workflow(wf *casarev1.Workflow) {
 	v.allIDs = map[string]bool{}
 	collectIDs(wf.GetSteps(), v.allIDs)
 	collectIDs(wf.GetOnError(), v.allIDs)
+	v.finished = map[string]bool{}
 
-	at := v.steps("steps", wf.GetSteps(), where{done: map[string]bool{}})
+	v.steps("steps", wf.GetSteps(), where{})
 	for _, name := range slices.Sorted(maps.Keys(wf.GetOutputs())) {
-		v.template("outputs."+name, wf.GetOutputs()[name], at)
+		v.template("outputs."+name, wf.GetOutputs()[name], where{})
 	}
 	// The workflow's handlers run after any step may have failed.
-	handlers := at
-	handlers.inError = true
-	v.steps("on_error", wf.GetOnError(), handlers)
+	v.steps("on_error", wf.GetOnError(), where{inError: true})
 }
 
 func collectIDs(steps []*casarev1.Step, into map[string]bool) {
@@ -112,17 +189,33 @@ func collectIDs(steps []*casarev1.Step, into map[string]bool) {
 	}
 }
 
-// steps checks a list of steps run in order and returns the place after
-// them.
-func (v *validation) steps(path string, steps []*casarev1.Step, at where) where {
-	for i, s := range steps {
-		at = v.step(fmt.Sprintf("%s[%d]", path, i), s, at)
+// steps checks a list of steps run in order.
+func (v *validation) steps(path string, steps []*casarev1.Step, at where) {
+	if len(steps) > 1 {
+		// times counts each id up to twice: the second use is reported.
+		times := make(map[string]int, len(steps))
+		for _, s := range steps {
+			id := s.GetId()
+			if times[id]++; times[id] == 2 && id != "" {
+				v.add(path, "step id %q is used more than once", expr.Truncate(id, maxQuoted))
+			}
+		}
 	}
-	return at
+	for i, s := range steps {
+		v.step(fmt.Sprintf("%s[%d]", path, i), s, at)
+	}
 }
 
-// step checks one step and returns the place after it.
-func (v *validation) step(path string, s *casarev1.Step, at where) where {
+// step checks one step, then counts it as run.
+func (v *validation) step(path string, s *casarev1.Step, at where) {
+	// A client that left stops the work: checked every few steps, since
+	// one step's checks take microseconds.
+	if v.walked++; v.walked%64 == 0 && v.ctx.Err() != nil {
+		return
+	}
+	if (s.GetUses() != "") == (len(s.GetSteps()) > 0) {
+		v.add(path, "a step needs either uses or nested steps, not both")
+	}
 	if s.GetIf() != "" {
 		v.bare(path+".if", s.GetIf(), at, cel.BoolType)
 	}
@@ -137,14 +230,15 @@ func (v *validation) step(path string, s *casarev1.Step, at where) where {
 	if s.GetUses() != "" {
 		v.action(path, s, inside)
 	}
-	after := v.steps(path+".steps", s.GetSteps(), inside)
-	handlers := after
-	handlers.inError = true
-	v.steps(path+".on_error", s.GetOnError(), handlers)
-
-	ran := map[string]bool{}
-	collectIDs([]*casarev1.Step{s}, ran)
-	return at.with(slices.Collect(maps.Keys(ran))...)
+	if len(s.GetSteps()) > 0 {
+		v.steps(path+".steps", s.GetSteps(), inside)
+	}
+	if len(s.GetOnError()) > 0 {
+		handlers := inside
+		handlers.inError = true
+		v.steps(path+".on_error", s.GetOnError(), handlers)
+	}
+	v.finished[s.GetId()] = true
 }
 
 // action checks a step's uses and with against the catalogue.
@@ -169,9 +263,9 @@ func (v *validation) action(path string, s *casarev1.Step, at where) {
 	if a.Params == nil {
 		return
 	}
-	fields := map[string]step.Field{}
-	for _, f := range step.Fields(a.Params) {
-		fields[f.Name] = f
+	params := v.fields(a)
+	fields := params.byName
+	for _, f := range params.list {
 		if _, ok := with[f.Name]; f.Required && (!ok || with[f.Name] == nil) {
 			v.add(path+".with."+f.Name, "required")
 		}
@@ -189,6 +283,29 @@ func (v *validation) action(path string, s *casarev1.Step, at where) {
 			v.add(path+".with."+k, "%v", err)
 		}
 	}
+}
+
+// params are an action's parameters, in order and by name.
+type params struct {
+	list   []step.Field
+	byName map[string]step.Field
+}
+
+// fields returns an action's parameters, read from its type once per
+// validation rather than once per step.
+func (v *validation) fields(a *step.Action) params {
+	if p, ok := v.params[a.Name]; ok {
+		return p
+	}
+	p := params{list: step.Fields(a.Params), byName: map[string]step.Field{}}
+	for _, f := range p.list {
+		p.byName[f.Name] = f
+	}
+	if v.params == nil {
+		v.params = map[string]params{}
+	}
+	v.params[a.Name] = p
+	return p
 }
 
 // decodeLiteral decodes one literal parameter as the action would, so a
@@ -273,24 +390,54 @@ func (v *validation) bare(path, s string, at where, want *cel.Type) {
 
 // expression type-checks src and the names it uses.
 func (v *validation) expression(path, src string, at where, want *cel.Type) {
-	checked, err := v.checker.Check(src)
-	if err != nil {
-		v.add(path, "${{ %s }}: %v", src, err)
+	c, ok := v.compiled[src]
+	if !ok {
+		// Compiling is most of validation's cost, tens of microseconds
+		// an expression and more for long ones: an expression written
+		// many times is compiled once, and the different ones are held
+		// to a budget so that no workflow takes long to check.
+		v.exprCount++
+		v.exprBytes += len(src)
+		if v.exprCount > MaxExpressions || v.exprBytes > MaxExpressionBytes {
+			if !v.overBudget {
+				v.overBudget = true
+				if v.exprCount > MaxExpressions {
+					v.add(path, "more than %d different expressions in the workflow, the limit is %d", MaxExpressions, MaxExpressions)
+				} else {
+					v.add(path, "more than %s of different expressions in the workflow, the limit is %s", expr.FormatSize(MaxExpressionBytes), expr.FormatSize(MaxExpressionBytes))
+				}
+			}
+			return
+		}
+		checked, err := v.checker.Check(src)
+		c = compiled{err: err}
+		if err == nil {
+			c.out = checked.OutputType()
+			c.refs = expr.References(checked)
+		}
+		if v.compiled == nil {
+			v.compiled = map[string]compiled{}
+		}
+		v.compiled[src] = c
+	}
+	src = quote(src)
+	if c.err != nil {
+		v.add(path, "${{ %s }}: %v", src, c.err)
 		return
 	}
 	if want != nil {
 		// A foreach may also walk a map's keys.
-		got := checked.OutputType()
+		got := c.out
 		if k := got.Kind(); k != types.DynKind && k != want.Kind() && !(want.Kind() == types.ListKind && k == types.MapKind) {
 			v.add(path, "${{ %s }}: gives %s, want %s", src, got, describeType(want))
 		}
 	}
-	refs := expr.References(checked)
+	refs := c.refs
 	for _, id := range refs.Steps {
 		switch {
 		case !v.allIDs[id]:
 			v.add(path, "${{ %s }}: steps.%s: no step has id %q", src, id, id)
-		case !at.done[id]:
+		case !v.finished[id]:
 			v.add(path, "${{ %s }}: steps.%s: that step has not run yet here", src, id)
 		}
 	}

@@ -3,6 +3,7 @@ package api
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"runtime/debug"
 	"strings"
@@ -12,6 +13,10 @@ import (
 	"connectrpc.com/connect/v2"
 	"connectrpc.com/connect/v2/connectproto"
 	"google.golang.org/protobuf/proto"
+
+	"github.com/casarerpa/casare/agent/workflow"
+	"github.com/casarerpa/casare/agent/workflow/expr"
+	casarev1 "github.com/casarerpa/casare/rpc/casare/v1"
 )
 
 // Recover turns a panicking handler into an internal error and logs the
@@ -57,12 +62,35 @@ func Log(logger *slog.Logger) connect.ServerInterceptor {
 				level = slog.LevelWarn
 				attrs = append(attrs, slog.Any("err", errors.Unwrap(err)))
 			default:
+				err = capError(err)
 				attrs = append(attrs, slog.String("err", err.Error()))
 			}
 			logger.LogAttrs(ctx, level, "rpc failed", attrs...)
 			return err
 		}
 	}
+}
+
+// maxEchoed bounds one quoted violation, and maxErrorMessage the message of
+// an error a client is answered and the server logs: an error about a huge
+// input must not echo it back.
+const (
+	maxEchoed       = 1024
+	maxErrorMessage = 32 << 10
+)
+
+// capError cuts the message of an error for the client to maxErrorMessage,
+// keeping its code and details.
+func capError(err error) error {
+	var cerr *connect.Error
+	if !errors.As(err, &cerr) || len(cerr.Message()) <= maxErrorMessage {
+		return err
+	}
+	capped := connect.NewError(cerr.Code(), expr.Truncate(cerr.Message(), maxErrorMessage))
+	for _, d := range cerr.Details() {
+		capped = capped.WithDetail(d)
+	}
+	return capped
 }
 
 // Validate checks every request message against its protovalidate rules
@@ -89,6 +117,13 @@ func (s *validatingStream) Receive(msg any) error {
 	if !ok {
 		return nil
 	}
+	// A workflow's size limits come before its rules, so that no rule
+	// ever runs over a workflow too large to check quickly.
+	if w, ok := msg.(interface{ GetWorkflow() *casarev1.Workflow }); ok && w.GetWorkflow() != nil {
+		if err := workflow.CheckLimits(w.GetWorkflow()); err != nil {
+			return workflowError(err)
+		}
+	}
 	return validationError(s.validator.Validate(m))
 }
 
@@ -102,12 +137,20 @@ func validationError(err error) error {
 	if !errors.As(err, &verr) {
 		return connect.NewError(connect.CodeInternal, "internal error").WithCause(err)
 	}
-	msgs := make([]string, len(verr.Violations))
-	for i, v := range verr.Violations {
-		msgs[i] = v.String()
+	msgs := make([]string, 0, min(len(verr.Violations), workflow.MaxProblems+1))
+	for _, v := range verr.Violations {
+		if len(msgs) == workflow.MaxProblems {
+			msgs = append(msgs, fmt.Sprintf("and %d more", len(verr.Violations)-workflow.MaxProblems))
+			break
+		}
+		msgs = append(msgs, expr.Truncate(v.String(), maxEchoed))
 	}
 	cerr := connect.NewError(connect.CodeInvalidArgument, strings.Join(msgs, "; "))
-	if detail, derr := connectproto.NewErrorDetail(verr.ToProto()); derr == nil {
+	violations := verr.ToProto()
+	if len(violations.GetViolations()) > workflow.MaxProblems {
+		violations.Violations = violations.Violations[:workflow.MaxProblems]
+	}
+	if detail, derr := connectproto.NewErrorDetail(violations); derr == nil {
 		cerr = cerr.WithDetail(detail)
 	}
 	return cerr

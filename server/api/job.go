@@ -41,7 +41,7 @@ func (s *jobService) SubmitJob(ctx context.Context, req *casarev1.SubmitJobReque
 		return nil, err
 	}
 	if req.GetWorkflow() != nil {
-		if err := validateWorkflow(wf); err != nil {
+		if err := validateWorkflow(ctx, wf); err != nil {
 			return nil, err
 		}
 	}

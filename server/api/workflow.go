@@ -26,14 +26,25 @@ type workflowService struct{ *Services }
 var stepCatalogue = library.Catalogue(library.Config{})
 
 // validateWorkflow checks a definition against the step catalogue and
-// returns every problem in one invalid-argument error.
-func validateWorkflow(wf *casarev1.Workflow) error {
-	err := workflow.Validate(wf, stepCatalogue)
+// returns its problems in one invalid-argument error, at most
+// workflow.MaxProblems of them with a count of the rest. It stops when
+// the client leaves. The request's protovalidate rules, the workflow's
+// among them, were checked by the Validate interceptor.
+func validateWorkflow(ctx context.Context, wf *casarev1.Workflow) error {
+	return workflowError(workflow.ValidateAfterRules(ctx, wf, stepCatalogue))
+}
+
+// workflowError turns what workflow validation returned into what the
+// client sees, problems named by their field in the request.
+func workflowError(err error) error {
 	var verr *workflow.ValidationError
 	if errors.As(err, &verr) {
 		problems := make([]string, len(verr.Problems))
 		for i, p := range verr.Problems {
 			problems[i] = "workflow." + p
+		}
+		if verr.More > 0 {
+			problems = append(problems, fmt.Sprintf("and %d more", verr.More))
 		}
 		return connect.NewError(connect.CodeInvalidArgument, strings.Join(problems, "; "))
 	}
@@ -50,7 +61,7 @@ var _ casarev1connect.WorkflowServiceHandler = (*workflowService)(nil)
 func (s *workflowService) PutWorkflow(ctx context.Context, req *casarev1.PutWorkflowRequest) (*casarev1.PutWorkflowResponse, error) {
 	wf := req.GetWorkflow()
 	auth.SetAuditTarget(ctx, "workflow/"+wf.GetName())
-	if err := validateWorkflow(wf); err != nil {
+	if err := validateWorkflow(ctx, wf); err != nil {
 		return nil, err
 	}
 	digest, err := workflowDigest(wf)

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/casarerpa/casare/agent/step"
+	"github.com/casarerpa/casare/agent/workflow/expr"
 )
 
 // Scope is what the engine lends a running core step.
@@ -41,6 +42,16 @@ func Actions() []*step.Action {
 	return []*step.Action{Log, Set, Delay, Fail, Assert}
 }
 
+// Limits of the texts core steps make. The engine holds every log line and
+// error to the same limits; cutting here as well keeps a log step's output
+// the line that was written.
+const (
+	// MaxLogMessage bounds the line a log step writes.
+	MaxLogMessage = 64 << 10
+	// MaxFailMessage bounds the message a fail or assert step fails with.
+	MaxFailMessage = 16 << 10
+)
+
 // Levels are the log levels a workflow may write at.
 var Levels = []string{"debug", "info", "warn", "error"}
 
@@ -64,12 +75,13 @@ var Log = step.Define("log", "Writes a line to the job's log.",
 		default:
 			return logOutputs{}, step.Businessf("with.level: %q is not debug, info, warn or error", p.Level)
 		}
+		line := expr.Truncate(string(p.Message), MaxLogMessage)
 		if s := scopeOf(ctx); s != nil {
-			s.Log(level, string(p.Message))
+			s.Log(level, line)
 		} else {
-			env.Logf(level, "%s", p.Message)
+			env.Logf(level, "%s", line)
 		}
-		return logOutputs{Message: string(p.Message)}, nil
+		return logOutputs{Message: line}, nil
 	},
 	step.Rejects("the level is not debug, info, warn or error"))
 
@@ -115,7 +127,7 @@ type failParams struct {
 // Fail ends the step with an error.
 var Fail = step.Define("fail", "Fails the step with a message, as an application error or, with business: true, a business error.",
 	func(_ context.Context, _ *step.Env, p failParams) (struct{}, error) {
-		msg := string(p.Message)
+		msg := expr.Truncate(string(p.Message), MaxFailMessage)
 		if msg == "" {
 			msg = "failed by the workflow"
 		}
@@ -169,7 +181,7 @@ var Assert = step.Define("assert", "Checks that a condition holds; when it does 
 		if msg == "" {
 			msg = fmt.Sprintf("assertion failed: %v", p.Condition)
 		}
-		return assertOutputs{}, step.Businessf("%s", msg)
+		return assertOutputs{}, step.Businessf("%s", expr.Truncate(msg, MaxFailMessage))
 	},
 	step.Rejects("the condition does not hold"))
 

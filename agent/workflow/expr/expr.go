@@ -147,7 +147,11 @@ func Compile(src string, costLimit uint64) (*Program, error) {
 	// The cost limit bounds an evaluation to milliseconds, so it is not
 	// worth watching the job's context inside one (which would cost a
 	// context per evaluation).
-	prg, err := base.Program(parsed, cel.CostLimit(costLimit))
+	prg, err := base.Program(parsed,
+		cel.CostLimit(costLimit),
+		cel.CostTracking(sizeCost{}),
+		cel.CustomDecoratorV2(sizeDecorator),
+	)
 	if err != nil {
 		return nil, err
 	}
@@ -169,6 +173,9 @@ func (p *Program) Eval(vars interpreter.Activation) (any, error) {
 		var cancelled interpreter.EvalCancelledError
 		if errors.As(err, &cancelled) && cancelled.Cause == interpreter.CostLimitExceeded {
 			return nil, ErrTooCostly
+		}
+		if tl, ok := asTooLarge(err); ok {
+			return nil, tl
 		}
 		return nil, err
 	}

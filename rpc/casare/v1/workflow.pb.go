@@ -37,7 +37,9 @@ type Workflow struct {
 	Requires *Requirements `protobuf:"bytes,3,opt,name=requires,proto3" json:"requires,omitempty"`
 	// Typed inputs the job supplies, by name.
 	Inputs map[string]*InputSpec `protobuf:"bytes,4,rep,name=inputs,proto3" json:"inputs,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
-	// The steps, run in order.
+	// The steps, run in order. Step ids are unique among siblings: the
+	// workflow package checks that in one pass, where a CEL rule took time
+	// quadratic in the number of steps.
 	Steps []*Step `protobuf:"bytes,5,rep,name=steps,proto3" json:"steps,omitempty"`
 	// Workflow outputs by name: expressions that become the job's result.
 	Outputs map[string]string `protobuf:"bytes,6,rep,name=outputs,proto3" json:"outputs,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
@@ -216,6 +218,8 @@ func (x *InputSpec) GetSecret() bool {
 
 // Step is one unit of work: either an action (`uses`) or a group of nested
 // `steps`, optionally conditional, repeated, retried or time limited.
+// A step needs either uses or nested steps, not both: the workflow package
+// checks that, where a CEL rule cost more than the rest of a step's rules.
 type Step struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Identifier, unique among its siblings; outputs are addressed as
@@ -875,18 +879,16 @@ var File_casare_v1_workflow_proto protoreflect.FileDescriptor
 
 const file_casare_v1_workflow_proto_rawDesc = "" +
 	"\n" +
-	"\x18casare/v1/workflow.proto\x12\tcasare.v1\x1a\x1bbuf/validate/validate.proto\x1a\x16casare/v1/common.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xf2\a\n" +
+	"\x18casare/v1/workflow.proto\x12\tcasare.v1\x1a\x1bbuf/validate/validate.proto\x1a\x16casare/v1/common.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa8\x05\n" +
 	"\bWorkflow\x127\n" +
 	"\x04name\x18\x01 \x01(\tB#\xbaH r\x1e\x18\x80\x012\x19^([a-z0-9][a-z0-9._-]*)?$R\x04name\x12*\n" +
 	"\vdescription\x18\x02 \x01(\tB\b\xbaH\x05r\x03\x18\x80 R\vdescription\x123\n" +
 	"\brequires\x18\x03 \x01(\v2\x17.casare.v1.RequirementsR\brequires\x12`\n" +
-	"\x06inputs\x18\x04 \x03(\v2\x1f.casare.v1.Workflow.InputsEntryB'\xbaH$\x9a\x01!\x10\x80\x02\"\x1cr\x1a2\x18^[A-Za-z_][A-Za-z0-9_]*$R\x06inputs\x12\xd6\x01\n" +
-	"\x05steps\x18\x05 \x03(\v2\x0f.casare.v1.StepB\xae\x01\xbaH\xaa\x01\xba\x01\x9e\x01\n" +
-	"\x0fstep_ids_unique\x1a\x8a\x01this.map(s, s.id).unique() ? '' : 'step id \"' + this.filter(s, this.filter(t, t.id == s.id).size() > 1)[0].id + '\" is used more than once'\x92\x01\x05\b\x01\x10\xe8\aR\x05steps\x12j\n" +
+	"\x06inputs\x18\x04 \x03(\v2\x1f.casare.v1.Workflow.InputsEntryB'\xbaH$\x9a\x01!\x10\x80\x02\"\x1cr\x1a2\x18^[A-Za-z_][A-Za-z0-9_]*$R\x06inputs\x122\n" +
+	"\x05steps\x18\x05 \x03(\v2\x0f.casare.v1.StepB\v\xbaH\b\x92\x01\x05\b\x01\x10\xe8\aR\x05steps\x12j\n" +
 	"\aoutputs\x18\x06 \x03(\v2 .casare.v1.Workflow.OutputsEntryB.\xbaH+\x9a\x01(\x10\x80\x02\"\x1cr\x1a2\x18^[A-Za-z_][A-Za-z0-9_]*$*\x05r\x03\x18\x80 R\aoutputs\x12=\n" +
-	"\atimeout\x18\a \x01(\v2\x19.google.protobuf.DurationB\b\xbaH\x05\xaa\x01\x02*\x00R\atimeout\x12\xd8\x01\n" +
-	"\bon_error\x18\b \x03(\v2\x0f.casare.v1.StepB\xab\x01\xbaH\xa7\x01\xba\x01\x9e\x01\n" +
-	"\x0fstep_ids_unique\x1a\x8a\x01this.map(s, s.id).unique() ? '' : 'step id \"' + this.filter(s, this.filter(t, t.id == s.id).size() > 1)[0].id + '\" is used more than once'\x92\x01\x02\x10dR\aonError\x1aO\n" +
+	"\atimeout\x18\a \x01(\v2\x19.google.protobuf.DurationB\b\xbaH\x05\xaa\x01\x02*\x00R\atimeout\x124\n" +
+	"\bon_error\x18\b \x03(\v2\x0f.casare.v1.StepB\b\xbaH\x05\x92\x01\x02\x10dR\aonError\x1aO\n" +
 	"\vInputsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12*\n" +
 	"\x05value\x18\x02 \x01(\v2\x14.casare.v1.InputSpecR\x05value:\x028\x01\x1a:\n" +
@@ -898,7 +900,7 @@ const file_casare_v1_workflow_proto_rawDesc = "" +
 	"\brequired\x18\x02 \x01(\bR\brequired\x120\n" +
 	"\adefault\x18\x03 \x01(\v2\x16.google.protobuf.ValueR\adefault\x12*\n" +
 	"\vdescription\x18\x04 \x01(\tB\b\xbaH\x05r\x03\x18\x80 R\vdescription\x12\x16\n" +
-	"\x06secret\x18\x05 \x01(\bR\x06secret\"\xd6\x06\n" +
+	"\x06secret\x18\x05 \x01(\bR\x06secret\"\xb4\x04\n" +
 	"\x04Step\x123\n" +
 	"\x02id\x18\x01 \x01(\tB#\xbaH r\x1e\x10\x01\x18@2\x18^[A-Za-z_][A-Za-z0-9_]*$R\x02id\x12\x1c\n" +
 	"\x04name\x18\x02 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x02R\x04name\x12F\n" +
@@ -906,15 +908,13 @@ const file_casare_v1_workflow_proto_rawDesc = "" +
 	"\x04with\x18\x04 \x01(\v2\x17.google.protobuf.StructR\x04with\x12\x18\n" +
 	"\x02if\x18\x05 \x01(\tB\b\xbaH\x05r\x03\x18\x80 R\x02if\x12\"\n" +
 	"\aforeach\x18\x06 \x01(\tB\b\xbaH\x05r\x03\x18\x80 R\aforeach\x12+\n" +
-	"\vparallelism\x18\a \x01(\x05B\t\xbaH\x06\x1a\x04\x18@(\x00R\vparallelism\x12\xd4\x01\n" +
-	"\x05steps\x18\b \x03(\v2\x0f.casare.v1.StepB\xac\x01\xbaH\xa8\x01\xba\x01\x9e\x01\n" +
-	"\x0fstep_ids_unique\x1a\x8a\x01this.map(s, s.id).unique() ? '' : 'step id \"' + this.filter(s, this.filter(t, t.id == s.id).size() > 1)[0].id + '\" is used more than once'\x92\x01\x03\x10\xe8\aR\x05steps\x12&\n" +
+	"\vparallelism\x18\a \x01(\x05B\t\xbaH\x06\x1a\x04\x18@(\x00R\vparallelism\x120\n" +
+	"\x05steps\x18\b \x03(\v2\x0f.casare.v1.StepB\t\xbaH\x06\x92\x01\x03\x10\xe8\aR\x05steps\x12&\n" +
 	"\x05retry\x18\t \x01(\v2\x10.casare.v1.RetryR\x05retry\x12=\n" +
 	"\atimeout\x18\n" +
 	" \x01(\v2\x19.google.protobuf.DurationB\b\xbaH\x05\xaa\x01\x02*\x00R\atimeout\x12*\n" +
 	"\x11continue_on_error\x18\v \x01(\bR\x0fcontinueOnError\x124\n" +
-	"\bon_error\x18\f \x03(\v2\x0f.casare.v1.StepB\b\xbaH\x05\x92\x01\x02\x10dR\aonError:{\xbaHx\x1av\n" +
-	"\x12step_uses_or_steps\x122a step needs either uses or nested steps, not both\x1a,(this.uses != '') != (this.steps.size() > 0)\"r\n" +
+	"\bon_error\x18\f \x03(\v2\x0f.casare.v1.StepB\b\xbaH\x05\x92\x01\x02\x10dR\aonError\"r\n" +
 	"\x05Retry\x12%\n" +
 	"\battempts\x18\x01 \x01(\x05B\t\xbaH\x06\x1a\x04\x18d(\x01R\battempts\x12B\n" +
 	"\abackoff\x18\x02 \x01(\v2\x19.google.protobuf.DurationB\r\xbaH\n" +

@@ -1,0 +1,120 @@
+package workflow
+
+import (
+	"fmt"
+
+	"google.golang.org/protobuf/types/known/structpb"
+
+	casarev1 "github.com/casarerpa/casare/rpc/casare/v1"
+)
+
+// Limits on the shape of a workflow. They are checked before anything
+// else, in one pass that stops at the first one exceeded, so that the rest
+// of validation works on a workflow of bounded size.
+const (
+	// MaxDepth bounds how deeply steps nest (steps and on_error inside
+	// steps): a workflow's top-level steps are at depth 1.
+	MaxDepth = 32
+	// MaxSteps bounds the steps of a workflow, nested ones and error
+	// handlers included. With MaxExpressions it keeps the largest
+	// workflow's validation well under 100 ms (BenchmarkValidateLargest).
+	MaxSteps = 5_000
+	// MaxValueDepth bounds how deeply a with value or an input's default
+	// nests (maps and lists in maps and lists).
+	MaxValueDepth = 32
+	// MaxExpressions bounds the different expressions of a workflow (an
+	// expression written many times counts once), and MaxExpressionBytes
+	// their text: checking one takes tens of microseconds, a long one
+	// milliseconds.
+	MaxExpressions     = 250
+	MaxExpressionBytes = 16 << 10
+	// MaxDefinitionBytes bounds a workflow file Parse reads.
+	MaxDefinitionBytes = 4 << 20
+	// maxSyntaxDepth bounds the nesting of a file's JSON or YAML before it
+	// is decoded: room for MaxDepth steps (a list and a map each) and a
+	// with value MaxValueDepth deep inside them.
+	maxSyntaxDepth = 2*MaxDepth + MaxValueDepth + 8
+)
+
+// CheckLimits checks a workflow against MaxDepth, MaxSteps and
+// MaxValueDepth, in time linear in its size and without recursing past
+// the limits. It returns a *ValidationError naming the place and the
+// limit, or nil.
+func CheckLimits(wf *casarev1.Workflow) error {
+	c := &limitCheck{}
+	for name, spec := range wf.GetInputs() {
+		if c.value(spec.GetDefault(), 1) {
+			return c.fail("inputs."+name+".default", "nested more than %d deep, the limit is %d", MaxValueDepth, MaxValueDepth)
+		}
+	}
+	if c.steps("steps", wf.GetSteps(), 1) || c.steps("on_error", wf.GetOnError(), 1) {
+		return c.err
+	}
+	return nil
+}
+
+type limitCheck struct {
+	count int
+	err   error
+}
+
+func (c *limitCheck) fail(path, format string, args ...any) error {
+	c.err = &ValidationError{Problems: []string{path + ": " + fmt.Sprintf(format, args...)}}
+	return c.err
+}
+
+// steps reports whether a list of steps at depth goes past a limit.
+func (c *limitCheck) steps(path string, steps []*casarev1.Step, depth int) bool {
+	if len(steps) == 0 {
+		return false
+	}
+	if depth > MaxDepth {
+		c.fail(path, "steps nested %d deep, the limit is %d", depth, MaxDepth)
+		return true
+	}
+	for i, s := range steps {
+		if c.count++; c.count > MaxSteps {
+			c.fail(fmt.Sprintf("%s[%d]", path, i), "more than %d steps in the workflow, the limit is %d", MaxSteps, MaxSteps)
+			return true
+		}
+		for k, v := range s.GetWith().GetFields() {
+			if c.value(v, 1) {
+				c.fail(fmt.Sprintf("%s[%d].with.%.64s", path, i, k), "nested more than %d deep, the limit is %d", MaxValueDepth, MaxValueDepth)
+				return true
+			}
+		}
+		here := fmt.Sprintf("%s[%d]", path, i)
+		if c.steps(here+".steps", s.GetSteps(), depth+1) || c.steps(here+".on_error", s.GetOnError(), depth+1) {
+			return true
+		}
+	}
+	return false
+}
+
+// value reports whether v nests past MaxValueDepth.
+func (c *limitCheck) value(v *structpb.Value, depth int) bool {
+	if v == nil {
+		return false
+	}
+	switch k := v.GetKind().(type) {
+	case *structpb.Value_StructValue:
+		if depth > MaxValueDepth {
+			return true
+		}
+		for _, e := range k.StructValue.GetFields() {
+			if c.value(e, depth+1) {
+				return true
+			}
+		}
+	case *structpb.Value_ListValue:
+		if depth > MaxValueDepth {
+			return true
+		}
+		for _, e := range k.ListValue.GetValues() {
+			if c.value(e, depth+1) {
+				return true
+			}
+		}
+	}
+	return false
+}

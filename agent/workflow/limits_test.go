@@ -1,0 +1,354 @@
+package workflow
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/types/known/structpb"
+
+	casarev1 "github.com/casarerpa/casare/rpc/casare/v1"
+)
+
+// nested returns depth levels of groups with a log step at the bottom.
+func nested(depth int) *casarev1.Workflow {
+	s := &casarev1.Step{Id: "leaf", Uses: "log", With: message("x")}
+	for i := depth - 1; i > 0; i-- {
+		s = &casarev1.Step{Id: fmt.Sprintf("g%d", i), Steps: []*casarev1.Step{s}}
+	}
+	return &casarev1.Workflow{Steps: []*casarev1.Step{s}}
+}
+
+func message(m string) *structpb.Struct {
+	w, _ := structpb.NewStruct(map[string]any{"message": m})
+	return w
+}
+
+// groups returns n groups of size log steps that all have one id.
+func groups(n, size int) *casarev1.Workflow {
+	wf := &casarev1.Workflow{}
+	for g := range n {
+		group := &casarev1.Step{Id: fmt.Sprintf("g%d", g)}
+		for range size {
+			group.Steps = append(group.Steps, &casarev1.Step{Id: "dup", Uses: "log", With: message("x")})
+		}
+		wf.Steps = append(wf.Steps, group)
+	}
+	return wf
+}
+
+// largest is the largest workflow the limits allow, and as costly to check
+// as they let it be: MaxSteps steps, one branch nested MaxDepth deep, every
+// step with an if and a message, MaxExpressions different expressions
+// filling MaxExpressionBytes, most of them referring to an earlier step.
+func largest() *casarev1.Workflow {
+	wf := &casarev1.Workflow{Inputs: map[string]*casarev1.InputSpec{"n": {Type: "integer"}}}
+	distinct, bytes := 2, len("inputs.n > 0")+len("size(inputs) + 1")
+	prev := ""
+	add := func(list *[]*casarev1.Step, id string) {
+		s := &casarev1.Step{Id: id, Uses: "log", If: "inputs.n > 0"}
+		src := "size(inputs) + 1"
+		if prev != "" && distinct < MaxExpressions-1 {
+			// Padded so that the different expressions fill the budget.
+			src = "steps." + prev + ".outputs.message + '" + strings.Repeat("x", MaxExpressionBytes/MaxExpressions-len(prev)-28) + "'"
+			distinct++
+			bytes += len(src)
+		}
+		s.With = message("${{ " + src + " }}")
+		*list = append(*list, s)
+		prev = id
+	}
+	group := &casarev1.Step{Id: "deep"}
+	wf.Steps = append(wf.Steps, group)
+	n := 1
+	for d := 2; d < MaxDepth; d++ {
+		next := &casarev1.Step{Id: fmt.Sprintf("deep%d", d)}
+		group.Steps = []*casarev1.Step{next}
+		group = next
+		n++
+	}
+	add(&group.Steps, "bottom")
+	n++
+	for g := 0; n < MaxSteps; g++ {
+		grp := &casarev1.Step{Id: fmt.Sprintf("grp%d", g)}
+		wf.Steps = append(wf.Steps, grp)
+		n++
+		for i := 0; i < 999 && n < MaxSteps; i++ {
+			add(&grp.Steps, fmt.Sprintf("s%d_%d", g, i))
+			n++
+		}
+	}
+	if bytes > MaxExpressionBytes || distinct > MaxExpressions {
+		panic(fmt.Sprintf("largest: %d expressions of %d bytes", distinct, bytes))
+	}
+	return wf
+}
+
+func count(steps []*casarev1.Step) int {
+	n := 0
+	for _, s := range steps {
+		n += 1 + count(s.GetSteps()) + count(s.GetOnError())
+	}
+	return n
+}
+
+func TestLimits(t *testing.T) {
+	flat := func(n int) *casarev1.Workflow {
+		wf := &casarev1.Workflow{}
+		for g := 0; n > 0; g++ {
+			grp := &casarev1.Step{Id: fmt.Sprintf("g%d", g)}
+			n--
+			for i := 0; i < 1000 && n > 0; i++ {
+				grp.Steps = append(grp.Steps, &casarev1.Step{Id: fmt.Sprintf("s%d", i), Uses: "log", With: message("x")})
+				n--
+			}
+			wf.Steps = append(wf.Steps, grp)
+		}
+		return wf
+	}
+	deepValue := func(depth int) *casarev1.Workflow {
+		v := any("x")
+		for range depth {
+			v = map[string]any{"k": v}
+		}
+		w, err := structpb.NewStruct(map[string]any{"message": v})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return &casarev1.Workflow{Steps: []*casarev1.Step{{Id: "a", Uses: "set", With: w}}}
+	}
+	for _, tc := range []struct {
+		name string
+		wf   *casarev1.Workflow
+		err  string // in the error; empty: no limit is exceeded
+	}{
+		{name: "DepthAtLimit", wf: nested(MaxDepth)},
+		{name: "DepthOverLimit", wf: nested(MaxDepth + 1), err: ".steps: steps nested 33 deep, the limit is 32"},
+		{name: "NineThousandLevels", wf: nested(9000), err: "steps nested 33 deep, the limit is 32"},
+		{name: "StepsAtLimit", wf: flat(MaxSteps)},
+		{name: "StepsOverLimit", wf: flat(MaxSteps + 1), err: fmt.Sprintf("more than %d steps in the workflow, the limit is %d", MaxSteps, MaxSteps)},
+		{name: "ValueDepthAtLimit", wf: deepValue(MaxValueDepth)},
+		{name: "ValueDepthOverLimit", wf: deepValue(MaxValueDepth + 1), err: "steps[0].with.message: nested more than 32 deep, the limit is 32"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			start := time.Now()
+			err := Validate(tc.wf, testCatalogue)
+			took := time.Since(start)
+			if tc.err == "" {
+				if err := CheckLimits(tc.wf); err != nil {
+					t.Fatalf("CheckLimits: %v", err)
+				}
+				return
+			}
+			var verr *ValidationError
+			if !errors.As(err, &verr) || len(verr.Problems) != 1 || !strings.Contains(verr.Problems[0], tc.err) {
+				t.Fatalf("Validate = %v, want one problem with %q", err, tc.err)
+			}
+			t.Logf("refused in %s", took)
+		})
+	}
+	if d := nested(MaxDepth + 1); !strings.HasPrefix(CheckLimits(d).(*ValidationError).Problems[0], "steps[0].steps[0].steps") {
+		t.Errorf("the path does not lead to the step: %v", CheckLimits(d))
+	}
+}
+
+func TestParseLimits(t *testing.T) {
+	deepJSON := strings.Repeat(`{"steps": [{"id": "g", "steps": [`, 9000) + `{"id": "a", "uses": "log"}` + strings.Repeat(`]}]}`, 9000)
+	// Flow style, as an attacker would write it (past 5,000 levels the YAML
+	// decoder refuses it itself).
+	deepYAML := "steps:\n  - " + strings.Repeat("{id: g, steps: [", 4000) + "{id: a, uses: log}" + strings.Repeat("]}", 4000) + "\n"
+	withinJSON, err := protojson.Marshal(nested(MaxDepth))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name string
+		data string
+		err  string
+	}{
+		{"JSONNineThousandLevels", deepJSON, "parse workflow: nested more than 104 deep, the limit is 104"},
+		{"YAMLFourThousandLevels", deepYAML, "parse workflow: nested more than 104 deep, the limit is 104"},
+		{"TooLarge", "steps: []\n#" + strings.Repeat("x", MaxDefinitionBytes), "parse workflow: the file is 4.0 MiB, the limit is 4 MiB"},
+		{"DepthLimitParses", string(withinJSON), ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			start := time.Now()
+			_, err := Parse([]byte(tc.data))
+			if tc.err == "" {
+				if err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			if err == nil || err.Error() != tc.err {
+				t.Fatalf("Parse = %v, want %q", err, tc.err)
+			}
+			t.Logf("refused in %s", time.Since(start))
+		})
+	}
+}
+
+func TestDuplicateIDsLinear(t *testing.T) {
+	// The issue's 20 groups of 1,000 steps that share an id: a CEL rule
+	// quadratic in each group's size took 1 min 44 s.
+	wf := groups(20, 1000)
+	if n := count(wf.Steps); n > MaxSteps {
+		// Over the step limit: refused at once, whatever the ids.
+		start := time.Now()
+		err := Validate(wf, testCatalogue)
+		if err == nil || !strings.Contains(err.Error(), fmt.Sprintf("the limit is %d", MaxSteps)) {
+			t.Fatalf("Validate = %v", err)
+		}
+		t.Logf("%d steps refused in %s", n, time.Since(start))
+	}
+	wf = groups(4, 1000)
+	start := time.Now()
+	err := Validate(wf, testCatalogue)
+	var verr *ValidationError
+	if !errors.As(err, &verr) {
+		t.Fatalf("Validate = %v", err)
+	}
+	t.Logf("4 groups of 1,000 duplicates checked in %s", time.Since(start))
+	for g := range 4 {
+		want := fmt.Sprintf(`steps[%d].steps: step id "dup" is used more than once`, g)
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("no %q in %v", want, err)
+		}
+	}
+}
+
+func TestProblemsCapped(t *testing.T) {
+	wf := &casarev1.Workflow{}
+	huge := strings.Repeat("x", 3<<20)
+	for i := range 500 {
+		wf.Steps = append(wf.Steps, &casarev1.Step{Id: fmt.Sprintf("s%d", i), Uses: "log", With: message("${{ nope." + huge[:10_000] + " }}")})
+	}
+	wf.Steps = append(wf.Steps, &casarev1.Step{Id: "big", Uses: "log", With: message("${{ " + huge + " + }}")})
+	err := Validate(wf, testCatalogue)
+	var verr *ValidationError
+	if !errors.As(err, &verr) {
+		t.Fatalf("Validate = %v", err)
+	}
+	if len(verr.Problems) != MaxProblems || verr.More != 501-MaxProblems {
+		t.Errorf("%d problems and %d more, want %d and %d", len(verr.Problems), verr.More, MaxProblems, 501-MaxProblems)
+	}
+	if !strings.HasSuffix(err.Error(), fmt.Sprintf("and %d more", 501-MaxProblems)) {
+		t.Errorf("the error does not say how many more: ...%s", err.Error()[len(err.Error())-50:])
+	}
+	if n := len(err.Error()); n > MaxProblems*(maxProblem+4)+100 {
+		t.Errorf("error of %d bytes", n)
+	}
+	if !strings.Contains(verr.Problems[0], "… [cut: ") {
+		t.Errorf("a quoted expression is not cut: %.300s", verr.Problems[0])
+	}
+}
+
+func TestExpressionBudget(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		n     int
+		pad   int
+		err   string
+		valid bool
+	}{
+		{name: "CountAtLimit", n: MaxExpressions, valid: true},
+		{name: "CountOverLimit", n: MaxExpressions + 1, err: fmt.Sprintf("more than %d different expressions in the workflow, the limit is %d", MaxExpressions, MaxExpressions)},
+		{name: "BytesOverLimit", n: 20, pad: 4000, err: "more than 16 KiB of different expressions in the workflow, the limit is 16 KiB"},
+		{name: "RepeatedCountOnce", n: 1, valid: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			wf := &casarev1.Workflow{}
+			for g := range 3 {
+				grp := &casarev1.Step{Id: fmt.Sprintf("g%d", g)}
+				for i := range 1000 {
+					src := fmt.Sprintf("'%s' + '%d'", strings.Repeat("p", tc.pad), (g*1000+i)%tc.n)
+					grp.Steps = append(grp.Steps, &casarev1.Step{Id: fmt.Sprintf("s%d", i), Uses: "log", With: message("${{ " + src + " }}")})
+				}
+				wf.Steps = append(wf.Steps, grp)
+			}
+			err := Validate(wf, testCatalogue)
+			if tc.valid {
+				if err != nil {
+					t.Fatalf("Validate: %.500v", err)
+				}
+				return
+			}
+			var verr *ValidationError
+			if !errors.As(err, &verr) || len(verr.Problems) != 1 || !strings.Contains(verr.Problems[0], tc.err) {
+				t.Fatalf("Validate = %.500v, want one problem with %q", err, tc.err)
+			}
+		})
+	}
+}
+
+func TestValidateStopsWithContext(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := ValidateContext(ctx, largest(), testCatalogue); !errors.Is(err, context.Canceled) {
+		t.Fatalf("ValidateContext = %v, want context.Canceled", err)
+	}
+}
+
+func TestLargestIsValid(t *testing.T) {
+	wf := largest()
+	if n := count(wf.Steps); n != MaxSteps {
+		t.Fatalf("%d steps", n)
+	}
+	wf.Inputs = map[string]*casarev1.InputSpec{"n": {Type: "integer"}}
+	if err := Validate(wf, testCatalogue); err != nil {
+		t.Fatalf("Validate: %.2000v", err)
+	}
+}
+
+// BenchmarkValidateLargest validates the largest, deepest workflow the
+// limits allow; over 100 ms is a bug.
+func BenchmarkValidateLargest(b *testing.B) {
+	wf := largest()
+	data, _ := protojson.Marshal(wf)
+	b.SetBytes(int64(len(data)))
+	defer reportCPU(b)()
+	for b.Loop() {
+		if err := Validate(wf, testCatalogue); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// reportCPU adds the process's CPU time per operation to a benchmark: on
+// a busy machine the wall time per operation says more about the other
+// processes than about the code.
+func reportCPU(b *testing.B) func() {
+	cpu := func() time.Duration {
+		var ru syscall.Rusage
+		if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+			b.Fatal(err)
+		}
+		return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	}
+	start := cpu()
+	return func() {
+		b.ReportMetric(float64(cpu()-start)/float64(b.N), "cpu-ns/op")
+	}
+}
+
+// BenchmarkParseValidateLargest adds decoding the JSON file.
+func BenchmarkParseValidateLargest(b *testing.B) {
+	wf := largest()
+	data, _ := protojson.Marshal(wf)
+	b.SetBytes(int64(len(data)))
+	defer reportCPU(b)()
+	for b.Loop() {
+		wf, err := Parse(data)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := Validate(wf, testCatalogue); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
