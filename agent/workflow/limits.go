@@ -25,9 +25,10 @@ const (
 	// MaxExpressions bounds the different expressions of a workflow (an
 	// expression written many times counts once), and MaxExpressionBytes
 	// their text: checking one takes tens of microseconds, a long one
-	// milliseconds.
-	MaxExpressions     = 250
-	MaxExpressionBytes = 16 << 10
+	// milliseconds. A thousand leaves room for a workflow of a thousand
+	// steps that each compute something of their own.
+	MaxExpressions     = 1_000
+	MaxExpressionBytes = 64 << 10
 	// MaxDefinitionBytes bounds a workflow file Parse reads.
 	MaxDefinitionBytes = 4 << 20
 	// maxSyntaxDepth bounds the nesting of a file's JSON or YAML before it

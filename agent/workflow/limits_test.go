@@ -258,7 +258,7 @@ func TestExpressionBudget(t *testing.T) {
 	}{
 		{name: "CountAtLimit", n: MaxExpressions, valid: true},
 		{name: "CountOverLimit", n: MaxExpressions + 1, err: fmt.Sprintf("more than %d different expressions in the workflow, the limit is %d", MaxExpressions, MaxExpressions)},
-		{name: "BytesOverLimit", n: 20, pad: 4000, err: "more than 16 KiB of different expressions in the workflow, the limit is 16 KiB"},
+		{name: "BytesOverLimit", n: 20, pad: 4000, err: "more than 64 KiB of different expressions in the workflow, the limit is 64 KiB"},
 		{name: "RepeatedCountOnce", n: 1, valid: true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
