@@ -79,6 +79,7 @@ type Options struct {
 const (
 	fastRetryFor = time.Minute
 	fastRetryMax = time.Second
+	resetSpread  = 200 * time.Millisecond
 )
 
 // RefusedError is why Run gave up: the control plane refuses this robot
@@ -198,6 +199,13 @@ func Run(ctx context.Context, opts Options) error {
 			wait = min(wait, fastRetryMax)
 		}
 		wait = jitter(wait)
+		var reset *quic.StatelessResetError
+		if errors.As(err, &reset) {
+			// A stateless reset comes from a control plane that is up
+			// again: go back at once, spread a little so a fleet does
+			// not arrive in one burst.
+			wait = time.Duration(rand.Int64N(int64(resetSpread)))
+		}
 		r.set(Reconnecting, "after", wait.Round(time.Millisecond), "reason", err)
 		select {
 		case <-life.Done():

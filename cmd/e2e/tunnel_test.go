@@ -44,6 +44,15 @@ func TestAgentFindsRestartedServer(t *testing.T) {
 	if strings.Contains(a.log.String(), "no recent network activity") {
 		t.Errorf("the agent waited for its idle timeout:\n%s", a.log.String())
 	}
+	// A graceful restart says goodbye; the robot retries while the
+	// control plane is away and finds it soon after it is back.
+	for i := range 2 {
+		s.stop()
+		s.start()
+		back := time.Now()
+		waitLogWithin(t, a.log, "state=REGISTERED", i+5, 30*time.Second)
+		t.Logf("graceful restart %d: the robot registered again %s after the control plane was ready", i+1, time.Since(back).Round(time.Millisecond))
+	}
 	waitStatuses(t, s, map[string]string{"r1": "IDLE"}, 10*time.Second)
 	var sub submitResponse
 	callOK(t, s.url(), s.adminToken(), submitJob, `{"workflow": `+helloWorkflow+`}`, &sub)
