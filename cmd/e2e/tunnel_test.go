@@ -129,6 +129,9 @@ func requireRefusedExit(t *testing.T, a *agentProc, text string, within time.Dur
 			t.Fatalf("agent exit: %v, want code 3\n%s", err, a.log.String())
 		}
 	case <-time.After(within):
+		// The cleanup must not wait for the process a second time.
+		a.cmd.Process.Kill()
+		<-done
 		t.Fatalf("a refused agent still runs after %s\n%s", within, a.log.String())
 	}
 	lines := strings.Split(strings.TrimSpace(a.log.String()), "\n")
