@@ -23,6 +23,13 @@ type Config struct {
 	// QUICAdvertise is the address enrollment tokens tell robots to dial,
 	// when it differs from QUICAddr (behind NAT, a load balancer, 0.0.0.0).
 	QUICAdvertise string `env:"CASARE_QUIC_ADVERTISE"`
+	// QUICResetKeyFile holds the key of the gateway's stateless resets, by
+	// which robots learn at once that a restarted control plane lost
+	// their connection; replicas behind one address share one. Empty
+	// means quic-reset.key in DataDir, created on first start.
+	QUICResetKeyFile string `env:"CASARE_QUIC_RESET_KEY_FILE"`
+	// MaxEnrollConns bounds the enrolment connections open at once.
+	MaxEnrollConns int `env:"CASARE_MAX_ENROLL_CONNS" envDefault:"64"`
 	// HeartbeatInterval is how often robots send heartbeats; three missed
 	// make a robot offline.
 	HeartbeatInterval time.Duration `env:"CASARE_HEARTBEAT_INTERVAL" envDefault:"30s"`
@@ -92,6 +99,9 @@ func (c Config) Check() error {
 	}
 	if (c.CACert == "") != (c.CAKey == "") {
 		return fmt.Errorf("--ca-cert and --ca-key: give both or neither")
+	}
+	if c.MaxEnrollConns < 1 || c.MaxEnrollConns > 100000 {
+		return fmt.Errorf("--max-enroll-conns: 1 to 100000, got %d", c.MaxEnrollConns)
 	}
 	if c.MaxRequestBytes < 1024 {
 		return fmt.Errorf("--max-request-bytes: at least 1024, got %d", c.MaxRequestBytes)

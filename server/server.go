@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/quic-go/quic-go"
 
 	"github.com/casarerpa/casare/server/auth"
 	"github.com/casarerpa/casare/server/dispatch"
@@ -91,7 +92,13 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (_ *Server, err e
 		RobotChanged:      func(id string) { s.gateway.Changed(id) },
 		Environment:       cfg.Environment,
 	})
+	resetKey, err := openResetKey(cfg)
+	if err != nil {
+		return nil, err
+	}
 	s.gateway, err = gateway.New(ctx, gateway.Options{
+		ResetKey:          resetKey,
+		MaxEnrollConns:    cfg.MaxEnrollConns,
 		Addr:              cfg.QUICAddr,
 		Advertise:         cfg.QUICAdvertise,
 		CA:                ca,
@@ -115,6 +122,23 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (_ *Server, err e
 		return nil, fmt.Errorf("--http-addr: %w", err)
 	}
 	return s, nil
+}
+
+// openResetKey loads the gateway's stateless-reset key from the file
+// configured, or from the data dir, creating it there on first start.
+func openResetKey(cfg Config) (*quic.StatelessResetKey, error) {
+	if cfg.QUICResetKeyFile != "" {
+		key, err := gateway.LoadResetKey(cfg.QUICResetKeyFile, false)
+		if err != nil {
+			return nil, fmt.Errorf("--quic-reset-key-file: %w", err)
+		}
+		return key, nil
+	}
+	key, err := gateway.LoadResetKey(filepath.Join(cfg.DataDir, gateway.ResetKeyFile), true)
+	if err != nil {
+		return nil, fmt.Errorf("--data-dir: stateless-reset key: %w", err)
+	}
+	return key, nil
 }
 
 // openCA loads the CA from the files configured, or from the data dir,

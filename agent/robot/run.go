@@ -61,6 +61,36 @@ type Options struct {
 	// DrainTimeout is how long running jobs may take to finish when the
 	// robot drains before they are handed back; zero means 5 minutes.
 	DrainTimeout time.Duration
+	// MaxRefusals is how many times in a row the control plane may refuse
+	// the robot (its certificate revoked, expired or of another CA, or the
+	// robot deleted) before Run gives up with a *RefusedError; zero means
+	// 5, negative never.
+	MaxRefusals int
+	// Liveness is how often a quiet connection is checked: a control
+	// plane that stops answering is probed this often, so one that
+	// restarted is noticed (by its stateless reset) within about twice
+	// this. Zero means a second.
+	Liveness time.Duration
+}
+
+// After a registered connection is lost, reconnects are tried at least
+// this often for a while, so a control plane back after a short restart
+// is found at once; then the backoff grows to MaxBackoff.
+const (
+	fastRetryFor = time.Minute
+	fastRetryMax = time.Second
+	resetSpread  = 200 * time.Millisecond
+)
+
+// RefusedError is why Run gave up: the control plane refuses this robot
+// for good, which retrying cannot mend.
+type RefusedError struct {
+	Reason   string
+	Refusals int
+}
+
+func (e *RefusedError) Error() string {
+	return fmt.Sprintf("%s (refused %d times in a row)", e.Reason, e.Refusals)
 }
 
 // Run holds the robot's connection to the control plane and runs the jobs
@@ -69,7 +99,9 @@ type Options struct {
 // control plane says so, the robot drains: no new jobs, running ones
 // finish within the drain timeout or are handed back; then Run returns
 // nil. It returns an error only when the robot cannot run at all (not
-// enrolled, unreadable certificate).
+// enrolled, unreadable certificate) or, as a *RefusedError, when the
+// control plane refused it MaxRefusals times in a row. Network errors and
+// timeouts are retried for ever.
 func Run(ctx context.Context, opts Options) error {
 	id, cert, roots, err := LoadIdentity(opts.Dir)
 	if err != nil {
@@ -101,6 +133,12 @@ func Run(ctx context.Context, opts Options) error {
 	}
 	if opts.DrainTimeout <= 0 {
 		opts.DrainTimeout = 5 * time.Minute
+	}
+	if opts.MaxRefusals == 0 {
+		opts.MaxRefusals = 5
+	}
+	if opts.Liveness <= 0 {
+		opts.Liveness = time.Second
 	}
 	// The connection outlives ctx: a robot told to stop first drains over
 	// it, and only then hangs up.
@@ -134,6 +172,8 @@ func Run(ctx context.Context, opts Options) error {
 	}()
 	r.set(Disconnected)
 	backoff := opts.MinBackoff
+	var lostAt time.Time // when a registered connection was last lost
+	refusals := 0        // since the robot was last registered
 	for {
 		registered, err := r.session(life)
 		if life.Err() != nil {
@@ -142,8 +182,30 @@ func Run(ctx context.Context, opts Options) error {
 		}
 		if registered {
 			backoff = opts.MinBackoff
+			lostAt = time.Now()
+			refusals = 0
 		}
-		wait := jitter(backoff)
+		if reason, ok := refusal(err); ok {
+			refusals++
+			r.log.Warn("the control plane refused the robot", "reason", reason, "refusals", refusals, "limit", opts.MaxRefusals)
+			if opts.MaxRefusals > 0 && refusals >= opts.MaxRefusals {
+				r.set(Disconnected, "reason", reason)
+				stop()
+				return &RefusedError{Reason: reason, Refusals: refusals}
+			}
+		}
+		wait := backoff
+		if !lostAt.IsZero() && time.Since(lostAt) < fastRetryFor {
+			wait = min(wait, fastRetryMax)
+		}
+		wait = jitter(wait)
+		var reset *quic.StatelessResetError
+		if errors.As(err, &reset) {
+			// A stateless reset comes from a control plane that is up
+			// again: go back at once, spread a little so a fleet does
+			// not arrive in one burst.
+			wait = time.Duration(rand.Int64N(int64(resetSpread)))
+		}
 		r.set(Reconnecting, "after", wait.Round(time.Millisecond), "reason", err)
 		select {
 		case <-life.Done():
@@ -201,8 +263,10 @@ func (r *runner) session(ctx context.Context) (registered bool, err error) {
 	r.set(Connecting, "server", r.id.Server)
 	dialCtx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	conn, err := quic.DialAddr(dialCtx, r.id.Server, r.tls, &quic.Config{
-		MaxIdleTimeout:  time.Minute,
-		KeepAlivePeriod: 15 * time.Second,
+		MaxIdleTimeout: time.Minute,
+		// A quiet connection is pinged this often, so the robot knows
+		// when the control plane stops answering (see liveness).
+		KeepAlivePeriod: r.opts.Liveness,
 	})
 	cancel()
 	if err != nil {
@@ -236,7 +300,7 @@ func (r *runner) session(ctx context.Context) (registered bool, err error) {
 		return false, fmt.Errorf("no welcome: %w", err)
 	}
 	if refused := msg.GetRefused(); refused != nil {
-		return false, fmt.Errorf("refused: %s", refused.GetReason())
+		return false, &refusedMessage{refused.GetReason()}
 	}
 	welcome := msg.GetWelcome()
 	if welcome == nil {
@@ -269,7 +333,7 @@ func (r *runner) session(ctx context.Context) (registered bool, err error) {
 			}
 			switch m := msg.GetMsg().(type) {
 			case *agentv1.ServerMessage_Refused:
-				lost <- fmt.Errorf("refused: %s", m.Refused.GetReason())
+				lost <- &refusedMessage{m.Refused.GetReason()}
 				return
 			case *agentv1.ServerMessage_Drain:
 				go r.drain(m.Drain.GetReason())
@@ -308,6 +372,9 @@ func (r *runner) session(ctx context.Context) (registered bool, err error) {
 	if err := checkRenewal(); err != nil {
 		return true, fmt.Errorf("connection lost: %w", err)
 	}
+	liveness := time.NewTicker(r.opts.Liveness / 2)
+	defer liveness.Stop()
+	quiet := newQuietWatch(conn, r.opts.Liveness)
 	for {
 		select {
 		case <-ctx.Done():
@@ -334,6 +401,21 @@ func (r *runner) session(ctx context.Context) (registered bool, err error) {
 			}
 		case err := <-lost:
 			return true, fmt.Errorf("connection lost: %w", err)
+		case <-liveness.C:
+			if !quiet.quiet(time.Now()) {
+				continue
+			}
+			// Keep-alive pings are too small to draw a stateless reset
+			// from a restarted control plane, and quic-go backs their
+			// retransmissions off exponentially: a heartbeat now and every
+			// tick while the control plane says nothing reaches a
+			// restarted one within a tick.
+			beat := &agentv1.AgentMessage{Msg: &agentv1.AgentMessage_Heartbeat{Heartbeat: &agentv1.Heartbeat{
+				Time: timestamppb.Now(), RunningJobs: r.runningJobs(),
+			}}}
+			if err := l.send(beat); err != nil {
+				return true, fmt.Errorf("connection lost: %w", err)
+			}
 		case <-ticker.C:
 			beat := &agentv1.AgentMessage{Msg: &agentv1.AgentMessage_Heartbeat{Heartbeat: &agentv1.Heartbeat{
 				Time: timestamppb.Now(), RunningJobs: r.runningJobs(),
@@ -343,6 +425,73 @@ func (r *runner) session(ctx context.Context) (registered bool, err error) {
 			}
 		}
 	}
+}
+
+// quietWatch tells when the control plane has sent nothing for longer than
+// a keep-alive's answer can take.
+type quietWatch struct {
+	conn     *quic.Conn
+	after    time.Duration
+	received uint64
+	at       time.Time
+}
+
+func newQuietWatch(conn *quic.Conn, liveness time.Duration) *quietWatch {
+	return &quietWatch{conn: conn, after: liveness, received: conn.ConnectionStats().PacketsReceived, at: time.Now()}
+}
+
+func (q *quietWatch) quiet(now time.Time) bool {
+	stats := q.conn.ConnectionStats()
+	if stats.PacketsReceived != q.received {
+		q.received, q.at = stats.PacketsReceived, now
+		return false
+	}
+	// A healthy idle connection hears at least a keep-alive's answer
+	// every liveness period, give or take a few round trips.
+	return now.Sub(q.at) > q.after+max(500*time.Millisecond, 4*stats.SmoothedRTT)
+}
+
+// refusedMessage is the control plane's explicit refusal of the robot.
+type refusedMessage struct{ reason string }
+
+func (e *refusedMessage) Error() string { return "refused: " + e.reason }
+
+// refusal says whether err is the control plane refusing this robot for
+// good, and why: its certificate (a TLS alert at the handshake), the
+// control plane's certificate not from the robot's CA, or an explicit
+// refusal. Network errors and timeouts are not.
+func refusal(err error) (string, bool) {
+	if err == nil {
+		return "", false
+	}
+	var refused *refusedMessage
+	if errors.As(err, &refused) {
+		return "the control plane refuses this robot: " + refused.reason, true
+	}
+	var verify *tls.CertificateVerificationError
+	if errors.As(err, &verify) {
+		return fmt.Sprintf("the control plane's certificate is not from this robot's CA (%v): is --server another control plane? enrol the robot with this one", verify.Err), true
+	}
+	var transport *quic.TransportError
+	if !errors.As(err, &transport) || !transport.Remote || transport.ErrorCode < 0x100 || transport.ErrorCode > 0x1ff {
+		return "", false
+	}
+	var why string
+	switch tls.AlertError(transport.ErrorCode - 0x100) {
+	case 44: // certificate_revoked
+		why = "revoked (the robot was deleted)"
+	case 45: // certificate_expired
+		why = "expired"
+	case 48: // unknown_ca
+		why = "not signed by its CA"
+	case 116: // certificate_required
+		why = "missing"
+	case 42, 43, 46: // bad, unsupported, unknown certificate
+		why = "not accepted"
+	default:
+		return "", false
+	}
+	return "the control plane refuses this robot's certificate: " + why + "; enrol it again", true
 }
 
 // leaf returns the robot's current certificate.

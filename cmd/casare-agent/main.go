@@ -18,6 +18,10 @@ import (
 	"github.com/casarerpa/casare/agent/robot"
 )
 
+// exitRefused is the exit code of a robot the control plane refuses for
+// good, so a service manager can tell it from a crash worth a restart.
+const exitRefused = 3
+
 // version is set at build time with -ldflags "-X main.version=…".
 var version = "dev"
 
@@ -30,6 +34,10 @@ func main() {
 		var exit *robot.ExitError
 		if errors.As(err, &exit) {
 			os.Exit(exit.Code)
+		}
+		var refused *robot.RefusedError
+		if errors.As(err, &refused) {
+			os.Exit(exitRefused)
 		}
 		os.Exit(1)
 	}
@@ -91,6 +99,10 @@ func newRootCommand() *cobra.Command {
 	runCmd.Flags().StringVar(&run.Server, "server", "", "control plane QUIC address, if not the one from enrolment")
 	runCmd.Flags().DurationVar(&run.DrainTimeout, "drain-timeout", 5*time.Minute, "when draining, how long running jobs may take to finish before they are handed back")
 	runCmd.Flags().DurationVar(&run.RenewBefore, "renew-before", 30*24*time.Hour, "renew the certificate over the tunnel when it expires sooner than this")
+	runCmd.Flags().IntVar(&run.MaxRefusals, "max-refusals", 5, "exit (code 3) after the control plane refuses the robot this many times in a row (certificate revoked, expired or of another CA); -1 never")
+	runCmd.Flags().DurationVar(&run.Liveness, "liveness-interval", time.Second, "how often a quiet connection is checked; a restarted control plane is noticed within about twice this")
+	runCmd.Flags().DurationVar(&run.MinBackoff, "min-backoff", 500*time.Millisecond, "first wait before reconnecting")
+	runCmd.Flags().DurationVar(&run.MaxBackoff, "max-backoff", 30*time.Second, "longest wait between reconnects (a lost connection is retried at least every second for a minute first)")
 	_ = runCmd.MarkFlagRequired("dir")
 
 	var certDir string

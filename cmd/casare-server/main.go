@@ -56,6 +56,8 @@ func newRootCommand() *cobra.Command {
 	flags.StringVar(&cfg.HTTPAddr, "http-addr", cfg.HTTPAddr, "address for the API, /metrics and /health/* (CASARE_HTTP_ADDR)")
 	flags.StringVar(&cfg.QUICAddr, "quic-addr", cfg.QUICAddr, "UDP address of the gateway robots dial (CASARE_QUIC_ADDR)")
 	flags.StringVar(&cfg.QUICAdvertise, "quic-advertise", cfg.QUICAdvertise, "address robots are told to dial, if not --quic-addr (CASARE_QUIC_ADVERTISE)")
+	flags.StringVar(&cfg.QUICResetKeyFile, "quic-reset-key-file", cfg.QUICResetKeyFile, "key of the gateway's stateless resets (64 hex digits), shared by replicas behind one address; default quic-reset.key in the data dir, created on first start (CASARE_QUIC_RESET_KEY_FILE)")
+	flags.IntVar(&cfg.MaxEnrollConns, "max-enroll-conns", cfg.MaxEnrollConns, "enrolment connections open at once; more are refused (CASARE_MAX_ENROLL_CONNS)")
 	flags.DurationVar(&cfg.HeartbeatInterval, "heartbeat-interval", cfg.HeartbeatInterval, "how often robots send heartbeats; 3 missed make a robot offline (CASARE_HEARTBEAT_INTERVAL)")
 	flags.StringVar(&cfg.CACert, "ca-cert", cfg.CACert, "CA certificate (PEM); default the CA in the data dir (CASARE_CA_CERT)")
 	flags.StringVar(&cfg.CAKey, "ca-key", cfg.CAKey, "CA private key (PEM), with --ca-cert (CASARE_CA_KEY)")

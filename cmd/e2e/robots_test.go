@@ -338,8 +338,8 @@ func TestEnrolmentRefusals(t *testing.T) {
 	}
 	waitLog(t, s.log, "robot refused at the handshake", 1)
 
-	// A robot enrolled with another control plane's CA is refused too, and
-	// keeps trying with backoff rather than giving up.
+	// A robot enrolled with another control plane's CA is refused too (it
+	// gives up after a few tries: TestAgentExitsWhenRefused).
 	other := startServer(t, t.TempDir(), "--quic-addr", "127.0.0.1:0", "--robot-cert-validity", "48h")
 	foreign := filepath.Join(work, "foreign")
 	if out, err := agentCmd("enroll", "--token", enrollmentToken(t, other, "foreign"), "--dir", foreign); err != nil {

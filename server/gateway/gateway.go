@@ -9,12 +9,14 @@ import (
 	"context"
 	"crypto/sha256"
 	"crypto/tls"
+	"crypto/x509"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/quic-go/quic-go"
@@ -52,7 +54,25 @@ type Options struct {
 	Logger       *slog.Logger
 	// Jobs takes the robots' job traffic; nil drops it.
 	Jobs Jobs
+	// ResetKey derives the stateless resets the gateway answers packets
+	// of connections it does not know with. Kept across restarts (and
+	// shared by replicas behind one address), it lets a robot whose
+	// connection died with a previous process learn so from the first
+	// packet it sends; nil means a key of this process only.
+	ResetKey *quic.StatelessResetKey
+	// MaxEnrollConns bounds the enrolment connections open at once; zero
+	// means DefaultMaxEnrollConns.
+	MaxEnrollConns int
+	// EnrollTimeout bounds an enrolment connection from its handshake to
+	// its close; zero means DefaultEnrollTimeout.
+	EnrollTimeout time.Duration
 }
+
+// Defaults for Options.
+const (
+	DefaultMaxEnrollConns = 64
+	DefaultEnrollTimeout  = 10 * time.Second
+)
 
 // Jobs is what runs jobs on the robots: the gateway tells it which robots
 // come and go and hands it their job messages and log streams.
@@ -92,9 +112,17 @@ type Robot struct {
 
 // Gateway is the QUIC endpoint for robots.
 type Gateway struct {
-	opts     Options
-	listener *quic.Listener
-	revoked  sync.Map // certificate serial -> struct{}
+	opts      Options
+	udp       *net.UDPConn
+	transport *quic.Transport
+	listener  *quic.Listener
+	revoked   sync.Map // certificate serial -> struct{}
+	// enrolling counts the enrolment connections open, against
+	// MaxEnrollConns.
+	enrolling atomic.Int64
+	// refusals keeps a flood of failed handshakes and enrolments from
+	// flooding the log.
+	refusals *peerLog
 
 	mu       sync.Mutex
 	sessions map[string]*session     // robot id -> its live connection
@@ -111,6 +139,8 @@ const (
 	codeRefused  quic.ApplicationErrorCode = 1
 	codeReplaced quic.ApplicationErrorCode = 2
 	codeTimeout  quic.ApplicationErrorCode = 3
+	// codeBusy: too many connections of the kind at once; try again.
+	codeBusy quic.ApplicationErrorCode = 4
 )
 
 // missedHeartbeats is how many heartbeats a robot may miss before it is
@@ -122,11 +152,18 @@ func New(ctx context.Context, opts Options) (*Gateway, error) {
 	if opts.HeartbeatInterval <= 0 {
 		return nil, errors.New("--heartbeat-interval: must be positive")
 	}
+	if opts.MaxEnrollConns <= 0 {
+		opts.MaxEnrollConns = DefaultMaxEnrollConns
+	}
+	if opts.EnrollTimeout <= 0 {
+		opts.EnrollTimeout = DefaultEnrollTimeout
+	}
 	g := &Gateway{
 		opts:     opts,
 		sessions: map[string]*session{},
 		seen:     map[string]time.Time{},
 		conns:    map[*quic.Conn]struct{}{},
+		refusals: newPeerLog(time.Minute, maxLoggedPeers),
 	}
 	serials, err := opts.Store.RevokedSerials(ctx)
 	if err != nil {
@@ -149,24 +186,44 @@ func New(ctx context.Context, opts Options) (*Gateway, error) {
 	if err != nil {
 		return nil, err
 	}
-	tlsConf := &tls.Config{
+	base := &tls.Config{
 		MinVersion:   tls.VersionTLS13,
 		Certificates: []tls.Certificate{serverCert},
 		NextProtos:   []string{agentv1.ALPN, agentv1.ALPNEnroll},
 		// Enrolling robots have no certificate yet, so the handshake asks
 		// for one and VerifyConnection requires it on the robot protocol.
-		ClientAuth:       tls.RequestClientCert,
-		VerifyConnection: g.verifyConnection,
+		ClientAuth: tls.RequestClientCert,
 		// Robots hold one long connection; resumption tickets would cost
 		// every connection memory and a message for a rare reconnect, and
 		// a restarted server cannot honour them anyway.
 		SessionTicketsDisabled: true,
 	}
-	ln, err := quic.ListenAddr(opts.Addr, tlsConf, quicConfig(opts.HeartbeatInterval))
+	tlsConf := &tls.Config{
+		MinVersion: tls.VersionTLS13,
+		// VerifyConnection is not told the peer; a config per handshake
+		// is, so refusals can be logged per peer.
+		GetConfigForClient: func(hello *tls.ClientHelloInfo) (*tls.Config, error) {
+			peer := ""
+			if hello.Conn != nil {
+				peer = hello.Conn.RemoteAddr().String()
+			}
+			c := base.Clone()
+			c.VerifyConnection = func(cs tls.ConnectionState) error { return g.verifyConnection(cs, peer) }
+			return c, nil
+		},
+	}
+	udpAddr, err := net.ResolveUDPAddr("udp", opts.Addr)
 	if err != nil {
 		return nil, fmt.Errorf("--quic-addr: %w", err)
 	}
-	g.listener = ln
+	if g.udp, err = net.ListenUDP("udp", udpAddr); err != nil {
+		return nil, fmt.Errorf("--quic-addr: %w", err)
+	}
+	g.transport = &quic.Transport{Conn: g.udp, StatelessResetKey: opts.ResetKey}
+	if g.listener, err = g.transport.Listen(tlsConf, quicConfig(opts.HeartbeatInterval)); err != nil {
+		g.udp.Close()
+		return nil, fmt.Errorf("--quic-addr: %w", err)
+	}
 	return g, nil
 }
 
@@ -187,8 +244,9 @@ func quicConfig(heartbeat time.Duration) *quic.Config {
 }
 
 // verifyConnection refuses a robot-protocol handshake whose certificate
-// this CA did not sign, that expired, or that was revoked.
-func (g *Gateway) verifyConnection(cs tls.ConnectionState) error {
+// this CA did not sign, that expired, or that was revoked. The TLS alert
+// says which, so the robot can tell its operator why and stop trying.
+func (g *Gateway) verifyConnection(cs tls.ConnectionState, peer string) error {
 	if cs.NegotiatedProtocol != agentv1.ALPN {
 		return nil
 	}
@@ -197,10 +255,55 @@ func (g *Gateway) verifyConnection(cs tls.ConnectionState) error {
 		raw[i] = c.Raw
 	}
 	_, _, err := g.opts.CA.VerifyRobot(raw, g.isRevoked)
-	if err != nil {
-		g.opts.Logger.Warn("robot refused at the handshake", "reason", err)
+	if err == nil {
+		return nil
 	}
-	return err
+	alert := refusalAlert(err)
+	g.logRefusal(peer, alert.Error(), "robot refused at the handshake", "reason", err)
+	// crypto/tls sends bad_certificate for any error of VerifyConnection,
+	// but quic-go closes the connection with the first TLS alert the
+	// error wraps: this one.
+	return fmt.Errorf("%w%.0w", err, alert)
+}
+
+// TLS alerts (RFC 8446, section 6) that say why a certificate was refused.
+const (
+	alertBadCertificate     tls.AlertError = 42
+	alertCertificateRevoked tls.AlertError = 44
+	alertCertificateExpired tls.AlertError = 45
+	alertUnknownCA          tls.AlertError = 48
+	alertCertRequired       tls.AlertError = 116
+)
+
+func refusalAlert(err error) tls.AlertError {
+	var invalid x509.CertificateInvalidError
+	var unknown x509.UnknownAuthorityError
+	switch {
+	case errors.Is(err, pki.ErrNoCertificate):
+		return alertCertRequired
+	case errors.Is(err, pki.ErrRevoked):
+		return alertCertificateRevoked
+	case errors.As(err, &invalid) && invalid.Reason == x509.Expired:
+		return alertCertificateExpired
+	case errors.As(err, &unknown):
+		return alertUnknownCA
+	default:
+		return alertBadCertificate
+	}
+}
+
+// logRefusal logs a failed handshake or enrolment at most once a minute
+// per peer and kind, saying how many were not logged since.
+func (g *Gateway) logRefusal(peer, kind, msg string, attrs ...any) {
+	ok, repeats := g.refusals.allow(peer, kind, time.Now())
+	if !ok {
+		return
+	}
+	attrs = append([]any{"peer", peer}, attrs...)
+	if repeats > 0 {
+		attrs = append(attrs, "repeats_not_logged", repeats)
+	}
+	g.opts.Logger.Warn(msg, attrs...)
 }
 
 func (g *Gateway) isRevoked(serial string) bool {
@@ -210,6 +313,13 @@ func (g *Gateway) isRevoked(serial string) bool {
 
 // Close stops listening; Run closes the connections.
 func (g *Gateway) Close() error { return g.listener.Close() }
+
+// closeTransport releases the UDP port, once every connection is closed.
+func (g *Gateway) closeTransport() {
+	g.listener.Close()
+	g.transport.Close()
+	g.udp.Close()
+}
 
 // Addr returns the UDP address the gateway listens on.
 func (g *Gateway) Addr() string { return g.listener.Addr().String() }
@@ -264,6 +374,7 @@ func (g *Gateway) Run(ctx context.Context) {
 	g.mu.Unlock()
 	g.listener.Close()
 	wg.Wait()
+	g.closeTransport()
 }
 
 func (g *Gateway) track(conn *quic.Conn, open bool) {

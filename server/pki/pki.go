@@ -289,13 +289,19 @@ func RobotID(cert *x509.Certificate) (string, error) {
 	return "", errors.New("the certificate names no robot")
 }
 
+// Errors of VerifyRobot that callers tell apart.
+var (
+	ErrNoCertificate = errors.New("no client certificate")
+	ErrRevoked       = errors.New("is revoked")
+)
+
 // VerifyRobot checks a certificate chain a robot presented: signed by this
 // CA, valid now, meant for client authentication, naming a robot, and not
 // revoked (revoked reports whether a serial is on the revocation list). It
 // returns the robot id.
 func (ca *CA) VerifyRobot(rawCerts [][]byte, revoked func(serial string) bool) (string, *x509.Certificate, error) {
 	if len(rawCerts) == 0 {
-		return "", nil, errors.New("no client certificate")
+		return "", nil, ErrNoCertificate
 	}
 	cert, err := x509.ParseCertificate(rawCerts[0])
 	if err != nil {
@@ -314,7 +320,7 @@ func (ca *CA) VerifyRobot(rawCerts [][]byte, revoked func(serial string) bool) (
 		return "", nil, err
 	}
 	if revoked != nil && revoked(Serial(cert)) {
-		return "", nil, fmt.Errorf("the certificate of robot %s (serial %s) is revoked", id, Serial(cert))
+		return "", nil, fmt.Errorf("the certificate of robot %s (serial %s) %w", id, Serial(cert), ErrRevoked)
 	}
 	return id, cert, nil
 }
