@@ -254,6 +254,19 @@ func (d *Dispatcher) HandleTask(ctx context.Context, t queue.Task) error {
 	return nil
 }
 
+// Holds reports whether the attempt waits here for a robot or runs on one
+// of this replica's robots: the reconciler leaves such a job out of Redis.
+// A later attempt than the one held is not held.
+func (d *Dispatcher) Holds(t queue.Task) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if j := d.known[t.JobID]; j != nil && j.attempt >= t.Attempt {
+		return true
+	}
+	a := d.active[t.JobID]
+	return a != nil && a.attempt >= t.Attempt
+}
+
 // rememberAssigned bounds Dispatcher.assigned: enough for the tasks of a
 // few seconds of full load, a few MiB at most.
 const rememberAssigned = 1 << 16
