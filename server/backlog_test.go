@@ -100,7 +100,10 @@ func TestABacklogNoRobotTakesStaysOutOfTheEmbeddedRedis(t *testing.T) {
 		}
 	})
 	passes := regexp.MustCompile(`msg="reconciled the queue with the database" pending=(\d+) queued=(\d+)`)
-	seen := len(passes.FindAllString(out.String(), -1))
+	// A pass under way may have looked at a job just before it was held
+	// and queued it after its task was taken: the passes that count start
+	// after that one.
+	seen := len(passes.FindAllString(out.String(), -1)) + 1
 	waitFor(t, "three more reconcile passes", func() bool {
 		return len(passes.FindAllString(out.String(), -1)) >= seen+3
 	})
@@ -116,8 +119,13 @@ func TestABacklogNoRobotTakesStaysOutOfTheEmbeddedRedis(t *testing.T) {
 	if n := depth[queue.PriorityLow] + depth[queue.PriorityNormal] + depth[queue.PriorityHigh] + depth[queue.PriorityCritical]; n != 0 {
 		t.Errorf("the embedded Redis holds %d tasks of jobs waiting in the dispatcher, want 0", n)
 	}
-	if n := strings.Count(out.String(), "queued pending jobs that Redis did not hold"); n != 1 {
-		t.Errorf("the reconciler said it queued the backlog %d times, want once (on start)", n)
+	log := out.String()
+	if n := strings.Count(log, "queued pending jobs that Redis did not hold"); n < 1 {
+		t.Errorf("the reconciler never said it queued the backlog on start")
+	}
+	from := passes.FindAllStringIndex(log, -1)[seen-1][0]
+	if n := strings.Count(log[from:], "queued pending jobs that Redis did not hold"); n != 0 {
+		t.Errorf("the reconciler said %d times more that it queued jobs waiting here, want none", n)
 	}
 }
 
