@@ -92,6 +92,7 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (_ *Server, err e
 		RobotChanged:      func(id string) { s.gateway.Changed(id) },
 		Environment:       cfg.Environment,
 	})
+	s.queue.KeepHeldOut(s.dispatcher.Holds)
 	resetKey, err := openResetKey(cfg)
 	if err != nil {
 		return nil, err
@@ -260,7 +261,7 @@ func (s *Server) Run(ctx context.Context) error {
 	bg, stopBackground := context.WithCancel(context.WithoutCancel(ctx))
 	var wg sync.WaitGroup
 	wg.Go(func() {
-		s.queue.RunReconciler(bg, s.pendingTasks, s.cfg.ReconcileInterval)
+		s.queue.RunReconciler(bg, s.pendingTasks, s.dispatcher.Holds, s.cfg.ReconcileInterval)
 	})
 	wg.Go(func() { s.auth.Run(bg, 30*time.Second) })
 	wg.Go(func() { s.gateway.Run(bg) })
@@ -274,7 +275,11 @@ func (s *Server) Run(ctx context.Context) error {
 	defer unsubscribe()
 	wg.Go(func() { s.dispatcher.Run(bg, stops, waiting) })
 	wg.Go(func() {
-		if err := s.dispatcher.RunWorker(bg, s.queue.RedisConnOpt()); err != nil {
+		check := dispatch.TaskCheckInterval
+		if s.queue.Embedded() {
+			check = dispatch.EmbeddedTaskCheckInterval
+		}
+		if err := s.dispatcher.RunWorker(bg, s.queue.RedisConnOpt(), check); err != nil {
 			s.logger.Error("dispatch worker", "err", err)
 		}
 	})

@@ -77,8 +77,19 @@ type Dispatcher struct {
 	robots map[string]*robot
 	free   map[*robot]struct{} // robots with a free slot that take work
 	parked [registry.PriorityCritical + 1][]*pendingJob
-	known  map[string]*pendingJob // parked jobs by id
-	active map[string]*assignment // jobs on this replica's robots, by id
+	// walked is how many of the first parked jobs of each priority were
+	// looked at since the free robots last grew: none of them fits a robot
+	// free now, so a schedule looks only at the jobs after them until
+	// rescan. A backlog of jobs no robot can run then costs nothing per
+	// job submitted.
+	walked [registry.PriorityCritical + 1]int
+	rescan bool
+	// goneParked counts the cancelled jobs still in parked, which only a
+	// whole walk drops.
+	goneParked int
+	unnoted    []*pendingJob          // waiting jobs the notes channel had no room for
+	known      map[string]*pendingJob // parked jobs by id
+	active     map[string]*assignment // jobs on this replica's robots, by id
 	// assigned remembers the attempts this replica gave to a robot, so the
 	// queue task of a job the submit path already dispatched costs no read
 	// of the job. Bounded: the oldest are forgotten first.
@@ -126,6 +137,7 @@ type pendingJob struct {
 	avoid        []string // robots that turned it down
 	gone         bool     // no longer pending: drop it
 	noted        bool     // its waiting message was said
+	inUnnoted    bool     // in Dispatcher.unnoted
 	announced    bool     // every replica was told it waits
 }
 
@@ -254,6 +266,19 @@ func (d *Dispatcher) HandleTask(ctx context.Context, t queue.Task) error {
 	return nil
 }
 
+// Holds reports whether the attempt waits here for a robot or runs on one
+// of this replica's robots: the reconciler leaves such a job out of Redis.
+// A later attempt than the one held is not held.
+func (d *Dispatcher) Holds(t queue.Task) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if j := d.known[t.JobID]; j != nil && j.attempt >= t.Attempt {
+		return true
+	}
+	a := d.active[t.JobID]
+	return a != nil && a.attempt >= t.Attempt
+}
+
 // rememberAssigned bounds Dispatcher.assigned: enough for the tasks of a
 // few seconds of full load, a few MiB at most.
 const rememberAssigned = 1 << 16
@@ -300,11 +325,21 @@ func (d *Dispatcher) schedule(ctx context.Context) {
 	d.mu.Lock()
 	renote := d.renote
 	d.renote = false
+	whole := renote || d.rescan || d.goneParked > len(d.known)
+	d.rescan = false
+	if whole {
+		d.goneParked = 0
+	}
+	d.sendUnnoted()
 	blocked := map[string]bool{}
 	for p := len(d.parked) - 1; p >= 0; p-- {
 		list := d.parked[p]
-		kept := list[:0]
-		for _, j := range list {
+		from := 0
+		if !whole {
+			from = d.walked[p]
+		}
+		kept := list[:from]
+		for _, j := range list[from:] {
 			if j.gone {
 				continue
 			}
@@ -324,11 +359,13 @@ func (d *Dispatcher) schedule(ctx context.Context) {
 					j.announced = true
 					announce = append(announce, j.id)
 				}
-				if !j.noted {
+				if !j.noted && !j.inUnnoted {
 					select {
 					case d.notes <- j:
 						j.noted = true
 					default:
+						j.inUnnoted = true
+						d.unnoted = append(d.unnoted, j)
 					}
 				}
 				continue
@@ -338,6 +375,7 @@ func (d *Dispatcher) schedule(ctx context.Context) {
 		}
 		clear(list[len(kept):])
 		d.parked[p] = kept
+		d.walked[p] = len(kept)
 	}
 	d.mu.Unlock()
 	for _, s := range starts {
@@ -345,6 +383,30 @@ func (d *Dispatcher) schedule(ctx context.Context) {
 	}
 	for _, id := range announce {
 		d.opts.Queue.PublishJobWaiting(id)
+	}
+}
+
+// sendUnnoted hands the notes channel the waiting jobs it had no room for,
+// as far as it has room now. d.mu is held.
+func (d *Dispatcher) sendUnnoted() {
+	n := 0
+send:
+	for _, j := range d.unnoted {
+		if !j.gone && !j.noted && d.known[j.id] == j {
+			select {
+			case d.notes <- j:
+				j.noted = true
+			default:
+				break send
+			}
+		}
+		j.inUnnoted = false
+		n++
+	}
+	clear(d.unnoted[:n])
+	d.unnoted = d.unnoted[n:]
+	if len(d.unnoted) == 0 {
+		d.unnoted = nil
 	}
 }
 
@@ -419,6 +481,10 @@ func (d *Dispatcher) reserve(r *robot, j *pendingJob) *assignment {
 func (d *Dispatcher) refreshFree(r *robot) {
 	hasRoom := len(r.jobs) < r.maxJobs
 	if r.connected && !r.draining && hasRoom {
+		if _, ok := d.free[r]; !ok {
+			// Jobs that fit no robot free until now may fit this one.
+			d.rescan = true
+		}
 		d.free[r] = struct{}{}
 	} else {
 		delete(d.free, r)
@@ -566,6 +632,10 @@ func (d *Dispatcher) sayWaiting(ctx context.Context) {
 			message = "waiting for one of the robots that can run it to be free"
 		}
 		changed, err := d.opts.Store.SetPendingMessage(ctx, j.id, j.attempt, message)
+		if len(d.notes) == 0 {
+			// Jobs the channel had no room for wait for a schedule.
+			d.poke()
+		}
 		if err != nil {
 			d.log.Warn("say why a job waits", "job", j.id, "err", err)
 			continue

@@ -591,6 +591,7 @@ func (d *Dispatcher) followStops(ctx context.Context, stops <-chan string) {
 		if j := d.known[id]; j != nil {
 			j.gone = true
 			delete(d.known, id)
+			d.goneParked++
 		}
 		a := d.active[id]
 		d.mu.Unlock()

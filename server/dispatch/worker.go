@@ -19,14 +19,22 @@ import (
 // another replica or the reconciler.
 const TaskCheckInterval = 20 * time.Millisecond
 
+// EmbeddedTaskCheckInterval is TaskCheckInterval on the embedded Redis.
+// Every job this process takes in is offered to it directly and kept out
+// of that Redis (queue.KeepHeldOut): only the jobs the reconciler restores
+// on start come through it. Each look is four Lua scripts, which the
+// embedded Redis runs each in a fresh interpreter: looking 50 times a
+// second would be most of what an idle control plane does.
+const EmbeddedTaskCheckInterval = time.Second
+
 // RunWorker takes dispatch tasks from the queues, the highest priority
-// first, until ctx is done.
-func (d *Dispatcher) RunWorker(ctx context.Context, redis asynq.RedisConnOpt) error {
+// first, looking every check when they are empty, until ctx is done.
+func (d *Dispatcher) RunWorker(ctx context.Context, redis asynq.RedisConnOpt, check time.Duration) error {
 	srv := asynq.NewServer(redis, asynq.Config{
 		Concurrency:       32,
 		Queues:            queue.Queues(),
 		StrictPriority:    true,
-		TaskCheckInterval: TaskCheckInterval,
+		TaskCheckInterval: check,
 		Logger:            asynqLogger{d.log},
 		LogLevel:          asynq.WarnLevel,
 		ShutdownTimeout:   2 * time.Second,

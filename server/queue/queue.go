@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"slices"
 	"strconv"
+	"time"
 
 	"github.com/alicebob/miniredis/v2"
 	"github.com/hibiken/asynq"
@@ -93,6 +94,10 @@ type Queue struct {
 	embedded    *miniredis.Miniredis
 	environment string
 	logger      *slog.Logger
+	held        Held // see KeepHeldOut
+
+	stopClock    chan struct{} // stops the embedded Redis's clock
+	clockStopped chan struct{}
 
 	notices        chan notice // notices waiting to be published
 	stopNotices    chan struct{}
@@ -114,13 +119,16 @@ func Open(ctx context.Context, opts Options) (*Queue, error) {
 	url := opts.RedisURL
 	if url == "" {
 		mr := miniredis.NewMiniRedis()
-		// Without the real clock miniredis never expires keys, and asynq
-		// relies on expiring leases and locks.
-		mr.ClockTTL(true)
 		if err := mr.StartAddr("127.0.0.1:0"); err != nil {
 			return nil, fmt.Errorf("start embedded redis: %w", err)
 		}
 		q.embedded = mr
+		q.stopClock = make(chan struct{})
+		q.clockStopped = make(chan struct{})
+		go func() {
+			defer close(q.clockStopped)
+			runEmbeddedClock(mr, q.stopClock)
+		}()
 		url = "redis://" + mr.Addr() + "/0"
 	}
 	connOpt, err := asynq.ParseRedisURI(url)
@@ -177,15 +185,57 @@ func (q *Queue) Close() error {
 		errs = append(errs, q.rdb.Close())
 	}
 	if q.embedded != nil {
+		close(q.stopClock)
+		<-q.clockStopped
 		q.embedded.Close()
 	}
 	return errors.Join(errs...)
+}
+
+// embeddedTick is how often the embedded Redis's key TTLs move on. asynq's
+// TTLs are seconds to days, so a second of slack changes nothing.
+const embeddedTick = time.Second
+
+// runEmbeddedClock makes the embedded Redis expire keys, which asynq
+// relies on, by moving its TTLs on every embeddedTick until stop is
+// closed. miniredis's own ClockTTL moves them on every command instead,
+// and each move walks and sorts every key: a command would then cost more
+// with every task Redis holds, and the queue's polls are commands.
+func runEmbeddedClock(mr *miniredis.Miniredis, stop <-chan struct{}) {
+	ticker := time.NewTicker(embeddedTick)
+	defer ticker.Stop()
+	last := time.Now()
+	for {
+		select {
+		case <-stop:
+			return
+		case now := <-ticker.C:
+			mr.FastForward(now.Sub(last))
+			last = now
+		}
+	}
+}
+
+// KeepHeldOut makes Enqueue leave out of the embedded Redis the attempts
+// held says this process holds. The embedded Redis serves this process
+// alone and dies with it, so a task there would only come back to the
+// dispatcher that has the job already, and every task it holds makes each
+// of its commands cost more. A real Redis still gets every task: it
+// carries the job to the other replicas and past this one's end. Call it
+// before the queue is used.
+func (q *Queue) KeepHeldOut(held Held) {
+	if q.embedded != nil {
+		q.held = held
+	}
 }
 
 // Enqueue puts the task on its priority queue. A task Redis already holds
 // is not an error: that is what makes enqueueing idempotent. asynq does not
 // retry the task; attempts are counted by the database.
 func (q *Queue) Enqueue(ctx context.Context, t Task) error {
+	if q.held != nil && q.held(t) {
+		return nil
+	}
 	_, err := enqueue(ctx, q.client, t)
 	return err
 }

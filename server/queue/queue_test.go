@@ -1,9 +1,13 @@
 package queue
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"log/slog"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -145,16 +149,16 @@ func TestReconcileRestoresWhatAFlushLost(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		restored, err := q.Reconcile(ctx, pendingList(tasks))
+		restored, err := q.Reconcile(ctx, pendingList(tasks), nil)
 		if err != nil || restored != 1000 {
 			t.Fatalf("Reconcile() = %d, %v; want the 1000 not queued", restored, err)
 		}
 		flush(t, q)
-		restored, err = q.Reconcile(ctx, pendingList(tasks))
+		restored, err = q.Reconcile(ctx, pendingList(tasks), nil)
 		if err != nil || restored != 1200 {
 			t.Fatalf("Reconcile() after a flush = %d, %v; want 1200", restored, err)
 		}
-		if restored, err = q.Reconcile(ctx, pendingList(tasks)); err != nil || restored != 0 {
+		if restored, err = q.Reconcile(ctx, pendingList(tasks), nil); err != nil || restored != 0 {
 			t.Fatalf("Reconcile() again = %d, %v; want 0", restored, err)
 		}
 		depth, err := q.Depth(ctx)
@@ -169,7 +173,7 @@ func TestRunReconcilerAfterAFlush(t *testing.T) {
 		ctx, cancel := context.WithCancel(context.Background())
 		tasks := manyTasks(50)
 		done := make(chan struct{})
-		go func() { q.RunReconciler(ctx, pendingList(tasks), 20*time.Millisecond); close(done) }()
+		go func() { q.RunReconciler(ctx, pendingList(tasks), nil, 20*time.Millisecond); close(done) }()
 		t.Cleanup(func() { cancel(); <-done })
 		waitHeld := func() {
 			t.Helper()
@@ -230,13 +234,138 @@ func BenchmarkReconcile(b *testing.B) {
 	q := openRedis(b)
 	ctx := context.Background()
 	tasks := manyTasks(1000)
-	if _, err := q.Reconcile(ctx, pendingList(tasks)); err != nil {
+	if _, err := q.Reconcile(ctx, pendingList(tasks), nil); err != nil {
 		b.Fatal(err)
 	}
 	b.ResetTimer()
 	for range b.N {
-		if _, err := q.Reconcile(ctx, pendingList(tasks)); err != nil {
+		if _, err := q.Reconcile(ctx, pendingList(tasks), nil); err != nil {
 			b.Fatal(err)
 		}
 	}
+}
+
+// syncBuffer is a log destination that tests read while loggers write.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// A job that waits on another replica is queued on every pass and taken
+// there every time; the reconciler says so once, not once per pass.
+func TestRunReconcilerLogsAJobQueuedOnEveryPassOnce(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, q *Queue) {
+		var out syncBuffer
+		q.logger = slog.New(slog.NewTextHandler(&out, nil))
+		ctx, cancel := context.WithCancel(context.Background())
+		var attempt atomic.Int32
+		attempt.Store(1)
+		task := func() Task { return Task{JobID: "waits-elsewhere", Attempt: attempt.Load(), Priority: PriorityNormal} }
+		list := func(ctx context.Context, after string, limit int) ([]Task, error) {
+			return pendingList([]Task{task()})(ctx, after, limit)
+		}
+		done := make(chan struct{})
+		go func() { q.RunReconciler(ctx, list, nil, 10*time.Millisecond); close(done) }()
+		t.Cleanup(func() { cancel(); <-done })
+		lines := func() int { return strings.Count(out.String(), "queued pending jobs that Redis did not hold") }
+		// Take the task each time a pass queued it, as the replica that
+		// holds the job does.
+		take := func(times int) {
+			t.Helper()
+			deadline := time.Now().Add(20 * time.Second)
+			for taken := 0; taken < times; {
+				if time.Now().After(deadline) {
+					t.Fatalf("the reconciler queued the job %d times in 20 s, want %d", taken, times)
+				}
+				if held, err := q.Held(ctx, task()); err != nil || !held {
+					time.Sleep(time.Millisecond)
+					continue
+				}
+				if err := q.Remove(ctx, task()); err != nil {
+					t.Fatal(err)
+				}
+				taken++
+			}
+		}
+		take(5)
+		if n := lines(); n != 1 {
+			t.Fatalf("queued 5 times, said so %d times, want once:\n%s", n, out.String())
+		}
+		// The job's next attempt is news.
+		attempt.Store(2)
+		take(3)
+		if n := lines(); n != 2 {
+			t.Fatalf("queued attempt 2 three times, said so %d times in all, want 2:\n%s", n, out.String())
+		}
+	})
+}
+
+// The embedded Redis expires keys on its own: asynq relies on it.
+func TestEmbeddedRedisExpiresKeys(t *testing.T) {
+	q, err := Open(context.Background(), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer q.Close()
+	ctx := context.Background()
+	if err := q.rdb.Set(ctx, "lease", "x", 1500*time.Millisecond).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := q.rdb.Set(ctx, "forever", "x", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool { return q.rdb.Exists(ctx, "lease").Val() == 0 })
+	if q.rdb.Exists(ctx, "forever").Val() != 1 {
+		t.Fatal("a key without a TTL expired")
+	}
+}
+
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not met within 20 s")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// The embedded Redis serves one process: a task for a job that process
+// holds stays out of it. A real Redis carries every task to every replica.
+func TestKeepHeldOut(t *testing.T) {
+	held := func(t Task) bool { return t.JobID == "held" }
+	heldTask := Task{JobID: "held", Attempt: 1, Priority: PriorityNormal}
+	other := Task{JobID: "other", Attempt: 1, Priority: PriorityNormal}
+	forEachBackend(t, func(t *testing.T, q *Queue) {
+		ctx := context.Background()
+		q.KeepHeldOut(held)
+		for _, task := range []Task{heldTask, other} {
+			if err := q.Enqueue(ctx, task); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if ok, err := q.Held(ctx, other); err != nil || !ok {
+			t.Fatalf("Held(other) = %v, %v; want it queued", ok, err)
+		}
+		ok, err := q.Held(ctx, heldTask)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := !q.Embedded(); ok != want {
+			t.Fatalf("a task this process holds: in Redis %v, want %v (embedded %v)", ok, want, q.Embedded())
+		}
+	})
 }
