@@ -65,7 +65,8 @@ func (d *Dispatcher) Logs(ctx context.Context, robotID string, hdr *agentv1.LogS
 			}
 			batch = append(batch, registry.JobLog{
 				JobID: key.jobID, Attempt: key.attempt, Line: e.GetLine(), Time: e.GetTime().AsTime(),
-				Level: e.GetLevel(), StepID: e.GetStepId(), Message: e.GetMessage(),
+				Level:  registry.CleanText(e.GetLevel()),
+				StepID: registry.CleanText(e.GetStepId()), Message: registry.CleanText(e.GetMessage()),
 			})
 			if len(batch) >= logBatch {
 				flush()

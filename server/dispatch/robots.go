@@ -129,12 +129,19 @@ func (d *Dispatcher) requeue(ctx context.Context, jobID string, attempt int32, r
 // gave it that it no longer has go back to the queue, and the ones it runs
 // that are no longer its are stopped.
 func (d *Dispatcher) RobotUp(ctx context.Context, info gateway.Robot) {
+	// Capabilities and labels come from the robot's hello and end up in
+	// job status messages ("label region=eu (has us)"), so they are made
+	// storable here.
 	caps := make(map[string]bool, len(info.Capabilities))
 	for _, c := range info.Capabilities {
-		caps[c] = true
+		caps[registry.CleanText(c)] = true
+	}
+	labels := make(map[string]string, len(info.Labels))
+	for k, v := range info.Labels {
+		labels[registry.CleanText(k)] = registry.CleanText(v)
 	}
 	r := &robot{
-		id: info.ID, name: info.Name, capabilities: caps, labels: info.Labels,
+		id: info.ID, name: info.Name, capabilities: caps, labels: labels,
 		maxJobs: int(max(info.MaxJobs, 1)), draining: info.Draining, connected: true,
 		send: info.Send, jobs: map[string]*assignment{},
 	}
@@ -315,7 +322,7 @@ func (d *Dispatcher) Handle(ctx context.Context, robotID string, msg *agentv1.Ag
 			reason = "stopped"
 		}
 		d.finished(ctx, robotID, f.GetJobId(), f.GetAttempt(), f.GetLogLines(), registry.Transition{
-			To: registry.JobFailed, Message: f.GetError(), Reason: reason,
+			To: registry.JobFailed, Message: registry.CleanText(f.GetError()), Reason: reason,
 		})
 	}
 }
@@ -340,15 +347,16 @@ type progressNote struct {
 func (d *Dispatcher) noteProgress(robotID string, p *agentv1.JobProgress) {
 	key := attemptKey{p.GetJobId(), p.GetAttempt()}
 	percent := min(max(p.GetPercent(), 0), 100)
+	step := registry.CleanText(p.GetStepId())
 	d.mu.Lock()
 	if n := d.progress[key]; n != nil {
-		n.robotID, n.percent, n.step, n.dirty = robotID, percent, p.GetStepId(), true
+		n.robotID, n.percent, n.step, n.dirty = robotID, percent, step, true
 		d.mu.Unlock()
 		return
 	}
 	d.progress[key] = &progressNote{robotID: robotID, timer: time.AfterFunc(progressEvery, func() { d.flushProgress(key) })}
 	d.mu.Unlock()
-	d.writeProgress(key, robotID, percent, p.GetStepId())
+	d.writeProgress(key, robotID, percent, step)
 }
 
 func (d *Dispatcher) flushProgress(key attemptKey) {
@@ -459,11 +467,12 @@ func (d *Dispatcher) rejected(ctx context.Context, robotID string, m *agentv1.Jo
 	ran := a.accepted
 	name := a.robot.name
 	d.mu.Unlock()
+	reason := registry.CleanText(m.GetReason())
 	if ran {
-		d.handBack(ctx, a, fmt.Sprintf("robot %s handed it back: %s", name, m.GetReason()), true, true)
+		d.handBack(ctx, a, fmt.Sprintf("robot %s handed it back: %s", name, reason), true, true)
 		return
 	}
-	d.handBack(ctx, a, fmt.Sprintf("robot %s turned it down: %s", name, m.GetReason()), false, true)
+	d.handBack(ctx, a, fmt.Sprintf("robot %s turned it down: %s", name, reason), false, true)
 }
 
 // ack tells a robot the control plane has the end of its job, so it may
