@@ -546,27 +546,35 @@ func (d *Dispatcher) heartbeat(ctx context.Context, robotID string, running []*a
 	}()
 }
 
+// logWait is how long a job's end waits for its log lines to be stored
+// before it is left for the robot to send again.
+const logWait = 2 * time.Second
+
 // finished records a job's end as its robot reports it, once its log
-// lines are stored. A report about a superseded attempt changes nothing.
+// lines are stored, and then acknowledges it. Until both are done the
+// robot keeps the job and sends its end again, and its lines too after a
+// reconnect; so an end or a line the database could not take is not lost.
+// A report about a superseded attempt changes nothing.
 func (d *Dispatcher) finished(ctx context.Context, robotID, jobID string, attempt int32, logLines int64, t registry.Transition) {
-	d.waitLogs(attemptKey{jobID, attempt}, logLines, 2*time.Second)
+	if !d.logsStored(ctx, attemptKey{jobID, attempt}, logLines, logWait) {
+		return
+	}
 	t.JobID, t.Attempt, t.Robot, t.Actor = jobID, attempt, robotID, system
 	t.From = registry.ActiveStatuses
 	job, err := d.opts.Store.TransitionJob(ctx, t, nil)
-	a := d.lookup(robotID, jobID, attempt)
-	if a != nil {
+	if err != nil && !isConflict(err) {
+		// No ack: the robot sends the end again.
+		d.log.Warn("record a job's end", "job", jobID, "err", err)
+		return
+	}
+	if a := d.lookup(robotID, jobID, attempt); a != nil {
 		d.release(a)
 	}
-	switch {
-	case isConflict(err):
+	if err != nil {
 		if t.Reason != "stopped" {
 			d.log.Info("ignored the end of a superseded attempt", "robot", robotID, "job", jobID, "attempt", attempt, "err", err)
 		}
 		d.ack(robotID, jobID, attempt)
-		return
-	case err != nil:
-		// No ack: the robot sends the end again.
-		d.log.Warn("record a job's end", "job", jobID, "err", err)
 		return
 	}
 	d.ack(robotID, jobID, attempt)

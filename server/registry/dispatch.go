@@ -146,3 +146,12 @@ func (r *Registry) PendingCounts(ctx context.Context) (map[Priority]int, error) 
 	}
 	return out, nil
 }
+
+// CountJobLogs returns how many log lines of the attempt are stored.
+func (r *Registry) CountJobLogs(ctx context.Context, jobID string, attempt int32) (int64, error) {
+	n, err := r.db.NewSelect().Model((*JobLog)(nil)).Where("job_id = ?", jobID).Where("attempt = ?", attempt).Count(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("count log lines of job %s: %w", jobID, err)
+	}
+	return int64(n), nil
+}
