@@ -84,3 +84,35 @@ func TestOutageIsUnavailable(t *testing.T) {
 		t.Fatalf("GetJob once the database is back: %v", err)
 	}
 }
+
+// TestQuotingHoldsWithoutStandardConformingStrings opens the registry with
+// standard_conforming_strings turned off in the URL: bun writes values into
+// the statement, doubling quotes only, so a backslash before a quote would
+// then end the literal and run what follows (and pgx refuses to run
+// queries with arguments at all). Values with backslashes and quotes must
+// read back as written.
+func TestQuotingHoldsWithoutStandardConformingStrings(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	r, err := Open(ctx, Options{DatabaseURL: registrytest.DatabaseURL(t) + "&standard_conforming_strings=off"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.Close() })
+	if _, err := r.Migrate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	job := newJob(`it\'s`)
+	key := `k\'); DELETE FROM jobs; --`
+	job.IdempotencyKey = &key
+	if _, _, err := r.CreateJob(ctx, job, nil); err != nil {
+		t.Fatal(err)
+	}
+	got, err := r.GetJob(ctx, job.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.WorkflowName != `it\'s` || got.IdempotencyKey == nil || *got.IdempotencyKey != key {
+		t.Fatalf("read back workflow %q key %v, want %q and %q", got.WorkflowName, got.IdempotencyKey, `it\'s`, key)
+	}
+}
