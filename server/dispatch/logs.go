@@ -109,8 +109,7 @@ func (d *Dispatcher) Logs(ctx context.Context, robotID string, hdr *agentv1.LogS
 			}
 			batch = append(batch, registry.JobLog{
 				JobID: key.jobID, Attempt: key.attempt, Line: e.GetLine(), Time: e.GetTime().AsTime(),
-				Level:  registry.CleanText(e.GetLevel()),
-				StepID: registry.CleanText(e.GetStepId()), Message: registry.CleanText(e.GetMessage()),
+				Level: e.GetLevel(), StepID: e.GetStepId(), Message: e.GetMessage(),
 			})
 			if len(batch) >= logBatch && !flush() {
 				return
@@ -152,7 +151,7 @@ func (d *Dispatcher) storeLogs(ctx context.Context, key attemptKey, batch []regi
 		} else {
 			d.log.Error("store a job log line", "job", key.jobID, "line", line[0].Line, "err", err)
 			note := line[0]
-			note.Level, note.StepID = "error", registry.CleanText(note.StepID)
+			note.Level = "error"
 			note.Message = fmt.Sprintf("this log line could not be stored (%d bytes)", len(line[0].Message))
 			if err := store([]registry.JobLog{note}); err != nil && ctx.Err() != nil {
 				return false

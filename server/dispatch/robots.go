@@ -322,7 +322,7 @@ func (d *Dispatcher) Handle(ctx context.Context, robotID string, msg *agentv1.Ag
 			reason = "stopped"
 		}
 		d.finished(ctx, robotID, f.GetJobId(), f.GetAttempt(), f.GetLogLines(), registry.Transition{
-			To: registry.JobFailed, Message: registry.CleanText(f.GetError()), Reason: reason,
+			To: registry.JobFailed, Message: f.GetError(), Reason: reason,
 		})
 	}
 }
@@ -347,7 +347,7 @@ type progressNote struct {
 func (d *Dispatcher) noteProgress(robotID string, p *agentv1.JobProgress) {
 	key := attemptKey{p.GetJobId(), p.GetAttempt()}
 	percent := min(max(p.GetPercent(), 0), 100)
-	step := registry.CleanText(p.GetStepId())
+	step := p.GetStepId()
 	d.mu.Lock()
 	if n := d.progress[key]; n != nil {
 		n.robotID, n.percent, n.step, n.dirty = robotID, percent, step, true
@@ -467,7 +467,7 @@ func (d *Dispatcher) rejected(ctx context.Context, robotID string, m *agentv1.Jo
 	ran := a.accepted
 	name := a.robot.name
 	d.mu.Unlock()
-	reason := registry.CleanText(m.GetReason())
+	reason := m.GetReason()
 	if ran {
 		d.handBack(ctx, a, fmt.Sprintf("robot %s handed it back: %s", name, reason), true, true)
 		return
