@@ -176,6 +176,17 @@ func (d *Dispatcher) markLogs(key attemptKey, line int64) {
 	}
 }
 
+// logsMarked reports whether the attempt's first n lines were stored here.
+func (d *Dispatcher) logsMarked(key attemptKey, n int64) bool {
+	if n <= 0 {
+		return true
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	m := d.logs[key]
+	return m != nil && m.lines >= n
+}
+
 // logsStored waits until the attempt's first n lines are stored, or the
 // timeout, and reports whether they are: a job's end is recorded after its
 // log, so a follower that sees the end has seen every line. When the

@@ -556,9 +556,22 @@ const logWait = 2 * time.Second
 // reconnect; so an end or a line the database could not take is not lost.
 // A report about a superseded attempt changes nothing.
 func (d *Dispatcher) finished(ctx context.Context, robotID, jobID string, attempt int32, logLines int64, t registry.Transition) {
-	if !d.logsStored(ctx, attemptKey{jobID, attempt}, logLines, logWait) {
+	key := attemptKey{jobID, attempt}
+	if !d.logsMarked(key, logLines) {
+		// The wait must not hold up the control stream it came on: the
+		// robot's accepts and heartbeats follow on it.
+		go func() {
+			if d.logsStored(ctx, key, logLines, logWait) {
+				d.recordEnd(ctx, robotID, jobID, attempt, t)
+			}
+		}()
 		return
 	}
+	d.recordEnd(ctx, robotID, jobID, attempt, t)
+}
+
+// recordEnd records a job's end whose log is stored and acknowledges it.
+func (d *Dispatcher) recordEnd(ctx context.Context, robotID, jobID string, attempt int32, t registry.Transition) {
 	t.JobID, t.Attempt, t.Robot, t.Actor = jobID, attempt, robotID, system
 	t.From = registry.ActiveStatuses
 	job, err := d.opts.Store.TransitionJob(ctx, t, nil)
