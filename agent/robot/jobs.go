@@ -5,11 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/quic-go/quic-go"
 	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -315,7 +318,7 @@ func (r *runner) ship(j *job) {
 			}
 			failed := false
 			for _, e := range pending {
-				if err := agentv1.WriteFrame(stream, e); err != nil {
+				if err := agentv1.WriteFrame(stream, validEntry(e)); err != nil {
 					failed = true
 					break
 				}
@@ -343,7 +346,7 @@ func (r *runner) ship(j *job) {
 				// confirms its end: an end lost with the connection is
 				// sent again after the reconnect instead of the job being
 				// given to another robot.
-				if err := l.send(final); err == nil {
+				if err := l.send(validEnd(final)); err == nil {
 					select {
 					case <-j.acked:
 						r.mu.Lock()
@@ -361,6 +364,39 @@ func (r *runner) ship(j *job) {
 		waitFor(changed, j.more, 0)
 	}
 }
+
+// validEntry and validEnd make text fit for a protobuf string, which must
+// be UTF-8: a line or an error with other bytes (a program's output in
+// another encoding) would fail to encode on every try and hold up the job's
+// end for good. Invalid sequences become U+FFFD; the rest is kept.
+func validEntry(e *agentv1.LogEntry) *agentv1.LogEntry {
+	if utf8.ValidString(e.GetMessage()) && utf8.ValidString(e.GetStepId()) && utf8.ValidString(e.GetLevel()) {
+		return e
+	}
+	c := proto.CloneOf(e)
+	c.Message, c.StepId, c.Level = validUTF8(c.Message), validUTF8(c.StepId), validUTF8(c.Level)
+	return c
+}
+
+func validEnd(m *agentv1.AgentMessage) *agentv1.AgentMessage {
+	switch f := m.GetMsg().(type) {
+	case *agentv1.AgentMessage_JobFail:
+		if !utf8.ValidString(f.JobFail.GetError()) {
+			c := proto.CloneOf(f.JobFail)
+			c.Error = validUTF8(c.Error)
+			return &agentv1.AgentMessage{Msg: &agentv1.AgentMessage_JobFail{JobFail: c}}
+		}
+	case *agentv1.AgentMessage_JobReject:
+		if !utf8.ValidString(f.JobReject.GetReason()) {
+			c := proto.CloneOf(f.JobReject)
+			c.Reason = validUTF8(c.Reason)
+			return &agentv1.AgentMessage{Msg: &agentv1.AgentMessage_JobReject{JobReject: c}}
+		}
+	}
+	return m
+}
+
+func validUTF8(s string) string { return strings.ToValidUTF8(s, "\uFFFD") }
 
 // waitFor blocks until either channel fires, or the timeout when one is
 // given.

@@ -23,8 +23,9 @@ var errorCodes = []struct {
 }
 
 // toConnect converts an error from the layers below to what the client sees.
-// Errors with no entry in errorCodes become "internal error"; their cause is
-// logged by the Log interceptor and never sent.
+// A database that cannot serve now is unavailable (HTTP 503), which clients
+// retry. Other errors with no entry in errorCodes become "internal error";
+// their cause is logged by the Log interceptor and never sent.
 func toConnect(err error) error {
 	if err == nil {
 		return nil
@@ -46,6 +47,9 @@ func toConnect(err error) error {
 		return connect.NewError(connect.CodeCanceled, "request cancelled").WithCause(err)
 	case errors.Is(err, context.DeadlineExceeded):
 		return connect.NewError(connect.CodeDeadlineExceeded, "deadline exceeded").WithCause(err)
+	case registry.Unavailable(err):
+		// Retryable: the client tries again, and the cause is logged.
+		return connect.NewError(connect.CodeUnavailable, "the database is unavailable now; try again").WithCause(err)
 	}
 	return connect.NewError(connect.CodeInternal, "internal error").WithCause(err)
 }

@@ -31,6 +31,7 @@ type Store interface {
 	ActiveJobs(ctx context.Context, robotID string) ([]registry.Job, error)
 	OrphanedJobs(ctx context.Context, staleBefore time.Time, limit int) ([]registry.Job, error)
 	AppendJobLogs(ctx context.Context, lines []registry.JobLog) error
+	CountJobLogs(ctx context.Context, jobID string, attempt int32) (int64, error)
 	PutJobArtifact(ctx context.Context, a *registry.JobArtifact, robotID string, maxPerJob int) error
 	ListAllRobots(ctx context.Context) ([]registry.Robot, error)
 	SetRobotsStatus(ctx context.Context, ids []string, status string) error

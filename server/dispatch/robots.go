@@ -129,12 +129,19 @@ func (d *Dispatcher) requeue(ctx context.Context, jobID string, attempt int32, r
 // gave it that it no longer has go back to the queue, and the ones it runs
 // that are no longer its are stopped.
 func (d *Dispatcher) RobotUp(ctx context.Context, info gateway.Robot) {
+	// Capabilities and labels come from the robot's hello and end up in
+	// job status messages ("label region=eu (has us)"), so they are made
+	// storable here.
 	caps := make(map[string]bool, len(info.Capabilities))
 	for _, c := range info.Capabilities {
-		caps[c] = true
+		caps[registry.CleanText(c)] = true
+	}
+	labels := make(map[string]string, len(info.Labels))
+	for k, v := range info.Labels {
+		labels[registry.CleanText(k)] = registry.CleanText(v)
 	}
 	r := &robot{
-		id: info.ID, name: info.Name, capabilities: caps, labels: info.Labels,
+		id: info.ID, name: info.Name, capabilities: caps, labels: labels,
 		maxJobs: int(max(info.MaxJobs, 1)), draining: info.Draining, connected: true,
 		send: info.Send, jobs: map[string]*assignment{},
 	}
@@ -340,15 +347,16 @@ type progressNote struct {
 func (d *Dispatcher) noteProgress(robotID string, p *agentv1.JobProgress) {
 	key := attemptKey{p.GetJobId(), p.GetAttempt()}
 	percent := min(max(p.GetPercent(), 0), 100)
+	step := p.GetStepId()
 	d.mu.Lock()
 	if n := d.progress[key]; n != nil {
-		n.robotID, n.percent, n.step, n.dirty = robotID, percent, p.GetStepId(), true
+		n.robotID, n.percent, n.step, n.dirty = robotID, percent, step, true
 		d.mu.Unlock()
 		return
 	}
 	d.progress[key] = &progressNote{robotID: robotID, timer: time.AfterFunc(progressEvery, func() { d.flushProgress(key) })}
 	d.mu.Unlock()
-	d.writeProgress(key, robotID, percent, p.GetStepId())
+	d.writeProgress(key, robotID, percent, step)
 }
 
 func (d *Dispatcher) flushProgress(key attemptKey) {
@@ -459,11 +467,12 @@ func (d *Dispatcher) rejected(ctx context.Context, robotID string, m *agentv1.Jo
 	ran := a.accepted
 	name := a.robot.name
 	d.mu.Unlock()
+	reason := m.GetReason()
 	if ran {
-		d.handBack(ctx, a, fmt.Sprintf("robot %s handed it back: %s", name, m.GetReason()), true, true)
+		d.handBack(ctx, a, fmt.Sprintf("robot %s handed it back: %s", name, reason), true, true)
 		return
 	}
-	d.handBack(ctx, a, fmt.Sprintf("robot %s turned it down: %s", name, m.GetReason()), false, true)
+	d.handBack(ctx, a, fmt.Sprintf("robot %s turned it down: %s", name, reason), false, true)
 }
 
 // ack tells a robot the control plane has the end of its job, so it may
@@ -537,27 +546,48 @@ func (d *Dispatcher) heartbeat(ctx context.Context, robotID string, running []*a
 	}()
 }
 
+// logWait is how long a job's end waits for its log lines to be stored
+// before it is left for the robot to send again.
+const logWait = 2 * time.Second
+
 // finished records a job's end as its robot reports it, once its log
-// lines are stored. A report about a superseded attempt changes nothing.
+// lines are stored, and then acknowledges it. Until both are done the
+// robot keeps the job and sends its end again, and its lines too after a
+// reconnect; so an end or a line the database could not take is not lost.
+// A report about a superseded attempt changes nothing.
 func (d *Dispatcher) finished(ctx context.Context, robotID, jobID string, attempt int32, logLines int64, t registry.Transition) {
-	d.waitLogs(attemptKey{jobID, attempt}, logLines, 2*time.Second)
+	key := attemptKey{jobID, attempt}
+	if !d.logsMarked(key, logLines) {
+		// The wait must not hold up the control stream it came on: the
+		// robot's accepts and heartbeats follow on it.
+		go func() {
+			if d.logsStored(ctx, key, logLines, logWait) {
+				d.recordEnd(ctx, robotID, jobID, attempt, t)
+			}
+		}()
+		return
+	}
+	d.recordEnd(ctx, robotID, jobID, attempt, t)
+}
+
+// recordEnd records a job's end whose log is stored and acknowledges it.
+func (d *Dispatcher) recordEnd(ctx context.Context, robotID, jobID string, attempt int32, t registry.Transition) {
 	t.JobID, t.Attempt, t.Robot, t.Actor = jobID, attempt, robotID, system
 	t.From = registry.ActiveStatuses
 	job, err := d.opts.Store.TransitionJob(ctx, t, nil)
-	a := d.lookup(robotID, jobID, attempt)
-	if a != nil {
+	if err != nil && !isConflict(err) {
+		// No ack: the robot sends the end again.
+		d.log.Warn("record a job's end", "job", jobID, "err", err)
+		return
+	}
+	if a := d.lookup(robotID, jobID, attempt); a != nil {
 		d.release(a)
 	}
-	switch {
-	case isConflict(err):
+	if err != nil {
 		if t.Reason != "stopped" {
 			d.log.Info("ignored the end of a superseded attempt", "robot", robotID, "job", jobID, "attempt", attempt, "err", err)
 		}
 		d.ack(robotID, jobID, attempt)
-		return
-	case err != nil:
-		// No ack: the robot sends the end again.
-		d.log.Warn("record a job's end", "job", jobID, "err", err)
 		return
 	}
 	d.ack(robotID, jobID, attempt)

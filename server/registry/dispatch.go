@@ -15,6 +15,7 @@ var ActiveStatuses = []JobStatus{JobAssigned, JobRunning}
 // when the job has moved on from that attempt on that robot, and reports
 // whether it changed the job.
 func (r *Registry) SetJobProgress(ctx context.Context, jobID string, attempt int32, robotID string, percent int32, step string) (bool, error) {
+	step = CleanText(step)
 	res, err := r.db.NewUpdate().Model((*Job)(nil)).
 		Set("progress = ?", percent).
 		Set("current_step = ?", step).
@@ -32,6 +33,7 @@ func (r *Registry) SetJobProgress(ctx context.Context, jobID string, attempt int
 // SetPendingMessage says in a pending job's status message what it waits
 // for. It reports whether the message changed.
 func (r *Registry) SetPendingMessage(ctx context.Context, jobID string, attempt int32, message string) (bool, error) {
+	message = CleanText(message)
 	res, err := r.db.NewUpdate().Model((*Job)(nil)).
 		Set("status_message = ?", message).
 		Set("updated_at = ?", now()).
@@ -92,13 +94,16 @@ func (r *Registry) OrphanedJobs(ctx context.Context, staleBefore time.Time, limi
 	return jobs, nil
 }
 
-// AppendJobLogs stores log lines; a line stored before is skipped.
+// AppendJobLogs stores log lines; a line stored before is skipped. Text a
+// column cannot hold is stored as CleanText makes it.
 func (r *Registry) AppendJobLogs(ctx context.Context, lines []JobLog) error {
 	if len(lines) == 0 {
 		return nil
 	}
 	for i := range lines {
-		lines[i].Time = normalize(lines[i].Time)
+		l := &lines[i]
+		l.Time = normalize(l.Time)
+		l.Level, l.StepID, l.Message = CleanText(l.Level), CleanText(l.StepID), CleanText(l.Message)
 	}
 	_, err := r.db.NewInsert().Model(&lines).ExcludeColumn("id").
 		On("CONFLICT (job_id, attempt, line) DO NOTHING").Returning("NULL").Exec(ctx)
@@ -145,4 +150,13 @@ func (r *Registry) PendingCounts(ctx context.Context) (map[Priority]int, error) 
 		out[row.Priority] = row.N
 	}
 	return out, nil
+}
+
+// CountJobLogs returns how many log lines of the attempt are stored.
+func (r *Registry) CountJobLogs(ctx context.Context, jobID string, attempt int32) (int64, error) {
+	n, err := r.db.NewSelect().Model((*JobLog)(nil)).Where("job_id = ?", jobID).Where("attempt = ?", attempt).Count(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("count log lines of job %s: %w", jobID, err)
+	}
+	return int64(n), nil
 }

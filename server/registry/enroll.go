@@ -40,6 +40,7 @@ func (r *Registry) CreateEnrollmentToken(ctx context.Context, t *EnrollmentToken
 // used. ErrNotFound for an unknown token, ErrTokenUsed, ErrTokenExpired, or
 // ErrAlreadyExists when a robot has the name.
 func (r *Registry) EnrollRobot(ctx context.Context, hash string, robot *Robot, at time.Time) error {
+	robot.cleanText()
 	at = normalize(at)
 	err := r.db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
 		token := new(EnrollmentToken)
@@ -73,6 +74,7 @@ func (r *Registry) EnrollRobot(ctx context.Context, hash string, robot *Robot, a
 // RobotConnected records what a robot said about itself on connecting and
 // that it is online.
 func (r *Registry) RobotConnected(ctx context.Context, rb *Robot) error {
+	rb.cleanText()
 	rb.UpdatedAt = now()
 	_, err := r.db.NewUpdate().Model(rb).
 		Column("labels", "capabilities", "version", "os", "hostname", "status", "max_jobs", "connected_since", "last_seen", "updated_at").

@@ -162,6 +162,10 @@ type Transition struct {
 // is together with an error wrapping ErrConflict. ErrNotFound when there is
 // no such job.
 func (r *Registry) TransitionJob(ctx context.Context, t Transition, audit *AuditEvent) (*Job, error) {
+	// The message and reason are made of what robots report and what jobs
+	// require; a character a text column cannot hold must not keep a job
+	// from moving on.
+	t.Message, t.Reason = CleanText(t.Message), CleanText(t.Reason)
 	at := normalize(t.Now)
 	if r.dialect == "postgres" && audit == nil {
 		return r.transitionInOneStatement(ctx, t, at)

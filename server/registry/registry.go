@@ -78,6 +78,13 @@ func Open(ctx context.Context, opts Options) (*Registry, error) {
 		// string is new: preparing and caching each one would cost a round
 		// trip and churn the statement cache for nothing.
 		cfg.DefaultQueryExecMode = pgx.QueryExecModeSimpleProtocol
+		// bun quotes a string by doubling its quotes and leaves backslashes
+		// as they are, which is right only with standard conforming
+		// strings. With them off (in the server's, the database's or the
+		// URL's settings) \' would end a literal early and run what
+		// follows, and pgx refuses simple-protocol queries with arguments
+		// outright; the session always has them on, whatever is set.
+		cfg.RuntimeParams["standard_conforming_strings"] = "on"
 		sqldb := stdlib.OpenDB(*cfg)
 		conns := opts.MaxOpenConns
 		if conns <= 0 {

@@ -12,6 +12,7 @@ import (
 
 // UpsertRobot inserts the robot or replaces the row with its id.
 func (r *Registry) UpsertRobot(ctx context.Context, rb *Robot) error {
+	rb.cleanText()
 	rb.CreatedAt = normalize(rb.CreatedAt)
 	rb.UpdatedAt = now()
 	_, err := r.db.NewInsert().Model(rb).
@@ -72,4 +73,10 @@ func (r *Registry) ListRobots(ctx context.Context, statuses []string, p Page) ([
 		next = encodePageToken(robots[size-1].Name, query...)
 	}
 	return robots, next, nil
+}
+
+// cleanText makes what the robot says about itself storable: it comes from
+// the robot's machine, not through the API's validation.
+func (rb *Robot) cleanText() {
+	rb.Version, rb.OS, rb.Hostname = CleanText(rb.Version), CleanText(rb.OS), CleanText(rb.Hostname)
 }

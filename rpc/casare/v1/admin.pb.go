@@ -775,7 +775,7 @@ var File_casare_v1_admin_proto protoreflect.FileDescriptor
 
 const file_casare_v1_admin_proto_rawDesc = "" +
 	"\n" +
-	"\x15casare/v1/admin.proto\x12\tcasare.v1\x1a\x1bbuf/validate/validate.proto\x1a\x16casare/v1/common.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe1\x02\n" +
+	"\x15casare/v1/admin.proto\x12\tcasare.v1\x1a\x1bbuf/validate/validate.proto\x1a\x16casare/v1/common.proto\x1a\x15casare/v1/rules.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe1\x02\n" +
 	"\bApiToken\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12#\n" +
@@ -800,41 +800,40 @@ const file_casare_v1_admin_proto_rawDesc = "" +
 	"\x06target\x18\x06 \x01(\tR\x06target\x12\x18\n" +
 	"\aoutcome\x18\a \x01(\tR\aoutcome\x121\n" +
 	"\adetails\x18\b \x01(\v2\x17.google.protobuf.StructR\adetails\x12\x12\n" +
-	"\x04peer\x18\t \x01(\tR\x04peer\"\xbb\x01\n" +
-	"\x12CreateTokenRequest\x12=\n" +
-	"\x04name\x18\x01 \x01(\tB)\xbaH&r$\x10\x01\x18\x80\x012\x1d^[A-Za-z0-9][A-Za-z0-9._@-]*$R\x04name\x12/\n" +
+	"\x04peer\x18\t \x01(\tR\x04peer\"\xbf\x01\n" +
+	"\x12CreateTokenRequest\x12A\n" +
+	"\x04name\x18\x01 \x01(\tB-\xbaH*r(\xc8\xc6'\x01\x10\x01\x18\x80\x012\x1d^[A-Za-z0-9][A-Za-z0-9._@-]*$R\x04name\x12/\n" +
 	"\x04role\x18\x02 \x01(\x0e2\x0f.casare.v1.RoleB\n" +
 	"\xbaH\a\x82\x01\x04\x10\x01 \x00R\x04role\x125\n" +
 	"\x03ttl\x18\x03 \x01(\v2\x19.google.protobuf.DurationB\b\xbaH\x05\xaa\x01\x02*\x00R\x03ttl\"T\n" +
 	"\x13CreateTokenResponse\x12\x14\n" +
 	"\x05token\x18\x01 \x01(\tR\x05token\x12'\n" +
-	"\x04info\x18\x02 \x01(\v2\x13.casare.v1.ApiTokenR\x04info\"\x8e\x01\n" +
+	"\x04info\x18\x02 \x01(\v2\x13.casare.v1.ApiTokenR\x04info\"\x92\x01\n" +
 	"\x11ListTokensRequest\x12'\n" +
 	"\tpage_size\x18\x01 \x01(\x05B\n" +
-	"\xbaH\a\x1a\x05\x18\xe8\a(\x00R\bpageSize\x12'\n" +
+	"\xbaH\a\x1a\x05\x18\xe8\a(\x00R\bpageSize\x12+\n" +
 	"\n" +
-	"page_token\x18\x02 \x01(\tB\b\xbaH\x05r\x03\x18\x80\bR\tpageToken\x12'\n" +
+	"page_token\x18\x02 \x01(\tB\f\xbaH\tr\a\xc8\xc6'\x01\x18\x80\bR\tpageToken\x12'\n" +
 	"\x0finclude_revoked\x18\x03 \x01(\bR\x0eincludeRevoked\"i\n" +
 	"\x12ListTokensResponse\x12+\n" +
 	"\x06tokens\x18\x01 \x03(\v2\x13.casare.v1.ApiTokenR\x06tokens\x12&\n" +
-	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"0\n" +
-	"\x12RevokeTokenRequest\x12\x1a\n" +
-	"\x02id\x18\x01 \x01(\tB\n" +
-	"\xbaH\ar\x05\x10\x01\x18\x80\x01R\x02id\"@\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"4\n" +
+	"\x12RevokeTokenRequest\x12\x1e\n" +
+	"\x02id\x18\x01 \x01(\tB\x0e\xbaH\vr\t\xc8\xc6'\x01\x10\x01\x18\x80\x01R\x02id\"@\n" +
 	"\x13RevokeTokenResponse\x12)\n" +
 	"\x05token\x18\x01 \x01(\v2\x13.casare.v1.ApiTokenR\x05token\"\x0f\n" +
 	"\rWhoAmIRequest\"d\n" +
 	"\x0eWhoAmIResponse\x12\x19\n" +
 	"\btoken_id\x18\x01 \x01(\tR\atokenId\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12#\n" +
-	"\x04role\x18\x03 \x01(\x0e2\x0f.casare.v1.RoleR\x04role\"\xac\x01\n" +
+	"\x04role\x18\x03 \x01(\x0e2\x0f.casare.v1.RoleR\x04role\"\xb8\x01\n" +
 	"\x16ListAuditEventsRequest\x12'\n" +
 	"\tpage_size\x18\x01 \x01(\x05B\n" +
-	"\xbaH\a\x1a\x05\x18\xe8\a(\x00R\bpageSize\x12'\n" +
+	"\xbaH\a\x1a\x05\x18\xe8\a(\x00R\bpageSize\x12+\n" +
 	"\n" +
-	"page_token\x18\x02 \x01(\tB\b\xbaH\x05r\x03\x18\x80\bR\tpageToken\x12\x1e\n" +
-	"\x05actor\x18\x03 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x01R\x05actor\x12 \n" +
-	"\x06target\x18\x04 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x02R\x06target\"p\n" +
+	"page_token\x18\x02 \x01(\tB\f\xbaH\tr\a\xc8\xc6'\x01\x18\x80\bR\tpageToken\x12\"\n" +
+	"\x05actor\x18\x03 \x01(\tB\f\xbaH\tr\a\xc8\xc6'\x01\x18\x80\x01R\x05actor\x12$\n" +
+	"\x06target\x18\x04 \x01(\tB\f\xbaH\tr\a\xc8\xc6'\x01\x18\x80\x02R\x06target\"p\n" +
 	"\x17ListAuditEventsResponse\x12-\n" +
 	"\x06events\x18\x01 \x03(\v2\x15.casare.v1.AuditEventR\x06events\x12&\n" +
 	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken2\xbd\x03\n" +
@@ -915,6 +914,7 @@ func file_casare_v1_admin_proto_init() {
 		return
 	}
 	file_casare_v1_common_proto_init()
+	file_casare_v1_rules_proto_init()
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{

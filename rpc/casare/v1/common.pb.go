@@ -171,10 +171,10 @@ var File_casare_v1_common_proto protoreflect.FileDescriptor
 
 const file_casare_v1_common_proto_rawDesc = "" +
 	"\n" +
-	"\x16casare/v1/common.proto\x12\tcasare.v1\x1a\x1bbuf/validate/validate.proto\x1a google/protobuf/descriptor.proto\"\x8b\x02\n" +
-	"\fRequirements\x12K\n" +
-	"\fcapabilities\x18\x01 \x03(\tB'\xbaH$\x92\x01!\x10@\x18\x01\"\x1br\x19\x10\x01\x18@2\x13^[a-z][a-z0-9_.-]*$R\fcapabilities\x12s\n" +
-	"\x06labels\x18\x02 \x03(\v2#.casare.v1.Requirements.LabelsEntryB6\xbaH3\x9a\x010\x10@\"%r#\x10\x01\x18?2\x1d^[A-Za-z0-9][A-Za-z0-9_./-]*$*\x05r\x03\x18\x80\x02R\x06labels\x1a9\n" +
+	"\x16casare/v1/common.proto\x12\tcasare.v1\x1a\x1bbuf/validate/validate.proto\x1a\x15casare/v1/rules.proto\x1a google/protobuf/descriptor.proto\"\x97\x02\n" +
+	"\fRequirements\x12O\n" +
+	"\fcapabilities\x18\x01 \x03(\tB+\xbaH(\x92\x01%\x10@\x18\x01\"\x1fr\x1d\xc8\xc6'\x01\x10\x01\x18@2\x13^[a-z][a-z0-9_.-]*$R\fcapabilities\x12{\n" +
+	"\x06labels\x18\x02 \x03(\v2#.casare.v1.Requirements.LabelsEntryB>\xbaH;\x9a\x018\x10@\")r'\xc8\xc6'\x01\x10\x01\x18?2\x1d^[A-Za-z0-9][A-Za-z0-9_./-]*$*\tr\a\xc8\xc6'\x01\x18\x80\x02R\x06labels\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01*P\n" +
@@ -224,6 +224,7 @@ func file_casare_v1_common_proto_init() {
 	if File_casare_v1_common_proto != nil {
 		return
 	}
+	file_casare_v1_rules_proto_init()
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{

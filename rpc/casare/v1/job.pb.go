@@ -1844,7 +1844,7 @@ var File_casare_v1_job_proto protoreflect.FileDescriptor
 
 const file_casare_v1_job_proto_rawDesc = "" +
 	"\n" +
-	"\x13casare/v1/job.proto\x12\tcasare.v1\x1a\x1bbuf/validate/validate.proto\x1a\x16casare/v1/common.proto\x1a\x18casare/v1/workflow.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x87\a\n" +
+	"\x13casare/v1/job.proto\x12\tcasare.v1\x1a\x1bbuf/validate/validate.proto\x1a\x16casare/v1/common.proto\x1a\x15casare/v1/rules.proto\x1a\x18casare/v1/workflow.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x87\a\n" +
 	"\x03Job\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12#\n" +
 	"\rworkflow_name\x18\x02 \x01(\tR\fworkflowName\x12)\n" +
@@ -1898,61 +1898,64 @@ const file_casare_v1_job_proto_rawDesc = "" +
 	"\x06sha256\x18\x04 \x01(\tR\x06sha256\x12\x18\n" +
 	"\aattempt\x18\x05 \x01(\x05R\aattempt\x129\n" +
 	"\n" +
-	"created_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\"\xa9\x05\n" +
+	"created_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\"\xb1\x05\n" +
 	"\x10SubmitJobRequest\x121\n" +
-	"\bworkflow\x18\x01 \x01(\v2\x13.casare.v1.WorkflowH\x00R\bworkflow\x121\n" +
-	"\rworkflow_name\x18\x02 \x01(\tB\n" +
-	"\xbaH\ar\x05\x10\x01\x18\x80\x01H\x00R\fworkflowName\x122\n" +
+	"\bworkflow\x18\x01 \x01(\v2\x13.casare.v1.WorkflowH\x00R\bworkflow\x125\n" +
+	"\rworkflow_name\x18\x02 \x01(\tB\x0e\xbaH\vr\t\xc8\xc6'\x01\x10\x01\x18\x80\x01H\x00R\fworkflowName\x122\n" +
 	"\x10workflow_version\x18\x03 \x01(\x05B\a\xbaH\x04\x1a\x02(\x00R\x0fworkflowVersion\x12/\n" +
 	"\x06inputs\x18\x04 \x01(\v2\x17.google.protobuf.StructR\x06inputs\x12<\n" +
 	"\bpriority\x18\x05 \x01(\x0e2\x16.casare.v1.JobPriorityB\b\xbaH\x05\x82\x01\x02\x10\x01R\bpriority\x123\n" +
 	"\brequires\x18\x06 \x01(\v2\x17.casare.v1.RequirementsR\brequires\x12,\n" +
 	"\fmax_attempts\x18\a \x01(\x05B\t\xbaH\x06\x1a\x04\x18d(\x00R\vmaxAttempts\x12C\n" +
-	"\atimeout\x18\b \x01(\v2\x19.google.protobuf.DurationB\x0e\xbaH\v\xaa\x01\b\"\x04\b\x80\xf5$*\x00R\atimeout\x121\n" +
-	"\x0fidempotency_key\x18\t \x01(\tB\b\xbaH\x05r\x03\x18\x80\x02R\x0eidempotencyKey:\x9f\x01\xbaH\x9b\x01\x1a\x98\x01\n" +
+	"\atimeout\x18\b \x01(\v2\x19.google.protobuf.DurationB\x0e\xbaH\v\xaa\x01\b\"\x04\b\x80\xf5$*\x00R\atimeout\x125\n" +
+	"\x0fidempotency_key\x18\t \x01(\tB\f\xbaH\tr\a\xc8\xc6'\x01\x18\x80\x02R\x0eidempotencyKey:\x9f\x01\xbaH\x9b\x01\x1a\x98\x01\n" +
 	"\x1bworkflow_version_needs_name\x12Bworkflow_version applies only to a stored workflow (workflow_name)\x1a5this.workflow_version == 0 || has(this.workflow_name)B\x0f\n" +
 	"\x06source\x12\x05\xbaH\x02\b\x01\"Q\n" +
 	"\x11SubmitJobResponse\x12 \n" +
 	"\x03job\x18\x01 \x01(\v2\x0e.casare.v1.JobR\x03job\x12\x1a\n" +
-	"\bexisting\x18\x02 \x01(\bR\bexisting\"*\n" +
-	"\rGetJobRequest\x12\x19\n" +
-	"\x02id\x18\x01 \x01(\tB\t\xbaH\x06r\x04\x10\x01\x18@R\x02id\"_\n" +
+	"\bexisting\x18\x02 \x01(\bR\bexisting\".\n" +
+	"\rGetJobRequest\x12\x1d\n" +
+	"\x02id\x18\x01 \x01(\tB\r\xbaH\n" +
+	"r\b\xc8\xc6'\x01\x10\x01\x18@R\x02id\"_\n" +
 	"\x0eGetJobResponse\x12 \n" +
 	"\x03job\x18\x01 \x01(\v2\x0e.casare.v1.JobR\x03job\x12+\n" +
-	"\x06events\x18\x02 \x03(\v2\x13.casare.v1.JobEventR\x06events\"\xfb\x01\n" +
+	"\x06events\x18\x02 \x03(\v2\x13.casare.v1.JobEventR\x06events\"\x87\x02\n" +
 	"\x0fListJobsRequest\x12'\n" +
 	"\tpage_size\x18\x01 \x01(\x05B\n" +
-	"\xbaH\a\x1a\x05\x18\xe8\a(\x00R\bpageSize\x12'\n" +
+	"\xbaH\a\x1a\x05\x18\xe8\a(\x00R\bpageSize\x12+\n" +
 	"\n" +
-	"page_token\x18\x02 \x01(\tB\b\xbaH\x05r\x03\x18\x80\bR\tpageToken\x12C\n" +
-	"\bstatuses\x18\x03 \x03(\x0e2\x14.casare.v1.JobStatusB\x11\xbaH\x0e\x92\x01\v\x10\x06\"\a\x82\x01\x04\x10\x01 \x00R\bstatuses\x12-\n" +
-	"\rworkflow_name\x18\x04 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x01R\fworkflowName\x12\"\n" +
-	"\brobot_id\x18\x05 \x01(\tB\a\xbaH\x04r\x02\x18@R\arobotId\"^\n" +
+	"page_token\x18\x02 \x01(\tB\f\xbaH\tr\a\xc8\xc6'\x01\x18\x80\bR\tpageToken\x12C\n" +
+	"\bstatuses\x18\x03 \x03(\x0e2\x14.casare.v1.JobStatusB\x11\xbaH\x0e\x92\x01\v\x10\x06\"\a\x82\x01\x04\x10\x01 \x00R\bstatuses\x121\n" +
+	"\rworkflow_name\x18\x04 \x01(\tB\f\xbaH\tr\a\xc8\xc6'\x01\x18\x80\x01R\fworkflowName\x12&\n" +
+	"\brobot_id\x18\x05 \x01(\tB\v\xbaH\br\x06\xc8\xc6'\x01\x18@R\arobotId\"^\n" +
 	"\x10ListJobsResponse\x12\"\n" +
 	"\x04jobs\x18\x01 \x03(\v2\x0e.casare.v1.JobR\x04jobs\x12&\n" +
-	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"O\n" +
-	"\x10CancelJobRequest\x12\x19\n" +
-	"\x02id\x18\x01 \x01(\tB\t\xbaH\x06r\x04\x10\x01\x18@R\x02id\x12 \n" +
-	"\x06reason\x18\x02 \x01(\tB\b\xbaH\x05r\x03\x18\x80\bR\x06reason\"5\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"W\n" +
+	"\x10CancelJobRequest\x12\x1d\n" +
+	"\x02id\x18\x01 \x01(\tB\r\xbaH\n" +
+	"r\b\xc8\xc6'\x01\x10\x01\x18@R\x02id\x12$\n" +
+	"\x06reason\x18\x02 \x01(\tB\f\xbaH\tr\a\xc8\xc6'\x01\x18\x80\bR\x06reason\"5\n" +
 	"\x11CancelJobResponse\x12 \n" +
-	"\x03job\x18\x01 \x01(\v2\x0e.casare.v1.JobR\x03job\"\xd5\x01\n" +
+	"\x03job\x18\x01 \x01(\v2\x0e.casare.v1.JobR\x03job\"\xe1\x01\n" +
 	"\x10WatchJobsRequest\x12C\n" +
-	"\bstatuses\x18\x01 \x03(\x0e2\x14.casare.v1.JobStatusB\x11\xbaH\x0e\x92\x01\v\x10\x06\"\a\x82\x01\x04\x10\x01 \x00R\bstatuses\x12-\n" +
-	"\rworkflow_name\x18\x02 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x01R\fworkflowName\x12\"\n" +
-	"\brobot_id\x18\x03 \x01(\tB\a\xbaH\x04r\x02\x18@R\arobotId\x12)\n" +
-	"\ajob_ids\x18\x04 \x03(\tB\x10\xbaH\r\x92\x01\n" +
-	"\x10d\"\x06r\x04\x10\x01\x18@R\x06jobIds\"f\n" +
+	"\bstatuses\x18\x01 \x03(\x0e2\x14.casare.v1.JobStatusB\x11\xbaH\x0e\x92\x01\v\x10\x06\"\a\x82\x01\x04\x10\x01 \x00R\bstatuses\x121\n" +
+	"\rworkflow_name\x18\x02 \x01(\tB\f\xbaH\tr\a\xc8\xc6'\x01\x18\x80\x01R\fworkflowName\x12&\n" +
+	"\brobot_id\x18\x03 \x01(\tB\v\xbaH\br\x06\xc8\xc6'\x01\x18@R\arobotId\x12-\n" +
+	"\ajob_ids\x18\x04 \x03(\tB\x14\xbaH\x11\x92\x01\x0e\x10d\"\n" +
+	"r\b\xc8\xc6'\x01\x10\x01\x18@R\x06jobIds\"f\n" +
 	"\x11WatchJobsResponse\x12-\n" +
 	"\x04type\x18\x01 \x01(\x0e2\x19.casare.v1.WatchEventTypeR\x04type\x12\"\n" +
-	"\x04jobs\x18\x02 \x03(\v2\x0e.casare.v1.JobR\x04jobs\"v\n" +
-	"\x14StreamJobLogsRequest\x12 \n" +
-	"\x06job_id\x18\x01 \x01(\tB\t\xbaH\x06r\x04\x10\x01\x18@R\x05jobId\x12\x16\n" +
+	"\x04jobs\x18\x02 \x03(\v2\x0e.casare.v1.JobR\x04jobs\"z\n" +
+	"\x14StreamJobLogsRequest\x12$\n" +
+	"\x06job_id\x18\x01 \x01(\tB\r\xbaH\n" +
+	"r\b\xc8\xc6'\x01\x10\x01\x18@R\x05jobId\x12\x16\n" +
 	"\x06follow\x18\x02 \x01(\bR\x06follow\x12$\n" +
 	"\tafter_seq\x18\x03 \x01(\x03B\a\xbaH\x04\"\x02(\x00R\bafterSeq\"A\n" +
 	"\x15StreamJobLogsResponse\x12(\n" +
-	"\x05lines\x18\x01 \x03(\v2\x12.casare.v1.LogLineR\x05lines\".\n" +
-	"\x11ExplainJobRequest\x12\x19\n" +
-	"\x02id\x18\x01 \x01(\tB\t\xbaH\x06r\x04\x10\x01\x18@R\x02id\"}\n" +
+	"\x05lines\x18\x01 \x03(\v2\x12.casare.v1.LogLineR\x05lines\"2\n" +
+	"\x11ExplainJobRequest\x12\x1d\n" +
+	"\x02id\x18\x01 \x01(\tB\r\xbaH\n" +
+	"r\b\xc8\xc6'\x01\x10\x01\x18@R\x02id\"}\n" +
 	"\x12ExplainJobResponse\x12 \n" +
 	"\x03job\x18\x01 \x01(\v2\x0e.casare.v1.JobR\x03job\x12\x18\n" +
 	"\asummary\x18\x02 \x01(\tR\asummary\x12+\n" +
@@ -1962,15 +1965,16 @@ const file_casare_v1_job_proto_rawDesc = "" +
 	"\n" +
 	"robot_name\x18\x02 \x01(\tR\trobotName\x12\x1a\n" +
 	"\beligible\x18\x03 \x01(\bR\beligible\x12\x18\n" +
-	"\areasons\x18\x04 \x03(\tR\areasons\";\n" +
-	"\x17ListJobArtifactsRequest\x12 \n" +
-	"\x06job_id\x18\x01 \x01(\tB\t\xbaH\x06r\x04\x10\x01\x18@R\x05jobId\"P\n" +
+	"\areasons\x18\x04 \x03(\tR\areasons\"?\n" +
+	"\x17ListJobArtifactsRequest\x12$\n" +
+	"\x06job_id\x18\x01 \x01(\tB\r\xbaH\n" +
+	"r\b\xc8\xc6'\x01\x10\x01\x18@R\x05jobId\"P\n" +
 	"\x18ListJobArtifactsResponse\x124\n" +
-	"\tartifacts\x18\x01 \x03(\v2\x16.casare.v1.JobArtifactR\tartifacts\"Y\n" +
-	"\x15GetJobArtifactRequest\x12 \n" +
-	"\x06job_id\x18\x01 \x01(\tB\t\xbaH\x06r\x04\x10\x01\x18@R\x05jobId\x12\x1e\n" +
-	"\x04name\x18\x02 \x01(\tB\n" +
-	"\xbaH\ar\x05\x10\x01\x18\xc8\x01R\x04name\"`\n" +
+	"\tartifacts\x18\x01 \x03(\v2\x16.casare.v1.JobArtifactR\tartifacts\"a\n" +
+	"\x15GetJobArtifactRequest\x12$\n" +
+	"\x06job_id\x18\x01 \x01(\tB\r\xbaH\n" +
+	"r\b\xc8\xc6'\x01\x10\x01\x18@R\x05jobId\x12\"\n" +
+	"\x04name\x18\x02 \x01(\tB\x0e\xbaH\vr\t\xc8\xc6'\x01\x10\x01\x18\xc8\x01R\x04name\"`\n" +
 	"\x16GetJobArtifactResponse\x122\n" +
 	"\bartifact\x18\x01 \x01(\v2\x16.casare.v1.JobArtifactR\bartifact\x12\x12\n" +
 	"\x04data\x18\x02 \x01(\fR\x04data*\xbb\x01\n" +
@@ -2120,6 +2124,7 @@ func file_casare_v1_job_proto_init() {
 		return
 	}
 	file_casare_v1_common_proto_init()
+	file_casare_v1_rules_proto_init()
 	file_casare_v1_workflow_proto_init()
 	file_casare_v1_job_proto_msgTypes[4].OneofWrappers = []any{
 		(*SubmitJobRequest_Workflow)(nil),

@@ -821,7 +821,7 @@ var File_casare_v1_robot_proto protoreflect.FileDescriptor
 
 const file_casare_v1_robot_proto_rawDesc = "" +
 	"\n" +
-	"\x15casare/v1/robot.proto\x12\tcasare.v1\x1a\x1bbuf/validate/validate.proto\x1a\x16casare/v1/common.proto\x1a\x13casare/v1/job.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xf6\x04\n" +
+	"\x15casare/v1/robot.proto\x12\tcasare.v1\x1a\x1bbuf/validate/validate.proto\x1a\x16casare/v1/common.proto\x1a\x15casare/v1/rules.proto\x1a\x13casare/v1/job.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xf6\x04\n" +
 	"\x05Robot\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12.\n" +
@@ -841,37 +841,34 @@ const file_casare_v1_robot_proto_rawDesc = "" +
 	"\x0fcert_expires_at\x18\x0e \x01(\v2\x1a.google.protobuf.TimestampR\rcertExpiresAt\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xac\x01\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xb0\x01\n" +
 	"\x11ListRobotsRequest\x12'\n" +
 	"\tpage_size\x18\x01 \x01(\x05B\n" +
-	"\xbaH\a\x1a\x05\x18\xe8\a(\x00R\bpageSize\x12'\n" +
+	"\xbaH\a\x1a\x05\x18\xe8\a(\x00R\bpageSize\x12+\n" +
 	"\n" +
-	"page_token\x18\x02 \x01(\tB\b\xbaH\x05r\x03\x18\x80\bR\tpageToken\x12E\n" +
+	"page_token\x18\x02 \x01(\tB\f\xbaH\tr\a\xc8\xc6'\x01\x18\x80\bR\tpageToken\x12E\n" +
 	"\bstatuses\x18\x03 \x03(\x0e2\x16.casare.v1.RobotStatusB\x11\xbaH\x0e\x92\x01\v\x10\x04\"\a\x82\x01\x04\x10\x01 \x00R\bstatuses\"f\n" +
 	"\x12ListRobotsResponse\x12(\n" +
 	"\x06robots\x18\x01 \x03(\v2\x10.casare.v1.RobotR\x06robots\x12&\n" +
-	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"-\n" +
-	"\x0fGetRobotRequest\x12\x1a\n" +
-	"\x02id\x18\x01 \x01(\tB\n" +
-	"\xbaH\ar\x05\x10\x01\x18\x80\x01R\x02id\":\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"1\n" +
+	"\x0fGetRobotRequest\x12\x1e\n" +
+	"\x02id\x18\x01 \x01(\tB\x0e\xbaH\vr\t\xc8\xc6'\x01\x10\x01\x18\x80\x01R\x02id\":\n" +
 	"\x10GetRobotResponse\x12&\n" +
-	"\x05robot\x18\x01 \x01(\v2\x10.casare.v1.RobotR\x05robot\"/\n" +
-	"\x11DrainRobotRequest\x12\x1a\n" +
-	"\x02id\x18\x01 \x01(\tB\n" +
-	"\xbaH\ar\x05\x10\x01\x18\x80\x01R\x02id\"<\n" +
+	"\x05robot\x18\x01 \x01(\v2\x10.casare.v1.RobotR\x05robot\"3\n" +
+	"\x11DrainRobotRequest\x12\x1e\n" +
+	"\x02id\x18\x01 \x01(\tB\x0e\xbaH\vr\t\xc8\xc6'\x01\x10\x01\x18\x80\x01R\x02id\"<\n" +
 	"\x12DrainRobotResponse\x12&\n" +
-	"\x05robot\x18\x01 \x01(\v2\x10.casare.v1.RobotR\x05robot\"0\n" +
-	"\x12DeleteRobotRequest\x12\x1a\n" +
-	"\x02id\x18\x01 \x01(\tB\n" +
-	"\xbaH\ar\x05\x10\x01\x18\x80\x01R\x02id\"\x15\n" +
+	"\x05robot\x18\x01 \x01(\v2\x10.casare.v1.RobotR\x05robot\"4\n" +
+	"\x12DeleteRobotRequest\x12\x1e\n" +
+	"\x02id\x18\x01 \x01(\tB\x0e\xbaH\vr\t\xc8\xc6'\x01\x10\x01\x18\x80\x01R\x02id\"\x15\n" +
 	"\x13DeleteRobotResponse\"\x14\n" +
 	"\x12WatchRobotsRequest\"n\n" +
 	"\x13WatchRobotsResponse\x12-\n" +
 	"\x04type\x18\x01 \x01(\x0e2\x19.casare.v1.WatchEventTypeR\x04type\x12(\n" +
-	"\x06robots\x18\x02 \x03(\v2\x10.casare.v1.RobotR\x06robots\"\xdb\x02\n" +
-	"\x1cCreateEnrollmentTokenRequest\x12<\n" +
-	"\x04name\x18\x01 \x01(\tB(\xbaH%r#\x10\x01\x18\x80\x012\x1c^[A-Za-z0-9][A-Za-z0-9._-]*$R\x04name\x12\x83\x01\n" +
-	"\x06labels\x18\x02 \x03(\v23.casare.v1.CreateEnrollmentTokenRequest.LabelsEntryB6\xbaH3\x9a\x010\x10@\"%r#\x10\x01\x18?2\x1d^[A-Za-z0-9][A-Za-z0-9_./-]*$*\x05r\x03\x18\x80\x02R\x06labels\x12<\n" +
+	"\x06robots\x18\x02 \x03(\v2\x10.casare.v1.RobotR\x06robots\"\xe7\x02\n" +
+	"\x1cCreateEnrollmentTokenRequest\x12@\n" +
+	"\x04name\x18\x01 \x01(\tB,\xbaH)r'\xc8\xc6'\x01\x10\x01\x18\x80\x012\x1c^[A-Za-z0-9][A-Za-z0-9._-]*$R\x04name\x12\x8b\x01\n" +
+	"\x06labels\x18\x02 \x03(\v23.casare.v1.CreateEnrollmentTokenRequest.LabelsEntryB>\xbaH;\x9a\x018\x10@\")r'\xc8\xc6'\x01\x10\x01\x18?2\x1d^[A-Za-z0-9][A-Za-z0-9_./-]*$*\tr\a\xc8\xc6'\x01\x18\x80\x02R\x06labels\x12<\n" +
 	"\x03ttl\x18\x03 \x01(\v2\x19.google.protobuf.DurationB\x0f\xbaH\f\xaa\x01\t\"\x05\b\x80\x9a\x9e\x012\x00R\x03ttl\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
@@ -973,6 +970,7 @@ func file_casare_v1_robot_proto_init() {
 		return
 	}
 	file_casare_v1_common_proto_init()
+	file_casare_v1_rules_proto_init()
 	file_casare_v1_job_proto_init()
 	type x struct{}
 	out := protoimpl.TypeBuilder{

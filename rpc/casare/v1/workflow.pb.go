@@ -879,14 +879,14 @@ var File_casare_v1_workflow_proto protoreflect.FileDescriptor
 
 const file_casare_v1_workflow_proto_rawDesc = "" +
 	"\n" +
-	"\x18casare/v1/workflow.proto\x12\tcasare.v1\x1a\x1bbuf/validate/validate.proto\x1a\x16casare/v1/common.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa8\x05\n" +
-	"\bWorkflow\x127\n" +
-	"\x04name\x18\x01 \x01(\tB#\xbaH r\x1e\x18\x80\x012\x19^([a-z0-9][a-z0-9._-]*)?$R\x04name\x12*\n" +
-	"\vdescription\x18\x02 \x01(\tB\b\xbaH\x05r\x03\x18\x80 R\vdescription\x123\n" +
-	"\brequires\x18\x03 \x01(\v2\x17.casare.v1.RequirementsR\brequires\x12`\n" +
-	"\x06inputs\x18\x04 \x03(\v2\x1f.casare.v1.Workflow.InputsEntryB'\xbaH$\x9a\x01!\x10\x80\x02\"\x1cr\x1a2\x18^[A-Za-z_][A-Za-z0-9_]*$R\x06inputs\x122\n" +
-	"\x05steps\x18\x05 \x03(\v2\x0f.casare.v1.StepB\v\xbaH\b\x92\x01\x05\b\x01\x10\xe8\aR\x05steps\x12j\n" +
-	"\aoutputs\x18\x06 \x03(\v2 .casare.v1.Workflow.OutputsEntryB.\xbaH+\x9a\x01(\x10\x80\x02\"\x1cr\x1a2\x18^[A-Za-z_][A-Za-z0-9_]*$*\x05r\x03\x18\x80 R\aoutputs\x12=\n" +
+	"\x18casare/v1/workflow.proto\x12\tcasare.v1\x1a\x1bbuf/validate/validate.proto\x1a\x16casare/v1/common.proto\x1a\x15casare/v1/rules.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xbc\x05\n" +
+	"\bWorkflow\x12;\n" +
+	"\x04name\x18\x01 \x01(\tB'\xbaH$r\"\xc8\xc6'\x01\x18\x80\x012\x19^([a-z0-9][a-z0-9._-]*)?$R\x04name\x12.\n" +
+	"\vdescription\x18\x02 \x01(\tB\f\xbaH\tr\a\xc8\xc6'\x01\x18\x80 R\vdescription\x123\n" +
+	"\brequires\x18\x03 \x01(\v2\x17.casare.v1.RequirementsR\brequires\x12d\n" +
+	"\x06inputs\x18\x04 \x03(\v2\x1f.casare.v1.Workflow.InputsEntryB+\xbaH(\x9a\x01%\x10\x80\x02\" r\x1e\xc8\xc6'\x012\x18^[A-Za-z_][A-Za-z0-9_]*$R\x06inputs\x122\n" +
+	"\x05steps\x18\x05 \x03(\v2\x0f.casare.v1.StepB\v\xbaH\b\x92\x01\x05\b\x01\x10\xe8\aR\x05steps\x12r\n" +
+	"\aoutputs\x18\x06 \x03(\v2 .casare.v1.Workflow.OutputsEntryB6\xbaH3\x9a\x010\x10\x80\x02\" r\x1e\xc8\xc6'\x012\x18^[A-Za-z_][A-Za-z0-9_]*$*\tr\a\xc8\xc6'\x01\x18\x80 R\aoutputs\x12=\n" +
 	"\atimeout\x18\a \x01(\v2\x19.google.protobuf.DurationB\b\xbaH\x05\xaa\x01\x02*\x00R\atimeout\x124\n" +
 	"\bon_error\x18\b \x03(\v2\x0f.casare.v1.StepB\b\xbaH\x05\x92\x01\x02\x10dR\aonError\x1aO\n" +
 	"\vInputsEntry\x12\x10\n" +
@@ -894,20 +894,20 @@ const file_casare_v1_workflow_proto_rawDesc = "" +
 	"\x05value\x18\x02 \x01(\v2\x14.casare.v1.InputSpecR\x05value:\x028\x01\x1a:\n" +
 	"\fOutputsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xf0\x01\n" +
-	"\tInputSpec\x12Q\n" +
-	"\x04type\x18\x01 \x01(\tB=\xbaH:r8R\x00R\x06stringR\x06numberR\aintegerR\abooleanR\x06objectR\x05arrayR\x03anyR\x04type\x12\x1a\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xf8\x01\n" +
+	"\tInputSpec\x12U\n" +
+	"\x04type\x18\x01 \x01(\tBA\xbaH>r<\xc8\xc6'\x01R\x00R\x06stringR\x06numberR\aintegerR\abooleanR\x06objectR\x05arrayR\x03anyR\x04type\x12\x1a\n" +
 	"\brequired\x18\x02 \x01(\bR\brequired\x120\n" +
-	"\adefault\x18\x03 \x01(\v2\x16.google.protobuf.ValueR\adefault\x12*\n" +
-	"\vdescription\x18\x04 \x01(\tB\b\xbaH\x05r\x03\x18\x80 R\vdescription\x12\x16\n" +
-	"\x06secret\x18\x05 \x01(\bR\x06secret\"\xb4\x04\n" +
-	"\x04Step\x123\n" +
-	"\x02id\x18\x01 \x01(\tB#\xbaH r\x1e\x10\x01\x18@2\x18^[A-Za-z_][A-Za-z0-9_]*$R\x02id\x12\x1c\n" +
-	"\x04name\x18\x02 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x02R\x04name\x12F\n" +
-	"\x04uses\x18\x03 \x01(\tB2\xbaH/r-\x18\x80\x012(^([a-z][a-z0-9_]*(\\.[a-z][a-z0-9_]*)*)?$R\x04uses\x12+\n" +
-	"\x04with\x18\x04 \x01(\v2\x17.google.protobuf.StructR\x04with\x12\x18\n" +
-	"\x02if\x18\x05 \x01(\tB\b\xbaH\x05r\x03\x18\x80 R\x02if\x12\"\n" +
-	"\aforeach\x18\x06 \x01(\tB\b\xbaH\x05r\x03\x18\x80 R\aforeach\x12+\n" +
+	"\adefault\x18\x03 \x01(\v2\x16.google.protobuf.ValueR\adefault\x12.\n" +
+	"\vdescription\x18\x04 \x01(\tB\f\xbaH\tr\a\xc8\xc6'\x01\x18\x80 R\vdescription\x12\x16\n" +
+	"\x06secret\x18\x05 \x01(\bR\x06secret\"\xc8\x04\n" +
+	"\x04Step\x127\n" +
+	"\x02id\x18\x01 \x01(\tB'\xbaH$r\"\xc8\xc6'\x01\x10\x01\x18@2\x18^[A-Za-z_][A-Za-z0-9_]*$R\x02id\x12 \n" +
+	"\x04name\x18\x02 \x01(\tB\f\xbaH\tr\a\xc8\xc6'\x01\x18\x80\x02R\x04name\x12J\n" +
+	"\x04uses\x18\x03 \x01(\tB6\xbaH3r1\xc8\xc6'\x01\x18\x80\x012(^([a-z][a-z0-9_]*(\\.[a-z][a-z0-9_]*)*)?$R\x04uses\x12+\n" +
+	"\x04with\x18\x04 \x01(\v2\x17.google.protobuf.StructR\x04with\x12\x1c\n" +
+	"\x02if\x18\x05 \x01(\tB\f\xbaH\tr\a\xc8\xc6'\x01\x18\x80 R\x02if\x12&\n" +
+	"\aforeach\x18\x06 \x01(\tB\f\xbaH\tr\a\xc8\xc6'\x01\x18\x80 R\aforeach\x12+\n" +
 	"\vparallelism\x18\a \x01(\x05B\t\xbaH\x06\x1a\x04\x18@(\x00R\vparallelism\x120\n" +
 	"\x05steps\x18\b \x03(\v2\x0f.casare.v1.StepB\t\xbaH\x06\x92\x01\x03\x10\xe8\aR\x05steps\x12&\n" +
 	"\x05retry\x18\t \x01(\v2\x10.casare.v1.RetryR\x05retry\x12=\n" +
@@ -939,18 +939,17 @@ const file_casare_v1_workflow_proto_rawDesc = "" +
 	"\x16workflow_name_required\x12\x1ea stored workflow needs a name\x1a\x0fthis.name != ''\xc8\x01\x01R\bworkflow\"g\n" +
 	"\x13PutWorkflowResponse\x126\n" +
 	"\bworkflow\x18\x01 \x01(\v2\x1a.casare.v1.WorkflowVersionR\bworkflow\x12\x18\n" +
-	"\acreated\x18\x02 \x01(\bR\acreated\"W\n" +
-	"\x12GetWorkflowRequest\x12\x1e\n" +
-	"\x04name\x18\x01 \x01(\tB\n" +
-	"\xbaH\ar\x05\x10\x01\x18\x80\x01R\x04name\x12!\n" +
+	"\acreated\x18\x02 \x01(\bR\acreated\"[\n" +
+	"\x12GetWorkflowRequest\x12\"\n" +
+	"\x04name\x18\x01 \x01(\tB\x0e\xbaH\vr\t\xc8\xc6'\x01\x10\x01\x18\x80\x01R\x04name\x12!\n" +
 	"\aversion\x18\x02 \x01(\x05B\a\xbaH\x04\x1a\x02(\x00R\aversion\"M\n" +
 	"\x13GetWorkflowResponse\x126\n" +
-	"\bworkflow\x18\x01 \x01(\v2\x1a.casare.v1.WorkflowVersionR\bworkflow\"h\n" +
+	"\bworkflow\x18\x01 \x01(\v2\x1a.casare.v1.WorkflowVersionR\bworkflow\"l\n" +
 	"\x14ListWorkflowsRequest\x12'\n" +
 	"\tpage_size\x18\x01 \x01(\x05B\n" +
-	"\xbaH\a\x1a\x05\x18\xe8\a(\x00R\bpageSize\x12'\n" +
+	"\xbaH\a\x1a\x05\x18\xe8\a(\x00R\bpageSize\x12+\n" +
 	"\n" +
-	"page_token\x18\x02 \x01(\tB\b\xbaH\x05r\x03\x18\x80\bR\tpageToken\"y\n" +
+	"page_token\x18\x02 \x01(\tB\f\xbaH\tr\a\xc8\xc6'\x01\x18\x80\bR\tpageToken\"y\n" +
 	"\x15ListWorkflowsResponse\x128\n" +
 	"\tworkflows\x18\x01 \x03(\v2\x1a.casare.v1.WorkflowSummaryR\tworkflows\x12&\n" +
 	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken2\x9d\x02\n" +
@@ -1034,6 +1033,7 @@ func file_casare_v1_workflow_proto_init() {
 		return
 	}
 	file_casare_v1_common_proto_init()
+	file_casare_v1_rules_proto_init()
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
