@@ -102,7 +102,7 @@ func (e *engine) Run(ctx context.Context, wf *casarev1.Workflow, inputs map[stri
 	}
 	x := &run{
 		e: e, env: env, ms: newMasker(secrets),
-		inputs: in, vars: map[string]any{}, job: map[string]any{"id": env.JobID},
+		inputs: in, vars: map[string]any{}, job: map[string]any{"id": env.JobID, "attempt": int64(env.Attempt)},
 	}
 	x.r = maskedReporter{r, x.ms}
 	if len(secrets) > 0 && env.Log != nil {
