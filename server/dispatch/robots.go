@@ -51,8 +51,11 @@ func (d *Dispatcher) assign(ctx context.Context, j *pendingJob, a *assignment) {
 		msg.Deadline = timestamppb.New(time.Now().Add(time.Duration(job.TimeoutMillis) * time.Millisecond))
 	}
 	d.mu.Lock()
+	// A robot starts a job as it accepts it, so one whose accept is late
+	// may be running it: the job goes out again on the next attempt, which
+	// fences the late accept and anything that robot reports.
 	a.acceptWait = time.AfterFunc(d.opts.AcceptTimeout, func() {
-		d.handBack(context.WithoutCancel(ctx), a, fmt.Sprintf("robot %s did not accept it within %s", r.name, d.opts.AcceptTimeout), false, true)
+		d.handBack(context.WithoutCancel(ctx), a, fmt.Sprintf("robot %s did not accept it within %s", r.name, d.opts.AcceptTimeout), true, true)
 	})
 	d.mu.Unlock()
 	if err := r.send(&agentv1.ServerMessage{Msg: &agentv1.ServerMessage_JobAssign{JobAssign: msg}}); err != nil {
