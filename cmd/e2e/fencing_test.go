@@ -1,13 +1,21 @@
 package e2e
 
 import (
+	"context"
 	"crypto/tls"
 	"path/filepath"
+	"syscall"
 	"testing"
 	"time"
 
+	"connectrpc.com/connect/v2"
+	"connectrpc.com/connect/v2/connecthttp"
+	"github.com/quic-go/quic-go"
+
 	agentv1 "github.com/casarerpa/casare/rpc/casare/agent/v1"
 	casarev1 "github.com/casarerpa/casare/rpc/casare/v1"
+	"github.com/casarerpa/casare/rpc/casare/v1/casarev1connect"
+	"github.com/casarerpa/casare/server/registry/registrytest"
 )
 
 // TestAcceptTimeoutFencesTheAttempt: a robot's accept that arrives after
@@ -59,4 +67,95 @@ func TestAcceptTimeoutFencesTheAttempt(t *testing.T) {
 	if got, _ := f.get(job.GetId()); got.GetAttempt() != 2 || got.GetStatus() != casarev1.JobStatus_JOB_STATUS_PENDING {
 		t.Fatalf("after the late accept the job is %s on attempt %d", got.GetStatus(), got.GetAttempt())
 	}
+}
+
+// TestFrozenReplicaLeavesAnAdoptedJobAlone: a replica frozen while its
+// robot had a job to accept wakes with the accept timeout overdue. The
+// robot had moved to another replica meanwhile, which recorded the job
+// running: the woken replica must not send it back, or a second robot
+// runs it while the first still does.
+func TestFrozenReplicaLeavesAnAdoptedJobAlone(t *testing.T) {
+	t.Parallel()
+	dbURL, redisURL := registrytest.DatabaseURL(t), startRedis(t).url()
+	shared := []string{"--database-url", dbURL, "--redis-url", redisURL, "--heartbeat-interval", "500ms", "--accept-timeout", "2s"}
+	a := startServer(t, t.TempDir(), shared...)
+	b := startServer(t, t.TempDir(), append(shared,
+		"--ca-cert", filepath.Join(a.dataDir, "ca.crt"), "--ca-key", filepath.Join(a.dataDir, "ca.key"))...)
+	f := newFleet(t, a)
+	dir := filepath.Join(t.TempDir(), "mover")
+	if out, err := agentCmd("enroll", "--token", enrollmentToken(t, a, "mover", "--labels", "kind=mover"), "--dir", dir); err != nil {
+		t.Fatalf("enroll: %v\n%s", err, out)
+	}
+	id := robotID(t, dir)
+	cert, err := tls.LoadX509KeyPair(filepath.Join(dir, "robot.crt"), filepath.Join(dir, "robot.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	onA := dialRobot(t, quicListening.FindStringSubmatch(a.log.String())[1], cert, id)
+	job := f.submit(sleeper("1s"), func(r *casarev1.SubmitJobRequest) {
+		r.Requires = &casarev1.Requirements{Labels: map[string]string{"kind": "mover"}}
+	})
+	if as := onA.next(t).GetJobAssign(); as.GetJobId() != job.GetId() || as.GetAttempt() != 1 {
+		t.Fatalf("assigned %v", as)
+	}
+	// A freezes before it hears the accept; the robot, running the job,
+	// goes to B and says so there.
+	if err := a.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	onA.conn.CloseWithError(0, "moving")
+	onB := dialRobotRunning(t, quicListening.FindStringSubmatch(b.log.String())[1], cert, id, &agentv1.RunningJob{JobId: job.GetId(), Attempt: 1})
+	// A is frozen: ask B from now on.
+	f.jobs = casarev1connect.NewJobServiceClient(connect.NewClient(connecthttp.NewTransport(http1, b.url()), bearer(a.adminToken())))
+	f.wait(job.GetId(), casarev1.JobStatus_JOB_STATUS_RUNNING, 10*time.Second)
+	time.Sleep(2500 * time.Millisecond) // A's accept timeout is overdue
+	if err := a.cmd.Process.Signal(syscall.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+	// A wakes and its timer fires at once; give it time to act.
+	waitLog(t, a.log, "robot offline", 1)
+	time.Sleep(time.Second)
+	if got, events := f.get(job.GetId()); got.GetStatus() != casarev1.JobStatus_JOB_STATUS_RUNNING || got.GetAttempt() != 1 {
+		t.Fatalf("after the frozen replica woke the job is %s on attempt %d, want RUNNING on 1:\n%s", got.GetStatus(), got.GetAttempt(), eventsText(events))
+	}
+	onB.send(t, &agentv1.AgentMessage{Msg: &agentv1.AgentMessage_JobComplete{JobComplete: &agentv1.JobComplete{JobId: job.GetId(), Attempt: 1}}})
+	f.wait(job.GetId(), casarev1.JobStatus_JOB_STATUS_SUCCEEDED, 10*time.Second)
+}
+
+// dialRobotRunning connects like dialRobot, with jobs listed in the hello
+// and in every heartbeat.
+func dialRobotRunning(t *testing.T, addr string, cert tls.Certificate, id string, running ...*agentv1.RunningJob) *rawRobot {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	conn, err := quic.DialAddr(ctx, addr, &tls.Config{InsecureSkipVerify: true, Certificates: []tls.Certificate{cert}, NextProtos: []string{agentv1.ALPN}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.CloseWithError(0, "") })
+	stream, err := conn.OpenStreamSync(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &rawRobot{conn: conn, stream: stream, frames: agentv1.NewFrameReader(stream), running: running}
+	r.send(t, &agentv1.AgentMessage{Msg: &agentv1.AgentMessage_Hello{Hello: &agentv1.Hello{RobotId: id, MaxJobs: 1, RunningJobs: running}}})
+	if r.next(t).GetWelcome() == nil {
+		t.Fatal("no welcome")
+	}
+	go func() {
+		for {
+			select {
+			case <-conn.Context().Done():
+				return
+			case <-time.After(200 * time.Millisecond):
+			}
+			r.mu.Lock()
+			err := agentv1.WriteFrame(stream, &agentv1.AgentMessage{Msg: &agentv1.AgentMessage_Heartbeat{Heartbeat: &agentv1.Heartbeat{RunningJobs: r.running}}})
+			r.mu.Unlock()
+			if err != nil {
+				return
+			}
+		}
+	}()
+	return r
 }
