@@ -29,9 +29,9 @@ dev:
 test:
 	$(GO) test -count=1 -timeout 20m ./...
 
-## chaos: the long fault suite, 1,200 random faults over 25 minutes on 3 replicas and 12 robots
+## chaos: the long fault suite, 1,200 random faults over 22 minutes on 3 replicas and 12 robots
 ## (CHAOS_DURATION, CHAOS_FAULTS, CHAOS_AGENTS change it; CASARE_CHAOS_LOGS keeps the logs of a failed run)
-CHAOS_DURATION ?= 25m
+CHAOS_DURATION ?= 22m
 CHAOS_FAULTS ?= 1200
 CHAOS_AGENTS ?= 12
 chaos:

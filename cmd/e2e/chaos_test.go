@@ -48,9 +48,11 @@ var faultKinds = []string{faultKillReplica, faultStopReplica, faultKillAgent, fa
 const (
 	chaosReplicas  = 3
 	chaosHeartbeat = time.Second
-	// chaosJobDelay is how long an execution runs between its start and
-	// end records: long enough for two executions to overlap measurably.
-	chaosJobDelay = 400 * time.Millisecond
+	// An execution runs this long between its start and end records: long
+	// enough for two executions to overlap measurably. One job in four
+	// runs longer than the control plane takes to give up on a robot.
+	chaosJobDelay     = 400 * time.Millisecond
+	chaosLongJobDelay = 6 * time.Second
 )
 
 // chaos is one run of the fault suite: the processes it owns and what it
@@ -119,7 +121,7 @@ func TestChaos(t *testing.T) {
 	for _, f := range rep.failures() {
 		t.Error(f)
 	}
-	if t.Failed() {
+	if t.Failed() || os.Getenv("CASARE_CHAOS_LOGS") != "" {
 		c.dumpLogs()
 	}
 }
@@ -233,16 +235,16 @@ func (c *chaos) startAgents(n int) {
 }
 
 // chaosWorkflow records the start and end of each execution, with the
-// job, the attempt and the time from the suite's clock, in the robot's
-// exec.log.
-func (c *chaos) chaosWorkflow() *casarev1.Workflow {
+// job, the attempt, the time from the suite's clock and how long it runs,
+// in the robot's exec.log.
+func (c *chaos) chaosWorkflow(delay time.Duration) *casarev1.Workflow {
 	record := func(what, clock string) string {
-		return what + " ${{ job.id }} ${{ job.attempt }} ${{ steps." + clock + ".outputs.body }}\n"
+		return fmt.Sprintf("%s ${{ job.id }} ${{ job.attempt }} ${{ steps.%s.outputs.body }} %d\n", what, clock, delay.Milliseconds())
 	}
 	return workflow("chaos",
 		step("t0", "http.request", map[string]any{"url": c.clock, "fail_on_status": true, "timeout": "5s"}),
 		step("start", "file.write", map[string]any{"path": "../exec.log", "append": true, "content": record("start", "t0")}),
-		step("work", "delay", map[string]any{"duration": chaosJobDelay.String()}),
+		step("work", "delay", map[string]any{"duration": delay.String()}),
 		step("t1", "http.request", map[string]any{"url": c.clock, "fail_on_status": true, "timeout": "5s"}),
 		step("end", "file.write", map[string]any{"path": "../exec.log", "append": true, "content": record("end", "t1")}),
 	)
@@ -270,7 +272,7 @@ func newSubmitter(c *chaos) *submitter {
 }
 
 func (s *submitter) run(ctx context.Context) {
-	wf := s.c.chaosWorkflow()
+	short, long := s.c.chaosWorkflow(chaosJobDelay), s.c.chaosWorkflow(chaosLongJobDelay)
 	tick := time.NewTicker(150 * time.Millisecond)
 	defer tick.Stop()
 	var wg sync.WaitGroup
@@ -282,6 +284,10 @@ func (s *submitter) run(ctx context.Context) {
 		case <-tick.C:
 		}
 		key := fmt.Sprintf("chaos-%05d", n)
+		wf := short
+		if n%4 == 3 {
+			wf = long
+		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -595,16 +601,18 @@ func (c *chaos) executions() []execution {
 		open := map[string]int{} // job/attempt -> index in out
 		for line := range strings.SplitSeq(string(b), "\n") {
 			f := strings.Fields(line)
-			if len(f) != 4 {
+			if len(f) != 5 {
 				continue
 			}
+			ms, _ := strconv.Atoi(f[4])
+			delay := time.Duration(ms) * time.Millisecond
 			attempt, _ := strconv.Atoi(f[2])
 			ns, _ := strconv.ParseInt(f[3], 10, 64)
 			at := time.Unix(0, ns)
 			key := f[1] + "/" + f[2]
 			switch f[0] {
 			case "start":
-				out = append(out, execution{job: f[1], attempt: attempt, robot: a.name, from: at, to: at.Add(chaosJobDelay + time.Second)})
+				out = append(out, execution{job: f[1], attempt: attempt, robot: a.name, from: at, to: at.Add(delay + time.Second)})
 				open[key] = len(out) - 1
 			case "end":
 				if i, ok := open[key]; ok {
@@ -769,15 +777,15 @@ func (c *chaos) check(sub *submitter, healed time.Time) *chaosReport {
 // the times the suite cut it off or killed it, and how soon the robots of
 // a killed replica were registered with another.
 func (c *chaos) connectivity(rep *chaosReport) {
+	type registration struct {
+		at, lost time.Time // lost is zero while it holds
+		replica  int
+	}
 	for _, a := range c.agents {
-		var down time.Time // when it last lost its replica; zero while registered
-		replicaOf := -1    // the replica it dials or holds
-		var spans []struct {
-			from, to time.Time
-			replica  int
-		}
-		regFrom := time.Time{}
+		var regs []registration
 		for _, log := range a.logs {
+			var down time.Time // when it last lost its replica; zero while registered
+			dialling := -1
 			for line := range strings.SplitSeq(log.String(), "\n") {
 				if !strings.Contains(line, `msg="robot state"`) {
 					continue
@@ -787,8 +795,8 @@ func (c *chaos) connectivity(rep *chaosReport) {
 					continue
 				}
 				switch field(line, "state") {
-				case string("CONNECTING"):
-					replicaOf = a.relay.index(field(line, "server"))
+				case "CONNECTING":
+					dialling = a.relay.index(field(line, "server"))
 				case "REGISTERED":
 					if !down.IsZero() && !c.faultedDuring(a.name, down, at) {
 						if gap := at.Sub(down); gap > rep.maxWithout {
@@ -796,29 +804,25 @@ func (c *chaos) connectivity(rep *chaosReport) {
 						}
 					}
 					down = time.Time{}
-					regFrom = at
+					regs = append(regs, registration{at: at, replica: dialling})
 				case "RECONNECTING", "DISCONNECTED":
 					if down.IsZero() {
 						down = at
-						if !regFrom.IsZero() {
-							spans = append(spans, struct {
-								from, to time.Time
-								replica  int
-							}{regFrom, at, replicaOf})
+						if n := len(regs); n > 0 && regs[n-1].lost.IsZero() {
+							regs[n-1].lost = at
 						}
-						regFrom = time.Time{}
 					}
 				}
 			}
 			// A killed agent logs nothing more; its next run starts over.
-			if !down.IsZero() || !regFrom.IsZero() {
-				down, regFrom = time.Time{}, time.Time{}
+			if n := len(regs); n > 0 && regs[n-1].lost.IsZero() {
+				regs[n-1].lost = time.Now()
 			}
 		}
-		// For every kill of a replica this robot was on, the time until it
-		// was registered again.
+		// For every kill of the replica this robot was on, the time until
+		// it was registered with another.
 		for _, f := range c.faulted {
-			if f.kind != faultKillReplica || c.faultedDuring(a.name, f.from.Add(-time.Second), f.from.Add(15*time.Second)) {
+			if f.kind != faultKillReplica {
 				continue
 			}
 			idx := -1
@@ -827,10 +831,12 @@ func (c *chaos) connectivity(rep *chaosReport) {
 					idx = i
 				}
 			}
-			for i, s := range spans {
-				if s.replica == idx && s.from.Before(f.from) && !s.to.Before(f.from) && i+1 < len(spans) {
+			for i, g := range regs {
+				// A robot the suite killed or cut off meanwhile is left out.
+				if g.replica == idx && g.at.Before(f.from) && !g.lost.Before(f.from) && i+1 < len(regs) &&
+					!c.faultedDuring(a.name, f.from.Add(-time.Second), regs[i+1].at) {
 					rep.reregisters++
-					if d := spans[i+1].from.Sub(f.from); d > rep.maxReregister {
+					if d := regs[i+1].at.Sub(f.from); d > rep.maxReregister {
 						rep.maxReregister = d
 					}
 				}
