@@ -76,8 +76,25 @@ func TestAcceptTimeoutFencesTheAttempt(t *testing.T) {
 // runs it while the first still does.
 func TestFrozenReplicaLeavesAnAdoptedJobAlone(t *testing.T) {
 	t.Parallel()
+	// The accept timeout fires as A wakes; A's grace period for the robot
+	// it lost outlasts the test.
+	t.Run("accept timeout", func(t *testing.T) {
+		t.Parallel()
+		frozenReplica(t, "2s", "60s")
+	})
+	// Only A's loss of the robot acts, after the grace period.
+	t.Run("grace period", func(t *testing.T) {
+		t.Skip("known defect: the woken replica marks the robot offline in the registry (connected_since cleared) " +
+			"though it is registered with another replica, then sends its jobs back when the grace period ends")
+		t.Parallel()
+		frozenReplica(t, "60s", "1500ms")
+	})
+}
+
+func frozenReplica(t *testing.T, acceptTimeout, grace string) {
 	dbURL, redisURL := registrytest.DatabaseURL(t), startRedis(t).url()
-	shared := []string{"--database-url", dbURL, "--redis-url", redisURL, "--heartbeat-interval", "500ms", "--accept-timeout", "2s"}
+	shared := []string{"--database-url", dbURL, "--redis-url", redisURL, "--heartbeat-interval", "500ms",
+		"--accept-timeout", acceptTimeout, "--robot-grace-period", grace}
 	a := startServer(t, t.TempDir(), shared...)
 	b := startServer(t, t.TempDir(), append(shared,
 		"--ca-cert", filepath.Join(a.dataDir, "ca.crt"), "--ca-key", filepath.Join(a.dataDir, "ca.key"))...)
@@ -113,8 +130,9 @@ func TestFrozenReplicaLeavesAnAdoptedJobAlone(t *testing.T) {
 		t.Fatal(err)
 	}
 	// A wakes and its timer fires at once; give it time to act.
+	// A wakes, its overdue timers fire, and it sees the robot gone.
 	waitLog(t, a.log, "robot offline", 1)
-	time.Sleep(time.Second)
+	time.Sleep(2 * time.Second)
 	if got, events := f.get(job.GetId()); got.GetStatus() != casarev1.JobStatus_JOB_STATUS_RUNNING || got.GetAttempt() != 1 {
 		t.Fatalf("after the frozen replica woke the job is %s on attempt %d, want RUNNING on 1:\n%s", got.GetStatus(), got.GetAttempt(), eventsText(events))
 	}
