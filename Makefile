@@ -10,7 +10,7 @@ BINARIES := $(patsubst cmd/%/main.go,$(BIN)/%,$(wildcard cmd/*/main.go))
 export CASARE_TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/test?sslmode=disable
 export CASARE_TEST_REDIS_URL ?= redis://127.0.0.1:6379/0
 
-.PHONY: all build dev test test-short bench generate generate-check lint fmt clean
+.PHONY: all build dev test test-short chaos bench generate generate-check lint fmt clean
 
 all: build
 
@@ -28,6 +28,14 @@ dev:
 ## test: every test, against real PostgreSQL and Redis as well as the embedded default
 test:
 	$(GO) test -count=1 -timeout 20m ./...
+
+## chaos: the long fault suite, 1,200 random faults over 22 minutes on 3 replicas and 12 robots
+## (CHAOS_DURATION, CHAOS_FAULTS, CHAOS_AGENTS change it; CASARE_CHAOS_LOGS keeps the logs of a failed run)
+CHAOS_DURATION ?= 22m
+CHAOS_FAULTS ?= 1200
+CHAOS_AGENTS ?= 12
+chaos:
+	$(GO) test -count=1 -timeout 60m -run '^TestChaos$$' -v ./cmd/e2e -chaos.duration $(CHAOS_DURATION) -chaos.faults $(CHAOS_FAULTS) -chaos.agents $(CHAOS_AGENTS)
 
 ## bench: the benchmarks, against PostgreSQL and Redis
 bench:

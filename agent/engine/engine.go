@@ -103,7 +103,7 @@ func (e *engine) Run(ctx context.Context, wf *casarev1.Workflow, inputs map[stri
 	}
 	x := &run{
 		e: e, env: env, ms: newMasker(secrets),
-		inputs: in, vars: map[string]any{}, job: map[string]any{"id": env.JobID},
+		inputs: in, vars: map[string]any{}, job: map[string]any{"id": env.JobID, "attempt": int64(env.Attempt)},
 	}
 	// Masked first: a cut could split a secret and leave part of it.
 	x.r = maskedReporter{cappedReporter{r}, x.ms}

@@ -420,3 +420,17 @@ type nopReporter struct{}
 
 func (nopReporter) Log(string, string, string)     {}
 func (nopReporter) Progress(string, int32, string) {}
+
+func TestJobScopeHasIDAndAttempt(t *testing.T) {
+	wf := withOutputs(wfOf(logStep("a", "x")), map[string]string{
+		"id": "${{ job.id }}", "attempt": "${{ job.attempt }}", "line": "${{ job.id }}/${{ job.attempt + 1 }}",
+	})
+	e := New(step.NewCatalogue(core.Actions()...), Options{})
+	out, err := e.Run(context.Background(), wf, nil, &step.Env{JobID: "j1", Attempt: 3}, &recorder{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out["id"] != "j1" || fmt.Sprint(out["attempt"]) != "3" || out["line"] != "j1/4" {
+		t.Fatalf("outputs = %#v, want id j1, attempt 3, line j1/4", out)
+	}
+}

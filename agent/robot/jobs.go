@@ -268,7 +268,7 @@ func (r *runner) runWorkflow(ctx context.Context, j *job, assign *agentv1.JobAss
 	}
 	defer os.RemoveAll(dir)
 	rep := reporter{j, r}
-	env := &step.Env{JobID: j.id, WorkDir: dir, Roots: r.opts.Abilities.FileRoots, Log: func(level, message string) { rep.Log(level, "", message) }, SaveArtifact: r.artifactSaver(ctx, j)}
+	env := &step.Env{JobID: j.id, Attempt: j.attempt, WorkDir: dir, Roots: r.opts.Abilities.FileRoots, Log: func(level, message string) { rep.Log(level, "", message) }, SaveArtifact: r.artifactSaver(ctx, j)}
 	defer env.Close()
 	outputs, err := r.opts.Engine.Run(ctx, wf, inputs, env, rep)
 	if err != nil {

@@ -11,7 +11,6 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
-	"net"
 	"os"
 	"runtime"
 	"sync"
@@ -45,7 +44,8 @@ type Options struct {
 	Capabilities []string
 	MaxJobs      int32
 	Version      string
-	// Server overrides the address saved at enrolment.
+	// Server overrides the address saved at enrolment: host:port, or
+	// several separated by commas, dialled in turn as they fail.
 	Server string
 	Logger *slog.Logger
 	// Backoff bounds the wait between reconnects; zero means 500ms to 30s.
@@ -110,9 +110,9 @@ func Run(ctx context.Context, opts Options) error {
 	if opts.Server != "" {
 		id.Server = opts.Server
 	}
-	host, _, err := net.SplitHostPort(id.Server)
+	addrs, err := parseServers(id.Server)
 	if err != nil {
-		return fmt.Errorf("server address %q: %w", id.Server, err)
+		return err
 	}
 	if opts.MinBackoff <= 0 {
 		opts.MinBackoff = 500 * time.Millisecond
@@ -154,12 +154,12 @@ func Run(ctx context.Context, opts Options) error {
 		idle:        make(chan struct{}, 1),
 		opts:        opts,
 		id:          id,
+		servers:     addrs,
 		log:         opts.Logger.With("robot", id.RobotID),
 		tls: &tls.Config{
 			MinVersion:   tls.VersionTLS13,
 			Certificates: []tls.Certificate{cert},
 			RootCAs:      roots,
-			ServerName:   host,
 			NextProtos:   []string{agentv1.ALPN},
 		},
 	}
@@ -224,11 +224,13 @@ func jitter(d time.Duration) time.Duration {
 }
 
 type runner struct {
-	opts  Options
-	id    *Identity
-	log   *slog.Logger
-	tls   *tls.Config
-	state State
+	opts Options
+	id   *Identity
+	log  *slog.Logger
+	// servers are the replicas to dial, one after the other as they fail.
+	servers *servers
+	tls     *tls.Config
+	state   State
 	// stop ends the robot once it has drained.
 	stop func()
 
@@ -260,9 +262,12 @@ func (r *runner) set(s State, attrs ...any) {
 // session runs one connection; registered says it got as far as the
 // control plane's welcome.
 func (r *runner) session(ctx context.Context) (registered bool, err error) {
-	r.set(Connecting, "server", r.id.Server)
+	server := r.servers.pick(ctx)
+	r.set(Connecting, "server", server.addr)
+	tlsConf := r.tls.Clone()
+	tlsConf.ServerName = server.serverName
 	dialCtx, cancel := context.WithTimeout(ctx, 15*time.Second)
-	conn, err := quic.DialAddr(dialCtx, r.id.Server, r.tls, &quic.Config{
+	conn, err := quic.DialAddr(dialCtx, server.addr, tlsConf, &quic.Config{
 		MaxIdleTimeout: time.Minute,
 		// A quiet connection is pinged this often, so the robot knows
 		// when the control plane stops answering (see liveness).

@@ -246,6 +246,8 @@ func TypeName(t reflect.Type) string {
 type Env struct {
 	// JobID identifies the job, for names of files and artifacts.
 	JobID string
+	// Attempt is the job's attempt number, from 1; zero in a local run.
+	Attempt int32
 	// WorkDir is the job's own directory. File steps are confined to it
 	// and to Roots.
 	WorkDir string

@@ -96,7 +96,7 @@ func newRootCommand() *cobra.Command {
 	runCmd.Flags().StringSliceVar(&run.Capabilities, "capabilities", nil, "capabilities to advertise, comma separated")
 	abilityFlags(runCmd, &run.Abilities)
 	runCmd.Flags().Int32Var(&run.MaxJobs, "max-jobs", 1, "jobs to run at once")
-	runCmd.Flags().StringVar(&run.Server, "server", "", "control plane QUIC address, if not the one from enrolment")
+	runCmd.Flags().StringVar(&run.Server, "server", "", "control plane QUIC address, if not the one from enrolment; several replicas comma separated (host:port,host:port), or a name with several DNS addresses: the robot dials the next when one fails")
 	runCmd.Flags().DurationVar(&run.DrainTimeout, "drain-timeout", 5*time.Minute, "when draining, how long running jobs may take to finish before they are handed back")
 	runCmd.Flags().DurationVar(&run.RenewBefore, "renew-before", 30*24*time.Hour, "renew the certificate over the tunnel when it expires sooner than this")
 	runCmd.Flags().IntVar(&run.MaxRefusals, "max-refusals", 5, "exit (code 3) after the control plane refuses the robot this many times in a row (certificate revoked, expired or of another CA); -1 never")

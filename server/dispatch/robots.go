@@ -51,8 +51,14 @@ func (d *Dispatcher) assign(ctx context.Context, j *pendingJob, a *assignment) {
 		msg.Deadline = timestamppb.New(time.Now().Add(time.Duration(job.TimeoutMillis) * time.Millisecond))
 	}
 	d.mu.Lock()
+	// A robot starts a job as it accepts it, so one whose accept is late
+	// may be running it: the job goes out again on the next attempt, which
+	// fences the late accept and anything that robot reports.
 	a.acceptWait = time.AfterFunc(d.opts.AcceptTimeout, func() {
-		d.handBack(context.WithoutCancel(ctx), a, fmt.Sprintf("robot %s did not accept it within %s", r.name, d.opts.AcceptTimeout), false, true)
+		// Only while the job waits for its accept: a replica that was
+		// frozen wakes with this overdue, and the robot may have moved to
+		// another replica that recorded it running since.
+		d.handBack(context.WithoutCancel(ctx), a, fmt.Sprintf("robot %s did not accept it within %s", r.name, d.opts.AcceptTimeout), true, true, registry.JobAssigned)
 	})
 	d.mu.Unlock()
 	if err := r.send(&agentv1.ServerMessage{Msg: &agentv1.ServerMessage_JobAssign{JobAssign: msg}}); err != nil {
@@ -63,8 +69,9 @@ func (d *Dispatcher) assign(ctx context.Context, j *pendingJob, a *assignment) {
 // handBack ends the robot's hold on a job and puts the job back in the
 // queue: on the same attempt when it never ran there, on the next one
 // when it may have (until max_attempts, then it fails). avoid keeps the
-// job off that robot.
-func (d *Dispatcher) handBack(ctx context.Context, a *assignment, reason string, nextAttempt, avoid bool) {
+// job off that robot; with statuses given in only, the job goes back only
+// from one of them.
+func (d *Dispatcher) handBack(ctx context.Context, a *assignment, reason string, nextAttempt, avoid bool, only ...registry.JobStatus) {
 	d.release(a)
 	var avoided []string
 	if a.pending != nil {
@@ -73,13 +80,13 @@ func (d *Dispatcher) handBack(ctx context.Context, a *assignment, reason string,
 	if avoid {
 		avoided = append(avoided, a.robot.id)
 	}
-	d.requeue(ctx, a.jobID, a.attempt, a.robot.id, reason, nextAttempt, avoided)
+	d.requeue(ctx, a.jobID, a.attempt, a.robot.id, reason, nextAttempt, avoided, only...)
 	d.countEnd(a.robot.id, "returned")
 }
 
 // requeue moves a job held by a robot back to PENDING, or to FAILED when
 // it has no attempts left, and queues it for dispatch.
-func (d *Dispatcher) requeue(ctx context.Context, jobID string, attempt int32, robotID, reason string, nextAttempt bool, avoid []string) {
+func (d *Dispatcher) requeue(ctx context.Context, jobID string, attempt int32, robotID, reason string, nextAttempt bool, avoid []string, only ...registry.JobStatus) {
 	job, err := d.opts.Store.GetJob(ctx, jobID)
 	if err != nil {
 		if !isConflict(err) {
@@ -90,6 +97,9 @@ func (d *Dispatcher) requeue(ctx context.Context, jobID string, attempt int32, r
 	t := registry.Transition{
 		JobID: jobID, From: registry.ActiveStatuses, Attempt: attempt, Robot: robotID,
 		To: registry.JobPending, NextAttempt: nextAttempt, Message: reason, Reason: reason, Actor: system,
+	}
+	if len(only) > 0 {
+		t.From = only
 	}
 	if nextAttempt && job.Attempt >= job.MaxAttempts {
 		t.To, t.NextAttempt = registry.JobFailed, false
