@@ -10,7 +10,7 @@ BINARIES := $(patsubst cmd/%/main.go,$(BIN)/%,$(wildcard cmd/*/main.go))
 export CASARE_TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/test?sslmode=disable
 export CASARE_TEST_REDIS_URL ?= redis://127.0.0.1:6379/0
 
-.PHONY: all build dev test test-short chaos bench generate generate-check lint fmt clean
+.PHONY: all build dev test test-short chaos chaos-short bench generate generate-check lint fmt clean
 
 all: build
 
@@ -35,7 +35,11 @@ CHAOS_DURATION ?= 22m
 CHAOS_FAULTS ?= 1200
 CHAOS_AGENTS ?= 12
 chaos:
-	$(GO) test -count=1 -timeout 60m -run '^TestChaos$$' -v ./cmd/e2e -chaos.duration $(CHAOS_DURATION) -chaos.faults $(CHAOS_FAULTS) -chaos.agents $(CHAOS_AGENTS)
+	$(GO) test -count=1 -timeout 60m -run '^TestChaos$$' -v ./cmd/e2e -chaos.run -chaos.duration $(CHAOS_DURATION) -chaos.faults $(CHAOS_FAULTS) -chaos.agents $(CHAOS_AGENTS)
+
+## chaos-short: the fault suite's short run, 50 faults in 60 s on 3 replicas and 10 robots
+chaos-short:
+	$(GO) test -count=1 -timeout 15m -run '^TestChaos$$' -v ./cmd/e2e -chaos.run
 
 ## bench: the benchmarks, against PostgreSQL and Redis
 bench:
