@@ -1,7 +1,6 @@
 package server
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
@@ -11,26 +10,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/casarerpa/casare/server/logtest"
 	"github.com/casarerpa/casare/server/queue"
 	"github.com/casarerpa/casare/server/registry"
 )
-
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
 
 // A backlog of jobs no robot can take waits in the dispatcher, not in the
 // embedded Redis: a reconcile pass queues none of them again, and says
@@ -47,7 +30,7 @@ func TestABacklogNoRobotTakesStaysOutOfTheEmbeddedRedis(t *testing.T) {
 	cfg.DataDir = t.TempDir()
 	cfg.DatabaseURL, cfg.RedisURL = "", ""
 	cfg.ReconcileInterval = 20 * time.Millisecond
-	var out syncBuffer
+	var out logtest.Buffer
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	s, err := New(ctx, cfg, slog.New(slog.NewTextHandler(&out, &slog.HandlerOptions{Level: slog.LevelDebug})))

@@ -1,7 +1,6 @@
 package gateway
 
 import (
-	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -13,13 +12,13 @@ import (
 	"log/slog"
 
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/quic-go/quic-go"
 
 	agentv1 "github.com/casarerpa/casare/rpc/casare/agent/v1"
+	"github.com/casarerpa/casare/server/logtest"
 	"github.com/casarerpa/casare/server/pki"
 	"github.com/casarerpa/casare/server/registry"
 )
@@ -42,31 +41,13 @@ func (store) SetRobotStatus(context.Context, string, string) error              
 func (store) SetRobotCertificate(context.Context, string, string, time.Time) error { return nil }
 func (store) RobotCounts(context.Context, time.Time) (map[string]int, error)       { return nil, nil }
 
-// logBuffer collects the gateway's log lines.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *logBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *logBuffer) count(text string) int {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return strings.Count(b.buf.String(), text)
-}
-
-func startGateway(t *testing.T, opts Options) (*Gateway, *logBuffer) {
+func startGateway(t *testing.T, opts Options) (*Gateway, *logtest.Buffer) {
 	t.Helper()
 	ca, _, err := pki.Init(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
-	logs := &logBuffer{}
+	logs := &logtest.Buffer{}
 	opts.Addr = "127.0.0.1:0"
 	opts.CA = ca
 	opts.Store = store{}
@@ -180,7 +161,7 @@ func TestEnrolmentConnectionsAreBounded(t *testing.T) {
 	if err := closedWithin(t, extra, 5*time.Second); !errors.As(err, &app) || app.ErrorCode != codeBusy || !strings.Contains(app.ErrorMessage, "the limit is 2") {
 		t.Fatalf("the connection over the limit ended with %v, want code %d naming the limit", err, codeBusy)
 	}
-	if n := logs.count("too many enrolments at once"); n != 1 {
+	if n := logs.Count("too many enrolments at once"); n != 1 {
 		t.Errorf("%d log lines for the refusal, want 1", n)
 	}
 	// The two within the limit go on.
@@ -217,13 +198,13 @@ func TestRepeatedRefusalsLogOnce(t *testing.T) {
 		cancel()
 	}
 	deadline := time.Now().Add(5 * time.Second)
-	for logs.count("robot refused at the handshake") == 0 && time.Now().Before(deadline) {
+	for logs.Count("robot refused at the handshake") == 0 && time.Now().Before(deadline) {
 		time.Sleep(10 * time.Millisecond)
 	}
-	if n := logs.count("enrolment refused"); n != 1 {
+	if n := logs.Count("enrolment refused"); n != 1 {
 		t.Errorf("%d log lines for 5 refused enrolments from one peer, want 1", n)
 	}
-	if n := logs.count("robot refused at the handshake"); n != 1 {
+	if n := logs.Count("robot refused at the handshake"); n != 1 {
 		t.Errorf("%d log lines for 5 refused handshakes from one peer, want 1", n)
 	}
 }

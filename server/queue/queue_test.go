@@ -1,16 +1,15 @@
 package queue
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/casarerpa/casare/server/logtest"
 	"github.com/casarerpa/casare/server/queue/queuetest"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 )
@@ -245,29 +244,11 @@ func BenchmarkReconcile(b *testing.B) {
 	}
 }
 
-// syncBuffer is a log destination that tests read while loggers write.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // A job that waits on another replica is queued on every pass and taken
 // there every time; the reconciler says so once, not once per pass.
 func TestRunReconcilerLogsAJobQueuedOnEveryPassOnce(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, q *Queue) {
-		var out syncBuffer
+		var out logtest.Buffer
 		q.logger = slog.New(slog.NewTextHandler(&out, nil))
 		ctx, cancel := context.WithCancel(context.Background())
 		var attempt atomic.Int32
