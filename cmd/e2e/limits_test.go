@@ -132,8 +132,8 @@ func TestHugeInvalidWorkflowAnswersCapped(t *testing.T) {
 
 	// 3 MB of steps whose expressions all refer to steps that do not exist.
 	var steps []string
-	for i := range 1000 {
-		steps = append(steps, fmt.Sprintf(`{"id": "s%d", "uses": "log", "with": {"message": "${{ steps.nope%d.outputs.x + '%s' }}"}}`, i, i, strings.Repeat("x", 3000)))
+	for i := range 300 {
+		steps = append(steps, fmt.Sprintf(`{"id": "s%d", "uses": "log", "with": {"message": "${{ steps.nope%d.outputs.x + '%s' }}"}}`, i, i, strings.Repeat("x", 10000)))
 	}
 	badRefs := `{"workflow": {"steps": [` + strings.Join(steps, ",") + `]}}`
 	deep := `{"workflow": ` + strings.Repeat(`{"steps": [{"id": "g", "steps": [`, 9000) + `{"id": "a", "uses": "log"}` + strings.Repeat(`]}]}`, 9000) + `}`
@@ -151,7 +151,7 @@ func TestHugeInvalidWorkflowAnswersCapped(t *testing.T) {
 		body string
 		says string
 	}{
-		{"ThreeMegabytesOfBadReferences", badRefs, "of different expressions in the workflow, the limit is 16 KiB"},
+		{"ThreeMegabytesOfBadReferences", badRefs, "of different expressions in the workflow, the limit is 64 KiB"},
 		{"NineThousandLevels", deep, "invalid_argument"},
 		{"DuplicateIDs", dups, `workflow.steps[3].steps: step id "d" is used more than once`},
 	} {
