@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"path/filepath"
+	"slices"
 	"syscall"
 	"testing"
 	"time"
@@ -77,26 +78,30 @@ func TestAcceptTimeoutFencesTheAttempt(t *testing.T) {
 func TestFrozenReplicaLeavesAnAdoptedJobAlone(t *testing.T) {
 	t.Parallel()
 	// The accept timeout fires as A wakes; A's grace period for the robot
-	// it lost outlasts the test.
+	// it lost outlasts the test, and so do its heartbeats: with a short
+	// heartbeat A, woken, may take the robot for lost by missed heartbeats
+	// before it reads the close, which is the case the skipped subtest
+	// below names.
 	t.Run("accept timeout", func(t *testing.T) {
 		t.Parallel()
-		frozenReplica(t, "2s", "60s")
+		frozenReplica(t, "2s", "60s", "10s")
 	})
 	// Only A's loss of the robot acts, after the grace period.
 	t.Run("grace period", func(t *testing.T) {
 		t.Skip("known defect: the woken replica marks the robot offline in the registry (connected_since cleared) " +
-			"though it is registered with another replica, then sends its jobs back when the grace period ends")
+			"though it is registered with another replica, then sends its jobs back when the grace period ends " +
+			"(or at once, when it takes the robot for lost by missed heartbeats)")
 		t.Parallel()
-		frozenReplica(t, "60s", "1500ms")
+		frozenReplica(t, "60s", "1500ms", "500ms")
 	})
 }
 
-func frozenReplica(t *testing.T, acceptTimeout, grace string) {
+func frozenReplica(t *testing.T, acceptTimeout, grace, heartbeatA string) {
 	dbURL, redisURL := registrytest.DatabaseURL(t), startRedis(t).url()
-	shared := []string{"--database-url", dbURL, "--redis-url", redisURL, "--heartbeat-interval", "500ms",
+	shared := []string{"--database-url", dbURL, "--redis-url", redisURL,
 		"--accept-timeout", acceptTimeout, "--robot-grace-period", grace}
-	a := startServer(t, t.TempDir(), shared...)
-	b := startServer(t, t.TempDir(), append(shared,
+	a := startServer(t, t.TempDir(), append(slices.Clone(shared), "--heartbeat-interval", heartbeatA)...)
+	b := startServer(t, t.TempDir(), append(shared, "--heartbeat-interval", "500ms",
 		"--ca-cert", filepath.Join(a.dataDir, "ca.crt"), "--ca-key", filepath.Join(a.dataDir, "ca.key"))...)
 	f := newFleet(t, a)
 	dir := filepath.Join(t.TempDir(), "mover")
