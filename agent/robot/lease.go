@@ -16,7 +16,7 @@ const leaseTick = 100 * time.Millisecond
 type leaseCut struct{ cut, lease time.Duration }
 
 func (c leaseCut) Error() string {
-	return fmt.Sprintf("cut off from the control plane for %s, longer than its lease of %s", c.cut.Round(100*time.Millisecond), c.lease)
+	return fmt.Sprintf("cut off from the control plane for %s, longer than its lease of %s", c.cut.Round(10*time.Millisecond), c.lease)
 }
 
 // leaseClock tells when the robot has gone without a word from the control
