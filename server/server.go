@@ -105,6 +105,7 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (_ *Server, err e
 		CA:                ca,
 		Store:             s.reg,
 		HeartbeatInterval: cfg.HeartbeatInterval,
+		Lease:             gateway.Lease(cfg.HeartbeatInterval, cfg.GracePeriod(), gateway.StaleAfter(cfg.HeartbeatInterval)),
 		CertValidity:      cfg.RobotCertValidity,
 		Logger:            logger,
 		Jobs:              s.dispatcher,

@@ -219,6 +219,7 @@ func (r *runner) execute(ctx context.Context, j *job, assign *agentv1.JobAssign)
 	lines := int64(len(j.lines))
 	j.mu.Unlock()
 	var stop stopped
+	var cut leaseCut
 	switch cause := context.Cause(ctx); {
 	case err == nil:
 		final.Msg = &agentv1.AgentMessage_JobComplete{JobComplete: &agentv1.JobComplete{
@@ -230,6 +231,13 @@ func (r *runner) execute(ctx context.Context, j *job, assign *agentv1.JobAssign)
 			JobId: j.id, Attempt: j.attempt, Reason: "the robot drained before the job finished",
 		}}
 		r.log.Info("job handed back", "job", j.id)
+	case errors.As(cause, &cut):
+		// A hand-back: the control plane gives the job another attempt,
+		// unless it already has (then this end is ignored).
+		final.Msg = &agentv1.AgentMessage_JobReject{JobReject: &agentv1.JobReject{
+			JobId: j.id, Attempt: j.attempt, Reason: "the robot stopped it: " + cut.Error(),
+		}}
+		r.log.Info("job stopped", "job", j.id, "attempt", j.attempt, "reason", cut.Error())
 	case errors.As(cause, &stop):
 		final.Msg = &agentv1.AgentMessage_JobFail{JobFail: &agentv1.JobFail{
 			JobId: j.id, Attempt: j.attempt, Error: "stopped: " + stop.reason, LogLines: lines, Stopped: true,

@@ -163,6 +163,7 @@ func Run(ctx context.Context, opts Options) error {
 			NextProtos:   []string{agentv1.ALPN},
 		},
 	}
+	go r.watchLease(life)
 	go func() {
 		select {
 		case <-ctx.Done():
@@ -246,6 +247,7 @@ type runner struct {
 	draining     bool
 	drainStarted bool
 	uploads      uploads // artifacts waiting for the control plane's answer
+	leaseClock   leaseClock
 }
 
 func (r *runner) isDraining() bool {
@@ -315,7 +317,14 @@ func (r *runner) session(ctx context.Context) (registered bool, err error) {
 	if interval <= 0 {
 		interval = 30 * time.Second
 	}
-	r.set(Registered, "name", welcome.GetRobotName(), "heartbeat", interval)
+	lease := welcome.GetLease().AsDuration()
+	if welcome.GetLease() == nil || lease < 0 {
+		lease = 0
+	}
+	r.mu.Lock()
+	r.leaseClock.welcome(lease, time.Now())
+	r.mu.Unlock()
+	r.set(Registered, "name", welcome.GetRobotName(), "heartbeat", interval, "lease", lease)
 	l := &link{conn: conn, stream: stream}
 	// Jobs' log shippers and unreported ends go on over this connection.
 	r.setLink(l)
@@ -336,6 +345,7 @@ func (r *runner) session(ctx context.Context) (registered bool, err error) {
 				lost <- err
 				return
 			}
+			r.hear(time.Now())
 			switch m := msg.GetMsg().(type) {
 			case *agentv1.ServerMessage_Refused:
 				lost <- &refusedMessage{m.Refused.GetReason()}

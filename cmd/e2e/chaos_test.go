@@ -601,8 +601,8 @@ type execution struct {
 }
 
 // executions reads every robot's records. An execution without an end
-// record was cut short: it ran until its robot was killed, or at most its
-// delay and a second more.
+// record was cut short: it ran until its robot stopped it (its log says
+// when) or was killed, or at most its delay and a second more.
 func (c *chaos) executions() []execution {
 	var out []execution
 	for _, a := range c.agents {
@@ -633,7 +633,22 @@ func (c *chaos) executions() []execution {
 				}
 			}
 		}
-		for _, i := range open {
+		// A robot that stopped an execution (its lease ran out) says when.
+		stops := map[string]time.Time{}
+		for _, log := range a.logs {
+			for line := range strings.SplitSeq(log.String(), "\n") {
+				if !strings.Contains(line, `msg="job stopped"`) || field(line, "attempt") == "" {
+					continue
+				}
+				if at, err := time.Parse(time.RFC3339Nano, field(line, "time")); err == nil {
+					stops[field(line, "job")+"/"+field(line, "attempt")] = at
+				}
+			}
+		}
+		for key, i := range open {
+			if at, ok := stops[key]; ok && at.After(out[i].from) && at.Before(out[i].to) {
+				out[i].to = at
+			}
 			for _, f := range c.faulted {
 				if f.target == a.name && f.kind == faultKillAgent && f.from.After(out[i].from) && f.from.Before(out[i].to) {
 					out[i].to = f.from

@@ -49,6 +49,9 @@ type Options struct {
 	CA                *pki.CA
 	Store             Store
 	HeartbeatInterval time.Duration
+	// Lease is how long a robot cut off from every replica may keep
+	// running its jobs (see Lease); zero sends none.
+	Lease time.Duration
 	// CertValidity is how long robot certificates last; zero means a year.
 	CertValidity time.Duration
 	Logger       *slog.Logger
@@ -409,6 +412,41 @@ func FlushPeriod(heartbeat time.Duration) time.Duration {
 // without saying so.
 func StaleAfter(heartbeat time.Duration) time.Duration {
 	return missedHeartbeats*heartbeat + FlushPeriod(heartbeat) + 5*time.Second
+}
+
+// minLease is the shortest lease worth sending: a robot hears its replica
+// about once a second (its keep-alives' answers) or once a heartbeat
+// interval, whichever is sooner, so a shorter lease would stop the jobs of
+// robots whose connection is healthy.
+const minLease = time.Second
+
+// Lease is how long a robot may keep running its jobs while it hears
+// nothing from the control plane, for the heartbeat interval, the grace
+// period a robot whose connection closed keeps its jobs, and the time
+// after which another replica's sweep takes the jobs of a robot nobody
+// has seen. It is less than the shortest of the times after which a
+// replica may give the robot's jobs away, counted from the last heartbeat
+// it read: missedHeartbeats intervals (the robot's replica), the grace
+// period (the same after a close), orphanAfter less a flush period (the
+// registry's last-seen time lags the last heartbeat by up to one). The
+// robot counts from the last packet it heard, which may answer a
+// keep-alive up to an interval after that heartbeat: one interval comes
+// off, and half an interval (at least 500ms) more to stop a step. Zero
+// when that leaves less than minLease: the robot then keeps its jobs for
+// as long as it is cut off.
+func Lease(heartbeat, grace, orphanAfter time.Duration) time.Duration {
+	giveAway := missedHeartbeats * heartbeat
+	if grace > 0 {
+		giveAway = min(giveAway, grace)
+	}
+	if orphanAfter > 0 {
+		giveAway = min(giveAway, orphanAfter-FlushPeriod(heartbeat))
+	}
+	lease := giveAway - heartbeat - max(heartbeat/2, 500*time.Millisecond)
+	if lease < minLease {
+		return 0
+	}
+	return lease
 }
 
 // flushLoop writes last-seen times in batches, never once per heartbeat.

@@ -246,3 +246,23 @@ func TestPeerLogIsBounded(t *testing.T) {
 		t.Errorf("%d entries for one /64", len(p.seen))
 	}
 }
+
+func TestLease(t *testing.T) {
+	for _, c := range []struct {
+		heartbeat, grace, orphanAfter, want time.Duration
+	}{
+		// Three missed heartbeats come first; one interval off for what
+		// the robot heard after the last heartbeat, half one to stop.
+		{30 * time.Second, 90 * time.Second, StaleAfter(30 * time.Second), 45 * time.Second},
+		{time.Second, 3 * time.Second, StaleAfter(time.Second), 1500 * time.Millisecond},
+		// A short grace period comes first.
+		{30 * time.Second, 60 * time.Second, StaleAfter(30 * time.Second), 15 * time.Second},
+		// Too short to hold on a healthy connection: none.
+		{500 * time.Millisecond, 5 * time.Second, StaleAfter(500 * time.Millisecond), 0},
+		{time.Second, time.Second, StaleAfter(time.Second), 0},
+	} {
+		if got := Lease(c.heartbeat, c.grace, c.orphanAfter); got != c.want {
+			t.Errorf("Lease(%s, %s, %s) = %s, want %s", c.heartbeat, c.grace, c.orphanAfter, got, c.want)
+		}
+	}
+}

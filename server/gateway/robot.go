@@ -120,6 +120,9 @@ func (g *Gateway) serveRobot(ctx context.Context, conn *quic.Conn) {
 		RobotName:         robot.Name,
 		HeartbeatInterval: durationpb.New(g.opts.HeartbeatInterval),
 	}}}
+	if g.opts.Lease > 0 {
+		welcome.GetWelcome().Lease = durationpb.New(g.opts.Lease)
+	}
 	if err := sess.send(welcome); err != nil {
 		g.detach(ctx, id, conn, now, log, "the welcome could not be sent", false)
 		return

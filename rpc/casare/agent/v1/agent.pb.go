@@ -821,8 +821,13 @@ type Welcome struct {
 	RobotId           string                 `protobuf:"bytes,1,opt,name=robot_id,json=robotId,proto3" json:"robot_id,omitempty"`
 	RobotName         string                 `protobuf:"bytes,2,opt,name=robot_name,json=robotName,proto3" json:"robot_name,omitempty"`
 	HeartbeatInterval *durationpb.Duration   `protobuf:"bytes,3,opt,name=heartbeat_interval,json=heartbeatInterval,proto3" json:"heartbeat_interval,omitempty"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	// How long the robot may keep running its jobs while it hears nothing
+	// from any replica: less than the shortest time after which a replica
+	// may give them to another robot. Unset means no lease: the robot runs
+	// its jobs for as long as it is cut off.
+	Lease         *durationpb.Duration `protobuf:"bytes,4,opt,name=lease,proto3" json:"lease,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Welcome) Reset() {
@@ -872,6 +877,13 @@ func (x *Welcome) GetRobotName() string {
 func (x *Welcome) GetHeartbeatInterval() *durationpb.Duration {
 	if x != nil {
 		return x.HeartbeatInterval
+	}
+	return nil
+}
+
+func (x *Welcome) GetLease() *durationpb.Duration {
+	if x != nil {
+		return x.Lease
 	}
 	return nil
 }
@@ -2285,12 +2297,13 @@ const file_casare_agent_v1_agent_proto_rawDesc = "" +
 	"\n" +
 	"RunningJob\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x18\n" +
-	"\aattempt\x18\x02 \x01(\x05R\aattempt\"\x8d\x01\n" +
+	"\aattempt\x18\x02 \x01(\x05R\aattempt\"\xbe\x01\n" +
 	"\aWelcome\x12\x19\n" +
 	"\brobot_id\x18\x01 \x01(\tR\arobotId\x12\x1d\n" +
 	"\n" +
 	"robot_name\x18\x02 \x01(\tR\trobotName\x12H\n" +
-	"\x12heartbeat_interval\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\x11heartbeatInterval\"{\n" +
+	"\x12heartbeat_interval\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\x11heartbeatInterval\x12/\n" +
+	"\x05lease\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\x05lease\"{\n" +
 	"\tHeartbeat\x12.\n" +
 	"\x04time\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12>\n" +
 	"\frunning_jobs\x18\x02 \x03(\v2\x1b.casare.agent.v1.RunningJobR\vrunningJobs\"\x0e\n" +
@@ -2447,19 +2460,20 @@ var file_casare_agent_v1_agent_proto_depIdxs = []int32{
 	30, // 19: casare.agent.v1.Hello.labels:type_name -> casare.agent.v1.Hello.LabelsEntry
 	6,  // 20: casare.agent.v1.Hello.running_jobs:type_name -> casare.agent.v1.RunningJob
 	31, // 21: casare.agent.v1.Welcome.heartbeat_interval:type_name -> google.protobuf.Duration
-	32, // 22: casare.agent.v1.Heartbeat.time:type_name -> google.protobuf.Timestamp
-	6,  // 23: casare.agent.v1.Heartbeat.running_jobs:type_name -> casare.agent.v1.RunningJob
-	33, // 24: casare.agent.v1.JobAssign.inputs:type_name -> google.protobuf.Struct
-	32, // 25: casare.agent.v1.JobAssign.deadline:type_name -> google.protobuf.Timestamp
-	33, // 26: casare.agent.v1.JobComplete.outputs:type_name -> google.protobuf.Struct
-	25, // 27: casare.agent.v1.UniStreamHeader.log:type_name -> casare.agent.v1.LogStreamHeader
-	27, // 28: casare.agent.v1.UniStreamHeader.artifact:type_name -> casare.agent.v1.ArtifactHeader
-	32, // 29: casare.agent.v1.LogEntry.time:type_name -> google.protobuf.Timestamp
-	30, // [30:30] is the sub-list for method output_type
-	30, // [30:30] is the sub-list for method input_type
-	30, // [30:30] is the sub-list for extension type_name
-	30, // [30:30] is the sub-list for extension extendee
-	0,  // [0:30] is the sub-list for field type_name
+	31, // 22: casare.agent.v1.Welcome.lease:type_name -> google.protobuf.Duration
+	32, // 23: casare.agent.v1.Heartbeat.time:type_name -> google.protobuf.Timestamp
+	6,  // 24: casare.agent.v1.Heartbeat.running_jobs:type_name -> casare.agent.v1.RunningJob
+	33, // 25: casare.agent.v1.JobAssign.inputs:type_name -> google.protobuf.Struct
+	32, // 26: casare.agent.v1.JobAssign.deadline:type_name -> google.protobuf.Timestamp
+	33, // 27: casare.agent.v1.JobComplete.outputs:type_name -> google.protobuf.Struct
+	25, // 28: casare.agent.v1.UniStreamHeader.log:type_name -> casare.agent.v1.LogStreamHeader
+	27, // 29: casare.agent.v1.UniStreamHeader.artifact:type_name -> casare.agent.v1.ArtifactHeader
+	32, // 30: casare.agent.v1.LogEntry.time:type_name -> google.protobuf.Timestamp
+	31, // [31:31] is the sub-list for method output_type
+	31, // [31:31] is the sub-list for method input_type
+	31, // [31:31] is the sub-list for extension type_name
+	31, // [31:31] is the sub-list for extension extendee
+	0,  // [0:31] is the sub-list for field type_name
 }
 
 func init() { file_casare_agent_v1_agent_proto_init() }
