@@ -35,11 +35,11 @@ CHAOS_DURATION ?= 22m
 CHAOS_FAULTS ?= 1200
 CHAOS_AGENTS ?= 12
 chaos:
-	$(GO) test -count=1 -timeout 60m -run '^TestChaos$$' -v ./cmd/e2e -chaos.run -chaos.duration $(CHAOS_DURATION) -chaos.faults $(CHAOS_FAULTS) -chaos.agents $(CHAOS_AGENTS)
+	$(GO) test -count=1 -timeout 60m -run '^TestChaos$$' -v ./cmd/e2e -chaos.duration $(CHAOS_DURATION) -chaos.faults $(CHAOS_FAULTS) -chaos.agents $(CHAOS_AGENTS)
 
-## chaos-short: the fault suite's short run, 50 faults in 60 s on 3 replicas and 10 robots
+## chaos-short: the fault suite's short run (part of make test), 50 faults in 60 s on 3 replicas and 10 robots
 chaos-short:
-	$(GO) test -count=1 -timeout 15m -run '^TestChaos$$' -v ./cmd/e2e -chaos.run
+	$(GO) test -count=1 -timeout 15m -run '^TestChaos$$' -v ./cmd/e2e
 
 ## bench: the benchmarks, against PostgreSQL and Redis
 bench:

@@ -26,14 +26,9 @@ import (
 	"github.com/casarerpa/casare/server/registry/registrytest"
 )
 
-// The fault suite runs only when asked (-chaos.run: make chaos for the
-// long run, make chaos-short for the short one). It stays out of every
-// test run until a robot cut off from every replica stops its jobs: today
-// the control plane gives such a job to another robot while the first
-// still runs it, which the suite reports as an attempt run on two robots
-// at once in about one short run of three.
+// The short run is part of every test run (not of -short ones); make
+// chaos runs the long one.
 var (
-	chaosRun      = flag.Bool("chaos.run", false, "run the fault suite")
 	chaosDuration = flag.Duration("chaos.duration", 60*time.Second, "how long the fault suite injects faults")
 	chaosFaults   = flag.Int("chaos.faults", 50, "how many faults the fault suite injects over its duration")
 	chaosAgents   = flag.Int("chaos.agents", 10, "how many robots the fault suite runs")
@@ -94,8 +89,8 @@ type faultSpan struct {
 // twice, no attempt ran on two robots at once, no job ran more often than
 // its attempts say, and every job ended within 60s of the last fault.
 func TestChaos(t *testing.T) {
-	if !*chaosRun || testing.Short() {
-		t.Skip("the fault suite runs with -chaos.run (make chaos, make chaos-short)")
+	if testing.Short() {
+		t.Skip("the fault suite takes minutes")
 	}
 	c := &chaos{t: t, faults: map[string]int{}, busy: map[string]bool{}}
 	c.pg = registrytest.NewCluster(t)
