@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"context"
 	"crypto/tls"
 	"path/filepath"
 	"slices"
@@ -11,7 +10,6 @@ import (
 
 	"connectrpc.com/connect/v2"
 	"connectrpc.com/connect/v2/connecthttp"
-	"github.com/quic-go/quic-go"
 
 	agentv1 "github.com/casarerpa/casare/rpc/casare/agent/v1"
 	casarev1 "github.com/casarerpa/casare/rpc/casare/v1"
@@ -126,7 +124,7 @@ func frozenReplica(t *testing.T, acceptTimeout, grace, heartbeatA string) {
 		t.Fatal(err)
 	}
 	onA.conn.CloseWithError(0, "moving")
-	onB := dialRobotRunning(t, quicListening.FindStringSubmatch(b.log.String())[1], cert, id, &agentv1.RunningJob{JobId: job.GetId(), Attempt: 1})
+	onB := dialRobot(t, quicListening.FindStringSubmatch(b.log.String())[1], cert, id, &agentv1.RunningJob{JobId: job.GetId(), Attempt: 1})
 	// A is frozen: ask B from now on.
 	f.jobs = casarev1connect.NewJobServiceClient(connect.NewClient(connecthttp.NewTransport(http1, b.url()), bearer(a.adminToken())))
 	f.wait(job.GetId(), casarev1.JobStatus_JOB_STATUS_RUNNING, 10*time.Second)
@@ -143,42 +141,4 @@ func frozenReplica(t *testing.T, acceptTimeout, grace, heartbeatA string) {
 	}
 	onB.send(t, &agentv1.AgentMessage{Msg: &agentv1.AgentMessage_JobComplete{JobComplete: &agentv1.JobComplete{JobId: job.GetId(), Attempt: 1}}})
 	f.wait(job.GetId(), casarev1.JobStatus_JOB_STATUS_SUCCEEDED, 10*time.Second)
-}
-
-// dialRobotRunning connects like dialRobot, with jobs listed in the hello
-// and in every heartbeat.
-func dialRobotRunning(t *testing.T, addr string, cert tls.Certificate, id string, running ...*agentv1.RunningJob) *rawRobot {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	conn, err := quic.DialAddr(ctx, addr, &tls.Config{InsecureSkipVerify: true, Certificates: []tls.Certificate{cert}, NextProtos: []string{agentv1.ALPN}}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.CloseWithError(0, "") })
-	stream, err := conn.OpenStreamSync(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := &rawRobot{conn: conn, stream: stream, frames: agentv1.NewFrameReader(stream), running: running}
-	r.send(t, &agentv1.AgentMessage{Msg: &agentv1.AgentMessage_Hello{Hello: &agentv1.Hello{RobotId: id, MaxJobs: 1, RunningJobs: running}}})
-	if r.next(t).GetWelcome() == nil {
-		t.Fatal("no welcome")
-	}
-	go func() {
-		for {
-			select {
-			case <-conn.Context().Done():
-				return
-			case <-time.After(200 * time.Millisecond):
-			}
-			r.mu.Lock()
-			err := agentv1.WriteFrame(stream, &agentv1.AgentMessage{Msg: &agentv1.AgentMessage_Heartbeat{Heartbeat: &agentv1.Heartbeat{RunningJobs: r.running}}})
-			r.mu.Unlock()
-			if err != nil {
-				return
-			}
-		}
-	}()
-	return r
 }

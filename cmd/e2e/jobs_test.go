@@ -459,7 +459,9 @@ func (r *rawRobot) nextAck(t *testing.T) *agentv1.JobAck {
 	}
 }
 
-func dialRobot(t *testing.T, addr string, cert tls.Certificate, id string) *rawRobot {
+// dialRobot connects as the robot id, with the running jobs listed in its
+// hello and in every heartbeat.
+func dialRobot(t *testing.T, addr string, cert tls.Certificate, id string, running ...*agentv1.RunningJob) *rawRobot {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -472,8 +474,8 @@ func dialRobot(t *testing.T, addr string, cert tls.Certificate, id string) *rawR
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := &rawRobot{conn: conn, stream: stream, frames: agentv1.NewFrameReader(stream)}
-	r.send(t, &agentv1.AgentMessage{Msg: &agentv1.AgentMessage_Hello{Hello: &agentv1.Hello{RobotId: id, MaxJobs: 1}}})
+	r := &rawRobot{conn: conn, stream: stream, frames: agentv1.NewFrameReader(stream), running: running}
+	r.send(t, &agentv1.AgentMessage{Msg: &agentv1.AgentMessage_Hello{Hello: &agentv1.Hello{RobotId: id, MaxJobs: 1, RunningJobs: running}}})
 	if r.next(t).GetWelcome() == nil {
 		t.Fatal("no welcome")
 	}
