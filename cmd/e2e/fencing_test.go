@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"context"
 	"crypto/tls"
 	"path/filepath"
 	"slices"
@@ -76,19 +77,15 @@ func TestAcceptTimeoutFencesTheAttempt(t *testing.T) {
 func TestFrozenReplicaLeavesAnAdoptedJobAlone(t *testing.T) {
 	t.Parallel()
 	// The accept timeout fires as A wakes; A's grace period for the robot
-	// it lost outlasts the test, and so do its heartbeats: with a short
-	// heartbeat A, woken, may take the robot for lost by missed heartbeats
-	// before it reads the close, which is the case the skipped subtest
-	// below names.
+	// it lost outlasts the test, and so do its heartbeats.
 	t.Run("accept timeout", func(t *testing.T) {
 		t.Parallel()
 		frozenReplica(t, "2s", "60s", "10s")
 	})
-	// Only A's loss of the robot acts, after the grace period.
+	// Only A's loss of the robot acts: after the grace period, or at once
+	// when A, woken, takes the robot for lost by missed heartbeats before
+	// it reads the close.
 	t.Run("grace period", func(t *testing.T) {
-		t.Skip("known defect: the woken replica marks the robot offline in the registry (connected_since cleared) " +
-			"though it is registered with another replica, then sends its jobs back when the grace period ends " +
-			"(or at once, when it takes the robot for lost by missed heartbeats)")
 		t.Parallel()
 		frozenReplica(t, "60s", "1500ms", "500ms")
 	})
@@ -138,6 +135,11 @@ func frozenReplica(t *testing.T, acceptTimeout, grace, heartbeatA string) {
 	time.Sleep(2 * time.Second)
 	if got, events := f.get(job.GetId()); got.GetStatus() != casarev1.JobStatus_JOB_STATUS_RUNNING || got.GetAttempt() != 1 {
 		t.Fatalf("after the frozen replica woke the job is %s on attempt %d, want RUNNING on 1:\n%s", got.GetStatus(), got.GetAttempt(), eventsText(events))
+	}
+	// The robot is B's: A's loss of it must not mark it offline.
+	robots := casarev1connect.NewRobotServiceClient(connect.NewClient(connecthttp.NewTransport(http1, b.url()), bearer(a.adminToken())))
+	if got, err := robots.GetRobot(context.Background(), &casarev1.GetRobotRequest{Id: id}); err != nil || got.GetRobot().GetStatus() == casarev1.RobotStatus_ROBOT_STATUS_OFFLINE || got.GetRobot().GetConnectedSince() == nil {
+		t.Fatalf("after the frozen replica woke the robot registered with the other is %v, %v", got.GetRobot(), err)
 	}
 	onB.send(t, &agentv1.AgentMessage{Msg: &agentv1.AgentMessage_JobComplete{JobComplete: &agentv1.JobComplete{JobId: job.GetId(), Attempt: 1}}})
 	f.wait(job.GetId(), casarev1.JobStatus_JOB_STATUS_SUCCEEDED, 10*time.Second)

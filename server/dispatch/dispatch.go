@@ -34,6 +34,7 @@ type Store interface {
 	CountJobLogs(ctx context.Context, jobID string, attempt int32) (int64, error)
 	PutJobArtifact(ctx context.Context, a *registry.JobArtifact, robotID string, maxPerJob int) error
 	ListAllRobots(ctx context.Context) ([]registry.Robot, error)
+	GetRobot(ctx context.Context, idOrName string) (*registry.Robot, error)
 	SetRobotsStatus(ctx context.Context, ids []string, status string) error
 }
 
@@ -125,6 +126,9 @@ type robot struct {
 	jobs         map[string]*assignment
 	lastBusy     time.Time // when it was last given a job
 	grace        *time.Timer
+	// session is when its connection here was registered: the registry's
+	// connected_since while the robot is registered here.
+	session time.Time
 }
 
 // pendingJob is a job waiting here for a robot.

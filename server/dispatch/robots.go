@@ -153,7 +153,7 @@ func (d *Dispatcher) RobotUp(ctx context.Context, info gateway.Robot) {
 	r := &robot{
 		id: info.ID, name: info.Name, capabilities: caps, labels: labels,
 		maxJobs: int(max(info.MaxJobs, 1)), draining: info.Draining, connected: true,
-		send: info.Send, jobs: map[string]*assignment{},
+		send: info.Send, jobs: map[string]*assignment{}, session: info.ConnectedSince,
 	}
 	d.mu.Lock()
 	if old := d.robots[info.ID]; old != nil {
@@ -287,9 +287,38 @@ func (d *Dispatcher) forget(r *robot, reason string) {
 		jobs = append(jobs, a)
 	}
 	d.mu.Unlock()
+	if len(jobs) == 0 {
+		return
+	}
+	if d.registeredElsewhere(r) {
+		// This replica was frozen or cut off from the robot, which went
+		// to another meanwhile and took its jobs along: they are that
+		// replica's now, and sending them back would start them again
+		// while the robot still runs them.
+		d.log.Info("robot registered with another replica; leaving its jobs to it", "robot", r.id, "jobs", len(jobs))
+		for _, a := range jobs {
+			d.release(a)
+		}
+		return
+	}
 	for _, a := range jobs {
 		go d.handBack(context.Background(), a, reason, true, false)
 	}
+}
+
+// registeredElsewhere says whether the registry holds a newer session of
+// the robot than the one it had here. When the registry cannot say, the
+// jobs go back as before: the transition that does so fails as well then,
+// and the orphan sweep decides later, once the robot's last-seen time says.
+func (d *Dispatcher) registeredElsewhere(r *robot) bool {
+	if r.session.IsZero() {
+		return false
+	}
+	row, err := d.opts.Store.GetRobot(context.Background(), r.id)
+	if err != nil {
+		return false
+	}
+	return row.ConnectedSince != nil && !row.ConnectedSince.Equal(r.session)
 }
 
 // RobotDraining stops giving the robot work.

@@ -31,7 +31,7 @@ type Store interface {
 	EnrollRobot(ctx context.Context, hash string, robot *registry.Robot, at time.Time) error
 	GetRobot(ctx context.Context, idOrName string) (*registry.Robot, error)
 	RobotConnected(ctx context.Context, rb *registry.Robot) error
-	RobotsOffline(ctx context.Context, lastSeen map[string]time.Time) error
+	RobotsOffline(ctx context.Context, sessions map[string]registry.RobotSession) error
 	TouchRobots(ctx context.Context, lastSeen map[string]time.Time) error
 	RevokedSerials(ctx context.Context) ([]string, error)
 	SetRobotStatus(ctx context.Context, id, status string) error
@@ -111,6 +111,9 @@ type Robot struct {
 	Running []*agentv1.RunningJob
 	// Send writes a frame on the robot's control stream.
 	Send func(*agentv1.ServerMessage) error
+	// ConnectedSince names this session in the registry: once the robot's
+	// row holds another, the robot has registered with another replica.
+	ConnectedSince time.Time
 }
 
 // Gateway is the QUIC endpoint for robots.
@@ -359,12 +362,13 @@ func (g *Gateway) Run(ctx context.Context) {
 	// write per robot would hold up a restart of a large fleet.
 	g.mu.Lock()
 	g.closing = true
-	offline := make(map[string]time.Time, len(g.sessions))
-	for id := range g.sessions {
-		offline[id] = time.Now()
-	}
-	for id, seen := range g.seen {
-		offline[id] = seen
+	offline := make(map[string]registry.RobotSession, len(g.sessions))
+	for id, s := range g.sessions {
+		seen, ok := g.seen[id]
+		if !ok {
+			seen = time.Now()
+		}
+		offline[id] = registry.RobotSession{ConnectedSince: s.connectedSince, LastSeen: seen}
 	}
 	g.mu.Unlock()
 	if err := g.opts.Store.RobotsOffline(context.WithoutCancel(ctx), offline); err != nil {

@@ -33,13 +33,13 @@ func (store) EnrollRobot(context.Context, string, *registry.Robot, time.Time) er
 func (store) GetRobot(context.Context, string) (*registry.Robot, error) {
 	return nil, registry.ErrNotFound
 }
-func (store) RobotConnected(context.Context, *registry.Robot) error                { return nil }
-func (store) RobotsOffline(context.Context, map[string]time.Time) error            { return nil }
-func (store) TouchRobots(context.Context, map[string]time.Time) error              { return nil }
-func (store) RevokedSerials(context.Context) ([]string, error)                     { return nil, nil }
-func (store) SetRobotStatus(context.Context, string, string) error                 { return nil }
-func (store) SetRobotCertificate(context.Context, string, string, time.Time) error { return nil }
-func (store) RobotCounts(context.Context, time.Time) (map[string]int, error)       { return nil, nil }
+func (store) RobotConnected(context.Context, *registry.Robot) error                 { return nil }
+func (store) RobotsOffline(context.Context, map[string]registry.RobotSession) error { return nil }
+func (store) TouchRobots(context.Context, map[string]time.Time) error               { return nil }
+func (store) RevokedSerials(context.Context) ([]string, error)                      { return nil, nil }
+func (store) SetRobotStatus(context.Context, string, string) error                  { return nil }
+func (store) SetRobotCertificate(context.Context, string, string, time.Time) error  { return nil }
+func (store) RobotCounts(context.Context, time.Time) (map[string]int, error)        { return nil, nil }
 
 func startGateway(t *testing.T, opts Options) (*Gateway, *logtest.Buffer) {
 	t.Helper()

@@ -113,7 +113,8 @@ func (g *Gateway) serveRobot(ctx context.Context, conn *quic.Conn) {
 		conn.CloseWithError(codeRefused, "the control plane cannot serve now")
 		return
 	}
-	sess := &session{robotID: id, serial: pki.Serial(certs[0]), conn: conn, stream: stream, connectedSince: now, draining: hello.GetDraining()}
+	// The session is known by its registration time as stored.
+	sess := &session{robotID: id, serial: pki.Serial(certs[0]), conn: conn, stream: stream, connectedSince: *robot.ConnectedSince, draining: hello.GetDraining()}
 	g.attach(sess, log)
 	welcome := &agentv1.ServerMessage{Msg: &agentv1.ServerMessage_Welcome{Welcome: &agentv1.Welcome{
 		RobotId:           id,
@@ -124,7 +125,7 @@ func (g *Gateway) serveRobot(ctx context.Context, conn *quic.Conn) {
 		welcome.GetWelcome().Lease = durationpb.New(g.opts.Lease)
 	}
 	if err := sess.send(welcome); err != nil {
-		g.detach(ctx, id, conn, now, log, "the welcome could not be sent", false)
+		g.detach(ctx, sess, now, log, "the welcome could not be sent", false)
 		return
 	}
 	log.Info("robot registered", "name", robot.Name, "version", hello.GetVersion(), "os", hello.GetOs())
@@ -133,7 +134,7 @@ func (g *Gateway) serveRobot(ctx context.Context, conn *quic.Conn) {
 		g.opts.Jobs.RobotUp(ctx, Robot{
 			ID: id, Name: robot.Name, Capabilities: hello.GetCapabilities(), Labels: labels,
 			MaxJobs: robot.MaxJobs, Draining: hello.GetDraining(), Running: hello.GetRunningJobs(),
-			Send: sess.send,
+			Send: sess.send, ConnectedSince: sess.connectedSince,
 		})
 		go g.acceptUniStreams(ctx, sess, log)
 	}
@@ -177,7 +178,7 @@ func (g *Gateway) serveRobot(ctx context.Context, conn *quic.Conn) {
 		// The robot ended its stream: it has said all it will.
 		conn.CloseWithError(codeOK, "goodbye")
 	}
-	g.detach(ctx, id, conn, lastSeen, log, reason, lost)
+	g.detach(ctx, sess, lastSeen, log, reason, lost)
 }
 
 // acceptUniStreams reads the unidirectional streams the robot opens (job
@@ -259,10 +260,11 @@ func (g *Gateway) attach(s *session, log *slog.Logger) {
 
 // detach ends the robot's session and, unless a newer connection replaced
 // it, records it offline.
-func (g *Gateway) detach(ctx context.Context, id string, conn *quic.Conn, lastSeen time.Time, log *slog.Logger, reason string, lost bool) {
+func (g *Gateway) detach(ctx context.Context, s *session, lastSeen time.Time, log *slog.Logger, reason string, lost bool) {
+	id := s.robotID
 	g.mu.Lock()
 	current := g.sessions[id]
-	replaced := current != nil && current.conn != conn
+	replaced := current != nil && current != s
 	if !replaced {
 		delete(g.sessions, id)
 		delete(g.seen, id)
@@ -279,7 +281,7 @@ func (g *Gateway) detach(ctx context.Context, id string, conn *quic.Conn, lastSe
 	if g.opts.Jobs != nil {
 		g.opts.Jobs.RobotDown(id, lost, reason)
 	}
-	if err := g.opts.Store.RobotsOffline(context.WithoutCancel(ctx), map[string]time.Time{id: lastSeen}); err != nil {
+	if err := g.opts.Store.RobotsOffline(context.WithoutCancel(ctx), map[string]registry.RobotSession{id: {ConnectedSince: s.connectedSince, LastSeen: lastSeen}}); err != nil {
 		g.opts.Logger.Warn("record robot offline", "robot", id, "err", err)
 	}
 	g.Changed(id)

@@ -73,9 +73,15 @@ func (r *Registry) EnrollRobot(ctx context.Context, hash string, robot *Robot, a
 
 // RobotConnected records what a robot said about itself on connecting and
 // that it is online.
+// ConnectedSince is stored as the registry keeps times, and names the
+// session from then on (see RobotsOffline).
 func (r *Registry) RobotConnected(ctx context.Context, rb *Robot) error {
 	rb.cleanText()
 	rb.UpdatedAt = now()
+	if rb.ConnectedSince != nil {
+		since := normalize(*rb.ConnectedSince)
+		rb.ConnectedSince = &since
+	}
 	_, err := r.db.NewUpdate().Model(rb).
 		Column("labels", "capabilities", "version", "os", "hostname", "status", "max_jobs", "connected_since", "last_seen", "updated_at").
 		WherePK().Exec(ctx)
@@ -85,18 +91,50 @@ func (r *Registry) RobotConnected(ctx context.Context, rb *Robot) error {
 	return nil
 }
 
-// RobotsOffline marks robots offline with the time they were last seen.
-func (r *Registry) RobotsOffline(ctx context.Context, lastSeen map[string]time.Time) error {
-	return r.updateRobots(ctx, lastSeen, "offline")
+// RobotSession is one connection of a robot to a replica, named by the
+// time it was registered (the robot's connected_since while it lasts).
+type RobotSession struct {
+	ConnectedSince time.Time
+	LastSeen       time.Time
+}
+
+// RobotsOffline marks robots offline with the time they were last seen on
+// the sessions given, each only while that session is the robot's latest:
+// a replica that lost a robot (it was frozen, or cut off from it) must not
+// mark it offline once it has registered with another replica.
+func (r *Registry) RobotsOffline(ctx context.Context, sessions map[string]RobotSession) error {
+	if len(sessions) == 0 {
+		return nil
+	}
+	type ended struct {
+		ID             string    `bun:"id"`
+		ConnectedSince time.Time `bun:"connected_since"`
+		LastSeen       time.Time `bun:"last_seen"`
+	}
+	rows := make([]ended, 0, len(sessions))
+	for id, s := range sessions {
+		rows = append(rows, ended{ID: id, ConnectedSince: normalize(s.ConnectedSince), LastSeen: normalize(s.LastSeen)})
+	}
+	_, err := r.db.NewUpdate().
+		With("_data", r.db.NewValues(&rows)).
+		Model((*Robot)(nil)).
+		TableExpr("_data").
+		Set("last_seen = _data.last_seen").
+		Set("status = 'offline'").
+		Set("connected_since = NULL").
+		Set("updated_at = ?", now()).
+		Where("robot.id = _data.id").
+		Where("robot.connected_since = _data.connected_since").
+		Exec(ctx)
+	if err != nil {
+		return fmt.Errorf("record robots offline: %w", err)
+	}
+	return nil
 }
 
 // TouchRobots records when robots were last seen, all in one transaction:
 // heartbeats are counted in memory and written in batches.
 func (r *Registry) TouchRobots(ctx context.Context, lastSeen map[string]time.Time) error {
-	return r.updateRobots(ctx, lastSeen, "")
-}
-
-func (r *Registry) updateRobots(ctx context.Context, lastSeen map[string]time.Time, status string) error {
 	if len(lastSeen) == 0 {
 		return nil
 	}
@@ -117,9 +155,6 @@ func (r *Registry) updateRobots(ctx context.Context, lastSeen map[string]time.Ti
 		Set("last_seen = _data.last_seen").
 		Set("updated_at = ?", now()).
 		Where("robot.id = _data.id")
-	if status != "" {
-		q = q.Set("status = ?", status).Set("connected_since = NULL")
-	}
 	if _, err := q.Exec(ctx); err != nil {
 		return fmt.Errorf("update robots: %w", err)
 	}

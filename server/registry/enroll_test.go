@@ -52,11 +52,28 @@ func TestEnrollRobot(t *testing.T) {
 		if err := r.TouchRobots(ctx, map[string]time.Time{first.ID: seen}); err != nil {
 			t.Fatal(err)
 		}
-		if err := r.RobotsOffline(ctx, map[string]time.Time{first.ID: seen}); err != nil {
+		// Two sessions: the robot left the first replica's and registered
+		// with another. Times with nanoseconds, as the gateway has them.
+		older := now.Add(30*time.Second + 123)
+		newer := now.Add(50*time.Second + 456)
+		for _, since := range []time.Time{older, newer} {
+			first.Status, first.ConnectedSince, first.LastSeen = "idle", &since, &since
+			if err := r.RobotConnected(ctx, first); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := r.RobotsOffline(ctx, map[string]RobotSession{first.ID: {ConnectedSince: older, LastSeen: seen.Add(time.Hour)}}); err != nil {
 			t.Fatal(err)
 		}
 		got, _ = r.GetRobot(ctx, first.ID)
-		if got.Status != "offline" || got.LastSeen == nil || !got.LastSeen.Equal(seen) {
+		if got.Status != "idle" || got.ConnectedSince == nil || !got.ConnectedSince.Equal(newer.UTC().Truncate(time.Microsecond)) || !got.LastSeen.Equal(got.ConnectedSince.UTC()) {
+			t.Fatalf("the end of an older session changed the robot's newer one: %+v", got)
+		}
+		if err := r.RobotsOffline(ctx, map[string]RobotSession{first.ID: {ConnectedSince: newer, LastSeen: seen}}); err != nil {
+			t.Fatal(err)
+		}
+		got, _ = r.GetRobot(ctx, first.ID)
+		if got.Status != "offline" || got.ConnectedSince != nil || got.LastSeen == nil || !got.LastSeen.Equal(seen) {
 			t.Fatalf("after going offline: %+v", got)
 		}
 	})
