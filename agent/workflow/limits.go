@@ -2,6 +2,7 @@ package workflow
 
 import (
 	"fmt"
+	"strings"
 
 	"google.golang.org/protobuf/types/known/structpb"
 
@@ -57,6 +58,15 @@ func CheckLimits(wf *casarev1.Workflow) error {
 type limitCheck struct {
 	count int
 	err   error
+	// at is the way to the list of steps being checked, from the
+	// workflow: its path is only written out for a problem.
+	at []place
+}
+
+// place is a list of steps, named by field, and the index of one in it.
+type place struct {
+	field string
+	index int
 }
 
 func (c *limitCheck) fail(path, format string, args ...any) error {
@@ -64,28 +74,46 @@ func (c *limitCheck) fail(path, format string, args ...any) error {
 	return c.err
 }
 
+// path writes out the way to the list of steps being checked, and the
+// index in it of the step being checked unless step is false.
+func (c *limitCheck) path(step bool) string {
+	var b strings.Builder
+	for i, p := range c.at {
+		if i > 0 {
+			b.WriteByte('.')
+		}
+		b.WriteString(p.field)
+		if step || i < len(c.at)-1 {
+			fmt.Fprintf(&b, "[%d]", p.index)
+		}
+	}
+	return b.String()
+}
+
 // steps reports whether a list of steps at depth goes past a limit.
-func (c *limitCheck) steps(path string, steps []*casarev1.Step, depth int) bool {
+func (c *limitCheck) steps(field string, steps []*casarev1.Step, depth int) bool {
 	if len(steps) == 0 {
 		return false
 	}
+	c.at = append(c.at, place{field: field})
+	defer func() { c.at = c.at[:len(c.at)-1] }()
 	if depth > MaxDepth {
-		c.fail(path, "steps nested %d deep, the limit is %d", depth, MaxDepth)
+		c.fail(c.path(false), "steps nested %d deep, the limit is %d", depth, MaxDepth)
 		return true
 	}
 	for i, s := range steps {
+		c.at[len(c.at)-1].index = i
 		if c.count++; c.count > MaxSteps {
-			c.fail(fmt.Sprintf("%s[%d]", path, i), "more than %d steps in the workflow, the limit is %d", MaxSteps, MaxSteps)
+			c.fail(c.path(true), "more than %d steps in the workflow, the limit is %d", MaxSteps, MaxSteps)
 			return true
 		}
 		for k, v := range s.GetWith().GetFields() {
 			if c.value(v, 1) {
-				c.fail(fmt.Sprintf("%s[%d].with.%.64s", path, i, k), "nested more than %d deep, the limit is %d", MaxValueDepth, MaxValueDepth)
+				c.fail(fmt.Sprintf("%s.with.%.64s", c.path(true), k), "nested more than %d deep, the limit is %d", MaxValueDepth, MaxValueDepth)
 				return true
 			}
 		}
-		here := fmt.Sprintf("%s[%d]", path, i)
-		if c.steps(here+".steps", s.GetSteps(), depth+1) || c.steps(here+".on_error", s.GetOnError(), depth+1) {
+		if c.steps("steps", s.GetSteps(), depth+1) || c.steps("on_error", s.GetOnError(), depth+1) {
 			return true
 		}
 	}

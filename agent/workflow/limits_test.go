@@ -1,11 +1,9 @@
 package workflow
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -38,53 +36,6 @@ func groups(n, size int) *casarev1.Workflow {
 			group.Steps = append(group.Steps, &casarev1.Step{Id: "dup", Uses: "log", With: message("x")})
 		}
 		wf.Steps = append(wf.Steps, group)
-	}
-	return wf
-}
-
-// largest is the largest workflow the limits allow, and as costly to check
-// as they let it be: MaxSteps steps, one branch nested MaxDepth deep, every
-// step with an if and a message, MaxExpressions different expressions
-// filling MaxExpressionBytes, most of them referring to an earlier step.
-func largest() *casarev1.Workflow {
-	wf := &casarev1.Workflow{Inputs: map[string]*casarev1.InputSpec{"n": {Type: "integer"}}}
-	distinct, bytes := 2, len("inputs.n > 0")+len("size(inputs) + 1")
-	prev := ""
-	add := func(list *[]*casarev1.Step, id string) {
-		s := &casarev1.Step{Id: id, Uses: "log", If: "inputs.n > 0"}
-		src := "size(inputs) + 1"
-		if prev != "" && distinct < MaxExpressions-1 {
-			// Padded so that the different expressions fill the budget.
-			src = "steps." + prev + ".outputs.message + '" + strings.Repeat("x", MaxExpressionBytes/MaxExpressions-len(prev)-28) + "'"
-			distinct++
-			bytes += len(src)
-		}
-		s.With = message("${{ " + src + " }}")
-		*list = append(*list, s)
-		prev = id
-	}
-	group := &casarev1.Step{Id: "deep"}
-	wf.Steps = append(wf.Steps, group)
-	n := 1
-	for d := 2; d < MaxDepth; d++ {
-		next := &casarev1.Step{Id: fmt.Sprintf("deep%d", d)}
-		group.Steps = []*casarev1.Step{next}
-		group = next
-		n++
-	}
-	add(&group.Steps, "bottom")
-	n++
-	for g := 0; n < MaxSteps; g++ {
-		grp := &casarev1.Step{Id: fmt.Sprintf("grp%d", g)}
-		wf.Steps = append(wf.Steps, grp)
-		n++
-		for i := 0; i < 999 && n < MaxSteps; i++ {
-			add(&grp.Steps, fmt.Sprintf("s%d_%d", g, i))
-			n++
-		}
-	}
-	if bytes > MaxExpressionBytes || distinct > MaxExpressions {
-		panic(fmt.Sprintf("largest: %d expressions of %d bytes", distinct, bytes))
 	}
 	return wf
 }
@@ -283,72 +234,5 @@ func TestExpressionBudget(t *testing.T) {
 				t.Fatalf("Validate = %.500v, want one problem with %q", err, tc.err)
 			}
 		})
-	}
-}
-
-func TestValidateStopsWithContext(t *testing.T) {
-	ctx, cancel := context.WithCancel(context.Background())
-	cancel()
-	if err := ValidateContext(ctx, largest(), testCatalogue); !errors.Is(err, context.Canceled) {
-		t.Fatalf("ValidateContext = %v, want context.Canceled", err)
-	}
-}
-
-func TestLargestIsValid(t *testing.T) {
-	wf := largest()
-	if n := count(wf.Steps); n != MaxSteps {
-		t.Fatalf("%d steps", n)
-	}
-	wf.Inputs = map[string]*casarev1.InputSpec{"n": {Type: "integer"}}
-	if err := Validate(wf, testCatalogue); err != nil {
-		t.Fatalf("Validate: %.2000v", err)
-	}
-}
-
-// BenchmarkValidateLargest validates the largest, deepest workflow the
-// limits allow; over 100 ms is a bug.
-func BenchmarkValidateLargest(b *testing.B) {
-	wf := largest()
-	data, _ := protojson.Marshal(wf)
-	b.SetBytes(int64(len(data)))
-	defer reportCPU(b)()
-	for b.Loop() {
-		if err := Validate(wf, testCatalogue); err != nil {
-			b.Fatal(err)
-		}
-	}
-}
-
-// reportCPU adds the process's CPU time per operation to a benchmark: on
-// a busy machine the wall time per operation says more about the other
-// processes than about the code.
-func reportCPU(b *testing.B) func() {
-	cpu := func() time.Duration {
-		var ru syscall.Rusage
-		if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-			b.Fatal(err)
-		}
-		return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-	}
-	start := cpu()
-	return func() {
-		b.ReportMetric(float64(cpu()-start)/float64(b.N), "cpu-ns/op")
-	}
-}
-
-// BenchmarkParseValidateLargest adds decoding the JSON file.
-func BenchmarkParseValidateLargest(b *testing.B) {
-	wf := largest()
-	data, _ := protojson.Marshal(wf)
-	b.SetBytes(int64(len(data)))
-	defer reportCPU(b)()
-	for b.Loop() {
-		wf, err := Parse(data)
-		if err != nil {
-			b.Fatal(err)
-		}
-		if err := Validate(wf, testCatalogue); err != nil {
-			b.Fatal(err)
-		}
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"maps"
 	"reflect"
 	"slices"
+	"strconv"
 	"strings"
 
 	"cel.dev/cel-go/cel"
@@ -202,7 +203,7 @@ func (v *validation) steps(path string, steps []*casarev1.Step, at where) {
 		}
 	}
 	for i, s := range steps {
-		v.step(fmt.Sprintf("%s[%d]", path, i), s, at)
+		v.step(path+"["+strconv.Itoa(i)+"]", s, at)
 	}
 }
 
@@ -244,7 +245,8 @@ func (v *validation) step(path string, s *casarev1.Step, at where) {
 // action checks a step's uses and with against the catalogue.
 func (v *validation) action(path string, s *casarev1.Step, at where) {
 	with := s.GetWith().AsMap()
-	for _, k := range slices.Sorted(maps.Keys(with)) {
+	keys := slices.Sorted(maps.Keys(with))
+	for _, k := range keys {
 		v.value(path+".with."+k, with[k], at)
 	}
 	if v.cat == nil {
@@ -270,7 +272,7 @@ func (v *validation) action(path string, s *casarev1.Step, at where) {
 			v.add(path+".with."+f.Name, "required")
 		}
 	}
-	for _, k := range slices.Sorted(maps.Keys(with)) {
+	for _, k := range keys {
 		f, ok := fields[k]
 		if !ok {
 			v.add(path+".with."+k, "unknown parameter of %s (it takes %s)", a.Name, strings.Join(slices.Sorted(maps.Keys(fields)), ", "))
@@ -381,11 +383,17 @@ func (v *validation) template(path, s string, at where) {
 
 // bare checks the expression of an if, foreach or assert.
 func (v *validation) bare(path, s string, at where, want *cel.Type) {
-	if t, err := expr.ParseTemplate(strings.TrimSpace(s)); err != nil || (t.HasExpr() && !t.Lone()) {
+	src := strings.TrimSpace(s)
+	t, err := expr.ParseTemplate(src)
+	if err != nil || (t.HasExpr() && !t.Lone()) {
 		v.add(path, "write one expression, bare or in one ${{ }}")
 		return
 	}
-	v.expression(path, expr.Bare(s), at, want)
+	if t.Lone() {
+		// As expr.Bare has it, without parsing the template again.
+		src = t.Pieces[0].Expr
+	}
+	v.expression(path, src, at, want)
 }
 
 // expression type-checks src and the names it uses.
@@ -414,6 +422,8 @@ func (v *validation) expression(path, src string, at where, want *cel.Type) {
 		if err == nil {
 			c.out = checked.OutputType()
 			c.refs = expr.References(checked)
+			// Sorted and each once, as the problems list them.
+			c.refs.Idents = slices.Compact(slices.Sorted(slices.Values(c.refs.Idents)))
 		}
 		if v.compiled == nil {
 			v.compiled = map[string]compiled{}
@@ -448,7 +458,7 @@ func (v *validation) expression(path, src string, at where, want *cel.Type) {
 			}
 		}
 	}
-	for _, id := range slices.Compact(slices.Sorted(slices.Values(refs.Idents))) {
+	for _, id := range refs.Idents {
 		switch {
 		case (id == expr.Item || id == expr.Index) && !at.inLoop:
 			v.add(path, "${{ %s }}: %s exists only inside a foreach", src, id)

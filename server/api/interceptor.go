@@ -113,6 +113,12 @@ func (s *validatingStream) Receive(msg any) error {
 	if err := s.ServerStream.Receive(msg); err != nil {
 		return err
 	}
+	return checkRequest(s.validator, msg)
+}
+
+// checkRequest checks a request message against its protovalidate rules,
+// and a workflow in it against the size limits first.
+func checkRequest(validator protovalidate.Validator, msg any) error {
 	m, ok := msg.(proto.Message)
 	if !ok {
 		return nil
@@ -124,7 +130,7 @@ func (s *validatingStream) Receive(msg any) error {
 			return workflowError(err)
 		}
 	}
-	return validationError(s.validator.Validate(m))
+	return validationError(validator.Validate(m))
 }
 
 // validationError converts a protovalidate error to an InvalidArgument error

@@ -226,10 +226,17 @@ type Step struct {
 	// steps.ID.outputs.NAME, so it must be a valid identifier.
 	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
 	// Human readable name shown in logs.
+	//
+	// The rules of name, uses, if and foreach all hold for the empty
+	// string, so they are not evaluated on one: most steps leave some of
+	// these out, and evaluating the rules of every step's empty strings was
+	// a third of checking a large workflow's rules.
 	Name string `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
 	// The action, named family.action (browser.click) or a core step (log).
 	Uses string `protobuf:"bytes,3,opt,name=uses,proto3" json:"uses,omitempty"`
-	// Parameters of the action; strings may hold ${{ expression }}.
+	// Parameters of the action; strings may hold ${{ expression }}. A
+	// Struct has no rules to check, so protovalidate does not walk one: the
+	// workflow package checks what a with holds.
 	With *structpb.Struct `protobuf:"bytes,4,opt,name=with,proto3" json:"with,omitempty"`
 	// CEL condition; the step runs only when it is true.
 	If string `protobuf:"bytes,5,opt,name=if,proto3" json:"if,omitempty"`
@@ -900,14 +907,14 @@ const file_casare_v1_workflow_proto_rawDesc = "" +
 	"\brequired\x18\x02 \x01(\bR\brequired\x120\n" +
 	"\adefault\x18\x03 \x01(\v2\x16.google.protobuf.ValueR\adefault\x12.\n" +
 	"\vdescription\x18\x04 \x01(\tB\f\xbaH\tr\a\xc8\xc6'\x01\x18\x80 R\vdescription\x12\x16\n" +
-	"\x06secret\x18\x05 \x01(\bR\x06secret\"\xc8\x04\n" +
+	"\x06secret\x18\x05 \x01(\bR\x06secret\"\xdc\x04\n" +
 	"\x04Step\x127\n" +
-	"\x02id\x18\x01 \x01(\tB'\xbaH$r\"\xc8\xc6'\x01\x10\x01\x18@2\x18^[A-Za-z_][A-Za-z0-9_]*$R\x02id\x12 \n" +
-	"\x04name\x18\x02 \x01(\tB\f\xbaH\tr\a\xc8\xc6'\x01\x18\x80\x02R\x04name\x12J\n" +
-	"\x04uses\x18\x03 \x01(\tB6\xbaH3r1\xc8\xc6'\x01\x18\x80\x012(^([a-z][a-z0-9_]*(\\.[a-z][a-z0-9_]*)*)?$R\x04uses\x12+\n" +
-	"\x04with\x18\x04 \x01(\v2\x17.google.protobuf.StructR\x04with\x12\x1c\n" +
-	"\x02if\x18\x05 \x01(\tB\f\xbaH\tr\a\xc8\xc6'\x01\x18\x80 R\x02if\x12&\n" +
-	"\aforeach\x18\x06 \x01(\tB\f\xbaH\tr\a\xc8\xc6'\x01\x18\x80 R\aforeach\x12+\n" +
+	"\x02id\x18\x01 \x01(\tB'\xbaH$r\"\xc8\xc6'\x01\x10\x01\x18@2\x18^[A-Za-z_][A-Za-z0-9_]*$R\x02id\x12#\n" +
+	"\x04name\x18\x02 \x01(\tB\x0f\xbaH\f\xd8\x01\x01r\a\xc8\xc6'\x01\x18\x80\x02R\x04name\x12M\n" +
+	"\x04uses\x18\x03 \x01(\tB9\xbaH6\xd8\x01\x01r1\xc8\xc6'\x01\x18\x80\x012(^([a-z][a-z0-9_]*(\\.[a-z][a-z0-9_]*)*)?$R\x04uses\x123\n" +
+	"\x04with\x18\x04 \x01(\v2\x17.google.protobuf.StructB\x06\xbaH\x03\xd8\x01\x03R\x04with\x12\x1f\n" +
+	"\x02if\x18\x05 \x01(\tB\x0f\xbaH\f\xd8\x01\x01r\a\xc8\xc6'\x01\x18\x80 R\x02if\x12)\n" +
+	"\aforeach\x18\x06 \x01(\tB\x0f\xbaH\f\xd8\x01\x01r\a\xc8\xc6'\x01\x18\x80 R\aforeach\x12+\n" +
 	"\vparallelism\x18\a \x01(\x05B\t\xbaH\x06\x1a\x04\x18@(\x00R\vparallelism\x120\n" +
 	"\x05steps\x18\b \x03(\v2\x0f.casare.v1.StepB\t\xbaH\x06\x92\x01\x03\x10\xe8\aR\x05steps\x12&\n" +
 	"\x05retry\x18\t \x01(\v2\x10.casare.v1.RetryR\x05retry\x12=\n" +

@@ -1,0 +1,64 @@
+package workflow_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+
+	"google.golang.org/protobuf/encoding/protojson"
+
+	"github.com/casarerpa/casare/agent/step/library"
+	"github.com/casarerpa/casare/agent/workflow"
+	"github.com/casarerpa/casare/agent/workflow/workflowtest"
+)
+
+// catalogue is the one the control plane checks workflows against.
+var catalogue = library.Catalogue(library.Config{})
+
+func TestValidateStopsWithContext(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := workflow.ValidateContext(ctx, workflowtest.Largest(), catalogue); !errors.Is(err, context.Canceled) {
+		t.Fatalf("ValidateContext = %v, want context.Canceled", err)
+	}
+}
+
+func TestLargestIsValid(t *testing.T) {
+	wf := workflowtest.Largest()
+	if n := workflowtest.Count(wf.Steps); n != workflow.MaxSteps {
+		t.Fatalf("%d steps", n)
+	}
+	if err := workflow.Validate(wf, catalogue); err != nil {
+		t.Fatalf("Validate: %.2000v", err)
+	}
+}
+
+// BenchmarkValidateLargest validates the largest, deepest workflow the
+// limits allow; over 100 ms is a bug.
+func BenchmarkValidateLargest(b *testing.B) {
+	wf := workflowtest.Largest()
+	data, _ := protojson.Marshal(wf)
+	b.SetBytes(int64(len(data)))
+	defer workflowtest.ReportCPU(b)()
+	for b.Loop() {
+		if err := workflow.Validate(wf, catalogue); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkParseValidateLargest adds decoding the JSON file.
+func BenchmarkParseValidateLargest(b *testing.B) {
+	data, _ := protojson.Marshal(workflowtest.Largest())
+	b.SetBytes(int64(len(data)))
+	defer workflowtest.ReportCPU(b)()
+	for b.Loop() {
+		wf, err := workflow.Parse(data)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := workflow.Validate(wf, catalogue); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
