@@ -306,6 +306,9 @@ func (d *Dispatcher) forget(r *robot, reason string) {
 	}
 }
 
+// registryWait bounds the registry read a lost robot's jobs wait for.
+const registryWait = 5 * time.Second
+
 // registeredElsewhere says whether the registry holds a newer session of
 // the robot than the one it had here. When the registry cannot say, the
 // jobs go back as before: the transition that does so fails as well then,
@@ -314,7 +317,10 @@ func (d *Dispatcher) registeredElsewhere(r *robot) bool {
 	if r.session.IsZero() {
 		return false
 	}
-	row, err := d.opts.Store.GetRobot(context.Background(), r.id)
+	// Bounded: a hung database must not hold up the robot's loss here.
+	ctx, cancel := context.WithTimeout(context.Background(), registryWait)
+	defer cancel()
+	row, err := d.opts.Store.GetRobot(ctx, r.id)
 	if err != nil {
 		return false
 	}
