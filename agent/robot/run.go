@@ -13,6 +13,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"runtime"
+	"strings"
 	"sync"
 	"time"
 
@@ -228,8 +229,11 @@ type runner struct {
 	opts Options
 	id   *Identity
 	log  *slog.Logger
-	// servers are the replicas to dial, one after the other as they fail.
+	// servers are the replicas to dial, raced (see race).
 	servers *servers
+	// lastRTT is the last connection's round trip time, which sets how
+	// long the next dial waits before racing another replica.
+	lastRTT time.Duration
 	tls     *tls.Config
 	state   State
 	// stop ends the robot once it has drained.
@@ -264,23 +268,28 @@ func (r *runner) set(s State, attrs ...any) {
 // session runs one connection; registered says it got as far as the
 // control plane's welcome.
 func (r *runner) session(ctx context.Context) (registered bool, err error) {
-	server := r.servers.pick(ctx)
-	r.set(Connecting, "server", server.addr)
-	tlsConf := r.tls.Clone()
-	tlsConf.ServerName = server.serverName
-	dialCtx, cancel := context.WithTimeout(ctx, 15*time.Second)
-	conn, err := quic.DialAddr(dialCtx, server.addr, tlsConf, &quic.Config{
+	round := r.servers.round(ctx)
+	addrs := make([]string, len(round))
+	for i, t := range round {
+		addrs[i] = t.addr
+	}
+	r.set(Connecting, "servers", strings.Join(addrs, ","))
+	won, err := race(ctx, round, stagger(r.lastRTT), quicDial(r.tls, &quic.Config{
 		MaxIdleTimeout: time.Minute,
 		// A quiet connection is pinged this often, so the robot knows
 		// when the control plane stops answering (see liveness).
 		KeepAlivePeriod: r.opts.Liveness,
-	})
-	cancel()
+	}))
 	if err != nil {
 		return false, err
 	}
-	defer conn.CloseWithError(0, "robot stopping")
-	r.set(Connected)
+	conn := won.conn
+	r.servers.dialled(won.index)
+	defer func() {
+		r.lastRTT = conn.ConnectionStats().SmoothedRTT
+		conn.CloseWithError(0, "robot stopping")
+	}()
+	r.set(Connected, "server", round[won.index].addr)
 	stream, err := conn.OpenStreamSync(ctx)
 	if err != nil {
 		return false, err

@@ -11,9 +11,8 @@ import (
 
 // servers is the list of control plane addresses a robot may dial: the
 // replicas it was given (host:port, comma separated), each name expanded
-// to every address DNS gives it. A robot whose replica failed it dials
-// the next one, so a dead or frozen replica costs one failed dial, not a
-// wait for it to come back.
+// to every address DNS gives it. A robot races them (see race), so a dead
+// or frozen replica costs a stagger, not a dial timeout.
 type servers struct {
 	entries []string // host:port as given
 	// lookup resolves a host name to its addresses; net's resolver unless
@@ -21,8 +20,8 @@ type servers struct {
 	lookup func(ctx context.Context, host string) ([]string, error)
 
 	mu    sync.Mutex
-	addrs []target // the current round, expanded
-	next  int
+	addrs []target // the last round, expanded
+	next  int      // where the next round starts in addrs
 }
 
 // target is one address to dial and the name its certificate must carry.
@@ -51,19 +50,29 @@ func parseServers(list string) (*servers, error) {
 	return s, nil
 }
 
-// pick returns the address to dial now. The addresses go round in turn;
-// a new round resolves the names again, so replicas added to or removed
-// from a DNS name are seen. A name that does not resolve is dialled as it
-// is and fails there with the resolver's reason.
-func (s *servers) pick(ctx context.Context) target {
+// round returns the addresses to race now, every replica once. Each
+// round resolves the names again, so replicas added to or removed from a
+// DNS name are seen, and starts after the replica the last connection
+// went to (see dialled), so a robot that lost its replica tries the
+// others first. A name that does not resolve is dialled as it is and
+// fails there with the resolver's reason.
+func (s *servers) round(ctx context.Context) []target {
+	addrs := s.expand(ctx)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.next >= len(s.addrs) {
-		s.addrs, s.next = s.expand(ctx), 0
-	}
-	t := s.addrs[s.next]
-	s.next++
-	return t
+	s.addrs = addrs
+	first := s.next % len(addrs)
+	// The next round starts one further on even if this one wins nothing,
+	// so a replica that hangs every dial is not always the first tried.
+	s.next = first + 1
+	return append(addrs[first:len(addrs):len(addrs)], addrs[:first]...)
+}
+
+// dialled says the connection went to the i-th address of the last round.
+func (s *servers) dialled(i int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.next = (s.next - 1 + i + 1) % max(len(s.addrs), 1)
 }
 
 func (s *servers) expand(ctx context.Context) []target {

@@ -814,7 +814,7 @@ func (c *chaos) connectivity(rep *chaosReport) {
 		var regs []registration
 		for _, log := range a.logs {
 			var down time.Time // when it last lost its replica; zero while registered
-			dialling := -1
+			dialling := -1 // the replica of the last connection
 			for line := range strings.SplitSeq(log.String(), "\n") {
 				if !strings.Contains(line, `msg="robot state"`) {
 					continue
@@ -824,7 +824,8 @@ func (c *chaos) connectivity(rep *chaosReport) {
 					continue
 				}
 				switch field(line, "state") {
-				case "CONNECTING":
+				case "CONNECTED":
+					// The robot races the replicas; this names the winner.
 					dialling = a.relay.index(field(line, "server"))
 				case "REGISTERED":
 					if !down.IsZero() && !c.faultedDuring(a.name, down, at) {
