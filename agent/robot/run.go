@@ -70,7 +70,8 @@ type Options struct {
 	// Liveness is how often a quiet connection is checked: a control
 	// plane that stops answering is probed this often, so one that
 	// restarted is noticed (by its stateless reset) within about twice
-	// this. Zero means a second.
+	// this, and one that answers nothing for three times this is given
+	// up for another replica. Zero means a second.
 	Liveness time.Duration
 }
 
@@ -81,6 +82,10 @@ const (
 	fastRetryFor = time.Minute
 	fastRetryMax = time.Second
 	resetSpread  = 200 * time.Millisecond
+	// abandonAfter is how many liveness periods of silence, keep-alives
+	// unanswered, make the robot give up a connection and race the
+	// replicas again.
+	abandonAfter = 3
 )
 
 // RefusedError is why Run gave up: the control plane refuses this robot
@@ -398,7 +403,7 @@ func (r *runner) session(ctx context.Context) (registered bool, err error) {
 	}
 	liveness := time.NewTicker(r.opts.Liveness / 2)
 	defer liveness.Stop()
-	quiet := newQuietWatch(conn, r.opts.Liveness)
+	quiet := newQuietWatch(conn)
 	for {
 		select {
 		case <-ctx.Done():
@@ -425,9 +430,16 @@ func (r *runner) session(ctx context.Context) (registered bool, err error) {
 			}
 		case err := <-lost:
 			return true, fmt.Errorf("connection lost: %w", err)
-		case <-liveness.C:
-			if !quiet.quiet(time.Now()) {
+		case now := <-liveness.C:
+			silence, grace := quiet.silence(now)
+			if silence <= r.opts.Liveness+grace {
 				continue
+			}
+			if silence > abandonAfter*r.opts.Liveness+grace {
+				// Not even the keep-alives are answered: the replica is dead,
+				// frozen or cut off. Another may answer at once; waiting for
+				// the idle timeout would outlast the jobs' lease.
+				return true, fmt.Errorf("connection lost: the control plane has sent nothing for %s", silence.Round(10*time.Millisecond))
 			}
 			// Keep-alive pings are too small to draw a stateless reset
 			// from a restarted control plane, and quic-go backs their
@@ -451,28 +463,26 @@ func (r *runner) session(ctx context.Context) (registered bool, err error) {
 	}
 }
 
-// quietWatch tells when the control plane has sent nothing for longer than
-// a keep-alive's answer can take.
+// quietWatch tells how long the control plane has sent nothing.
 type quietWatch struct {
 	conn     *quic.Conn
-	after    time.Duration
 	received uint64
 	at       time.Time
 }
 
-func newQuietWatch(conn *quic.Conn, liveness time.Duration) *quietWatch {
-	return &quietWatch{conn: conn, after: liveness, received: conn.ConnectionStats().PacketsReceived, at: time.Now()}
+func newQuietWatch(conn *quic.Conn) *quietWatch {
+	return &quietWatch{conn: conn, received: conn.ConnectionStats().PacketsReceived, at: time.Now()}
 }
 
-func (q *quietWatch) quiet(now time.Time) bool {
+// silence is how long no packet has come at now, and the allowance for
+// the round trips a keep-alive's answer takes: a healthy idle connection
+// hears one every liveness period, give or take that.
+func (q *quietWatch) silence(now time.Time) (silence, grace time.Duration) {
 	stats := q.conn.ConnectionStats()
 	if stats.PacketsReceived != q.received {
 		q.received, q.at = stats.PacketsReceived, now
-		return false
 	}
-	// A healthy idle connection hears at least a keep-alive's answer
-	// every liveness period, give or take a few round trips.
-	return now.Sub(q.at) > q.after+max(500*time.Millisecond, 4*stats.SmoothedRTT)
+	return now.Sub(q.at), max(500*time.Millisecond, 4*stats.SmoothedRTT)
 }
 
 // refusedMessage is the control plane's explicit refusal of the robot.

@@ -814,7 +814,7 @@ func (c *chaos) connectivity(rep *chaosReport) {
 		var regs []registration
 		for _, log := range a.logs {
 			var down time.Time // when it last lost its replica; zero while registered
-			dialling := -1 // the replica of the last connection
+			dialling := -1     // the replica of the last connection
 			for line := range strings.SplitSeq(log.String(), "\n") {
 				if !strings.Contains(line, `msg="robot state"`) {
 					continue
