@@ -44,16 +44,29 @@ const (
 	faultCutAgent     = "drop agent UDP"
 )
 
+// pgDown is the target of the span PostgreSQL was actually down, within
+// the longer one its fault holds it.
+const pgDown = "postgres down"
+
 var faultKinds = []string{faultKillReplica, faultStopReplica, faultKillAgent, faultRestartRedis, faultStopPostgres, faultCutAgent}
 
 const (
-	chaosReplicas  = 3
-	chaosHeartbeat = time.Second
+	chaosReplicas = 3
+	// The heartbeat gives robots a lease of 6s (see gateway.Lease): longer
+	// than a robot takes to give up a dead or frozen replica and register
+	// with another, so their running jobs go on, and short enough that a
+	// robot that is really gone loses its jobs (after 12s) within the run.
+	chaosHeartbeat = 4 * time.Second
 	// An execution runs this long between its start and end records: long
-	// enough for two executions to overlap measurably. One job in four
-	// runs longer than the control plane takes to give up on a robot.
+	// enough for two executions to overlap measurably. One job in six runs
+	// longer than the control plane takes to give up on a robot.
 	chaosJobDelay     = 400 * time.Millisecond
-	chaosLongJobDelay = 6 * time.Second
+	chaosLongJobDelay = 15 * time.Second
+	chaosLongJobEvery = 6
+	// A job is submitted this often: about half of what the robots can
+	// run while the faults go on, so what is left at the end is the
+	// faults' doing, not a backlog the suite built.
+	chaosSubmitEvery = 400 * time.Millisecond
 )
 
 // chaos is one run of the fault suite: the processes it owns and what it
@@ -72,7 +85,8 @@ type chaos struct {
 	busy     map[string]bool // what a fault in progress holds: "replica1", "agent3", "postgres", "redis"
 	faulted  []faultSpan     // every fault, for the report
 	lastHeal time.Time
-	errs     []string // what went wrong in the suite itself
+	end      time.Time // when inject starts no more faults
+	errs     []string  // what went wrong in the suite itself
 }
 
 type faultSpan struct {
@@ -275,7 +289,7 @@ func newSubmitter(c *chaos) *submitter {
 
 func (s *submitter) run(ctx context.Context) {
 	short, long := s.c.chaosWorkflow(chaosJobDelay), s.c.chaosWorkflow(chaosLongJobDelay)
-	tick := time.NewTicker(300 * time.Millisecond)
+	tick := time.NewTicker(chaosSubmitEvery)
 	defer tick.Stop()
 	var wg sync.WaitGroup
 	defer wg.Wait()
@@ -287,7 +301,7 @@ func (s *submitter) run(ctx context.Context) {
 		}
 		key := fmt.Sprintf("chaos-%05d", n)
 		wf := short
-		if n%4 == 3 {
+		if n%chaosLongJobEvery == chaosLongJobEvery-1 {
 			wf = long
 		}
 		wg.Add(1)
@@ -345,6 +359,9 @@ func (c *chaos) inject(d time.Duration, n int) {
 	defer wg.Wait()
 	every := d / time.Duration(max(n, 1))
 	end := time.Now().Add(d)
+	c.mu.Lock()
+	c.end = end
+	c.mu.Unlock()
 	for i := 0; i < n && time.Now().Before(end); i++ {
 		next := time.Now().Add(every)
 		for range 20 {
@@ -503,6 +520,7 @@ func (c *chaos) startFault(wg *sync.WaitGroup, kind string) bool {
 		if !c.hold("postgres") {
 			return false
 		}
+		down := time.Now()
 		if err := c.pg.Stop(); err != nil {
 			c.fail("stop PostgreSQL: %v", err)
 		}
@@ -512,10 +530,14 @@ func (c *chaos) startFault(wg *sync.WaitGroup, kind string) bool {
 			if err := c.pg.Start(); err != nil {
 				c.fail("start PostgreSQL: %v", err)
 			}
-			// The database stays up at least as long as it was away: a
-			// control plane without one most of the time runs no jobs,
-			// and the run would measure only the backlog.
-			time.Sleep(outage)
+			c.mu.Lock()
+			c.faulted = append(c.faulted, faultSpan{kind: faultStopPostgres, target: pgDown, from: down, to: time.Now()})
+			c.mu.Unlock()
+			// The database stays up three times as long as it was away: a
+			// control plane without one runs no jobs, and one without it
+			// half the time would measure only the backlog. No fault
+			// starts after the run's end, so none need be kept off then.
+			time.Sleep(min(3*outage, time.Until(c.end)))
 		})
 		return true
 	}
@@ -669,6 +691,10 @@ type chaosReport struct {
 	maxWithoutRobot    string
 	maxReregister      time.Duration
 	reregisters        int
+	reregistersNoDB    int      // while PostgreSQL was down too, so not timed
+	carried            int      // executions running when their robot's replica was lost
+	cutShort           []string // of those, stopped though the robot found another replica
+	cutByOther         int      // of those, stopped by another fault
 	executions         int
 	unanswered         int // jobs that ran though their submit got no answer
 }
@@ -797,15 +823,16 @@ func (c *chaos) check(sub *submitter, healed time.Time) *chaosReport {
 			}
 		}
 	}
-	c.connectivity(rep)
+	c.connectivity(rep, execs)
 	return rep
 }
 
 // connectivity reads the agents' logs: how long each robot was without a
 // replica (from losing its connection to its next welcome), leaving out
-// the times the suite cut it off or killed it, and how soon the robots of
-// a killed replica were registered with another.
-func (c *chaos) connectivity(rep *chaosReport) {
+// the times the suite cut it off or killed it, how soon the robots of a
+// killed or frozen replica were registered with another, and whether the
+// executions they were running then went on to their end.
+func (c *chaos) connectivity(rep *chaosReport, execs []execution) {
 	type registration struct {
 		at, lost time.Time // lost is zero while it holds
 		replica  int
@@ -814,6 +841,7 @@ func (c *chaos) connectivity(rep *chaosReport) {
 		var regs []registration
 		for _, log := range a.logs {
 			var down time.Time // when it last lost its replica; zero while registered
+			var last time.Time // the last line's time
 			dialling := -1     // the replica of the last connection
 			for line := range strings.SplitSeq(log.String(), "\n") {
 				if !strings.Contains(line, `msg="robot state"`) {
@@ -823,6 +851,7 @@ func (c *chaos) connectivity(rep *chaosReport) {
 				if err != nil {
 					continue
 				}
+				last = at
 				switch field(line, "state") {
 				case "CONNECTED":
 					// The robot races the replicas; this names the winner.
@@ -845,14 +874,18 @@ func (c *chaos) connectivity(rep *chaosReport) {
 				}
 			}
 			// A killed agent logs nothing more; its next run starts over.
+			// The last run's registration holds to the end.
 			if n := len(regs); n > 0 && regs[n-1].lost.IsZero() {
-				regs[n-1].lost = time.Now()
+				regs[n-1].lost = last
+				if log == a.logs[len(a.logs)-1] {
+					regs[n-1].lost = time.Now()
+				}
 			}
 		}
 		// For every kill of the replica this robot was on, the time until
 		// it was registered with another.
 		for _, f := range c.faulted {
-			if f.kind != faultKillReplica {
+			if f.kind != faultKillReplica && f.kind != faultStopReplica {
 				continue
 			}
 			idx := -1
@@ -865,21 +898,55 @@ func (c *chaos) connectivity(rep *chaosReport) {
 				// A robot the suite killed or cut off meanwhile is left out.
 				if g.replica == idx && g.at.Before(f.from) && !g.lost.Before(f.from) && i+1 < len(regs) &&
 					!c.faultedDuring(a.name, f.from.Add(-time.Second), regs[i+1].at) {
+					if c.faultedDuring(pgDown, f.from, regs[i+1].at) {
+						// No replica registers a robot without its database.
+						rep.reregistersNoDB++
+						c.carriedOver(rep, a.name, f, regs[i+1].at, execs)
+						continue
+					}
 					rep.reregisters++
 					if d := regs[i+1].at.Sub(f.from); d > rep.maxReregister {
 						rep.maxReregister = d
 					}
+					c.carriedOver(rep, a.name, f, regs[i+1].at, execs)
 				}
 			}
 		}
 	}
 }
 
-// faultedDuring says whether the suite killed or cut off the agent at some
-// point between from and to.
-func (c *chaos) faultedDuring(agent string, from, to time.Time) bool {
+// carriedOver checks the executions a robot was running when its replica
+// was killed or frozen: each should go on to its end, the robot keeping
+// it through the move to another replica. One the robot had to stop
+// because PostgreSQL was down too, so no replica could register it, is
+// another fault's doing and counted apart, and so is one ended by a fault
+// of the robot itself (killed, cut off).
+func (c *chaos) carriedOver(rep *chaosReport, robot string, lost faultSpan, registered time.Time, execs []execution) {
+	for _, e := range execs {
+		if e.robot != robot || !e.from.Before(lost.from) || !e.to.After(lost.from) {
+			continue
+		}
+		rep.carried++
+		if e.ended {
+			continue
+		}
+		// e.to is when the robot was killed, if it was: up to a second
+		// past it, so the kill itself is found.
+		if c.faultedDuring(pgDown, lost.from, registered) || c.faultedDuring(robot, lost.from, e.to.Add(time.Second)) {
+			rep.cutByOther++
+			continue
+		}
+		rep.cutShort = append(rep.cutShort, fmt.Sprintf("%s attempt %d on %s, running when %s was %s at %s, re-registered at %s",
+			e.job, e.attempt, robot, lost.target, map[string]string{faultKillReplica: "killed", faultStopReplica: "frozen"}[lost.kind],
+			lost.from.Format("15:04:05.000"), registered.Format("15:04:05.000")))
+	}
+}
+
+// faultedDuring says whether a fault held the target (an agent the suite
+// killed or cut off, pgDown) at some point between from and to.
+func (c *chaos) faultedDuring(target string, from, to time.Time) bool {
 	for _, f := range c.faulted {
-		if f.target == agent && f.from.Before(to) && f.to.After(from) {
+		if f.target == target && f.from.Before(to) && f.to.After(from) {
 			return true
 		}
 	}
@@ -933,8 +1000,12 @@ func (r *chaosReport) table() string {
 	row("jobs with executions beyond their attempts", len(r.beyond))
 	row("jobs non-terminal 60s after the last fault", len(r.stuck))
 	row("longest time a robot was without a replica", fmt.Sprintf("%s (%s)", r.maxWithout.Round(10*time.Millisecond), r.maxWithoutRobot))
-	row("robots of a killed replica re-registered", r.reregisters)
+	row("robots of a killed or frozen replica re-registered", r.reregisters)
 	row("  longest time to register elsewhere", r.maxReregister.Round(10*time.Millisecond))
+	row("  while PostgreSQL was down too (not timed)", r.reregistersNoDB)
+	row("  jobs they were running", r.carried)
+	row("    cut short (restarted)", len(r.cutShort))
+	row("    cut short by another fault too", r.cutByOther)
 	return b.String()
 }
 
@@ -954,5 +1025,9 @@ func (r *chaosReport) failures() []string {
 	list("attempts that ran at once on two robots", r.concurrent)
 	list("executions beyond the attempts", r.beyond)
 	list("jobs non-terminal 60s after the last fault", r.stuck)
+	list("jobs cut short though their robot found another replica", r.cutShort)
+	if r.maxReregister > 10*time.Second {
+		out = append(out, fmt.Sprintf("a robot of a lost replica took %s to register with another, over 10s", r.maxReregister.Round(10*time.Millisecond)))
+	}
 	return out
 }
