@@ -120,6 +120,9 @@ func Run(ctx context.Context, opts Options) error {
 	if err != nil {
 		return err
 	}
+	// Robots started together spread over the replicas rather than all
+	// going to the first.
+	addrs.next = rand.IntN(len(addrs.entries))
 	if opts.MinBackoff <= 0 {
 		opts.MinBackoff = 500 * time.Millisecond
 	}
