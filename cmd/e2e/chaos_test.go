@@ -398,6 +398,19 @@ func (c *chaos) downReplicas() int {
 	return n
 }
 
+// downAgents counts the agents a fault holds.
+func (c *chaos) downAgents() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n := 0
+	for _, a := range c.agents {
+		if c.busy[a.name] {
+			n++
+		}
+	}
+	return n
+}
+
 func (c *chaos) release(target, kind string, from time.Time) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -445,6 +458,12 @@ func (c *chaos) startFault(wg *sync.WaitGroup, kind string) bool {
 			f()
 			c.release(target, kind, from)
 		}()
+	}
+	// A quarter of the robots at most are killed or cut off at once: cuts
+	// last up to a minute, and with more the fleet would be away most of
+	// the run and the suite would measure only that.
+	if (kind == faultKillAgent || kind == faultCutAgent) && c.downAgents() >= max(len(c.agents)/4, 1) {
+		return false
 	}
 	switch kind {
 	case faultKillReplica, faultStopReplica:
@@ -690,6 +709,7 @@ type chaosReport struct {
 	maxWithout         time.Duration
 	maxWithoutRobot    string
 	maxReregister      time.Duration
+	maxReregisterAt    string // the robot and the fault
 	reregisters        int
 	reregistersNoDB    int      // while PostgreSQL was down too, so not timed
 	carried            int      // executions running when their robot's replica was lost
@@ -901,14 +921,15 @@ func (c *chaos) connectivity(rep *chaosReport, execs []execution) {
 					if c.faultedDuring(pgDown, f.from, regs[i+1].at) {
 						// No replica registers a robot without its database.
 						rep.reregistersNoDB++
-						c.carriedOver(rep, a.name, f, regs[i+1].at, execs)
+						c.carriedOver(rep, a.name, f, regs[i+1].at, regs[i+1].lost, execs)
 						continue
 					}
 					rep.reregisters++
 					if d := regs[i+1].at.Sub(f.from); d > rep.maxReregister {
 						rep.maxReregister = d
+						rep.maxReregisterAt = fmt.Sprintf("%s, %s %s at %s", a.name, f.target, map[string]string{faultKillReplica: "killed", faultStopReplica: "frozen"}[f.kind], f.from.Format("15:04:05.000"))
 					}
-					c.carriedOver(rep, a.name, f, regs[i+1].at, execs)
+					c.carriedOver(rep, a.name, f, regs[i+1].at, regs[i+1].lost, execs)
 				}
 			}
 		}
@@ -917,11 +938,10 @@ func (c *chaos) connectivity(rep *chaosReport, execs []execution) {
 
 // carriedOver checks the executions a robot was running when its replica
 // was killed or frozen: each should go on to its end, the robot keeping
-// it through the move to another replica. One the robot had to stop
-// because PostgreSQL was down too, so no replica could register it, is
-// another fault's doing and counted apart, and so is one ended by a fault
-// of the robot itself (killed, cut off).
-func (c *chaos) carriedOver(rep *chaosReport, robot string, lost faultSpan, registered time.Time, execs []execution) {
+// it through the move to another replica. One ended by a fault of the
+// robot itself (killed, cut off) is another fault's doing and counted
+// apart.
+func (c *chaos) carriedOver(rep *chaosReport, robot string, lost faultSpan, registered, lostAgain time.Time, execs []execution) {
 	for _, e := range execs {
 		if e.robot != robot || !e.from.Before(lost.from) || !e.to.After(lost.from) {
 			continue
@@ -932,7 +952,9 @@ func (c *chaos) carriedOver(rep *chaosReport, robot string, lost faultSpan, regi
 		}
 		// e.to is when the robot was killed, if it was: up to a second
 		// past it, so the kill itself is found.
-		if c.faultedDuring(pgDown, lost.from, registered) || c.faultedDuring(robot, lost.from, e.to.Add(time.Second)) {
+		// So is one its robot had to stop after it lost the replica it
+		// moved to as well, or while PostgreSQL was down.
+		if c.faultedDuring(pgDown, lost.from, e.to) || c.faultedDuring(robot, lost.from, e.to.Add(time.Second)) || lostAgain.Before(e.to) {
 			rep.cutByOther++
 			continue
 		}
@@ -1001,7 +1023,7 @@ func (r *chaosReport) table() string {
 	row("jobs non-terminal 60s after the last fault", len(r.stuck))
 	row("longest time a robot was without a replica", fmt.Sprintf("%s (%s)", r.maxWithout.Round(10*time.Millisecond), r.maxWithoutRobot))
 	row("robots of a killed or frozen replica re-registered", r.reregisters)
-	row("  longest time to register elsewhere", r.maxReregister.Round(10*time.Millisecond))
+	row("  longest time to register elsewhere", fmt.Sprintf("%s (%s)", r.maxReregister.Round(10*time.Millisecond), r.maxReregisterAt))
 	row("  while PostgreSQL was down too (not timed)", r.reregistersNoDB)
 	row("  jobs they were running", r.carried)
 	row("    cut short (restarted)", len(r.cutShort))
@@ -1027,7 +1049,7 @@ func (r *chaosReport) failures() []string {
 	list("jobs non-terminal 60s after the last fault", r.stuck)
 	list("jobs cut short though their robot found another replica", r.cutShort)
 	if r.maxReregister > 10*time.Second {
-		out = append(out, fmt.Sprintf("a robot of a lost replica took %s to register with another, over 10s", r.maxReregister.Round(10*time.Millisecond)))
+		out = append(out, fmt.Sprintf("a robot of a lost replica took %s to register with another, over 10s (%s)", r.maxReregister.Round(10*time.Millisecond), r.maxReregisterAt))
 	}
 	return out
 }
