@@ -196,8 +196,9 @@ type Refs struct {
 // References lists what a parsed or checked expression refers to.
 func References(a *cel.Ast) Refs {
 	var r Refs
-	root := ast.NavigateAST(a.NativeRep())
-	for _, e := range ast.MatchDescendants(root, ast.AllMatcher()) {
+	// A plain visit: navigating the AST would wrap every node first, and
+	// the validator lists the references of a thousand expressions.
+	ast.PostOrderVisit(a.NativeRep().Expr(), ast.NewExprVisitor(func(e ast.Expr) {
 		switch e.Kind() {
 		case ast.IdentKind:
 			name := e.AsIdent()
@@ -219,7 +220,7 @@ func References(a *cel.Ast) Refs {
 				}
 			}
 		}
-	}
+	}))
 	return r
 }
 

@@ -3,10 +3,13 @@ package expr
 import (
 	"errors"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 
 	"cel.dev/cel-go/interpreter"
+
+	casarev1 "github.com/casarerpa/casare/rpc/casare/v1"
 )
 
 func TestParseTemplate(t *testing.T) {
@@ -100,6 +103,31 @@ func TestCheckerKnowsInputTypes(t *testing.T) {
 	}
 	if CheckInputTypes := InputType("integer"); CheckInputTypes.String() != "int" {
 		t.Errorf("integer is %s", CheckInputTypes)
+	}
+}
+
+func TestReferences(t *testing.T) {
+	c, err := NewChecker(map[string]*casarev1.InputSpec{"n": {Type: "integer"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Names inside a comprehension, a map and a call's target count, and
+	// a declared input the checker resolved into one name is still read.
+	checked, err := c.Check("steps.a.outputs.rows.all(r, r > inputs.n) && {'k': item}.size() > index && steps.b.x.startsWith(inputs.s)")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := References(checked)
+	slices.Sort(got.Steps)
+	slices.Sort(got.Inputs)
+	slices.Sort(got.Idents)
+	want := Refs{
+		Steps:  []string{"a", "b"},
+		Inputs: []string{"n", "s"},
+		Idents: []string{"@result", "@result", "@result", "index", "inputs", "inputs", "item", "r", "steps", "steps"},
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("References = %+v, want %+v", got, want)
 	}
 }
 
