@@ -131,6 +131,24 @@ func TestReferences(t *testing.T) {
 	}
 }
 
+// TestSyntaxErrorsStopAtTheFirst checks that the parser gives up after the
+// first syntax error rather than recovering to report what follows from
+// it, which took milliseconds for an expression like [[[[...
+func TestSyntaxErrorsStopAtTheFirst(t *testing.T) {
+	for src, want := range map[string]string{
+		"{'a': 1, 'b' 2, 'c' 3}": "column 14: Syntax error: missing ':' at '2'",
+		strings.Repeat("[", 64):  "column 65: Syntax error: mismatched input '<EOF>'",
+	} {
+		_, err := base.Parse(src)
+		if got := issuesError(err).Error(); got != want {
+			t.Errorf("%.20s: %q, want %q", src, got, want)
+		}
+		if _, err := Compile(src, 0); err == nil || err.Error() != want {
+			t.Errorf("Compile(%.20s) = %v, want %q", src, err, want)
+		}
+	}
+}
+
 func TestCheckInput(t *testing.T) {
 	for _, tc := range []struct {
 		typ  string
@@ -154,6 +172,22 @@ func TestCheckInput(t *testing.T) {
 		}
 		if err != nil || !reflect.DeepEqual(got, tc.want) {
 			t.Errorf("%s %v = %#v, %v", tc.typ, tc.in, got, err)
+		}
+	}
+}
+
+// BenchmarkCheckSyntaxError checks an expression whose syntax error sends
+// the parser back through 64 open brackets: a workflow may hold a
+// thousand different ones.
+func BenchmarkCheckSyntaxError(b *testing.B) {
+	c, err := NewChecker(nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	src := strings.Repeat("[", 64)
+	for b.Loop() {
+		if _, err := c.Check(src); err == nil {
+			b.Fatal("no error")
 		}
 	}
 }
