@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/casarerpa/casare/agent/step/library"
 	"github.com/casarerpa/casare/agent/workflow"
@@ -30,6 +31,17 @@ func TestLargestIsValid(t *testing.T) {
 	}
 	if err := workflow.Validate(wf, catalogue); err != nil {
 		t.Fatalf("Validate: %.2000v", err)
+	}
+	// It fits in a file and in a request, and fills most of either.
+	data, err := protojson.Marshal(wf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := workflow.Parse(data); err != nil {
+		t.Fatalf("Parse: %v", err)
+	}
+	if n := proto.Size(wf); n > workflow.MaxDefinitionBytes || max(n, len(data)) < workflow.MaxDefinitionBytes*9/10 {
+		t.Fatalf("%d bytes in the binary form, %d as JSON; the limit is %d", n, len(data), workflow.MaxDefinitionBytes)
 	}
 }
 

@@ -13,6 +13,7 @@ import (
 
 	"cel.dev/cel-go/cel"
 	"cel.dev/cel-go/common/types"
+	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/casarerpa/casare/agent/step"
 	"github.com/casarerpa/casare/agent/workflow/expr"
@@ -122,6 +123,10 @@ type validation struct {
 	finished map[string]bool
 	walked   int
 
+	// in backs the way into the with value being checked (site.in):
+	// values nest at most MaxValueDepth deep, so one array serves them all.
+	in []elem
+
 	params     map[string]params
 	compiled   map[string]compiled
 	exprCount  int
@@ -151,6 +156,59 @@ func (v *validation) addProblem(p string) {
 // quote shows an expression in a problem, cut short.
 func quote(src string) string { return expr.Truncate(src, maxQuoted) }
 
+// site is where a value or an expression is, written out only for a
+// problem: most have none, and writing out the path of every value of a
+// large with took longer than checking the values.
+type site struct {
+	path  string // a step's or the workflow's, steps[0]
+	field string // a field below path, .if or .with
+	in    []elem // the way into a with value from the field
+}
+
+// elem is a map key, or a list index when it is not a key.
+type elem struct {
+	key   string
+	index int
+	isKey bool
+}
+
+// key is the site of a map's value, index that of a list's. They append
+// to in, which the sites of siblings share: a site is written out, if at
+// all, before the next sibling's is made.
+func (p site) key(k string) site {
+	p.in = append(p.in, elem{key: k, isKey: true})
+	return p
+}
+
+func (p site) index(i int) site {
+	p.in = append(p.in, elem{index: i})
+	return p
+}
+
+func (p site) String() string {
+	if p.field == "" && len(p.in) == 0 {
+		return p.path
+	}
+	var b strings.Builder
+	b.WriteString(p.path)
+	b.WriteString(p.field)
+	for _, e := range p.in {
+		if e.isKey {
+			b.WriteByte('.')
+			b.WriteString(e.key)
+		} else {
+			b.WriteByte('[')
+			b.WriteString(strconv.Itoa(e.index))
+			b.WriteByte(']')
+		}
+	}
+	return b.String()
+}
+
+func (v *validation) addAt(p site, format string, args ...any) {
+	v.add(p.String(), format, args...)
+}
+
 // where says what an expression may refer to at its place, beside the
 // steps that have run.
 type where struct {
@@ -172,11 +230,12 @@ func (v *validation) workflow(wf *casarev1.Workflow) {
 	v.allIDs = map[string]bool{}
 	collectIDs(wf.GetSteps(), v.allIDs)
 	collectIDs(wf.GetOnError(), v.allIDs)
-	v.finished = map[string]bool{}
+	v.finished = make(map[string]bool, len(v.allIDs))
+	v.in = make([]elem, 0, MaxValueDepth+1)
 
 	v.steps("steps", wf.GetSteps(), where{})
 	for _, name := range slices.Sorted(maps.Keys(wf.GetOutputs())) {
-		v.template("outputs."+name, wf.GetOutputs()[name], where{})
+		v.template(site{path: "outputs." + name}, wf.GetOutputs()[name], where{})
 	}
 	// The workflow's handlers run after any step may have failed.
 	v.steps("on_error", wf.GetOnError(), where{inError: true})
@@ -218,11 +277,11 @@ func (v *validation) step(path string, s *casarev1.Step, at where) {
 		v.add(path, "a step needs either uses or nested steps, not both")
 	}
 	if s.GetIf() != "" {
-		v.bare(path+".if", s.GetIf(), at, cel.BoolType)
+		v.bare(site{path: path, field: ".if"}, s.GetIf(), at, cel.BoolType)
 	}
 	inside := at
 	if s.GetForeach() != "" {
-		v.bare(path+".foreach", s.GetForeach(), at, cel.ListType(cel.DynType))
+		v.bare(site{path: path, field: ".foreach"}, s.GetForeach(), at, cel.ListType(cel.DynType))
 		inside.inLoop = true
 	}
 	if s.GetParallelism() > 1 && s.GetForeach() == "" {
@@ -242,12 +301,15 @@ func (v *validation) step(path string, s *casarev1.Step, at where) {
 	v.finished[s.GetId()] = true
 }
 
-// action checks a step's uses and with against the catalogue.
+// action checks a step's uses and with against the catalogue. The with
+// is read as the Struct it is: converting every step's to a map first
+// was a tenth of checking a large workflow.
 func (v *validation) action(path string, s *casarev1.Step, at where) {
-	with := s.GetWith().AsMap()
+	with := s.GetWith().GetFields()
 	keys := slices.Sorted(maps.Keys(with))
+	in := site{path: path, field: ".with", in: v.in[:0]}
 	for _, k := range keys {
-		v.value(path+".with."+k, with[k], at)
+		v.value(in.key(k), with[k], at)
 	}
 	if v.cat == nil {
 		return
@@ -258,8 +320,8 @@ func (v *validation) action(path string, s *casarev1.Step, at where) {
 		return
 	}
 	if a.Name == "assert" {
-		if c, ok := with["condition"].(string); ok && !strings.Contains(c, "${{") {
-			v.bare(path+".with.condition", c, at, cel.BoolType)
+		if c, ok := with["condition"].GetKind().(*structpb.Value_StringValue); ok && !strings.Contains(c.StringValue, "${{") {
+			v.bare(site{path: path, field: ".with.condition"}, c.StringValue, at, cel.BoolType)
 		}
 	}
 	if a.Params == nil {
@@ -268,7 +330,7 @@ func (v *validation) action(path string, s *casarev1.Step, at where) {
 	params := v.fields(a)
 	fields := params.byName
 	for _, f := range params.list {
-		if _, ok := with[f.Name]; f.Required && (!ok || with[f.Name] == nil) {
+		if f.Required && isNull(with[f.Name]) {
 			v.add(path+".with."+f.Name, "required")
 		}
 	}
@@ -278,13 +340,23 @@ func (v *validation) action(path string, s *casarev1.Step, at where) {
 			v.add(path+".with."+k, "unknown parameter of %s (it takes %s)", a.Name, strings.Join(slices.Sorted(maps.Keys(fields)), ", "))
 			continue
 		}
-		if hasExpression(with[k]) || with[k] == nil {
+		if hasExpression(with[k]) || isNull(with[k]) {
 			continue
 		}
-		if err := decodeLiteral(a.Params, f, with[k]); err != nil {
+		if err := decodeLiteral(a.Params, f, with[k].AsInterface()); err != nil {
 			v.add(path+".with."+k, "%v", err)
 		}
 	}
+}
+
+// isNull reports whether a with value is missing or null, which leaves a
+// parameter unset.
+func isNull(v *structpb.Value) bool {
+	switch v.GetKind().(type) {
+	case nil, *structpb.Value_NullValue:
+		return true
+	}
+	return false
 }
 
 // params are an action's parameters, in order and by name.
@@ -328,18 +400,18 @@ func decodeLiteral(params reflect.Type, f step.Field, value any) error {
 	return errors.New(strings.TrimPrefix(err.Error(), "json: "))
 }
 
-func hasExpression(v any) bool {
-	switch v := v.(type) {
-	case string:
-		return strings.Contains(v, "${{")
-	case map[string]any:
-		for _, e := range v {
+func hasExpression(v *structpb.Value) bool {
+	switch k := v.GetKind().(type) {
+	case *structpb.Value_StringValue:
+		return strings.Contains(k.StringValue, "${{")
+	case *structpb.Value_StructValue:
+		for _, e := range k.StructValue.GetFields() {
 			if hasExpression(e) {
 				return true
 			}
 		}
-	case []any:
-		for _, e := range v {
+	case *structpb.Value_ListValue:
+		for _, e := range k.ListValue.GetValues() {
 			if hasExpression(e) {
 				return true
 			}
@@ -349,55 +421,64 @@ func hasExpression(v any) bool {
 }
 
 // value checks the expressions in every string of a with value.
-func (v *validation) value(path string, val any, at where) {
-	switch val := val.(type) {
-	case string:
-		v.template(path, val, at)
-	case map[string]any:
-		for _, k := range slices.Sorted(maps.Keys(val)) {
-			v.value(path+"."+k, val[k], at)
+func (v *validation) value(p site, val *structpb.Value, at where) {
+	switch k := val.GetKind().(type) {
+	case *structpb.Value_StringValue:
+		v.template(p, k.StringValue, at)
+	case *structpb.Value_StructValue:
+		fields := k.StructValue.GetFields()
+		if len(fields) < 2 {
+			// Nothing to sort: a with of a million empty maps spent
+			// most of its checking sorting their keys.
+			for name, e := range fields {
+				v.value(p.key(name), e, at)
+			}
+			return
 		}
-	case []any:
-		for i, e := range val {
-			v.value(fmt.Sprintf("%s[%d]", path, i), e, at)
+		for _, name := range slices.Sorted(maps.Keys(fields)) {
+			v.value(p.key(name), fields[name], at)
+		}
+	case *structpb.Value_ListValue:
+		for i, e := range k.ListValue.GetValues() {
+			v.value(p.index(i), e, at)
 		}
 	}
 }
 
 // template checks the ${{ }} expressions of a string.
-func (v *validation) template(path, s string, at where) {
+func (v *validation) template(p site, s string, at where) {
 	if !strings.Contains(s, "${{") {
 		return
 	}
 	t, err := expr.ParseTemplate(s)
 	if err != nil {
-		v.add(path, "%v", err)
+		v.addAt(p, "%v", err)
 		return
 	}
-	for _, p := range t.Pieces {
-		if p.IsExpr {
-			v.expression(path, p.Expr, at, nil)
+	for _, piece := range t.Pieces {
+		if piece.IsExpr {
+			v.expression(p, piece.Expr, at, nil)
 		}
 	}
 }
 
 // bare checks the expression of an if, foreach or assert.
-func (v *validation) bare(path, s string, at where, want *cel.Type) {
+func (v *validation) bare(p site, s string, at where, want *cel.Type) {
 	src := strings.TrimSpace(s)
 	t, err := expr.ParseTemplate(src)
 	if err != nil || (t.HasExpr() && !t.Lone()) {
-		v.add(path, "write one expression, bare or in one ${{ }}")
+		v.addAt(p, "write one expression, bare or in one ${{ }}")
 		return
 	}
 	if t.Lone() {
 		// As expr.Bare has it, without parsing the template again.
 		src = t.Pieces[0].Expr
 	}
-	v.expression(path, src, at, want)
+	v.expression(p, src, at, want)
 }
 
 // expression type-checks src and the names it uses.
-func (v *validation) expression(path, src string, at where, want *cel.Type) {
+func (v *validation) expression(p site, src string, at where, want *cel.Type) {
 	c, ok := v.compiled[src]
 	if !ok {
 		// Compiling is most of validation's cost, tens of microseconds
@@ -410,9 +491,9 @@ func (v *validation) expression(path, src string, at where, want *cel.Type) {
 			if !v.overBudget {
 				v.overBudget = true
 				if v.exprCount > MaxExpressions {
-					v.add(path, "more than %d different expressions in the workflow, the limit is %d", MaxExpressions, MaxExpressions)
+					v.addAt(p, "more than %d different expressions in the workflow, the limit is %d", MaxExpressions, MaxExpressions)
 				} else {
-					v.add(path, "more than %s of different expressions in the workflow, the limit is %s", expr.FormatSize(MaxExpressionBytes), expr.FormatSize(MaxExpressionBytes))
+					v.addAt(p, "more than %s of different expressions in the workflow, the limit is %s", expr.FormatSize(MaxExpressionBytes), expr.FormatSize(MaxExpressionBytes))
 				}
 			}
 			return
@@ -432,38 +513,38 @@ func (v *validation) expression(path, src string, at where, want *cel.Type) {
 	}
 	src = quote(src)
 	if c.err != nil {
-		v.add(path, "${{ %s }}: %v", src, c.err)
+		v.addAt(p, "${{ %s }}: %v", src, c.err)
 		return
 	}
 	if want != nil {
 		// A foreach may also walk a map's keys.
 		got := c.out
 		if k := got.Kind(); k != types.DynKind && k != want.Kind() && !(want.Kind() == types.ListKind && k == types.MapKind) {
-			v.add(path, "${{ %s }}: gives %s, want %s", src, got, describeType(want))
+			v.addAt(p, "${{ %s }}: gives %s, want %s", src, got, describeType(want))
 		}
 	}
 	refs := c.refs
 	for _, id := range refs.Steps {
 		switch {
 		case !v.allIDs[id]:
-			v.add(path, "${{ %s }}: steps.%s: no step has id %q", src, id, id)
+			v.addAt(p, "${{ %s }}: steps.%s: no step has id %q", src, id, id)
 		case !v.finished[id]:
-			v.add(path, "${{ %s }}: steps.%s: that step has not run yet here", src, id)
+			v.addAt(p, "${{ %s }}: steps.%s: that step has not run yet here", src, id)
 		}
 	}
 	if len(v.inputs) > 0 {
 		for _, in := range refs.Inputs {
 			if _, ok := v.inputs[in]; !ok {
-				v.add(path, "${{ %s }}: inputs.%s: not an input of the workflow (it takes %s)", src, in, strings.Join(slices.Sorted(maps.Keys(v.inputs)), ", "))
+				v.addAt(p, "${{ %s }}: inputs.%s: not an input of the workflow (it takes %s)", src, in, strings.Join(slices.Sorted(maps.Keys(v.inputs)), ", "))
 			}
 		}
 	}
 	for _, id := range refs.Idents {
 		switch {
 		case (id == expr.Item || id == expr.Index) && !at.inLoop:
-			v.add(path, "${{ %s }}: %s exists only inside a foreach", src, id)
+			v.addAt(p, "${{ %s }}: %s exists only inside a foreach", src, id)
 		case id == expr.Error && !at.inError:
-			v.add(path, "${{ %s }}: error exists only in on_error steps", src)
+			v.addAt(p, "${{ %s }}: error exists only in on_error steps", src)
 		}
 	}
 }

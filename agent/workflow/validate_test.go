@@ -127,6 +127,22 @@ outputs: {all: "${{ steps.c.outputs.message }}"}
 			},
 		},
 		{
+			name: "PathsIntoWith",
+			doc: `steps:
+  - id: a
+    uses: set
+    with:
+      m: {x: ["${{ 1 + }}", {y: "${{ item }}"}], z: "${{ error.message }}"}
+      n: [ok, "${{ index }}"]
+`,
+			want: []string{
+				"steps[0].with.m.x[0]: ${{ 1 + }}: column 4: Syntax error: mismatched input '<EOF>'",
+				"steps[0].with.m.x[1].y: ${{ item }}: item exists only inside a foreach",
+				"steps[0].with.m.z: ${{ error.message }}: error exists only in on_error steps",
+				"steps[0].with.n[1]: ${{ index }}: index exists only inside a foreach",
+			},
+		},
+		{
 			name: "ItemIndexAndError",
 			doc: `steps:
   - {id: a, uses: log, with: {message: "${{ item }}"}}

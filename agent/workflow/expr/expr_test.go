@@ -3,10 +3,13 @@ package expr
 import (
 	"errors"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 
 	"cel.dev/cel-go/interpreter"
+
+	casarev1 "github.com/casarerpa/casare/rpc/casare/v1"
 )
 
 func TestParseTemplate(t *testing.T) {
@@ -103,6 +106,49 @@ func TestCheckerKnowsInputTypes(t *testing.T) {
 	}
 }
 
+func TestReferences(t *testing.T) {
+	c, err := NewChecker(map[string]*casarev1.InputSpec{"n": {Type: "integer"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Names inside a comprehension, a map and a call's target count, and
+	// a declared input the checker resolved into one name is still read.
+	checked, err := c.Check("steps.a.outputs.rows.all(r, r > inputs.n) && {'k': item}.size() > index && steps.b.x.startsWith(inputs.s)")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := References(checked)
+	slices.Sort(got.Steps)
+	slices.Sort(got.Inputs)
+	slices.Sort(got.Idents)
+	want := Refs{
+		Steps:  []string{"a", "b"},
+		Inputs: []string{"n", "s"},
+		Idents: []string{"@result", "@result", "@result", "index", "inputs", "inputs", "item", "r", "steps", "steps"},
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("References = %+v, want %+v", got, want)
+	}
+}
+
+// TestSyntaxErrorsStopAtTheFirst checks that the parser gives up after the
+// first syntax error rather than recovering to report what follows from
+// it, which took milliseconds for an expression like [[[[...
+func TestSyntaxErrorsStopAtTheFirst(t *testing.T) {
+	for src, want := range map[string]string{
+		"{'a': 1, 'b' 2, 'c' 3}": "column 14: Syntax error: missing ':' at '2'",
+		strings.Repeat("[", 64):  "column 65: Syntax error: mismatched input '<EOF>'",
+	} {
+		_, err := base.Parse(src)
+		if got := issuesError(err).Error(); got != want {
+			t.Errorf("%.20s: %q, want %q", src, got, want)
+		}
+		if _, err := Compile(src, 0); err == nil || err.Error() != want {
+			t.Errorf("Compile(%.20s) = %v, want %q", src, err, want)
+		}
+	}
+}
+
 func TestCheckInput(t *testing.T) {
 	for _, tc := range []struct {
 		typ  string
@@ -126,6 +172,22 @@ func TestCheckInput(t *testing.T) {
 		}
 		if err != nil || !reflect.DeepEqual(got, tc.want) {
 			t.Errorf("%s %v = %#v, %v", tc.typ, tc.in, got, err)
+		}
+	}
+}
+
+// BenchmarkCheckSyntaxError checks an expression whose syntax error sends
+// the parser back through 64 open brackets: a workflow may hold a
+// thousand different ones.
+func BenchmarkCheckSyntaxError(b *testing.B) {
+	c, err := NewChecker(nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	src := strings.Repeat("[", 64)
+	for b.Loop() {
+		if _, err := c.Check(src); err == nil {
+			b.Fatal("no error")
 		}
 	}
 }

@@ -4,11 +4,13 @@ package workflowtest
 
 import (
 	"fmt"
-	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/casarerpa/casare/agent/workflow"
@@ -16,33 +18,75 @@ import (
 )
 
 // Largest is the largest workflow the limits allow, and as costly to check
-// as they let it be: workflow.MaxSteps steps, one branch nested
-// workflow.MaxDepth deep, every step with an if and a message,
-// workflow.MaxExpressions different expressions filling
-// workflow.MaxExpressionBytes, most of them referring to an earlier step.
-// It is valid against the core steps.
+// as they let it be. It is valid against the core steps, and it holds:
+//
+//   - workflow.MaxSteps steps, one branch nested workflow.MaxDepth deep;
+//   - on every step every field a step can have, each with the fewest
+//     bytes, since each brings its rules;
+//   - the 256 inputs and outputs a workflow may declare;
+//   - workflow.MaxExpressions different expressions filling
+//     workflow.MaxExpressionBytes, most of them referring to an earlier
+//     step, and each a run of additions of negative numbers: after an
+//     operator, CEL's parser tells a negative number from a negation only
+//     by looking at the whole expression, which makes these the costliest
+//     expressions per byte that we found, fifty times a plain one;
+//   - the rest of workflow.MaxDefinitionBytes, both as JSON and in
+//     protobuf's binary form (the API's default request limit is the
+//     same), in with values that are empty maps: of the values we tried,
+//     the costliest per byte to decode and to walk.
 func Largest() *casarev1.Workflow {
-	wf := &casarev1.Workflow{Inputs: map[string]*casarev1.InputSpec{"n": {Type: "integer"}}}
-	distinct, bytes := 2, len("inputs.n > 0")+len("size(inputs) + 1")
+	wf := &casarev1.Workflow{
+		Inputs:  map[string]*casarev1.InputSpec{"n": {Type: "integer"}},
+		Outputs: map[string]string{},
+	}
+	for i := 1; i < maxPairs; i++ {
+		wf.Inputs[fmt.Sprintf("i%d", i)] = &casarev1.InputSpec{Type: "integer", Default: structpb.NewNumberValue(1)}
+	}
+	for i := range maxPairs {
+		wf.Outputs[fmt.Sprintf("o%d", i)] = "${{ inputs.n }}"
+	}
+	const (
+		cond    = "inputs.n > 0"
+		each    = "[1]"
+		plain   = "size(inputs) + 1"
+		perExpr = workflow.MaxExpressionBytes / workflow.MaxExpressions
+	)
+	distinct, bytes := 4, len("inputs.n")+len(cond)+len(each)+len(plain)
+	second := durationpb.New(time.Second)
+	fill := func(s *casarev1.Step) {
+		s.Name = "n"
+		s.Foreach = each
+		s.Parallelism = 2
+		s.Timeout = second
+		s.Retry = &casarev1.Retry{Attempts: 2, Backoff: second}
+		s.ContinueOnError = true
+	}
 	prev := ""
+	var leaves []*casarev1.Step
 	add := func(list *[]*casarev1.Step, id string) {
-		s := &casarev1.Step{Id: id, Uses: "log", If: "inputs.n > 0"}
-		src := "size(inputs) + 1"
-		if prev != "" && distinct < workflow.MaxExpressions-1 {
-			// Padded so that the different expressions fill the budget.
-			src = "steps." + prev + ".outputs.message + '" + strings.Repeat("x", workflow.MaxExpressionBytes/workflow.MaxExpressions-len(prev)-28) + "'"
+		s := &casarev1.Step{Id: id, Uses: "log", If: cond}
+		fill(s)
+		src := plain
+		if prev != "" && distinct < workflow.MaxExpressions {
+			src = "steps." + prev
+			for len(src)+len("+-1") <= perExpr {
+				src += "+-1"
+			}
 			distinct++
 			bytes += len(src)
 		}
 		s.With = Message("${{ " + src + " }}")
 		*list = append(*list, s)
+		leaves = append(leaves, s)
 		prev = id
 	}
 	group := &casarev1.Step{Id: "deep"}
+	fill(group)
 	wf.Steps = append(wf.Steps, group)
 	n := 1
 	for d := 2; d < workflow.MaxDepth; d++ {
 		next := &casarev1.Step{Id: fmt.Sprintf("deep%d", d)}
+		fill(next)
 		group.Steps = []*casarev1.Step{next}
 		group = next
 		n++
@@ -51,6 +95,7 @@ func Largest() *casarev1.Workflow {
 	n++
 	for g := 0; n < workflow.MaxSteps; g++ {
 		grp := &casarev1.Step{Id: fmt.Sprintf("grp%d", g)}
+		fill(grp)
 		wf.Steps = append(wf.Steps, grp)
 		n++
 		for i := 0; i < 999 && n < workflow.MaxSteps; i++ {
@@ -61,7 +106,51 @@ func Largest() *casarev1.Workflow {
 	if bytes > workflow.MaxExpressionBytes || distinct > workflow.MaxExpressions {
 		panic(fmt.Sprintf("largest: %d expressions of %d bytes", distinct, bytes))
 	}
+	bulk(wf, leaves)
 	return wf
+}
+
+// maxPairs is how many inputs, and outputs, a workflow may declare.
+const maxPairs = 256
+
+// bulk fills what room the definition has left with empty maps, spread
+// over half the leaf steps, which become set steps to hold them.
+func bulk(wf *casarev1.Workflow, leaves []*casarev1.Step) {
+	var holders []*structpb.ListValue
+	for i, s := range leaves {
+		if i%2 == 1 {
+			l := &structpb.ListValue{}
+			s.Uses = "set"
+			s.With.Fields["v"] = structpb.NewListValue(l)
+			holders = append(holders, l)
+		}
+	}
+	// What one more empty map in a list takes in each form: protojson
+	// may or may not put a space after a comma.
+	sample := &structpb.ListValue{Values: make([]*structpb.Value, 100)}
+	for i := range sample.Values {
+		sample.Values[i] = structpb.NewStructValue(&structpb.Struct{})
+	}
+	jsonSample, err := protojson.Marshal(sample)
+	if err != nil {
+		panic(err)
+	}
+	jsonEach := (len(jsonSample) - len("[]") + 99) / 100
+	binaryEach := (proto.Size(sample) + 99) / 100
+	data, err := protojson.Marshal(wf)
+	if err != nil {
+		panic(err)
+	}
+	// Room is left for the name a stored workflow gets and the request
+	// around it.
+	const slack = 16 << 10
+	n := min((workflow.MaxDefinitionBytes-slack-len(data))/jsonEach, (workflow.MaxDefinitionBytes-slack-proto.Size(wf))/binaryEach)
+	for _, l := range holders {
+		l.Values = make([]*structpb.Value, n/len(holders))
+		for i := range l.Values {
+			l.Values[i] = structpb.NewStructValue(&structpb.Struct{})
+		}
+	}
 }
 
 // Message is the with of a log step.
