@@ -97,7 +97,7 @@ type sizedCall struct {
 }
 
 func (c *sizedCall) Eval(a interpreter.Activation) ref.Val {
-	return c.Exec(interpreter.AsFrame(a))
+	return interpreter.EvalActivation(a, c.Exec)
 }
 
 func (c *sizedCall) Exec(f *interpreter.ExecutionFrame) ref.Val {
