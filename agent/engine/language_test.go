@@ -46,7 +46,7 @@ func TestExpressions(t *testing.T) {
 		{
 			name: "a syntax error",
 			wf:   wfOf(logStep("a", "${{ 1 + }}")),
-			err:  "step a: with.message: ${{ 1 + }}: column 4: Syntax error: mismatched input '<EOF>'", business: true,
+			err:  "step a: with.message: ${{ 1 + }}: column 4: Syntax error: mismatched input '<EOF>' expecting expression", business: true,
 		},
 		{
 			name: "an unclosed expression",

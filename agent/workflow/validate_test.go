@@ -96,7 +96,7 @@ func TestValidateSteps(t *testing.T) {
 		{
 			name: "ExpressionSyntax",
 			doc:  "steps:\n  - {id: a, uses: log, with: {message: hi}, if: \"inputs.x >\"}\n",
-			want: []string{"steps[0].if: ${{ inputs.x > }}: column 11: Syntax error: mismatched input '<EOF>'"},
+			want: []string{"steps[0].if: ${{ inputs.x > }}: column 11: Syntax error: mismatched input '<EOF>' expecting expression"},
 		},
 		{
 			name: "ExpressionTypes",
@@ -136,7 +136,7 @@ outputs: {all: "${{ steps.c.outputs.message }}"}
       n: [ok, "${{ index }}"]
 `,
 			want: []string{
-				"steps[0].with.m.x[0]: ${{ 1 + }}: column 4: Syntax error: mismatched input '<EOF>'",
+				"steps[0].with.m.x[0]: ${{ 1 + }}: column 4: Syntax error: mismatched input '<EOF>' expecting expression",
 				"steps[0].with.m.x[1].y: ${{ item }}: item exists only inside a foreach",
 				"steps[0].with.m.z: ${{ error.message }}: error exists only in on_error steps",
 				"steps[0].with.n[1]: ${{ index }}: index exists only inside a foreach",
@@ -174,7 +174,7 @@ steps: [{id: a, uses: log, with: {message: x}}]
 		{
 			name: "AssertCondition",
 			doc:  "steps:\n  - {id: a, uses: assert, with: {condition: \"1 +\"}}\n  - {id: b, uses: assert, with: {condition: \"size('x') == 1\"}}\n",
-			want: []string{"steps[0].with.condition: ${{ 1 + }}: column 4: Syntax error: mismatched input '<EOF>'"},
+			want: []string{"steps[0].with.condition: ${{ 1 + }}: column 4: Syntax error: mismatched input '<EOF>' expecting expression"},
 		},
 		{
 			name: "Valid",
