@@ -30,6 +30,14 @@ const (
 	// steps that each compute something of their own.
 	MaxExpressions     = 1_000
 	MaxExpressionBytes = 64 << 10
+	// MaxExpressionNodes bounds the syntax-tree nodes of a workflow's
+	// different expressions, macros expanded. Type-checking costs a few
+	// microseconds a node, and 64 KiB of text can hold 60,000 of them
+	// ('1+1+1…'); a thousand expressions like
+	// "steps.fetch.outputs.rows.size() > 0 && inputs.region == 'eu'", of
+	// 12 nodes each, fit with a third to spare. The nodes are counted as
+	// each expression is parsed, before it is checked.
+	MaxExpressionNodes = 16_000
 	// MaxDefinitionBytes bounds a workflow file Parse reads.
 	MaxDefinitionBytes = 4 << 20
 	// maxSyntaxDepth bounds the nesting of a file's JSON or YAML before it

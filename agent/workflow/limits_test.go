@@ -236,3 +236,39 @@ func TestExpressionBudget(t *testing.T) {
 		})
 	}
 }
+
+func TestExpressionNodeBudget(t *testing.T) {
+	// A thousand steps that each compute something of their own, with an
+	// expression of 12 nodes, fit; with one of 17 they go past the budget
+	// of nodes, though not past the count or the bytes.
+	for _, tc := range []struct {
+		name string
+		src  string
+		err  string
+	}{
+		{name: "Typical", src: "steps.fetch.outputs.rows.size() > %d && inputs.region == 'eu'"},
+		{name: "OverLimit", src: "1+1+1+1+1+1+1+1+%d", err: fmt.Sprintf("more than %d syntax-tree nodes in the different expressions of the workflow, the limit is %d", MaxExpressionNodes, MaxExpressionNodes)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			wf := &casarev1.Workflow{Inputs: map[string]*casarev1.InputSpec{"region": {Type: "string"}}}
+			wf.Steps = append(wf.Steps, &casarev1.Step{Id: "fetch", Uses: "log", With: message("x")})
+			// A workflow lists at most a thousand steps in one place.
+			grp := &casarev1.Step{Id: "grp"}
+			for i := range MaxExpressions {
+				grp.Steps = append(grp.Steps, &casarev1.Step{Id: fmt.Sprintf("s%d", i), Uses: "log", With: message("${{ " + fmt.Sprintf(tc.src, i) + " }}")})
+			}
+			wf.Steps = append(wf.Steps, grp)
+			err := Validate(wf, testCatalogue)
+			if tc.err == "" {
+				if err != nil {
+					t.Fatalf("Validate: %.500v", err)
+				}
+				return
+			}
+			var verr *ValidationError
+			if !errors.As(err, &verr) || len(verr.Problems) != 1 || !strings.Contains(verr.Problems[0], tc.err) {
+				t.Fatalf("Validate = %.500v, want one problem with %q", err, tc.err)
+			}
+		})
+	}
+}

@@ -131,6 +131,7 @@ type validation struct {
 	compiled   map[string]compiled
 	exprCount  int
 	exprBytes  int
+	exprNodes  int
 	overBudget bool
 }
 
@@ -498,7 +499,20 @@ func (v *validation) expression(p site, src string, at where, want *cel.Type) {
 			}
 			return
 		}
-		checked, err := v.checker.Check(src)
+		var checked *cel.Ast
+		parsed, err := expr.Parse(src)
+		if err == nil {
+			// Checked before type-checking, which costs several times
+			// what parsing does.
+			if v.exprNodes += parsed.Nodes(); v.exprNodes > MaxExpressionNodes {
+				if !v.overBudget {
+					v.overBudget = true
+					v.addAt(p, "more than %d syntax-tree nodes in the different expressions of the workflow, the limit is %d", MaxExpressionNodes, MaxExpressionNodes)
+				}
+				return
+			}
+			checked, err = v.checker.CheckParsed(parsed)
+		}
 		c = compiled{err: err}
 		if err == nil {
 			c.out = checked.OutputType()

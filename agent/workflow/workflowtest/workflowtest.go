@@ -4,6 +4,7 @@ package workflowtest
 
 import (
 	"fmt"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -14,6 +15,7 @@ import (
 	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/casarerpa/casare/agent/workflow"
+	"github.com/casarerpa/casare/agent/workflow/expr"
 	casarev1 "github.com/casarerpa/casare/rpc/casare/v1"
 )
 
@@ -25,11 +27,12 @@ import (
 //     bytes, since each brings its rules;
 //   - the 256 inputs and outputs a workflow may declare;
 //   - workflow.MaxExpressions different expressions filling
-//     workflow.MaxExpressionBytes, most of them referring to an earlier
-//     step, and each a run of additions of negative numbers: after an
-//     operator, CEL's parser tells a negative number from a negation only
-//     by looking at the whole expression, which makes these the costliest
-//     expressions per byte that we found, fifty times a plain one;
+//     workflow.MaxExpressionNodes and workflow.MaxExpressionBytes, most of
+//     them referring to an earlier step, each a run of additions of
+//     negative numbers and a string literal: type-checking costs about the
+//     same per node for every shape we tried (operators, selections,
+//     indexes, macros), and these were the costliest to parse with the
+//     ANTLR parser cel-go used to have, fifty times a plain one;
 //   - the rest of workflow.MaxDefinitionBytes, both as JSON and in
 //     protobuf's binary form (the API's default request limit is the
 //     same), in with values that are empty maps: of the values we tried,
@@ -52,6 +55,13 @@ func Largest() *casarev1.Workflow {
 		perExpr = workflow.MaxExpressionBytes / workflow.MaxExpressions
 	)
 	distinct, bytes := 4, len("inputs.n")+len(cond)+len(each)+len(plain)
+	nodes := 0
+	for _, src := range []string{"inputs.n", cond, each, plain} {
+		nodes += nodesOf(src)
+	}
+	// What each expression that refers to an earlier step may have of
+	// what is left of the node budget.
+	perNodes := (workflow.MaxExpressionNodes - nodes) / (workflow.MaxExpressions - distinct)
 	second := durationpb.New(time.Second)
 	fill := func(s *casarev1.Step) {
 		s.Name = "n"
@@ -68,12 +78,20 @@ func Largest() *casarev1.Workflow {
 		fill(s)
 		src := plain
 		if prev != "" && distinct < workflow.MaxExpressions {
+			// A run of additions of negative numbers, and the size of
+			// a string that fills the expression's share of the bytes,
+			// three nodes.
+			const sized = "+size('')"
 			src = "steps." + prev
-			for len(src)+len("+-1") <= perExpr {
+			for nodesOf(src+"+-1")+3 <= perNodes && len(src+"+-1"+sized) <= perExpr {
 				src += "+-1"
+			}
+			if pad := perExpr - len(src) - len(sized); pad > 0 {
+				src += "+size('" + strings.Repeat("p", pad) + "')"
 			}
 			distinct++
 			bytes += len(src)
+			nodes += nodesOf(src)
 		}
 		s.With = Message("${{ " + src + " }}")
 		*list = append(*list, s)
@@ -103,11 +121,19 @@ func Largest() *casarev1.Workflow {
 			n++
 		}
 	}
-	if bytes > workflow.MaxExpressionBytes || distinct > workflow.MaxExpressions {
-		panic(fmt.Sprintf("largest: %d expressions of %d bytes", distinct, bytes))
+	if bytes > workflow.MaxExpressionBytes || distinct > workflow.MaxExpressions || nodes > workflow.MaxExpressionNodes {
+		panic(fmt.Sprintf("largest: %d expressions of %d bytes and %d nodes", distinct, bytes, nodes))
 	}
 	bulk(wf, leaves)
 	return wf
+}
+
+func nodesOf(src string) int {
+	p, err := expr.Parse(src)
+	if err != nil {
+		panic(err)
+	}
+	return p.Nodes()
 }
 
 // maxPairs is how many inputs, and outputs, a workflow may declare.
