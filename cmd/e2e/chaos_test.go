@@ -915,8 +915,12 @@ func (c *chaos) connectivity(rep *chaosReport, execs []execution) {
 				}
 			}
 			for i, g := range regs {
-				// A robot the suite killed or cut off meanwhile is left out.
-				if g.replica == idx && g.at.Before(f.from) && !g.lost.Before(f.from) && i+1 < len(regs) &&
+				// The robot lost that replica to this fault: its connection
+				// ended during it or soon after (a robot takes a few
+				// liveness periods to give a silent replica up). One that
+				// outlived a short freeze did not move. A robot the suite
+				// killed or cut off meanwhile is left out.
+				if g.replica == idx && g.at.Before(f.from) && !g.lost.Before(f.from) && g.lost.Before(f.to.Add(5*time.Second)) && i+1 < len(regs) &&
 					!c.faultedDuring(a.name, f.from.Add(-time.Second), regs[i+1].at) {
 					if c.faultedDuring(pgDown, f.from, regs[i+1].at) {
 						// No replica registers a robot without its database.
