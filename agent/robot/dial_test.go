@@ -18,15 +18,15 @@ import (
 	"github.com/quic-go/quic-go"
 )
 
-// replica is a QUIC listener on loopback that completes handshakes, as a
-// live control plane does.
-func replica(t testing.TB) (addr string, client *tls.Config) {
+// selfSigned is a certificate for "replica" and 127.0.0.1, and a client
+// configuration that trusts it.
+func selfSigned(t testing.TB) (tls.Certificate, *tls.Config) {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
 	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), DNSNames: []string{"replica"},
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), DNSNames: []string{"replica"}, IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)},
 		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
 	if err != nil {
@@ -35,10 +35,15 @@ func replica(t testing.TB) (addr string, client *tls.Config) {
 	cert, _ := x509.ParseCertificate(der)
 	roots := x509.NewCertPool()
 	roots.AddCert(cert)
-	ln, err := quic.ListenAddr("127.0.0.1:0", &tls.Config{
-		Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}},
-		NextProtos:   []string{"test"},
-	}, nil)
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}, &tls.Config{RootCAs: roots, NextProtos: []string{"test"}}
+}
+
+// replica is a QUIC listener on loopback that completes handshakes, as a
+// live control plane does.
+func replica(t testing.TB) (addr string, client *tls.Config) {
+	t.Helper()
+	cert, client := selfSigned(t)
+	ln, err := quic.ListenAddr("127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{cert}, NextProtos: []string{"test"}}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -52,7 +57,7 @@ func replica(t testing.TB) (addr string, client *tls.Config) {
 			go func() { <-conn.Context().Done() }()
 		}
 	}()
-	return ln.Addr().String(), &tls.Config{RootCAs: roots, NextProtos: []string{"test"}}
+	return ln.Addr().String(), client
 }
 
 // frozen is a UDP socket that reads nothing, as a SIGSTOPped replica's.

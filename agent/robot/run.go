@@ -320,7 +320,15 @@ func (r *runner) session(ctx context.Context) (registered bool, err error) {
 	}
 	frames := agentv1.NewFrameReader(stream)
 	msg := &agentv1.ServerMessage{}
-	if err := frames.Read(msg); err != nil {
+	// A replica that dies or freezes between the handshake and its
+	// welcome would hold the robot until the idle timeout: the same
+	// silence that gives up a registered connection gives up this one.
+	silent := r.abandonWhenSilent(conn)
+	err = frames.Read(msg)
+	if silence := silent(); silence > 0 {
+		return false, fmt.Errorf("no welcome: the control plane has sent nothing for %s", silence.Round(10*time.Millisecond))
+	}
+	if err != nil {
 		return false, fmt.Errorf("no welcome: %w", err)
 	}
 	if refused := msg.GetRefused(); refused != nil {
@@ -438,7 +446,7 @@ func (r *runner) session(ctx context.Context) (registered bool, err error) {
 			if silence <= r.opts.Liveness+grace {
 				continue
 			}
-			if silence > abandonAfter*r.opts.Liveness+grace {
+			if r.tooSilent(silence, grace) {
 				// Not even the keep-alives are answered: the replica is dead,
 				// frozen or cut off. Another may answer at once; waiting for
 				// the idle timeout would outlast the jobs' lease.
@@ -463,6 +471,45 @@ func (r *runner) session(ctx context.Context) (registered bool, err error) {
 				return true, fmt.Errorf("connection lost: %w", err)
 			}
 		}
+	}
+}
+
+// tooSilent says a connection that has heard nothing for silence, not even
+// its keep-alives' answers, is to be given up: the replica is dead, frozen
+// or cut off.
+func (r *runner) tooSilent(silence, grace time.Duration) bool {
+	return silence > abandonAfter*r.opts.Liveness+grace
+}
+
+// abandonWhenSilent closes conn if it goes too silent (see tooSilent)
+// before the returned stop is called; stop says how long the silence was
+// when it did, zero if it did not.
+func (r *runner) abandonWhenSilent(conn *quic.Conn) (stop func() time.Duration) {
+	done := make(chan struct{})
+	var silence time.Duration
+	finished := make(chan struct{})
+	go func() {
+		defer close(finished)
+		tick := time.NewTicker(r.opts.Liveness / 2)
+		defer tick.Stop()
+		quiet := newQuietWatch(conn)
+		for {
+			select {
+			case <-done:
+				return
+			case now := <-tick.C:
+				if s, grace := quiet.silence(now); r.tooSilent(s, grace) {
+					silence = s
+					conn.CloseWithError(0, "the control plane sent nothing")
+					return
+				}
+			}
+		}
+	}()
+	return func() time.Duration {
+		close(done)
+		<-finished
+		return silence
 	}
 }
 
