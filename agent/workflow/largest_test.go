@@ -29,6 +29,9 @@ func TestLargestIsValid(t *testing.T) {
 	if n := workflowtest.Count(wf.Steps); n != workflow.MaxSteps {
 		t.Fatalf("%d steps", n)
 	}
+	if n := workflowtest.Values(wf); n != workflow.MaxValues {
+		t.Fatalf("%d values", n)
+	}
 	if err := workflow.Validate(wf, catalogue); err != nil {
 		t.Fatalf("Validate: %.2000v", err)
 	}
