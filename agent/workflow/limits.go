@@ -43,9 +43,11 @@ const (
 	MaxDefinitionBytes = 4 << 20
 	// MaxValues bounds the values of a workflow as JSON: every object,
 	// array, string, number, boolean and null, object keys aside, with
-	// values and defaults included. Decoding and checking costs about a
+	// values and defaults included. Decoding and checking costs over a
 	// microsecond a value whatever its size, and 4 MiB can hold two
-	// million of them ('[{},{},…]').
+	// million of them ('[{},{},…]'). MaxSteps steps of some 16 values
+	// each (an id, a uses, a with of a few values, an if, now and then a
+	// retry) fit with a fifth to spare.
 	MaxValues = 100_000
 	// maxSyntaxDepth bounds the nesting of a file's JSON or YAML before it
 	// is decoded: room for MaxDepth steps (a list and a map each) and a
