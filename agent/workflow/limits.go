@@ -18,8 +18,8 @@ const (
 	// steps): a workflow's top-level steps are at depth 1.
 	MaxDepth = 32
 	// MaxSteps bounds the steps of a workflow, nested ones and error
-	// handlers included. With MaxExpressions it keeps the largest
-	// workflow's validation well under 100 ms (BenchmarkValidateLargest).
+	// handlers included. With MaxExpressions and MaxValues it bounds the
+	// largest workflow's validation (BenchmarkValidateLargest).
 	MaxSteps = 5_000
 	// MaxValueDepth bounds how deeply a with value or an input's default
 	// nests (maps and lists in maps and lists).
