@@ -3,6 +3,8 @@ package workflow_test
 import (
 	"context"
 	"errors"
+	"fmt"
+	"strings"
 	"testing"
 
 	"google.golang.org/protobuf/encoding/protojson"
@@ -29,6 +31,9 @@ func TestLargestIsValid(t *testing.T) {
 	if n := workflowtest.Count(wf.Steps); n != workflow.MaxSteps {
 		t.Fatalf("%d steps", n)
 	}
+	if n := workflowtest.Values(wf); n != workflow.MaxValues {
+		t.Fatalf("%d values", n)
+	}
 	if err := workflow.Validate(wf, catalogue); err != nil {
 		t.Fatalf("Validate: %.2000v", err)
 	}
@@ -42,6 +47,25 @@ func TestLargestIsValid(t *testing.T) {
 	}
 	if n := proto.Size(wf); n > workflow.MaxDefinitionBytes || max(n, len(data)) < workflow.MaxDefinitionBytes*9/10 {
 		t.Fatalf("%d bytes in the binary form, %d as JSON; the limit is %d", n, len(data), workflow.MaxDefinitionBytes)
+	}
+}
+
+// TestLargestPlusOneValue checks that the largest workflow is at the value
+// limit: one value more is refused, as a file and as a message.
+func TestLargestPlusOneValue(t *testing.T) {
+	wf := workflowtest.Largest()
+	wf.Description = "one more"
+	want := fmt.Sprintf("more than %d values in the workflow, the limit is %d", workflow.MaxValues, workflow.MaxValues)
+	data, err := protojson.Marshal(wf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := workflow.Parse(data); err == nil || err.Error() != "parse workflow: "+want {
+		t.Errorf("Parse = %v, want %q", err, want)
+	}
+	var verr *workflow.ValidationError
+	if err := workflow.Validate(wf, catalogue); !errors.As(err, &verr) || len(verr.Problems) != 1 || !strings.HasSuffix(verr.Problems[0], ": "+want) {
+		t.Errorf("Validate = %.500v, want one problem %q", err, want)
 	}
 }
 

@@ -85,6 +85,9 @@ func TestLimits(t *testing.T) {
 		{name: "StepsOverLimit", wf: flat(MaxSteps + 1), err: fmt.Sprintf("more than %d steps in the workflow, the limit is %d", MaxSteps, MaxSteps)},
 		{name: "ValueDepthAtLimit", wf: deepValue(MaxValueDepth)},
 		{name: "ValueDepthOverLimit", wf: deepValue(MaxValueDepth + 1), err: "steps[0].with.message: nested more than 32 deep, the limit is 32"},
+		{name: "ValuesAtLimit", wf: manyValues(MaxValues - 7)},
+		{name: "ValuesOverLimit", wf: manyValues(MaxValues - 6), err: fmt.Sprintf("steps[0].with.v: more than %d values in the workflow, the limit is %d", MaxValues, MaxValues)},
+		{name: "InputValuesOverLimit", wf: manyDefault(MaxValues), err: fmt.Sprintf("inputs.x.default: more than %d values in the workflow, the limit is %d", MaxValues, MaxValues)},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			start := time.Now()
@@ -108,6 +111,26 @@ func TestLimits(t *testing.T) {
 	}
 }
 
+// manyValues returns a set step of 7 values with n empty maps in its with.
+func manyValues(n int) *casarev1.Workflow {
+	l := &structpb.ListValue{Values: make([]*structpb.Value, n)}
+	for i := range l.Values {
+		l.Values[i] = structpb.NewStructValue(&structpb.Struct{})
+	}
+	with := &structpb.Struct{Fields: map[string]*structpb.Value{"v": structpb.NewListValue(l)}}
+	return &casarev1.Workflow{Steps: []*casarev1.Step{{Id: "a", Uses: "set", With: with}}}
+}
+
+// manyDefault returns a workflow whose one input defaults to a list of n
+// numbers.
+func manyDefault(n int) *casarev1.Workflow {
+	l := &structpb.ListValue{Values: make([]*structpb.Value, n)}
+	for i := range l.Values {
+		l.Values[i] = structpb.NewNumberValue(1)
+	}
+	return &casarev1.Workflow{Inputs: map[string]*casarev1.InputSpec{"x": {Type: "list", Default: structpb.NewListValue(l)}}}
+}
+
 func TestParseLimits(t *testing.T) {
 	deepJSON := strings.Repeat(`{"steps": [{"id": "g", "steps": [`, 9000) + `{"id": "a", "uses": "log"}` + strings.Repeat(`]}]}`, 9000)
 	// Flow style, as an attacker would write it (past 5,000 levels the YAML
@@ -117,6 +140,14 @@ func TestParseLimits(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// A set step of 7 values with n empty maps in its with.
+	manyJSON := func(n int) string {
+		return `{"steps": [{"id": "a", "uses": "set", "with": {"v": [` + strings.Repeat("{}, ", n-1) + "{}]}}]}"
+	}
+	manyYAML := func(n int) string {
+		return "steps:\n  - id: a\n    uses: set\n    with:\n      v: [" + strings.Repeat("{}, ", n-1) + "{}]\n"
+	}
+	tooMany := fmt.Sprintf("parse workflow: more than %d values in the workflow, the limit is %d", MaxValues, MaxValues)
 	for _, tc := range []struct {
 		name string
 		data string
@@ -126,6 +157,13 @@ func TestParseLimits(t *testing.T) {
 		{"YAMLFourThousandLevels", deepYAML, "parse workflow: nested more than 104 deep, the limit is 104"},
 		{"TooLarge", "steps: []\n#" + strings.Repeat("x", MaxDefinitionBytes), "parse workflow: the file is 4.0 MiB, the limit is 4 MiB"},
 		{"DepthLimitParses", string(withinJSON), ""},
+		{"JSONValuesAtLimit", manyJSON(MaxValues - 7), ""},
+		{"JSONValuesOverLimit", manyJSON(MaxValues - 6), tooMany},
+		{"YAMLValuesAtLimit", manyYAML(MaxValues - 7), ""},
+		{"YAMLValuesOverLimit", manyYAML(MaxValues - 6), tooMany},
+		// What the YAML becomes is counted too: 2,000 aliases of a list
+		// of 100 values.
+		{"YAMLAliasesOverLimit", "x: &a [" + strings.Repeat("1, ", 99) + "1]\nsteps: [" + strings.Repeat("*a, ", 1999) + "*a]\n", tooMany},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			start := time.Now()

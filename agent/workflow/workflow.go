@@ -29,21 +29,15 @@ func Parse(data []byte) (*casarev1.Workflow, error) {
 		return nil, fmt.Errorf("parse workflow: the file is %s, the limit is %s", expr.FormatSize(len(data)), expr.FormatSize(MaxDefinitionBytes))
 	}
 	jsonData := data
-	if data[0] == '{' {
-		// Checked before decoding: decoding thousands of levels costs
-		// far more than this one pass.
-		if jsonDepth(data) > maxSyntaxDepth {
-			return nil, fmt.Errorf("parse workflow: nested more than %d deep, the limit is %d", maxSyntaxDepth, maxSyntaxDepth)
-		}
-	} else {
+	if data[0] != '{' {
 		// YAML 1.2: only true and false are booleans, so an id like "y"
 		// or "on" stays the string it looks like.
 		var node yaml.Node
 		if err := yaml.Unmarshal(data, &node); err != nil {
 			return nil, fmt.Errorf("parse workflow: %w", err)
 		}
-		if nodeDepth(&node, 0) > maxSyntaxDepth {
-			return nil, fmt.Errorf("parse workflow: nested more than %d deep, the limit is %d", maxSyntaxDepth, maxSyntaxDepth)
+		if err := checkShape(nodeShape(&node)); err != nil {
+			return nil, err
 		}
 		var doc any
 		if err := node.Decode(&doc); err != nil {
@@ -53,6 +47,12 @@ func Parse(data []byte) (*casarev1.Workflow, error) {
 		if jsonData, err = json.Marshal(doc); err != nil {
 			return nil, fmt.Errorf("parse workflow: %w (mapping keys must be strings)", err)
 		}
+	}
+	// Checked before decoding, in one pass: decoding thousands of levels,
+	// or millions of values, costs far more. A YAML file is checked again
+	// as the JSON it became, which its aliases may have made larger.
+	if err := checkShape(jsonShape(jsonData)); err != nil {
+		return nil, err
 	}
 	wf := &casarev1.Workflow{}
 	if err := (protojson.UnmarshalOptions{RecursionLimit: MaxMessageDepth}).Unmarshal(jsonData, wf); err != nil {
@@ -66,15 +66,30 @@ func Parse(data []byte) (*casarev1.Workflow, error) {
 // with values MaxValueDepth deep inside them (a Struct and a Value each).
 const MaxMessageDepth = MaxDepth + 2*MaxValueDepth + 8
 
-// jsonDepth returns how deeply objects and arrays nest in data, which
-// need not be valid JSON: the decoder reports what else is wrong. It
-// stops counting past maxSyntaxDepth.
-func jsonDepth(data []byte) int {
-	depth, deepest := 0, 0
-	inString, escaped := false, false
+// checkShape refuses a file that nests past maxSyntaxDepth or holds more
+// than MaxValues values.
+func checkShape(depth, values int) error {
+	if depth > maxSyntaxDepth {
+		return fmt.Errorf("parse workflow: nested more than %d deep, the limit is %d", maxSyntaxDepth, maxSyntaxDepth)
+	}
+	if values > MaxValues {
+		return fmt.Errorf("parse workflow: more than %d values in the workflow, the limit is %d", MaxValues, MaxValues)
+	}
+	return nil
+}
+
+// jsonShape returns how deeply objects and arrays nest in data and how
+// many values it holds (object keys are not values), stopping past
+// maxSyntaxDepth or MaxValues. data need not be valid JSON: the decoder
+// reports what else is wrong. A value is the document, or one after a
+// comma, or the first in a non-empty object or array: exact for valid
+// JSON, without telling values apart.
+func jsonShape(data []byte) (depth, values int) {
+	level, deepest := 0, 0
+	values = 1
+	inString, escaped, opened := false, false, false
 	for _, b := range data {
-		switch {
-		case inString:
+		if inString {
 			switch {
 			case escaped:
 				escaped = false
@@ -83,37 +98,83 @@ func jsonDepth(data []byte) int {
 			case b == '"':
 				inString = false
 			}
-		case b == '"':
+			continue
+		}
+		if opened {
+			// What follows an opening bracket: a first value unless it
+			// closes at once.
+			switch b {
+			case ' ', '\t', '\n', '\r':
+				continue
+			case '}', ']':
+			default:
+				values++
+			}
+			opened = false
+		}
+		switch b {
+		case '"':
 			inString = true
-		case b == '{' || b == '[':
-			if depth++; depth > deepest {
-				if deepest = depth; deepest > maxSyntaxDepth {
-					return deepest
+		case ',':
+			if values++; values > MaxValues {
+				return deepest, values
+			}
+		case '{', '[':
+			opened = true
+			if level++; level > deepest {
+				if deepest = level; deepest > maxSyntaxDepth {
+					return deepest, values
 				}
 			}
-		case b == '}' || b == ']':
-			depth--
+		case '}', ']':
+			level--
 		}
 	}
-	return deepest
+	return deepest, values
 }
 
-// nodeDepth returns how deeply a YAML node nests, stopping past
-// maxSyntaxDepth. Aliases are not followed, which could take time
-// exponential in their nesting: the YAML decoder bounds what they expand
-// to, and the protobuf decoder's recursion limit what that nests.
-func nodeDepth(n *yaml.Node, depth int) int {
-	if n == nil || depth > maxSyntaxDepth {
-		return depth
+// nodeShape returns how deeply a YAML node nests and how many values it
+// holds (mapping keys are not values), stopping past maxSyntaxDepth or
+// MaxValues. Aliases are not followed, which could take time exponential
+// in their nesting: each counts once here, and the JSON the file becomes
+// is counted again before it is decoded.
+func nodeShape(n *yaml.Node) (depth, values int) {
+	s := yamlShape{}
+	if n != nil && n.Kind == yaml.DocumentNode {
+		for _, c := range n.Content {
+			s.walk(c, 1)
+		}
+	} else {
+		s.walk(n, 0)
 	}
-	deepest := depth
-	for _, c := range n.Content {
-		deepest = max(deepest, nodeDepth(c, depth+1))
-		if deepest > maxSyntaxDepth {
-			break
+	return s.deepest, s.values
+}
+
+type yamlShape struct{ deepest, values int }
+
+// walk reports whether a limit was passed at or below n, at depth.
+func (s *yamlShape) walk(n *yaml.Node, depth int) bool {
+	if n == nil {
+		return false
+	}
+	s.deepest = max(s.deepest, depth)
+	if s.values++; s.deepest > maxSyntaxDepth || s.values > MaxValues {
+		return true
+	}
+	for i, c := range n.Content {
+		if n.Kind == yaml.MappingNode && i%2 == 0 {
+			// A key: its depth counts, the value it is does not.
+			if s.walk(c, depth+1) {
+				return true
+			}
+			s.values--
+			continue
+		}
+		if s.walk(c, depth+1) {
+			return true
 		}
 	}
-	return deepest
+	return false
 }
 
 // cleanProtoError drops the "proto:" prefix and the invisible-space

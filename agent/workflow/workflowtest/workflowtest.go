@@ -3,6 +3,7 @@
 package workflowtest
 
 import (
+	"encoding/json"
 	"fmt"
 	"strings"
 	"syscall"
@@ -33,12 +34,16 @@ import (
 //     same per node for every shape we tried (operators, selections,
 //     indexes, macros), and these were the costliest to parse with the
 //     ANTLR parser cel-go used to have, fifty times a plain one;
+//   - the rest of workflow.MaxValues in with values that are empty maps:
+//     of the values we tried, the costliest to decode and to walk;
 //   - the rest of workflow.MaxDefinitionBytes, both as JSON and in
 //     protobuf's binary form (the API's default request limit is the
-//     same), in with values that are empty maps: of the values we tried,
-//     the costliest per byte to decode and to walk.
+//     same), in strings beside them.
 func Largest() *casarev1.Workflow {
 	wf := &casarev1.Workflow{
+		// Named as a stored workflow is, so that its name is among its
+		// values.
+		Name:    "largest",
 		Inputs:  map[string]*casarev1.InputSpec{"n": {Type: "integer"}},
 		Outputs: map[string]string{},
 	}
@@ -139,44 +144,76 @@ func nodesOf(src string) int {
 // maxPairs is how many inputs, and outputs, a workflow may declare.
 const maxPairs = 256
 
-// bulk fills what room the definition has left with empty maps, spread
-// over half the leaf steps, which become set steps to hold them.
+// bulk fills what room the workflow has left, spread over half the leaf
+// steps, which become set steps to hold it: up to workflow.MaxValues with
+// empty maps, of the values we tried the costliest to decode and to walk,
+// and the rest of workflow.MaxDefinitionBytes, both as JSON and in
+// protobuf's binary form (the API's default request limit is the same),
+// with a string in each, which is decoded and searched for expressions.
 func bulk(wf *casarev1.Workflow, leaves []*casarev1.Step) {
-	var holders []*structpb.ListValue
+	var holders []*structpb.Struct
 	for i, s := range leaves {
 		if i%2 == 1 {
-			l := &structpb.ListValue{}
 			s.Uses = "set"
-			s.With.Fields["v"] = structpb.NewListValue(l)
-			holders = append(holders, l)
+			s.With.Fields["v"] = structpb.NewListValue(&structpb.ListValue{})
+			s.With.Fields["p"] = structpb.NewStringValue("")
+			holders = append(holders, s.With)
 		}
 	}
-	// What one more empty map in a list takes in each form: protojson
-	// may or may not put a space after a comma.
-	sample := &structpb.ListValue{Values: make([]*structpb.Value, 100)}
-	for i := range sample.Values {
-		sample.Values[i] = structpb.NewStructValue(&structpb.Struct{})
+	maps := workflow.MaxValues - Values(wf)
+	for i, h := range holders {
+		l := h.Fields["v"].GetListValue()
+		l.Values = make([]*structpb.Value, maps/len(holders))
+		if i < maps%len(holders) {
+			l.Values = append(l.Values, nil)
+		}
+		for i := range l.Values {
+			l.Values[i] = structpb.NewStructValue(&structpb.Struct{})
+		}
 	}
-	jsonSample, err := protojson.Marshal(sample)
-	if err != nil {
-		panic(err)
-	}
-	jsonEach := (len(jsonSample) - len("[]") + 99) / 100
-	binaryEach := (proto.Size(sample) + 99) / 100
 	data, err := protojson.Marshal(wf)
 	if err != nil {
 		panic(err)
 	}
 	// Room is left for the name a stored workflow gets and the request
-	// around it.
+	// around it, and for the lengths of the strings in the binary form.
 	const slack = 16 << 10
-	n := min((workflow.MaxDefinitionBytes-slack-len(data))/jsonEach, (workflow.MaxDefinitionBytes-slack-proto.Size(wf))/binaryEach)
-	for _, l := range holders {
-		l.Values = make([]*structpb.Value, n/len(holders))
-		for i := range l.Values {
-			l.Values[i] = structpb.NewStructValue(&structpb.Struct{})
-		}
+	room := min(workflow.MaxDefinitionBytes-slack-len(data), workflow.MaxDefinitionBytes-slack-proto.Size(wf))
+	if room < 0 {
+		panic(fmt.Sprintf("largest: %d bytes as JSON, %d in the binary form", len(data), proto.Size(wf)))
 	}
+	for _, h := range holders {
+		h.Fields["p"] = structpb.NewStringValue(strings.Repeat("p", room/len(holders)))
+	}
+}
+
+// Values counts a workflow's values as JSON, as workflow.MaxValues does:
+// every object, array, string, number, boolean and null, keys aside.
+func Values(wf *casarev1.Workflow) int {
+	data, err := protojson.Marshal(wf)
+	if err != nil {
+		panic(err)
+	}
+	var doc any
+	if err := json.Unmarshal(data, &doc); err != nil {
+		panic(err)
+	}
+	var count func(any) int
+	count = func(v any) int {
+		n := 1
+		switch v := v.(type) {
+		case map[string]any:
+			for _, e := range v {
+				n += count(e)
+			}
+		case []any:
+			for _, e := range v {
+				n += count(e)
+			}
+		}
+		return n
+	}
+	return count(doc)
 }
 
 // Message is the with of a log step.
