@@ -387,24 +387,29 @@ func (c *chaos) hold(target string) bool {
 
 // downReplicas counts the replicas a fault holds.
 func (c *chaos) downReplicas() int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	n := 0
+	var names []string
 	for _, r := range c.replicas {
-		if c.busy[r.name] {
-			n++
-		}
+		names = append(names, r.name)
 	}
-	return n
+	return c.held(names)
 }
 
 // downAgents counts the agents a fault holds.
 func (c *chaos) downAgents() int {
+	var names []string
+	for _, a := range c.agents {
+		names = append(names, a.name)
+	}
+	return c.held(names)
+}
+
+// held counts the targets a fault holds.
+func (c *chaos) held(names []string) int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	n := 0
-	for _, a := range c.agents {
-		if c.busy[a.name] {
+	for _, name := range names {
+		if c.busy[name] {
 			n++
 		}
 	}
