@@ -486,21 +486,20 @@ func (r *runner) tooSilent(silence, grace time.Duration) bool {
 // when it did, zero if it did not.
 func (r *runner) abandonWhenSilent(conn *quic.Conn) (stop func() time.Duration) {
 	done := make(chan struct{})
-	var silence time.Duration
-	finished := make(chan struct{})
+	silence := make(chan time.Duration, 1)
 	go func() {
-		defer close(finished)
 		tick := time.NewTicker(r.opts.Liveness / 2)
 		defer tick.Stop()
 		quiet := newQuietWatch(conn)
 		for {
 			select {
 			case <-done:
+				silence <- 0
 				return
 			case now := <-tick.C:
 				if s, grace := quiet.silence(now); r.tooSilent(s, grace) {
-					silence = s
 					conn.CloseWithError(0, "the control plane sent nothing")
+					silence <- s
 					return
 				}
 			}
@@ -508,8 +507,7 @@ func (r *runner) abandonWhenSilent(conn *quic.Conn) (stop func() time.Duration) 
 	}()
 	return func() time.Duration {
 		close(done)
-		<-finished
-		return silence
+		return <-silence
 	}
 }
 
