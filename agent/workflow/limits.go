@@ -18,9 +18,12 @@ const (
 	// steps): a workflow's top-level steps are at depth 1.
 	MaxDepth = 32
 	// MaxSteps bounds the steps of a workflow, nested ones and error
-	// handlers included. With MaxExpressions and MaxValues it bounds the
-	// largest workflow's validation (BenchmarkValidateLargest).
-	MaxSteps = 5_000
+	// handlers included. With MaxExpressionNodes and MaxValues it bounds
+	// the largest workflow's validation (BenchmarkValidateLargest) to
+	// under 100 ms on two cores; at 5,000 it took three times that. Two
+	// thousand steps is more than a process written as one workflow has:
+	// larger ones are split into workflows that start one another.
+	MaxSteps = 2_000
 	// MaxValueDepth bounds how deeply a with value or an input's default
 	// nests (maps and lists in maps and lists).
 	MaxValueDepth = 32
@@ -35,10 +38,11 @@ const (
 	// different expressions, macros expanded. Type-checking costs a few
 	// microseconds a node, and 64 KiB of text can hold 60,000 of them
 	// ('1+1+1…'); a thousand expressions like
-	// "steps.fetch.outputs.rows.size() > 0 && inputs.region == 'eu'", of
-	// 12 nodes each, fit with a third to spare. The nodes are counted as
-	// each expression is parsed, before it is checked.
-	MaxExpressionNodes = 16_000
+	// "steps.fetch.outputs.rows.size() > 0", of 7 nodes each, fit, or six
+	// hundred like "steps.fetch.outputs.rows.size() > 0 && inputs.region
+	// == 'eu'", of 12. The nodes are counted as each expression is parsed,
+	// before it is checked.
+	MaxExpressionNodes = 8_000
 	// MaxDefinitionBytes bounds a workflow file Parse reads.
 	MaxDefinitionBytes = 4 << 20
 	// MaxValues bounds the values of a workflow as JSON: every object,
@@ -48,7 +52,7 @@ const (
 	// million of them ('[{},{},…]'). MaxSteps steps of some 16 values
 	// each (an id, a uses, a with of a few values, an if, now and then a
 	// retry) fit with a fifth to spare.
-	MaxValues = 100_000
+	MaxValues = 40_000
 	// maxSyntaxDepth bounds the nesting of a file's JSON or YAML before it
 	// is decoded: room for MaxDepth steps (a list and a map each) and a
 	// with value MaxValueDepth deep inside them.

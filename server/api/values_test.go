@@ -42,10 +42,14 @@ func TestRequestValuesLimit(t *testing.T) {
 			// limit: an empty map in the last step that holds them.
 			wf.Steps[1].Id = "not an id!"
 			last := wf.Steps[len(wf.Steps)-1].Steps
-			l := last[len(last)-1].With.Fields["v"].GetListValue()
+			holder := len(last) - 1
+			for last[holder].With.Fields["v"] == nil {
+				holder--
+			}
+			l := last[holder].With.Fields["v"].GetListValue()
 			l.Values = append(l.Values, l.Values[0])
-			// The limit is passed in that step's with, at whichever of
-			// its fields comes last.
+			// The limit is passed at the last value counted, in the
+			// last step's with.
 			at := fmt.Sprintf("workflow.steps[%d].steps[%d].with.", len(wf.Steps)-1, len(last)-1)
 			err := checkRequest(validator, tc.req(wf))
 			var cerr *connect.Error
