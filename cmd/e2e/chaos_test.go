@@ -864,6 +864,7 @@ func (c *chaos) connectivity(rep *chaosReport, execs []execution) {
 	}
 	for _, a := range c.agents {
 		var regs []registration
+		var handshakes []handshake
 		for _, log := range a.logs {
 			var down time.Time // when it last lost its replica; zero while registered
 			var last time.Time // the last line's time
@@ -881,6 +882,7 @@ func (c *chaos) connectivity(rep *chaosReport, execs []execution) {
 				case "CONNECTED":
 					// The robot races the replicas; this names the winner.
 					dialling = a.relay.index(field(line, "server"))
+					handshakes = append(handshakes, handshake{at: at, replica: dialling})
 				case "REGISTERED":
 					if !down.IsZero() && !c.faultedDuring(a.name, down, at) {
 						if gap := at.Sub(down); gap > rep.maxWithout {
@@ -930,7 +932,7 @@ func (c *chaos) connectivity(rep *chaosReport, execs []execution) {
 					if c.faultedDuring(pgDown, f.from, regs[i+1].at) {
 						// No replica registers a robot without its database.
 						rep.reregistersNoDB++
-						c.carriedOver(rep, a.name, f, regs[i+1].at, regs[i+1].lost, execs)
+						c.carriedOver(rep, a.name, f, regs[i+1].at, regs[i+1].lost, handshakes, execs)
 						continue
 					}
 					rep.reregisters++
@@ -938,7 +940,7 @@ func (c *chaos) connectivity(rep *chaosReport, execs []execution) {
 						rep.maxReregister = d
 						rep.maxReregisterAt = fmt.Sprintf("%s, %s %s at %s", a.name, f.target, map[string]string{faultKillReplica: "killed", faultStopReplica: "frozen"}[f.kind], f.from.Format("15:04:05.000"))
 					}
-					c.carriedOver(rep, a.name, f, regs[i+1].at, regs[i+1].lost, execs)
+					c.carriedOver(rep, a.name, f, regs[i+1].at, regs[i+1].lost, handshakes, execs)
 				}
 			}
 		}
@@ -950,7 +952,7 @@ func (c *chaos) connectivity(rep *chaosReport, execs []execution) {
 // it through the move to another replica. One ended by a fault of the
 // robot itself (killed, cut off) is another fault's doing and counted
 // apart.
-func (c *chaos) carriedOver(rep *chaosReport, robot string, lost faultSpan, registered, lostAgain time.Time, execs []execution) {
+func (c *chaos) carriedOver(rep *chaosReport, robot string, lost faultSpan, registered, lostAgain time.Time, handshakes []handshake, execs []execution) {
 	for _, e := range execs {
 		if e.robot != robot || !e.from.Before(lost.from) || !e.to.After(lost.from) {
 			continue
@@ -963,7 +965,11 @@ func (c *chaos) carriedOver(rep *chaosReport, robot string, lost faultSpan, regi
 		// past it, so the kill itself is found.
 		// So is one its robot had to stop after it lost the replica it
 		// moved to as well, or while PostgreSQL was down.
-		if c.faultedDuring(pgDown, lost.from, e.to) || c.faultedDuring(robot, lost.from, e.to.Add(time.Second)) || lostAgain.Before(e.to) {
+		// So is one whose robot, on its way, shook hands with a replica
+		// that was killed or frozen before it could welcome the robot: the
+		// move took two replica faults, not one.
+		if c.faultedDuring(pgDown, lost.from, e.to) || c.faultedDuring(robot, lost.from, e.to.Add(time.Second)) || lostAgain.Before(e.to) ||
+			c.lostOnTheWay(lost, registered, handshakes) {
 			rep.cutByOther++
 			continue
 		}
@@ -971,6 +977,34 @@ func (c *chaos) carriedOver(rep *chaosReport, robot string, lost faultSpan, regi
 			e.job, e.attempt, robot, lost.target, map[string]string{faultKillReplica: "killed", faultStopReplica: "frozen"}[lost.kind],
 			lost.from.Format("15:04:05.000"), registered.Format("15:04:05.000")))
 	}
+}
+
+// handshake is a robot's QUIC handshake with a replica, logged before
+// the replica welcomes it.
+type handshake struct {
+	at      time.Time
+	replica int
+}
+
+// lostOnTheWay says whether a robot moving off a lost replica (from
+// lost.from until registered) shook hands with another replica that a
+// second kill or freeze then took before it welcomed the robot.
+func (c *chaos) lostOnTheWay(lost faultSpan, registered time.Time, handshakes []handshake) bool {
+	for _, h := range handshakes {
+		if h.at.Before(lost.from) || !h.at.Before(registered) || h.replica < 0 {
+			continue
+		}
+		name := c.replicas[h.replica].name
+		for _, f := range c.faulted {
+			if f == lost || f.target != name || (f.kind != faultKillReplica && f.kind != faultStopReplica) {
+				continue
+			}
+			if f.to.After(h.at.Add(-time.Second)) && f.from.Before(registered) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // faultedDuring says whether a fault held the target (an agent the suite
