@@ -16,15 +16,15 @@ import (
 )
 
 // TestDatabaseOutageLosesNoLogLine stops the PostgreSQL of a control plane
-// for over 20 seconds while a robot runs a job that logs a line every
+// for 30 seconds while a robot runs a job that logs a line every
 // 100 ms. Meanwhile the API answers unavailable (503), not an internal
 // error, and the server is not ready; once PostgreSQL is back the job
 // succeeds with every line of its log stored once, in order.
 func TestDatabaseOutageLosesNoLogLine(t *testing.T) {
 	t.Parallel()
 	const (
-		lines  = 400
-		outage = 22 * time.Second
+		lines  = 500
+		outage = 30 * time.Second
 	)
 	pg := registrytest.NewCluster(t)
 	s := startServer(t, t.TempDir(), "--database-url", pg.URL(), "--redis-url", ownRedis(t),
