@@ -85,6 +85,13 @@ func Open(ctx context.Context, opts Options) (*Registry, error) {
 		// follows, and pgx refuses simple-protocol queries with arguments
 		// outright; the session always has them on, whatever is set.
 		cfg.RuntimeParams["standard_conforming_strings"] = "on"
+		// A PostgreSQL that accepts connections and answers nothing (a
+		// frozen host, a half-open proxy) would hold each new connection
+		// for as long as its caller waits, and background work waits
+		// long; connect_timeout in the URL still wins.
+		if cfg.ConnectTimeout == 0 {
+			cfg.ConnectTimeout = defaultConnectTimeout
+		}
 		sqldb := stdlib.OpenDB(*cfg)
 		conns := opts.MaxOpenConns
 		if conns <= 0 {
@@ -103,6 +110,10 @@ func Open(ctx context.Context, opts Options) (*Registry, error) {
 	}
 	return r, nil
 }
+
+// defaultConnectTimeout bounds a connection attempt to PostgreSQL when
+// the URL sets no connect_timeout.
+const defaultConnectTimeout = 10 * time.Second
 
 // Dialect returns "postgres" or "sqlite".
 func (r *Registry) Dialect() string { return r.dialect }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"sync"
 	"testing"
 	"time"
@@ -502,4 +503,56 @@ func TestRobots(t *testing.T) {
 			t.Fatalf("ListRobots(busy) = %+v, %v", busy, err)
 		}
 	})
+}
+
+// TestOpenGivesUpOnASilentDatabase points the registry at a port that
+// accepts connections and never answers, as a frozen PostgreSQL host
+// does: Open fails on its own connect timeout instead of waiting for as
+// long as its caller does.
+func TestOpenGivesUpOnASilentDatabase(t *testing.T) {
+	t.Parallel()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	var held []net.Conn
+	var mu sync.Mutex
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			held = append(held, c)
+			mu.Unlock()
+		}
+	}()
+	t.Cleanup(func() {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range held {
+			c.Close()
+		}
+	})
+	opened := make(chan error, 1)
+	go func() {
+		r, err := Open(context.Background(), Options{DatabaseURL: "postgres://postgres@" + ln.Addr().String() + "/test?sslmode=disable"})
+		if err == nil {
+			r.Close()
+		}
+		opened <- err
+	}()
+	select {
+	case err := <-opened:
+		if err == nil {
+			t.Fatal("Open succeeded against a database that answers nothing")
+		}
+		if !Unavailable(err) {
+			t.Errorf("Open against a silent database: %v, want an error that reads as unavailable", err)
+		}
+	case <-time.After(4 * defaultConnectTimeout):
+		t.Fatalf("Open against a silent database still waiting after %s; the connect timeout is %s", 4*defaultConnectTimeout, defaultConnectTimeout)
+	}
 }
