@@ -3,14 +3,18 @@
 package server
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/url"
 	"os"
+	"reflect"
 	"strings"
 	"time"
 
 	"github.com/caarlos0/env/v11"
+
+	"github.com/casarerpa/casare/server/registry"
 )
 
 // Config is the control plane's configuration. Every field has an
@@ -65,6 +69,17 @@ type Config struct {
 	// its running jobs, waiting for it to reconnect; zero means three
 	// heartbeat intervals.
 	RobotGracePeriod time.Duration `env:"CASARE_ROBOT_GRACE_PERIOD"`
+	// RetainJobs removes finished jobs, with their events, log lines and
+	// artifacts, this long after they finished; zero keeps them.
+	RetainJobs Age `env:"CASARE_RETAIN_JOBS"`
+	// RetainLogs removes the log lines of finished jobs this long after
+	// they finished, keeping the jobs; zero keeps them.
+	RetainLogs Age `env:"CASARE_RETAIN_LOGS"`
+	// RetainArtifacts removes the artifacts of finished jobs this long
+	// after they finished, keeping the jobs; zero keeps them.
+	RetainArtifacts Age `env:"CASARE_RETAIN_ARTIFACTS"`
+	// PruneInterval is how often what retention lets go is removed.
+	PruneInterval time.Duration `env:"CASARE_PRUNE_INTERVAL" envDefault:"10m"`
 	// LogLevel is debug, info, warn or error.
 	LogLevel string `env:"CASARE_LOG_LEVEL" envDefault:"info"`
 	// LogFormat is text or json.
@@ -75,9 +90,32 @@ type Config struct {
 func ConfigFromEnv() (Config, error) {
 	var cfg Config
 	if err := env.Parse(&cfg); err != nil {
-		return Config{}, fmt.Errorf("read configuration from the environment: %w", err)
+		return Config{}, fmt.Errorf("read configuration from the environment: %w", envErrors(err))
 	}
 	return cfg, nil
+}
+
+// envErrors names the environment variable of each value that did not
+// parse, where the env package names the Go field.
+func envErrors(err error) error {
+	var agg env.AggregateError
+	if !errors.As(err, &agg) {
+		return err
+	}
+	t := reflect.TypeFor[Config]()
+	var out []error
+	for _, e := range agg.Errors {
+		var pe env.ParseError
+		if errors.As(e, &pe) {
+			if f, ok := t.FieldByName(pe.Name); ok {
+				name, _, _ := strings.Cut(f.Tag.Get("env"), ",")
+				out = append(out, fmt.Errorf("%s: %w", name, pe.Err))
+				continue
+			}
+		}
+		out = append(out, e)
+	}
+	return errors.Join(out...)
 }
 
 // Check reports the first setting that cannot work, naming it.
@@ -123,6 +161,9 @@ func (c Config) Check() error {
 			return fmt.Errorf("--cors-origins: %q is not an origin like https://app.example.com", o)
 		}
 	}
+	if c.PruneInterval < time.Second {
+		return fmt.Errorf("--prune-interval: at least 1s, got %s", c.PruneInterval)
+	}
 	if _, err := c.logLevel(); err != nil {
 		return err
 	}
@@ -157,6 +198,11 @@ func redact(raw string) string {
 		return "(unparsable URL)"
 	}
 	return u.Redacted()
+}
+
+// Retention is what the --retain-* flags keep.
+func (c Config) Retention() registry.Retention {
+	return registry.Retention{Jobs: time.Duration(c.RetainJobs), Logs: time.Duration(c.RetainLogs), Artifacts: time.Duration(c.RetainArtifacts)}
 }
 
 // GracePeriod is how long a robot whose connection closed keeps its jobs.

@@ -43,6 +43,7 @@ type Server struct {
 	jobsWaiting *queue.Notices
 	dispatcher  *dispatch.Dispatcher
 	metrics     *prometheus.Registry
+	pruned      *prometheus.CounterVec
 	listener    net.Listener
 	http        *http.Server
 }
@@ -119,6 +120,8 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (_ *Server, err e
 	s.jobStops = s.queue.JobStops()
 	s.jobsWaiting = s.queue.JobsWaiting()
 	s.metrics = s.newMetrics()
+	s.pruned = newPrunedCounter()
+	s.metrics.MustRegister(s.pruned)
 	s.http = s.newHTTPServer()
 	if s.listener, err = net.Listen("tcp", cfg.HTTPAddr); err != nil {
 		return nil, fmt.Errorf("--http-addr: %w", err)
@@ -265,6 +268,7 @@ func (s *Server) Run(ctx context.Context) error {
 		s.queue.RunReconciler(bg, s.pendingTasks, s.dispatcher.Holds, s.cfg.ReconcileInterval)
 	})
 	wg.Go(func() { s.auth.Run(bg, 30*time.Second) })
+	wg.Go(func() { s.runRetention(bg) })
 	wg.Go(func() { s.gateway.Run(bg) })
 	wg.Go(func() { s.jobChanges.Run(bg) })
 	wg.Go(func() { s.jobLogs.Run(bg) })

@@ -73,6 +73,10 @@ func newRootCommand() *cobra.Command {
 	flags.Int32Var(&cfg.DefaultMaxAttempts, "default-max-attempts", cfg.DefaultMaxAttempts, "attempts for jobs submitted without max_attempts (CASARE_DEFAULT_MAX_ATTEMPTS)")
 	flags.DurationVar(&cfg.AcceptTimeout, "accept-timeout", cfg.AcceptTimeout, "how long a robot has to accept a job before it goes to another (CASARE_ACCEPT_TIMEOUT)")
 	flags.DurationVar(&cfg.RobotGracePeriod, "robot-grace-period", cfg.RobotGracePeriod, "how long a robot whose connection closed keeps its jobs; 0 means 3 heartbeats (CASARE_ROBOT_GRACE_PERIOD)")
+	flags.Var(&cfg.RetainJobs, "retain-jobs", "remove finished jobs with their events, logs and artifacts this long after they finished, e.g. 30d; 0 keeps them (CASARE_RETAIN_JOBS)")
+	flags.Var(&cfg.RetainLogs, "retain-logs", "remove finished jobs' log lines this long after they finished, e.g. 7d; 0 keeps them (CASARE_RETAIN_LOGS)")
+	flags.Var(&cfg.RetainArtifacts, "retain-artifacts", "remove finished jobs' artifacts this long after they finished, e.g. 14d; 0 keeps them (CASARE_RETAIN_ARTIFACTS)")
+	flags.DurationVar(&cfg.PruneInterval, "prune-interval", cfg.PruneInterval, "how often what the --retain-* flags let go is removed (CASARE_PRUNE_INTERVAL)")
 	flags.StringVar(&cfg.LogLevel, "log-level", cfg.LogLevel, "debug, info, warn or error (CASARE_LOG_LEVEL)")
 	flags.StringVar(&cfg.LogFormat, "log-format", cfg.LogFormat, "text or json (CASARE_LOG_FORMAT)")
 

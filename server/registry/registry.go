@@ -43,11 +43,13 @@ type Registry struct {
 	// inserter batches job submits on PostgreSQL; SQLite commits locally
 	// and gains nothing from it.
 	inserter *jobInserter
+	// pruneBatches sizes Prune's batches; tests make them small.
+	pruneBatches pruneBatches
 }
 
 // Open opens and pings the database. It does not migrate; see Migrate.
 func Open(ctx context.Context, opts Options) (*Registry, error) {
-	r := &Registry{logger: opts.Logger}
+	r := &Registry{logger: opts.Logger, pruneBatches: defaultPruneBatches}
 	if r.logger == nil {
 		r.logger = slog.Default()
 	}
