@@ -4,7 +4,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -31,15 +30,7 @@ func main() {
 	stop()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "casare-agent:", err)
-		var exit *robot.ExitError
-		if errors.As(err, &exit) {
-			os.Exit(exit.Code)
-		}
-		var refused *robot.RefusedError
-		if errors.As(err, &refused) {
-			os.Exit(exitRefused)
-		}
-		os.Exit(1)
+		os.Exit(exitCode(err))
 	}
 }
 
@@ -74,6 +65,7 @@ func newRootCommand() *cobra.Command {
 	_ = enrollCmd.MarkFlagRequired("dir")
 
 	run := robot.Options{Logger: logger, Version: version}
+	var serviceName string
 	var labels []string
 	runCmd := &cobra.Command{
 		Use:   "run --dir D [--labels k=v,…] [--capabilities …] [--max-jobs N]",
@@ -88,9 +80,11 @@ func newRootCommand() *cobra.Command {
 				}
 				run.Labels[k] = v
 			}
-			return robot.Run(cmd.Context(), run)
+			return runMaybeAsService(cmd.Context(), serviceName, run)
 		},
 	}
+	runCmd.Flags().StringVar(&serviceName, "service-name", "", "the Windows service this runs as (set by service install)")
+	_ = runCmd.Flags().MarkHidden("service-name")
 	runCmd.Flags().StringVar(&run.Dir, "dir", "", "the robot's directory from enroll (required)")
 	runCmd.Flags().StringSliceVar(&labels, "labels", nil, "labels k=v, comma separated")
 	runCmd.Flags().StringSliceVar(&run.Capabilities, "capabilities", nil, "capabilities to advertise, comma separated")
@@ -134,7 +128,7 @@ func newRootCommand() *cobra.Command {
 	execCmd.Flags().StringVar(&exec.WorkDir, "workdir", "", "the job's directory, kept afterwards (default a temporary one, removed)")
 	execCmd.Flags().BoolVar(&exec.Debug, "debug", false, "show debug lines of the log too")
 
-	root.AddCommand(enrollCmd, runCmd, cert, execCmd)
+	root.AddCommand(enrollCmd, runCmd, cert, execCmd, newServiceCommand(runCmd))
 	return root
 }
 

@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -240,11 +239,11 @@ func Count(steps []*casarev1.Step) int {
 // benchmark's loop ends.
 func ReportCPU(b *testing.B) func() {
 	cpu := func() time.Duration {
-		var ru syscall.Rusage
-		if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		d, err := processCPU()
+		if err != nil {
 			b.Fatal(err)
 		}
-		return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+		return d
 	}
 	start := cpu()
 	return func() {
