@@ -178,7 +178,7 @@ func Run(ctx context.Context, opts Options) error {
 	defer func() {
 		stop()
 		stopJobs()
-		r.wg.Wait()
+		r.waitStopped()
 	}()
 	r.wg.Go(func() { r.watchLease(life) })
 	r.wg.Go(func() { r.drainWhenAsked(ctx, life) })
@@ -225,6 +225,24 @@ func Run(ctx context.Context, opts Options) error {
 		case <-time.After(wait):
 		}
 		backoff = min(backoff*2, opts.MaxBackoff)
+	}
+}
+
+// stopWait is how long Run waits for what the robot started to stop
+// before it says what it is waiting for: a step that ignores its cancel
+// holds the robot's exit.
+const stopWait = 10 * time.Second
+
+// waitStopped waits for every goroutine the robot started.
+func (r *runner) waitStopped() {
+	warned := make(chan struct{})
+	warn := time.AfterFunc(stopWait, func() {
+		defer close(warned)
+		r.log.Warn("waiting for the robot's jobs to stop", "jobs", len(r.runningJobs()))
+	})
+	r.wg.Wait()
+	if !warn.Stop() {
+		<-warned
 	}
 }
 
