@@ -104,7 +104,8 @@ func (e *RefusedError) Error() string {
 // whenever the connection is lost. When ctx is done (SIGTERM) or the
 // control plane says so, the robot drains: no new jobs, running ones
 // finish within the drain timeout or are handed back; then Run returns
-// nil. It returns an error only when the robot cannot run at all (not
+// nil. Whatever it returns, the jobs and everything else the robot started
+// have stopped by then: nothing of the robot runs or writes afterwards. It returns an error only when the robot cannot run at all (not
 // enrolled, unreadable certificate) or, as a *RefusedError, when the
 // control plane refused it MaxRefusals times in a row. Network errors and
 // timeouts are retried for ever.
