@@ -159,8 +159,18 @@ func sendArtifact(ctx context.Context, l *link, hdr *agentv1.ArtifactHeader, dat
 	if err != nil {
 		return err
 	}
-	stop := context.AfterFunc(ctx, func() { s.CancelWrite(0) })
-	defer stop()
+	// The cancel runs on a goroutine of its own: it is waited for, so
+	// nothing touches the stream once the send returns.
+	cancelled := make(chan struct{})
+	stop := context.AfterFunc(ctx, func() {
+		s.CancelWrite(0)
+		close(cancelled)
+	})
+	defer func() {
+		if !stop() {
+			<-cancelled
+		}
+	}()
 	if err := agentv1.WriteArtifact(s, hdr, data); err != nil {
 		s.CancelWrite(0)
 		return err

@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/quic-go/quic-go"
@@ -40,10 +41,11 @@ type dialed struct {
 
 // race dials the targets in order, starting each when the one before has
 // been unanswered for step or has failed, and returns the first
-// connection. Those that complete later are closed. When all fail it
-// returns the first target's error joined with the others, so the reason
-// a robot logs names every replica it tried.
-func race(ctx context.Context, targets []target, step time.Duration, dial dialFunc) (dialed, error) {
+// connection. Those that complete later are closed by a goroutine owned by
+// wg, which the caller waits for. When all fail it returns the first
+// target's error joined with the others, so the reason a robot logs names
+// every replica it tried.
+func race(ctx context.Context, wg *sync.WaitGroup, targets []target, step time.Duration, dial dialFunc) (dialed, error) {
 	ctx, cancel := context.WithTimeout(ctx, dialWait)
 	defer cancel()
 	type result struct {
@@ -51,14 +53,17 @@ func race(ctx context.Context, targets []target, step time.Duration, dial dialFu
 		err error
 	}
 	results := make(chan result, len(targets))
+	// dials ends with the last dial, so whoever waits for the losers
+	// waits for the goroutines that dialled them too.
+	var dials sync.WaitGroup
 	started := 0
 	start := func() {
 		i := started
 		started++
-		go func() {
+		dials.Go(func() {
 			conn, err := dial(ctx, targets[i])
 			results <- result{dialed{conn, i}, err}
-		}()
+		})
 	}
 	start()
 	errs := make([]error, len(targets))
@@ -72,18 +77,21 @@ func race(ctx context.Context, targets []target, step time.Duration, dial dialFu
 				cancel()
 				// The losers still running give up on the cancel; one
 				// that completed in the meantime is closed, not leaked.
-				go func(waiting int) {
+				waiting := started - failed - 1
+				wg.Go(func() {
 					for range waiting {
 						if late := <-results; late.err == nil {
 							late.conn.CloseWithError(0, "another replica answered first")
 						}
 					}
-				}(started - failed - 1)
+					dials.Wait()
+				})
 				return res.dialed, nil
 			}
 			errs[res.index] = fmt.Errorf("%s: %w", targets[res.index].addr, res.err)
 			failed++
 			if failed == len(targets) {
+				dials.Wait()
 				if len(targets) == 1 {
 					return dialed{}, res.err
 				}

@@ -11,6 +11,7 @@ import (
 	"math/big"
 	"net"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -97,7 +98,7 @@ func TestRaceSkipsDeadAndFrozenReplicas(t *testing.T) {
 		{live, frozen(t)},
 	} {
 		start := time.Now()
-		won, err := race(context.Background(), targets(order...), minStagger, dial)
+		won, err := race(context.Background(), &sync.WaitGroup{}, targets(order...), minStagger, dial)
 		if err != nil {
 			t.Fatalf("race %v: %v", order, err)
 		}
@@ -120,7 +121,7 @@ func TestRaceNamesEveryReplicaWhenAllFail(t *testing.T) {
 	a, b := frozen(t), frozen(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	_, err := race(ctx, targets(a, b), 100*time.Millisecond, quicDial(client, nil))
+	_, err := race(ctx, &sync.WaitGroup{}, targets(a, b), 100*time.Millisecond, quicDial(client, nil))
 	if err == nil {
 		t.Fatal("two frozen replicas: race won")
 	}
@@ -152,12 +153,20 @@ func TestRaceClosesTheLosers(t *testing.T) {
 		}
 		return real(ctx, tg)
 	}
-	won, err := race(context.Background(), []target{{live, "slow"}, {live, "replica"}}, 10*time.Millisecond, dial)
+	var owner sync.WaitGroup
+	won, err := race(context.Background(), &owner, []target{{live, "slow"}, {live, "replica"}}, 10*time.Millisecond, dial)
 	if err != nil || won.index != 1 {
 		t.Fatalf("race: %v, won by %d, want the second", err, won.index)
 	}
 	defer won.conn.CloseWithError(0, "")
-	<-slowDone
+	// The losing dial belongs to the race's owner: waiting for the owner
+	// waits for it.
+	owner.Wait()
+	select {
+	case <-slowDone:
+	default:
+		t.Fatal("the race's owner was done before the dial that lost")
+	}
 	deadline := time.Now().Add(10 * time.Second)
 	for closed.Load() == 0 {
 		if time.Now().After(deadline) {
@@ -187,7 +196,7 @@ func TestRaceStartsTheNextAtOnceWhenOneFails(t *testing.T) {
 		}
 		cancel()
 	}()
-	race(ctx, targets("refused", "hangs"), time.Hour, dial)
+	race(ctx, &sync.WaitGroup{}, targets("refused", "hangs"), time.Hour, dial)
 	if n := dials.Load(); n != 2 {
 		t.Fatalf("%d dials, want the second started when the first failed", n)
 	}
@@ -213,7 +222,7 @@ func BenchmarkDialPastDeadAndFrozen(b *testing.B) {
 	dial := quicDial(client, &quic.Config{HandshakeIdleTimeout: 10 * time.Second})
 	round := targets(dead(b), frozen(b), live)
 	for b.Loop() {
-		won, err := race(context.Background(), round, minStagger, dial)
+		won, err := race(context.Background(), &sync.WaitGroup{}, round, minStagger, dial)
 		if err != nil {
 			b.Fatal(err)
 		}

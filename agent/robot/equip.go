@@ -27,7 +27,10 @@ type Abilities struct {
 
 // capabilities that step families give; a robot advertises them only when
 // it can really run those steps.
-var familyCapabilities = []string{"browser", "shell"}
+var familyCapabilities = []string{browserCapability, "shell"}
+
+// browserCapability is what browser steps need: a Chromium that starts.
+const browserCapability = "browser"
 
 // equip builds the step catalogue and works out the capabilities the robot
 // really has, so that the control plane never routes a job to a robot that
@@ -52,7 +55,7 @@ func equip(a Abilities, extra []string, log *slog.Logger) (step.Catalogue, []str
 		path, err := browser.Find(a.Chromium)
 		if err == nil {
 			cfg.Browser.Chromium = path
-			caps = append(caps, "browser")
+			caps = append(caps, browserCapability)
 			log.Info("browser steps run with Chromium", "path", path)
 		} else {
 			log.Info("no browser steps on this robot", "reason", err)

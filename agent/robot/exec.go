@@ -7,12 +7,14 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 
 	"github.com/casarerpa/casare/agent/engine"
 	"github.com/casarerpa/casare/agent/step"
 	"github.com/casarerpa/casare/agent/workflow"
+	casarev1 "github.com/casarerpa/casare/rpc/casare/v1"
 )
 
 // Exit codes of casare-agent exec, the same as casarectl's for a job it
@@ -77,9 +79,17 @@ func Exec(ctx context.Context, opts ExecOptions) error {
 	if err != nil {
 		return usage("%s: %w", opts.File, err)
 	}
-	cat, caps := equip(opts.Abilities, nil, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	// Starting a Chromium to see that it works takes seconds: a workflow
+	// without browser steps is checked and run without one.
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	abilities := opts.Abilities
+	abilities.NoBrowser = true
+	cat, caps := equip(abilities, nil, quiet)
 	if err := workflow.Validate(wf, cat); err != nil {
 		return usage("%s: %w", opts.File, err)
+	}
+	if !opts.Abilities.NoBrowser && needsBrowser(wf, cat) {
+		cat, caps = equip(opts.Abilities, nil, quiet)
 	}
 	inputs := map[string]any{}
 	for _, kv := range opts.Inputs {
@@ -121,6 +131,12 @@ func Exec(ctx context.Context, opts ExecOptions) error {
 		return &ExitError{Code: ExecFailed, Err: fmt.Errorf("write outputs: %w", err)}
 	}
 	return nil
+}
+
+// needsBrowser says whether wf has browser steps or asks for the browser
+// capability itself.
+func needsBrowser(wf *casarev1.Workflow, cat step.Catalogue) bool {
+	return slices.Contains(workflow.Requirements(wf, cat).GetCapabilities(), browserCapability)
 }
 
 // execReporter writes the log as lines "level step: message".

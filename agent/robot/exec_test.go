@@ -101,3 +101,57 @@ func TestExecShellNeedsAllowing(t *testing.T) {
 		t.Errorf("outputs = %s", stdout.String())
 	}
 }
+
+// TestExecStartsChromiumOnlyForBrowserSteps: finding out whether a
+// Chromium works means starting one, which takes seconds; a local run
+// does it only when the workflow has browser steps or asks for the
+// browser capability. The "Chromium" here is a script that notes each
+// start and is no browser, so browser steps stay refused.
+func TestExecStartsChromiumOnlyForBrowserSteps(t *testing.T) {
+	dir := t.TempDir()
+	starts := filepath.Join(dir, "starts")
+	chromium := filepath.Join(dir, "chromium")
+	if err := os.WriteFile(chromium, []byte("#!/bin/sh\necho started >> '"+starts+"'\n"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name    string
+		file    string
+		starts  bool
+		code    int
+		errHas  string
+		noProbe bool
+	}{
+		{name: "NoBrowserSteps", file: "steps: [{id: a, uses: log, with: {message: x}}]", code: ExecOK},
+		{name: "BrowserStep", file: "steps: [{id: open, uses: browser.navigate, with: {url: 'about:blank'}}]", starts: true, code: ExecFailed, errHas: `"browser" capability`},
+		{name: "NestedBrowserStep", file: "steps: [{id: g, steps: [{id: open, uses: browser.navigate, with: {url: 'about:blank'}}]}]", starts: true, code: ExecFailed},
+		{name: "RequiresBrowser", file: "requires: {capabilities: [browser]}\nsteps: [{id: a, uses: log, with: {message: x}}]", starts: true, code: ExecOK},
+		{name: "NoBrowserFlag", file: "steps: [{id: open, uses: browser.navigate, with: {url: 'about:blank'}}]", noProbe: true, code: ExecFailed, errHas: `"browser" capability`},
+		{name: "Invalid", file: "steps: [{id: open, uses: browser.navigat}]", code: ExecError},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			os.Remove(starts)
+			path := filepath.Join(t.TempDir(), "wf.yaml")
+			if err := os.WriteFile(path, []byte(tc.file), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			var stdout, stderr bytes.Buffer
+			err := Exec(context.Background(), ExecOptions{File: path, Abilities: Abilities{Chromium: chromium, NoBrowser: tc.noProbe}, Stdout: &stdout, Stderr: &stderr})
+			code := ExecOK
+			var exit *ExitError
+			if errors.As(err, &exit) {
+				code = exit.Code
+			}
+			if code != tc.code {
+				t.Errorf("exit %d, want %d (err %v)", code, tc.code, err)
+			}
+			if tc.errHas != "" && (err == nil || !strings.Contains(err.Error(), tc.errHas)) {
+				t.Errorf("err = %v, want %q in it", err, tc.errHas)
+			}
+			_, statErr := os.Stat(starts)
+			if started := statErr == nil; started != tc.starts {
+				t.Errorf("Chromium started: %v, want %v", started, tc.starts)
+			}
+		})
+	}
+}

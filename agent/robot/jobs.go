@@ -200,15 +200,8 @@ func (r *runner) startJob(assign *agentv1.JobAssign) {
 		return
 	}
 	r.log.Info("job started", "job", j.id, "attempt", j.attempt)
-	r.jobsWG.Add(2)
-	go func() {
-		defer r.jobsWG.Done()
-		r.ship(j)
-	}()
-	go func() {
-		defer r.jobsWG.Done()
-		r.execute(ctx, j, assign)
-	}()
+	r.wg.Go(func() { r.ship(r.life, j) })
+	r.wg.Go(func() { r.execute(ctx, j, assign) })
 }
 
 // execute runs the workflow and reports its end.
@@ -292,12 +285,18 @@ func (r *runner) runWorkflow(ctx context.Context, j *job, assign *agentv1.JobAss
 // ship sends the job's log lines on a log stream of their own and, once
 // the job ended and every line is out, its end on the control stream.
 // After a reconnect it opens a new stream and sends the lines again from
-// the first: the control plane keeps each line once.
-func (r *runner) ship(j *job) {
+// the first: the control plane keeps each line once. It stops when ctx is
+// done, the robot's connection over for good, whatever is left unsent.
+func (r *runner) ship(ctx context.Context, j *job) {
 	var stream *quic.SendStream
 	var on *link
 	sent := 0
-	for {
+	defer func() {
+		if stream != nil {
+			stream.CancelWrite(0)
+		}
+	}()
+	for ctx.Err() == nil {
 		r.mu.Lock()
 		l, changed := r.link, r.linkChanged
 		r.mu.Unlock()
@@ -319,7 +318,7 @@ func (r *runner) ship(j *job) {
 				}
 				if err != nil {
 					r.log.Debug("open a log stream", "job", j.id, "err", err)
-					waitFor(changed, j.more, time.Second)
+					waitFor(ctx, changed, j.more, time.Second)
 					continue
 				}
 				stream = s
@@ -336,7 +335,7 @@ func (r *runner) ship(j *job) {
 				stream.CancelWrite(0)
 				stream = nil
 				sent = 0
-				waitFor(changed, j.more, time.Second)
+				waitFor(ctx, changed, j.more, time.Second)
 				continue
 			}
 			continue
@@ -364,12 +363,13 @@ func (r *runner) ship(j *job) {
 						return
 					case <-changed:
 					case <-time.After(ackWait):
+					case <-ctx.Done():
 					}
 					continue
 				}
 			}
 		}
-		waitFor(changed, j.more, 0)
+		waitFor(ctx, changed, j.more, 0)
 	}
 }
 
@@ -406,9 +406,9 @@ func validEnd(m *agentv1.AgentMessage) *agentv1.AgentMessage {
 
 func validUTF8(s string) string { return strings.ToValidUTF8(s, "\uFFFD") }
 
-// waitFor blocks until either channel fires, or the timeout when one is
-// given.
-func waitFor(a <-chan struct{}, b <-chan struct{}, timeout time.Duration) {
+// waitFor blocks until either channel fires or ctx is done, or the
+// timeout when one is given.
+func waitFor(ctx context.Context, a <-chan struct{}, b <-chan struct{}, timeout time.Duration) {
 	var expired <-chan time.Time
 	if timeout > 0 {
 		expired = time.After(timeout)
@@ -417,6 +417,7 @@ func waitFor(a <-chan struct{}, b <-chan struct{}, timeout time.Duration) {
 	case <-a:
 	case <-b:
 	case <-expired:
+	case <-ctx.Done():
 	}
 }
 
@@ -461,15 +462,35 @@ func (r *runner) jobEnded() {
 	}
 }
 
-// drain stops taking work, lets running jobs finish until the drain
-// timeout, hands back the rest, says so, and then ends the robot.
-func (r *runner) drain(reason string) {
-	r.mu.Lock()
-	if r.drainStarted {
-		r.mu.Unlock()
+// askDrain passes the control plane's request to drain to the goroutine
+// that drains; one already draining ignores it.
+func (r *runner) askDrain(reason string) {
+	select {
+	case r.drainAsked <- reason:
+	default:
+	}
+}
+
+// drainWhenAsked drains the robot once Run's ctx is done (SIGTERM) or the
+// control plane asks, then ends the robot; it returns without draining
+// when life ends first (the robot refused).
+func (r *runner) drainWhenAsked(ctx, life context.Context) {
+	var reason string
+	select {
+	case <-ctx.Done():
+		reason = "the robot is stopping"
+	case reason = <-r.drainAsked:
+	case <-life.Done():
 		return
 	}
-	r.drainStarted = true
+	r.drain(life, reason)
+}
+
+// drain stops taking work, lets running jobs finish until the drain
+// timeout, hands back the rest, says so, and then ends the robot. It gives
+// up when life ends first.
+func (r *runner) drain(life context.Context, reason string) {
+	r.mu.Lock()
 	r.draining = true
 	n := len(r.jobs)
 	r.mu.Unlock()
@@ -489,6 +510,8 @@ func (r *runner) drain(reason string) {
 			break
 		}
 		select {
+		case <-life.Done():
+			return
 		case <-r.idle:
 		case <-time.After(time.Second):
 		case <-timeout:
@@ -501,7 +524,7 @@ func (r *runner) drain(reason string) {
 			// Ends that cannot be delivered (no connection) are given up
 			// on: the control plane sends those jobs elsewhere when the
 			// robot does not come back.
-			giveUp = time.After(10 * time.Second)
+			giveUp = time.After(drainGiveUp)
 		case <-giveUp:
 			r.log.Warn("leaving with job ends not delivered", "jobs", len(left))
 			r.finishDrain(handedBack)
@@ -510,6 +533,10 @@ func (r *runner) drain(reason string) {
 	}
 	r.finishDrain(handedBack)
 }
+
+// drainGiveUp is how long a drained robot waits, after handing its jobs
+// back, for their ends to reach the control plane.
+const drainGiveUp = 10 * time.Second
 
 func (r *runner) finishDrain(handedBack bool) {
 	_ = r.send(&agentv1.AgentMessage{Msg: &agentv1.AgentMessage_Drained{Drained: &agentv1.Drained{}}})

@@ -104,7 +104,8 @@ func (e *RefusedError) Error() string {
 // whenever the connection is lost. When ctx is done (SIGTERM) or the
 // control plane says so, the robot drains: no new jobs, running ones
 // finish within the drain timeout or are handed back; then Run returns
-// nil. It returns an error only when the robot cannot run at all (not
+// nil. Whatever it returns, the jobs and everything else the robot started
+// have stopped by then: nothing of the robot runs or writes afterwards. It returns an error only when the robot cannot run at all (not
 // enrolled, unreadable certificate) or, as a *RefusedError, when the
 // control plane refused it MaxRefusals times in a row. Network errors and
 // timeouts are retried for ever.
@@ -152,15 +153,15 @@ func Run(ctx context.Context, opts Options) error {
 	// The connection outlives ctx: a robot told to stop first drains over
 	// it, and only then hangs up.
 	life, stop := context.WithCancel(context.WithoutCancel(ctx))
-	defer stop()
 	jobsCtx, stopJobs := context.WithCancel(context.Background())
-	defer stopJobs()
 	r := &runner{
+		life:        life,
 		stop:        stop,
 		jobs:        map[string]*job{},
 		jobsCtx:     jobsCtx,
 		linkChanged: make(chan struct{}),
 		idle:        make(chan struct{}, 1),
+		drainAsked:  make(chan string, 1),
 		opts:        opts,
 		id:          id,
 		servers:     addrs,
@@ -172,14 +173,16 @@ func Run(ctx context.Context, opts Options) error {
 			NextProtos:   []string{agentv1.ALPN},
 		},
 	}
-	go r.watchLease(life)
-	go func() {
-		select {
-		case <-ctx.Done():
-			r.drain("the robot is stopping")
-		case <-life.Done():
-		}
+	// Run owns every goroutine the robot starts: when it returns, the
+	// connection is over, the jobs are stopped and nothing of the robot
+	// runs or writes any more.
+	defer func() {
+		stop()
+		stopJobs()
+		r.waitStopped()
 	}()
+	r.wg.Go(func() { r.watchLease(life) })
+	r.wg.Go(func() { r.drainWhenAsked(ctx, life) })
 	r.set(Disconnected)
 	backoff := opts.MinBackoff
 	var lostAt time.Time // when a registered connection was last lost
@@ -200,7 +203,6 @@ func Run(ctx context.Context, opts Options) error {
 			r.log.Warn("the control plane refused the robot", "reason", reason, "refusals", refusals, "limit", opts.MaxRefusals)
 			if opts.MaxRefusals > 0 && refusals >= opts.MaxRefusals {
 				r.set(Disconnected, "reason", reason)
-				stop()
 				return &RefusedError{Reason: reason, Refusals: refusals}
 			}
 		}
@@ -227,6 +229,24 @@ func Run(ctx context.Context, opts Options) error {
 	}
 }
 
+// stopWait is how long Run waits for what the robot started to stop
+// before it says what it is waiting for: a step that ignores its cancel
+// holds the robot's exit.
+const stopWait = 10 * time.Second
+
+// waitStopped waits for every goroutine the robot started.
+func (r *runner) waitStopped() {
+	warned := make(chan struct{})
+	warn := time.AfterFunc(stopWait, func() {
+		defer close(warned)
+		r.log.Warn("waiting for the robot's jobs to stop", "jobs", len(r.runningJobs()))
+	})
+	r.wg.Wait()
+	if !warn.Stop() {
+		<-warned
+	}
+}
+
 // jitter spreads reconnects over ±20%, so robots that lost the control
 // plane together do not return in one wave.
 func jitter(d time.Duration) time.Duration {
@@ -244,22 +264,30 @@ type runner struct {
 	lastRTT time.Duration
 	tls     *tls.Config
 	state   State
-	// stop ends the robot once it has drained.
+	// life is the robot's connection's life: its end stops what ships
+	// to the control plane. stop ends it once the robot has drained.
+	life context.Context
 	stop func()
+
+	// wg holds every goroutine the robot starts (jobs, their shipping,
+	// the drain, the lease watch, dials that lost a race): Run waits for
+	// it before it returns.
+	wg sync.WaitGroup
+	// drainAsked carries the control plane's request to drain to the
+	// goroutine that drains (see drainWhenAsked).
+	drainAsked chan string
 
 	mu          sync.Mutex
 	link        *link         // the current connection, nil between them
 	linkChanged chan struct{} // closed when link changes
 	jobs        map[string]*job
 	jobsCtx     context.Context
-	jobsWG      sync.WaitGroup
 	idle        chan struct{} // a job ended
 	// draining outlives a connection: a draining robot that reconnects
 	// still takes no new work.
-	draining     bool
-	drainStarted bool
-	uploads      uploads // artifacts waiting for the control plane's answer
-	leaseClock   leaseClock
+	draining   bool
+	uploads    uploads // artifacts waiting for the control plane's answer
+	leaseClock leaseClock
 }
 
 func (r *runner) isDraining() bool {
@@ -282,7 +310,7 @@ func (r *runner) session(ctx context.Context) (registered bool, err error) {
 		addrs[i] = t.addr
 	}
 	r.set(Connecting, "servers", strings.Join(addrs, ","))
-	won, err := race(ctx, round, stagger(r.lastRTT), quicDial(r.tls, &quic.Config{
+	won, err := race(ctx, &r.wg, round, stagger(r.lastRTT), quicDial(r.tls, &quic.Config{
 		MaxIdleTimeout: time.Minute,
 		// A quiet connection is pinged this often, so the robot knows
 		// when the control plane stops answering (see liveness).
@@ -293,9 +321,16 @@ func (r *runner) session(ctx context.Context) (registered bool, err error) {
 	}
 	conn := won.conn
 	r.servers.dialled(won.index)
+	// The reader of the control plane's messages (below) ends with the
+	// connection, and the session with it: nothing it hands on (a job, a
+	// renewal) arrives after the session.
+	var reader sync.WaitGroup
+	over := make(chan struct{})
 	defer func() {
 		r.lastRTT = conn.ConnectionStats().SmoothedRTT
 		conn.CloseWithError(0, "robot stopping")
+		close(over)
+		reader.Wait()
 	}()
 	r.set(Connected, "server", round[won.index].addr)
 	stream, err := conn.OpenStreamSync(ctx)
@@ -363,7 +398,7 @@ func (r *runner) session(ctx context.Context) (registered bool, err error) {
 	// The control plane's messages arrive on their own goroutine.
 	lost := make(chan error, 1)
 	renewals := make(chan *agentv1.RenewResponse, 1)
-	go func() {
+	reader.Go(func() {
 		for {
 			msg := &agentv1.ServerMessage{}
 			if err := frames.Read(msg); err != nil {
@@ -376,9 +411,13 @@ func (r *runner) session(ctx context.Context) (registered bool, err error) {
 				lost <- &refusedMessage{m.Refused.GetReason()}
 				return
 			case *agentv1.ServerMessage_Drain:
-				go r.drain(m.Drain.GetReason())
+				r.askDrain(m.Drain.GetReason())
 			case *agentv1.ServerMessage_Renew:
-				renewals <- m.Renew
+				select {
+				case renewals <- m.Renew:
+				case <-over:
+					return
+				}
 			case *agentv1.ServerMessage_JobAssign:
 				r.startJob(m.JobAssign)
 			case *agentv1.ServerMessage_JobCancel:
@@ -389,7 +428,7 @@ func (r *runner) session(ctx context.Context) (registered bool, err error) {
 				r.uploads.deliver(m.ArtifactStored)
 			}
 		}
-	}()
+	})
 	ticker := time.NewTicker(interval)
 	defer ticker.Stop()
 	// The certificate is checked now and then hourly; a renewal in flight
