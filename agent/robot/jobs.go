@@ -169,7 +169,18 @@ func (r *runner) startJob(assign *agentv1.JobAssign) {
 		reject("draining")
 		return
 	case r.jobs[assign.GetJobId()] != nil:
+		old := r.jobs[assign.GetJobId()]
 		r.mu.Unlock()
+		if old.attempt < assign.GetAttempt() {
+			// The control plane gave up the earlier attempt (it lost
+			// word of this robot for a while): it is fenced there, so
+			// stop it now rather than at the next heartbeat, and take
+			// the new one once its end is acknowledged.
+			r.log.Info("stopping an attempt the control plane gave up", "job", old.id, "attempt", old.attempt, "new_attempt", assign.GetAttempt())
+			old.cancel(stopped{fmt.Sprintf("the control plane gave the job to attempt %d", assign.GetAttempt())})
+			reject(fmt.Sprintf("still stopping attempt %d of this job", old.attempt))
+			return
+		}
 		reject("already running this job")
 		return
 	}

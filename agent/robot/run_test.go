@@ -399,3 +399,54 @@ steps:
 		t.Errorf("draining for %q, want the control plane's reason", reason)
 	}
 }
+
+// TestNewerAttemptStopsTheOlder: offered a later attempt of a job it
+// still runs, the robot stops the earlier one (the control plane has
+// fenced it) and turns the new one down until that one's end is
+// acknowledged; offered again, it takes it.
+func TestNewerAttemptStopsTheOlder(t *testing.T) {
+	const doc = `
+steps:
+  - {id: wait, uses: delay, with: {duration: 1h}}
+`
+	wf, err := workflow.Parse([]byte(doc))
+	if err != nil {
+		t.Fatal(err)
+	}
+	wfJSON, err := protojson.Marshal(wf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, _, _ := runRobot(t, doc, time.Minute)
+	p.waitFor(t, "job_accept", accepted)
+	assign := func(attempt int32) {
+		p.send(t, &agentv1.ServerMessage{Msg: &agentv1.ServerMessage_JobAssign{JobAssign: &agentv1.JobAssign{JobId: "j1", Attempt: attempt, Workflow: wfJSON}}})
+	}
+	assign(2)
+	p.waitFor(t, "job_reject of attempt 2", func(m *agentv1.AgentMessage) bool {
+		r := m.GetJobReject()
+		return r.GetAttempt() == 2 && strings.Contains(r.GetReason(), "still stopping attempt 1")
+	})
+	p.waitFor(t, "the end of attempt 1", func(m *agentv1.AgentMessage) bool {
+		f := m.GetJobFail()
+		return f.GetAttempt() == 1 && strings.Contains(f.GetError(), "gave the job to attempt 2")
+	})
+	// The plane acknowledged that end; the job is the robot's to take again.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		assign(2)
+		ok := false
+		for _, m := range p.received() {
+			if a := m.GetJobAccept(); a.GetAttempt() == 2 {
+				ok = true
+			}
+		}
+		if ok {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("attempt 2 never accepted; the robot sent %v", kinds(p.received()))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
