@@ -14,6 +14,7 @@ import (
 	"github.com/casarerpa/casare/agent/engine"
 	"github.com/casarerpa/casare/agent/step"
 	"github.com/casarerpa/casare/agent/workflow"
+	"github.com/casarerpa/casare/agent/workflow/spec"
 	casarev1 "github.com/casarerpa/casare/rpc/casare/v1"
 )
 
@@ -85,10 +86,11 @@ func Exec(ctx context.Context, opts ExecOptions) error {
 	abilities := opts.Abilities
 	abilities.NoBrowser = true
 	cat, caps := equip(abilities, nil, quiet)
-	if err := workflow.Validate(wf, cat); err != nil {
+	specs := cat.Specs()
+	if err := workflow.Validate(wf, specs); err != nil {
 		return usage("%s: %w", opts.File, err)
 	}
-	if !opts.Abilities.NoBrowser && needsBrowser(wf, cat) {
+	if !opts.Abilities.NoBrowser && needsBrowser(wf, specs) {
 		cat, caps = equip(opts.Abilities, nil, quiet)
 	}
 	inputs := map[string]any{}
@@ -135,7 +137,7 @@ func Exec(ctx context.Context, opts ExecOptions) error {
 
 // needsBrowser says whether wf has browser steps or asks for the browser
 // capability itself.
-func needsBrowser(wf *casarev1.Workflow, cat step.Catalogue) bool {
+func needsBrowser(wf *casarev1.Workflow, cat spec.Catalogue) bool {
 	return slices.Contains(workflow.Requirements(wf, cat).GetCapabilities(), browserCapability)
 }
 

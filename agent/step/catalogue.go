@@ -1,10 +1,10 @@
 package step
 
 import (
-	"fmt"
 	"maps"
 	"slices"
-	"strings"
+
+	"github.com/casarerpa/casare/agent/workflow/spec"
 )
 
 // Catalogue holds the actions a build knows, by name.
@@ -29,44 +29,18 @@ func (c Catalogue) Lookup(name string) (*Action, error) {
 	if a, ok := c[name]; ok {
 		return a, nil
 	}
-	if near := c.closest(name); near != "" {
-		return nil, fmt.Errorf("unknown step %q; did you mean %q?", name, near)
-	}
-	return nil, fmt.Errorf("unknown step %q", name)
+	return nil, spec.UnknownStep(name, c.Names())
 }
 
 // Names lists the actions in order.
 func (c Catalogue) Names() []string { return slices.Sorted(maps.Keys(c)) }
 
-// closest finds the known name nearest to name by edit distance, when it
-// is near enough to be a slip rather than another word.
-func (c Catalogue) closest(name string) string {
-	best, bestDist := "", len(name)/3+2
-	for _, known := range c.Names() {
-		if d := distance(strings.ToLower(name), known); d < bestDist {
-			best, bestDist = known, d
-		}
+// Specs returns what the actions declare, as the data workflows are
+// checked against.
+func (c Catalogue) Specs() spec.Catalogue {
+	specs := make(spec.Catalogue, len(c))
+	for name, a := range c {
+		specs[name] = a.Spec()
 	}
-	return best
-}
-
-// distance is the Levenshtein distance between a and b.
-func distance(a, b string) int {
-	prev := make([]int, len(b)+1)
-	cur := make([]int, len(b)+1)
-	for j := range prev {
-		prev[j] = j
-	}
-	for i := 1; i <= len(a); i++ {
-		cur[0] = i
-		for j := 1; j <= len(b); j++ {
-			cost := 1
-			if a[i-1] == b[j-1] {
-				cost = 0
-			}
-			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
-		}
-		prev, cur = cur, prev
-	}
-	return prev[len(b)]
+	return specs
 }

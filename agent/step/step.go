@@ -16,6 +16,8 @@ import (
 	"reflect"
 	"strings"
 	"sync"
+
+	"github.com/casarerpa/casare/agent/workflow/spec"
 )
 
 // Action is one kind of step, named family.action (browser.click) or a core
@@ -41,12 +43,7 @@ type Action struct {
 }
 
 // ErrorDoc documents one way an action fails.
-type ErrorDoc struct {
-	// When says what happened, in the words of the error.
-	When string
-	// Business is true when the data was wrong, so retrying cannot help.
-	Business bool
-}
+type ErrorDoc = spec.ErrorDoc
 
 // Option refines a definition.
 type Option func(*Action)
@@ -70,7 +67,9 @@ func Rejects(when string) Option {
 // outputs encode from O. P and O are structs whose fields carry json tags
 // (the names a workflow uses) and doc tags (what the catalogue says);
 // `step:"required"` marks a parameter that must be given. Either may be
-// map[string]any for free-form parameters or outputs.
+// map[string]any for free-form parameters or outputs. A parameter type
+// that decodes itself says what it takes with a LiteralKind method; a
+// parameter of a type Shape cannot describe is a programming error.
 func Define[P, O any](name, summary string, run func(ctx context.Context, env *Env, p P) (O, error), opts ...Option) *Action {
 	a := &Action{Name: name, Summary: summary}
 	if t := reflect.TypeFor[P](); t.Kind() == reflect.Struct {
@@ -81,6 +80,11 @@ func Define[P, O any](name, summary string, run func(ctx context.Context, env *E
 	}
 	for _, o := range opts {
 		o(a)
+	}
+	if _, err := paramSpecs(a.Params); err != nil {
+		// A parameter the validator cannot describe would be checked
+		// differently from how the robot decodes it.
+		panic("step: " + name + ": " + err.Error())
 	}
 	a.run = func(ctx context.Context, env *Env, with map[string]any) (map[string]any, error) {
 		var p P
@@ -182,12 +186,7 @@ func encode(out any) (map[string]any, error) {
 }
 
 // Field documents one parameter or output.
-type Field struct {
-	Name     string
-	Type     string // as the catalogue shows it: string, number, integer, boolean, duration, list of X, object
-	Required bool
-	Doc      string
-}
+type Field = spec.Field
 
 // Fields lists the documented fields of a parameter or output struct, in
 // declaration order.
@@ -197,15 +196,9 @@ func Fields(t reflect.Type) []Field {
 	}
 	var out []Field
 	for f := range t.Fields() {
-		if !f.IsExported() {
-			continue
-		}
-		name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
-		if name == "-" {
-			continue
-		}
+		name := jsonName(f)
 		if name == "" {
-			name = f.Name
+			continue
 		}
 		out = append(out, Field{
 			Name:     name,
@@ -215,6 +208,22 @@ func Fields(t reflect.Type) []Field {
 		})
 	}
 	return out
+}
+
+// jsonName is the name a workflow gives the field, empty for a field
+// encoding/json skips.
+func jsonName(f reflect.StructField) string {
+	if !f.IsExported() {
+		return ""
+	}
+	name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+	switch name {
+	case "-":
+		return ""
+	case "":
+		return f.Name
+	}
+	return name
 }
 
 // TypeName is how the catalogue names a Go type.

@@ -3,10 +3,14 @@ package step
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/casarerpa/casare/agent/workflow/spec"
 )
 
 type greetParams struct {
@@ -113,4 +117,72 @@ func TestEnvClosesResourcesNewestFirst(t *testing.T) {
 	if _, err := env.Resource("c", func() (io.Closer, error) { return nil, errors.New("unreachable") }); err == nil {
 		t.Fatal("a resource opened after the job ended")
 	}
+}
+
+func TestSpecDescribesTheParameters(t *testing.T) {
+	s := greet.Spec()
+	want := []Field{
+		{Name: "name", Type: "string", Required: true, Doc: "Who to greet.", Shape: spec.Shape{Kind: spec.String}},
+		{Name: "times", Type: "integer", Doc: "How often.", Shape: spec.Shape{Kind: spec.Integer}},
+		{Name: "wait", Type: "duration", Doc: "Pause first.", Shape: spec.Shape{Kind: spec.Duration}},
+	}
+	if s.Name != "demo.greet" || s.AnyParams || len(s.Params) != len(want) || len(s.Outputs) != 1 || len(s.Errors) != 1 {
+		t.Fatalf("spec = %+v", s)
+	}
+	for i := range want {
+		if s.Params[i] != want[i] {
+			t.Errorf("params[%d] = %+v, want %+v", i, s.Params[i], want[i])
+		}
+	}
+	free := Define("demo.free", "", func(context.Context, *Env, map[string]any) (map[string]any, error) { return nil, nil })
+	if s := free.Spec(); !s.AnyParams || s.Params != nil {
+		t.Errorf("free-form spec = %+v", s)
+	}
+}
+
+func TestShapeOf(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		typ  reflect.Type
+		want string // the shape's kinds, outer first, or the start of the error
+	}{
+		{"ListOfInt", reflect.TypeFor[[]int](), "List Integer"},
+		{"MapOfAny", reflect.TypeFor[map[string]any](), "Map Any"},
+		{"PointerToBool", reflect.TypeFor[*bool](), "Boolean"},
+		{"Duration", reflect.TypeFor[Duration](), "Duration"},
+		{"ErrPointerToDuration", reflect.TypeFor[*Duration](), "type *step.Duration: use step.Duration"},
+		{"ErrTime", reflect.TypeFor[time.Time](), "type time.Time decodes itself"},
+		{"ErrStruct", reflect.TypeFor[struct{ A int }](), "type struct { A int } is not one"},
+		{"ErrUint", reflect.TypeFor[uint](), "type uint is not one"},
+		{"ErrBytes", reflect.TypeFor[[]byte](), "type []uint8 is not one"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s, err := shapeOf(tc.typ)
+			got := ""
+			if err != nil {
+				got = err.Error()
+			} else {
+				for e := &s; e != nil; e = e.Elem {
+					got += " " + e.Kind.String()
+				}
+				got = strings.TrimSpace(got)
+			}
+			if !strings.HasPrefix(got, tc.want) {
+				t.Fatalf("shapeOf(%s) = %q, want %q", tc.typ, got, tc.want)
+			}
+		})
+	}
+}
+
+func TestDefineRefusesAParameterItCannotDescribe(t *testing.T) {
+	defer func() {
+		if r := recover(); r == nil || !strings.Contains(fmt.Sprint(r), "demo.bad: parameter at: type time.Time decodes itself") {
+			t.Fatalf("recovered %v", r)
+		}
+	}()
+	Define("demo.bad", "", func(context.Context, *Env, struct {
+		At time.Time `json:"at"`
+	}) (struct{}, error) {
+		return struct{}{}, nil
+	})
 }

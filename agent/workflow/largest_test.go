@@ -10,13 +10,13 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/casarerpa/casare/agent/step/library"
 	"github.com/casarerpa/casare/agent/workflow"
+	"github.com/casarerpa/casare/agent/workflow/builtin"
 	"github.com/casarerpa/casare/agent/workflow/workflowtest"
 )
 
 // catalogue is the one the control plane checks workflows against.
-var catalogue = library.Catalogue(library.Config{})
+var catalogue = builtin.Steps
 
 func TestValidateStopsWithContext(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())

@@ -4,7 +4,7 @@ import (
 	"maps"
 	"slices"
 
-	"github.com/casarerpa/casare/agent/step"
+	"github.com/casarerpa/casare/agent/workflow/spec"
 	casarev1 "github.com/casarerpa/casare/rpc/casare/v1"
 )
 
@@ -12,7 +12,7 @@ import (
 // every action it uses (nested steps and error handlers included) added to
 // those it declares, and its declared labels. Unknown actions add nothing;
 // Validate reports them.
-func Requirements(wf *casarev1.Workflow, cat step.Catalogue) *casarev1.Requirements {
+func Requirements(wf *casarev1.Workflow, cat spec.Catalogue) *casarev1.Requirements {
 	caps := slices.Clone(wf.GetRequires().GetCapabilities())
 	var walk func([]*casarev1.Step)
 	walk = func(steps []*casarev1.Step) {

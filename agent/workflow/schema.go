@@ -7,7 +7,7 @@ import (
 
 	"google.golang.org/protobuf/reflect/protoreflect"
 
-	"github.com/casarerpa/casare/agent/step"
+	"github.com/casarerpa/casare/agent/workflow/spec"
 	casarev1 "github.com/casarerpa/casare/rpc/casare/v1"
 )
 
@@ -18,7 +18,7 @@ const SchemaID = "https://casarerpa.dev/schemas/workflow.schema.json"
 // of casare.v1.Workflow with, per action of cat, the parameters its with
 // takes and which of them are required. A parameter may always be written
 // as a ${{ }} expression instead of a literal.
-func Schema(cat step.Catalogue) ([]byte, error) {
+func Schema(cat spec.Catalogue) ([]byte, error) {
 	defs := map[string]any{}
 	root := messageSchema((&casarev1.Workflow{}).ProtoReflect().Descriptor(), defs)
 	root["$schema"] = "https://json-schema.org/draft/2020-12/schema"
@@ -60,15 +60,15 @@ func Schema(cat step.Catalogue) ([]byte, error) {
 }
 
 // withSchema describes the parameters of one action.
-func withSchema(a *step.Action) map[string]any {
+func withSchema(a *spec.Action) map[string]any {
 	s := map[string]any{"type": "object", "description": a.Summary}
-	if a.Params == nil {
+	if a.AnyParams {
 		// Free-form parameters (set): any key goes.
 		return s
 	}
 	props := map[string]any{}
 	required := []string{}
-	for _, f := range step.Fields(a.Params) {
+	for _, f := range a.Params {
 		p := orExpression(fieldType(f.Type))
 		if f.Doc != "" {
 			p["description"] = f.Doc

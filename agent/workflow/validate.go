@@ -2,11 +2,9 @@ package workflow
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"maps"
-	"reflect"
 	"slices"
 	"strconv"
 	"strings"
@@ -15,8 +13,8 @@ import (
 	"cel.dev/cel-go/common/types"
 	"google.golang.org/protobuf/types/known/structpb"
 
-	"github.com/casarerpa/casare/agent/step"
 	"github.com/casarerpa/casare/agent/workflow/expr"
+	"github.com/casarerpa/casare/agent/workflow/spec"
 	casarev1 "github.com/casarerpa/casare/rpc/casare/v1"
 )
 
@@ -37,7 +35,7 @@ func (e *ValidationError) Error() string {
 }
 
 // Validate checks a workflow as ValidateContext does, with no deadline.
-func Validate(wf *casarev1.Workflow, cat step.Catalogue) error {
+func Validate(wf *casarev1.Workflow, cat spec.Catalogue) error {
 	return ValidateContext(context.Background(), wf, cat)
 }
 
@@ -50,18 +48,18 @@ func Validate(wf *casarev1.Workflow, cat step.Catalogue) error {
 // first, and nothing else is checked in a workflow over one, so that the
 // work is linear in a bounded size. It returns a *ValidationError, the
 // context's error when ctx ends first, or nil.
-func ValidateContext(ctx context.Context, wf *casarev1.Workflow, cat step.Catalogue) error {
+func ValidateContext(ctx context.Context, wf *casarev1.Workflow, cat spec.Catalogue) error {
 	return validate(ctx, wf, cat, true)
 }
 
 // ValidateAfterRules is ValidateContext for a workflow whose protovalidate
 // rules the caller has already checked, as the API's validating
 // interceptor does for every request: they are not checked twice.
-func ValidateAfterRules(ctx context.Context, wf *casarev1.Workflow, cat step.Catalogue) error {
+func ValidateAfterRules(ctx context.Context, wf *casarev1.Workflow, cat spec.Catalogue) error {
 	return validate(ctx, wf, cat, false)
 }
 
-func validate(ctx context.Context, wf *casarev1.Workflow, cat step.Catalogue, rules bool) error {
+func validate(ctx context.Context, wf *casarev1.Workflow, cat spec.Catalogue, rules bool) error {
 	if err := CheckLimits(wf); err != nil {
 		return err
 	}
@@ -133,7 +131,7 @@ const (
 // validation gathers the problems of one workflow.
 type validation struct {
 	ctx      context.Context
-	cat      step.Catalogue
+	cat      spec.Catalogue
 	checker  *expr.Checker
 	inputs   map[string]*casarev1.InputSpec
 	allIDs   map[string]bool
@@ -347,7 +345,7 @@ func (v *validation) action(path string, s *casarev1.Step, at where) {
 			v.bare(site{path: path, field: ".with.condition"}, c.StringValue, at, cel.BoolType)
 		}
 	}
-	if a.Params == nil {
+	if a.AnyParams {
 		return
 	}
 	params := v.fields(a)
@@ -360,13 +358,15 @@ func (v *validation) action(path string, s *casarev1.Step, at where) {
 	for _, k := range keys {
 		f, ok := fields[k]
 		if !ok {
-			v.add(path+".with."+k, "unknown parameter of %s (it takes %s)", a.Name, strings.Join(slices.Sorted(maps.Keys(fields)), ", "))
+			v.add(path+".with."+k, "unknown parameter of %s (it takes %s)", a.Name, params.names)
 			continue
 		}
 		if hasExpression(with[k]) || isNull(with[k]) {
 			continue
 		}
-		if err := decodeLiteral(a.Params, f, with[k].AsInterface()); err != nil {
+		// Checked as the robot decodes it, so a literal of the wrong
+		// type is reported before the workflow runs.
+		if err := f.Check(with[k]); err != nil {
 			v.add(path+".with."+k, "%v", err)
 		}
 	}
@@ -384,43 +384,27 @@ func isNull(v *structpb.Value) bool {
 
 // params are an action's parameters, in order and by name.
 type params struct {
-	list   []step.Field
-	byName map[string]step.Field
+	list   []spec.Field
+	byName map[string]*spec.Field
+	names  string // the names in order, as a problem lists them
 }
 
-// fields returns an action's parameters, read from its type once per
+// fields returns an action's parameters by name, gathered once per
 // validation rather than once per step.
-func (v *validation) fields(a *step.Action) params {
+func (v *validation) fields(a *spec.Action) params {
 	if p, ok := v.params[a.Name]; ok {
 		return p
 	}
-	p := params{list: step.Fields(a.Params), byName: map[string]step.Field{}}
-	for _, f := range p.list {
-		p.byName[f.Name] = f
+	p := params{list: a.Params, byName: make(map[string]*spec.Field, len(a.Params))}
+	for i := range a.Params {
+		p.byName[a.Params[i].Name] = &a.Params[i]
 	}
+	p.names = strings.Join(slices.Sorted(maps.Keys(p.byName)), ", ")
 	if v.params == nil {
 		v.params = map[string]params{}
 	}
 	v.params[a.Name] = p
 	return p
-}
-
-// decodeLiteral decodes one literal parameter as the action would, so a
-// literal of the wrong type is reported before the workflow runs.
-func decodeLiteral(params reflect.Type, f step.Field, value any) error {
-	data, err := json.Marshal(map[string]any{f.Name: value})
-	if err != nil {
-		return err
-	}
-	err = json.Unmarshal(data, reflect.New(params).Interface())
-	var typeErr *json.UnmarshalTypeError
-	switch {
-	case err == nil:
-		return nil
-	case errors.As(err, &typeErr):
-		return fmt.Errorf("want %s, got %s", f.Type, typeErr.Value)
-	}
-	return errors.New(strings.TrimPrefix(err.Error(), "json: "))
 }
 
 func hasExpression(v *structpb.Value) bool {

@@ -1,44 +1,35 @@
 package workflow
 
 import (
-	"context"
 	"errors"
 	"slices"
 	"strings"
 	"testing"
 
-	"github.com/casarerpa/casare/agent/step"
-	"github.com/casarerpa/casare/agent/step/core"
+	"github.com/casarerpa/casare/agent/workflow/builtin"
+	"github.com/casarerpa/casare/agent/workflow/spec"
 	casarev1 "github.com/casarerpa/casare/rpc/casare/v1"
 )
 
-type navigateParams struct {
-	URL     string        `json:"url" step:"required" doc:"Where to go."`
-	Timeout step.Duration `json:"timeout" doc:"How long to wait."`
-	Retries int           `json:"retries" doc:"How often."`
-}
-
-type scrapeOutputs struct {
-	Rows []string `json:"rows" doc:"The rows."`
-}
-
 // testCatalogue is the core steps and stand-ins for the browser family,
-// whose shape is all validation looks at.
-var testCatalogue = step.NewCatalogue(append(core.Actions(),
-	step.Define("browser.navigate", "Opens a page.",
-		func(context.Context, *step.Env, navigateParams) (struct{}, error) { return struct{}{}, nil },
-		step.NeedsCapability("browser")),
-	step.Define("browser.scrape", "Reads rows.",
-		func(context.Context, *step.Env, struct {
-			Selector string `json:"selector" step:"required"`
-		}) (scrapeOutputs, error) {
-			return scrapeOutputs{}, nil
+// whose specs are all validation looks at.
+var testCatalogue = spec.NewCatalogue(
+	builtin.Steps["log"], builtin.Steps["set"], builtin.Steps["delay"], builtin.Steps["fail"], builtin.Steps["assert"],
+	&spec.Action{
+		Name: "browser.navigate", Summary: "Opens a page.", Capability: "browser",
+		Params: []spec.Field{
+			{Name: "url", Type: "string", Required: true, Doc: "Where to go.", Shape: spec.Shape{Kind: spec.String}},
+			{Name: "timeout", Type: "duration", Doc: "How long to wait.", Shape: spec.Shape{Kind: spec.Duration}},
+			{Name: "retries", Type: "integer", Doc: "How often.", Shape: spec.Shape{Kind: spec.Integer}},
 		},
-		step.NeedsCapability("browser")),
-	step.Define("shell.run", "Runs a command.",
-		func(context.Context, *step.Env, map[string]any) (map[string]any, error) { return nil, nil },
-		step.NeedsCapability("shell")),
-)...)
+	},
+	&spec.Action{
+		Name: "browser.scrape", Summary: "Reads rows.", Capability: "browser",
+		Params:  []spec.Field{{Name: "selector", Type: "string", Required: true, Shape: spec.Shape{Kind: spec.String}}},
+		Outputs: []spec.Field{{Name: "rows", Type: "list of string", Doc: "The rows."}},
+	},
+	&spec.Action{Name: "shell.run", Summary: "Runs a command.", Capability: "shell", AnyParams: true},
+)
 
 func problems(t *testing.T, doc string) []string {
 	t.Helper()

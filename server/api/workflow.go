@@ -11,8 +11,8 @@ import (
 	"connectrpc.com/connect/v2"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/casarerpa/casare/agent/step/library"
 	"github.com/casarerpa/casare/agent/workflow"
+	"github.com/casarerpa/casare/agent/workflow/builtin"
 	casarev1 "github.com/casarerpa/casare/rpc/casare/v1"
 	"github.com/casarerpa/casare/rpc/casare/v1/casarev1connect"
 	"github.com/casarerpa/casare/server/auth"
@@ -21,9 +21,10 @@ import (
 
 type workflowService struct{ *Services }
 
-// stepCatalogue is what workflows are checked against. The server runs no
-// step, so the families' zero configuration is enough.
-var stepCatalogue = library.Catalogue(library.Config{})
+// stepCatalogue is what workflows are checked against: the specs the step
+// families declare, as data, since the server runs no step and must not
+// link the code that does.
+var stepCatalogue = builtin.Steps
 
 // validateWorkflow checks a definition against the step catalogue and
 // returns its problems in one invalid-argument error, at most

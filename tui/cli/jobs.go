@@ -14,8 +14,8 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/structpb"
 
-	"github.com/casarerpa/casare/agent/step/library"
 	"github.com/casarerpa/casare/agent/workflow"
+	"github.com/casarerpa/casare/agent/workflow/builtin"
 	casarev1 "github.com/casarerpa/casare/rpc/casare/v1"
 )
 
@@ -165,7 +165,7 @@ func (a *app) readWorkflow(path string) (*casarev1.Workflow, error) {
 	if err != nil {
 		return nil, usageError("%s: %v", path, err)
 	}
-	if err := workflow.Validate(wf, library.Catalogue(library.Config{})); err != nil {
+	if err := workflow.Validate(wf, builtin.Steps); err != nil {
 		return nil, usageError("%s: %v", path, err)
 	}
 	return wf, nil

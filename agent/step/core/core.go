@@ -6,15 +6,13 @@ package core
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"maps"
-	"reflect"
-	"strconv"
 	"time"
 
 	"github.com/casarerpa/casare/agent/step"
 	"github.com/casarerpa/casare/agent/workflow/expr"
+	"github.com/casarerpa/casare/agent/workflow/spec"
 )
 
 // Scope is what the engine lends a running core step.
@@ -191,24 +189,13 @@ var Assert = step.Define("assert", "Checks that a condition holds; when it does 
 type Text string
 
 func (t *Text) UnmarshalJSON(b []byte) error {
-	var v any
-	if err := json.Unmarshal(b, &v); err != nil {
+	text, err := spec.DecodeText(b)
+	if err != nil {
 		return err
 	}
-	switch v := v.(type) {
-	case string:
-		*t = Text(v)
-	case float64:
-		*t = Text(strconv.FormatFloat(v, 'f', -1, 64))
-	case bool:
-		*t = Text(strconv.FormatBool(v))
-	case nil:
-		*t = ""
-	case map[string]any:
-		// A type error, so that the decoder names the parameter.
-		return &json.UnmarshalTypeError{Value: "a map", Type: reflect.TypeFor[string]()}
-	default:
-		return &json.UnmarshalTypeError{Value: "a list", Type: reflect.TypeFor[string]()}
-	}
+	*t = Text(text)
 	return nil
 }
+
+// LiteralKind says a workflow writes a Text as spec.DecodeText reads it.
+func (Text) LiteralKind() spec.Kind { return spec.Text }

@@ -1,9 +1,11 @@
 // Package library gathers every step family this build knows into one
-// catalogue: the robot runs it, the validator checks workflows against it
-// and the schema and CATALOGUE.md are generated from it.
+// catalogue: the robot runs it and checks workflows against its specs, and
+// the schema, CATALOGUE.md and the spec table of agent/workflow/builtin
+// (which the control plane and casarectl check workflows against) are
+// generated from it.
 package library
 
-//go:generate go run ./gen -schema ../../workflow/workflow.schema.json -catalogue CATALOGUE.md
+//go:generate go run ./gen -schema ../../workflow/workflow.schema.json -catalogue CATALOGUE.md -table ../../workflow/builtin/steps.go
 
 import (
 	"slices"

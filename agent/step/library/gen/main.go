@@ -1,5 +1,6 @@
 // Command gen writes the files generated from the step definitions: the
-// workflow JSON Schema for editors and the step catalogue in Markdown.
+// workflow JSON Schema for editors, the step catalogue in Markdown and the
+// table of step specs the control plane and casarectl validate with.
 // Run it with go generate ./agent/step/library.
 package main
 
@@ -15,14 +16,20 @@ import (
 func main() {
 	schemaPath := flag.String("schema", "", "where to write the workflow JSON Schema")
 	cataloguePath := flag.String("catalogue", "", "where to write the Markdown step catalogue")
+	tablePath := flag.String("table", "", "where to write the Go table of step specs")
 	flag.Parse()
-	cat := library.Catalogue(library.Config{})
-	schema, err := workflow.Schema(cat)
+	specs := library.Catalogue(library.Config{}).Specs()
+	schema, err := workflow.Schema(specs)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "gen:", err)
 		os.Exit(1)
 	}
-	for path, data := range map[string][]byte{*schemaPath: schema, *cataloguePath: library.Markdown(cat)} {
+	table, err := library.SpecTable(specs)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "gen:", err)
+		os.Exit(1)
+	}
+	for path, data := range map[string][]byte{*schemaPath: schema, *cataloguePath: library.Markdown(specs), *tablePath: table} {
 		if path == "" {
 			continue
 		}
