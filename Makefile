@@ -51,6 +51,11 @@ generate:
 	$(TOOL) buf generate --path rpc/casare --path rpc/grpc
 	$(GO) generate ./agent/step/library
 
+## generate-check: fail when a generated file (API code, workflow schema, step catalogue and spec table) is not what make generate writes
+GENERATED := rpc agent/workflow/workflow.schema.json agent/workflow/builtin agent/step/library/CATALOGUE.md
+generate-check: generate
+	@out=$$(git status --porcelain -- $(GENERATED)); if [ -n "$$out" ]; then echo "make generate changed generated files; commit them:"; echo "$$out"; exit 1; fi
+
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
