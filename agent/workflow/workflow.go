@@ -1,5 +1,7 @@
-// Package workflow reads and checks workflow definitions. The control plane
-// and casarectl import it to validate against the step catalogue.
+// Package workflow reads and checks workflow definitions against step
+// specs (package spec): the robot against its live catalogue's, the control
+// plane and casarectl against the generated table in package builtin. It
+// imports nothing else of agent/, so neither links the step families.
 package workflow
 
 import (
