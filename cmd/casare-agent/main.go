@@ -75,6 +75,7 @@ func newRootCommand() *cobra.Command {
 
 	run := robot.Options{Logger: logger, Version: version}
 	var labels []string
+	var enrollTokenFile string
 	runCmd := &cobra.Command{
 		Use:   "run --dir D [--labels k=v,…] [--capabilities …] [--max-jobs N]",
 		Short: "Connect to the control plane and run jobs until stopped (SIGTERM drains, then exits 0)",
@@ -88,11 +89,21 @@ func newRootCommand() *cobra.Command {
 				}
 				run.Labels[k] = v
 			}
+			if enrollTokenFile != "" {
+				enrolled, err := robot.EnrollFromFile(cmd.Context(), robot.EnrollOptions{Dir: run.Dir, Version: version}, enrollTokenFile)
+				if err != nil {
+					return err
+				}
+				if enrolled {
+					logger.Info("enrolled with the token of --enroll-token-file", "dir", run.Dir)
+				}
+			}
 			return robot.Run(cmd.Context(), run)
 		},
 	}
 	runCmd.Flags().StringVar(&run.Dir, "dir", "", "the robot's directory from enroll (required)")
 	runCmd.Flags().StringSliceVar(&labels, "labels", nil, "labels k=v, comma separated")
+	runCmd.Flags().StringVar(&enrollTokenFile, "enroll-token-file", "", "enrol first with the token in this file when --dir holds no robot yet (a mounted secret); ignored once enrolled")
 	runCmd.Flags().StringSliceVar(&run.Capabilities, "capabilities", nil, "capabilities to advertise, comma separated")
 	abilityFlags(runCmd, &run.Abilities)
 	runCmd.Flags().Int32Var(&run.MaxJobs, "max-jobs", 1, "jobs to run at once")
