@@ -90,7 +90,11 @@ func newRootCommand() *cobra.Command {
 				run.Labels[k] = v
 			}
 			if enrollTokenFile != "" {
-				enrolled, err := robot.EnrollFromFile(cmd.Context(), robot.EnrollOptions{Dir: run.Dir, Version: version}, enrollTokenFile)
+				// Enrolment dials what the robot will: a pod in the cluster
+				// reaches the tunnel by its Service, not the address outside
+				// robots are given in the token.
+				first, _, _ := strings.Cut(run.Server, ",")
+				enrolled, err := robot.EnrollFromFile(cmd.Context(), robot.EnrollOptions{Dir: run.Dir, Server: strings.TrimSpace(first), Version: version}, enrollTokenFile)
 				if err != nil {
 					return err
 				}
@@ -103,7 +107,7 @@ func newRootCommand() *cobra.Command {
 	}
 	runCmd.Flags().StringVar(&run.Dir, "dir", "", "the robot's directory from enroll (required)")
 	runCmd.Flags().StringSliceVar(&labels, "labels", nil, "labels k=v, comma separated")
-	runCmd.Flags().StringVar(&enrollTokenFile, "enroll-token-file", "", "enrol first with the token in this file when --dir holds no robot yet (a mounted secret); ignored once enrolled")
+	runCmd.Flags().StringVar(&enrollTokenFile, "enroll-token-file", "", "enrol first with the token in this file when --dir holds no robot yet (a mounted secret), dialling the first --server if given; ignored once enrolled")
 	runCmd.Flags().StringSliceVar(&run.Capabilities, "capabilities", nil, "capabilities to advertise, comma separated")
 	abilityFlags(runCmd, &run.Abilities)
 	runCmd.Flags().Int32Var(&run.MaxJobs, "max-jobs", 1, "jobs to run at once")

@@ -87,13 +87,15 @@ func TestAdminTokenFromFile(t *testing.T) {
 
 func TestAgentEnrolsItselfFromTokenFile(t *testing.T) {
 	t.Parallel()
-	s := startServer(t, t.TempDir(), "--quic-addr", freeUDPAddr(t), "--heartbeat-interval", "200ms")
+	quicAddr := freeUDPAddr(t)
+	s := startServer(t, t.TempDir(), "--quic-addr", quicAddr, "--heartbeat-interval", "200ms")
 	file := filepath.Join(t.TempDir(), "token")
 	if err := os.WriteFile(file, []byte(enrollmentToken(t, s, "pool-1")+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	dir := filepath.Join(t.TempDir(), "robot")
-	a := startAgent(t, dir, "--enroll-token-file", file)
+	// Enrolment dials --server, as the run does.
+	a := startAgent(t, dir, "--enroll-token-file", file, "--server", quicAddr)
 	waitStatuses(t, s, map[string]string{"pool-1": "IDLE"}, 15*time.Second)
 	if !strings.Contains(a.log.String(), "enrolled with the token of --enroll-token-file") {
 		t.Errorf("the agent does not say it enrolled:\n%s", a.log.String())
