@@ -10,7 +10,7 @@ BINARIES := $(patsubst cmd/%/main.go,$(BIN)/%,$(wildcard cmd/*/main.go))
 export CASARE_TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/test?sslmode=disable
 export CASARE_TEST_REDIS_URL ?= redis://127.0.0.1:6379/0
 
-.PHONY: all build dev test test-short chaos chaos-short bench generate generate-check lint fmt clean
+.PHONY: all build dev test test-deploy test-short chaos chaos-short bench generate generate-check lint fmt clean
 
 all: build
 
@@ -28,6 +28,11 @@ dev:
 ## test: every test, against real PostgreSQL and Redis as well as the embedded default
 test:
 	$(GO) test -count=1 -timeout 20m ./...
+	cd deploy && $(GO) test -count=1 -timeout 10m ./...
+
+## test-deploy: the checks of deploy/ alone (chart, compose, Dockerfiles, systemd units)
+test-deploy:
+	cd deploy && $(GO) test -count=1 -timeout 10m ./...
 
 ## chaos: the long fault suite, 1,200 random faults over 22 minutes on 3 replicas and 12 robots
 ## (CHAOS_DURATION, CHAOS_FAULTS, CHAOS_AGENTS change it; CASARE_CHAOS_LOGS keeps the logs of a failed run)
@@ -59,6 +64,7 @@ generate-check: generate
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
+	cd deploy && $(GO) vet ./...
 	cd rpc/internal/protodeps && $(GO) run . ../..
 	$(TOOL) buf lint
 

@@ -43,6 +43,11 @@ type Config struct {
 	CAKey  string `env:"CASARE_CA_KEY"`
 	// RobotCertValidity is how long the robot certificates it signs last.
 	RobotCertValidity time.Duration `env:"CASARE_ROBOT_CERT_VALIDITY" envDefault:"8760h"`
+	// AdminTokenFile holds an admin API token the operator chose (a
+	// Kubernetes Secret, a systemd credential): it is stored on start if
+	// the database does not know it, and no admin.token is written. Empty
+	// means the first start writes a new one to DataDir.
+	AdminTokenFile string `env:"CASARE_ADMIN_TOKEN_FILE"`
 	// DataDir holds the SQLite database, the admin token and, later, the CA.
 	DataDir string `env:"CASARE_DATA_DIR" envDefault:"./casare-data"`
 	// DatabaseURL is postgres://…; empty means SQLite in DataDir.

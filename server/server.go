@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -190,10 +191,14 @@ func openRegistry(ctx context.Context, cfg Config, logger *slog.Logger) (*regist
 	return reg, nil
 }
 
-// bootstrapAdminToken makes sure a fresh control plane can be used: with no
-// active token it creates an admin token and writes it, readable only by
-// this user, to the data dir.
+// bootstrapAdminToken makes sure a fresh control plane can be used: it
+// stores the token of --admin-token-file, or with no active token it
+// creates an admin token and writes it, readable only by this user, to the
+// data dir.
 func (s *Server) bootstrapAdminToken(ctx context.Context) error {
+	if s.cfg.AdminTokenFile != "" {
+		return s.adoptAdminToken(ctx)
+	}
 	n, err := s.reg.CountActiveTokens(ctx)
 	if err != nil {
 		return fmt.Errorf("count tokens: %w", err)
@@ -223,6 +228,58 @@ func (s *Server) bootstrapAdminToken(ctx context.Context) error {
 // as its creator and in the audit log.
 func createToken(ctx context.Context, reg *registry.Registry, name, role string, ttl time.Duration, actor string) (string, error) {
 	secret := auth.NewToken()
+	err := storeToken(ctx, reg, secret, name, role, ttl, actor)
+	if errors.Is(err, registry.ErrAlreadyExists) {
+		return "", fmt.Errorf("--name: a token named %q exists; revoke it first or pick another name", name)
+	}
+	if err != nil {
+		return "", fmt.Errorf("create token: %w", err)
+	}
+	return secret, nil
+}
+
+// adoptAdminToken stores the admin token of --admin-token-file unless the
+// database knows it. Replicas starting together may race to store it; the
+// loser finds it stored. A token that was revoked stays revoked: the file
+// must not undo an operator's revocation.
+func (s *Server) adoptAdminToken(ctx context.Context) error {
+	b, err := os.ReadFile(s.cfg.AdminTokenFile)
+	if err != nil {
+		return fmt.Errorf("--admin-token-file: %w", err)
+	}
+	secret := strings.TrimSpace(string(b))
+	if !auth.WellFormed(secret) {
+		return fmt.Errorf("--admin-token-file: %s does not hold a token: want %s and 32 random bytes in unpadded base64url, e.g. %s$(openssl rand 32 | basenc --base64url | tr -d =)",
+			s.cfg.AdminTokenFile, auth.TokenPrefix, auth.TokenPrefix)
+	}
+	hash := auth.HashToken(secret)
+	for attempt := 0; ; attempt++ {
+		t, err := s.reg.TokenByHash(ctx, hash)
+		switch {
+		case err == nil && t.RevokedAt != nil:
+			s.logger.Warn("the token of --admin-token-file was revoked; it stays revoked", "name", t.Name)
+			return nil
+		case err == nil:
+			return nil
+		case !errors.Is(err, registry.ErrNotFound):
+			return fmt.Errorf("--admin-token-file: %w", err)
+		}
+		// Named after its hash, so that every replica stores the same row.
+		name := "admin-file-" + hash[:12]
+		err = storeToken(ctx, s.reg, secret, name, registry.RoleAdmin, 0, "casare-server")
+		if err == nil {
+			s.logger.Info("stored the admin token of --admin-token-file", "name", name)
+			return nil
+		}
+		if attempt > 0 || !errors.Is(err, registry.ErrAlreadyExists) {
+			return fmt.Errorf("--admin-token-file: %w", err)
+		}
+	}
+}
+
+// storeToken stores the token secret under name with role and the audit
+// event of its creation.
+func storeToken(ctx context.Context, reg *registry.Registry, secret, name, role string, ttl time.Duration, actor string) error {
 	now := time.Now().UTC()
 	token := &registry.APIToken{
 		ID:        registry.NewID(),
@@ -244,13 +301,7 @@ func createToken(ctx context.Context, reg *registry.Registry, name, role string,
 		Outcome: "ok",
 		Details: fmt.Sprintf(`{"name":%q,"role":%q}`, name, role),
 	}
-	if err := reg.CreateToken(ctx, token, audit); err != nil {
-		if errors.Is(err, registry.ErrAlreadyExists) {
-			return "", fmt.Errorf("--name: a token named %q exists; revoke it first or pick another name", name)
-		}
-		return "", fmt.Errorf("create token: %w", err)
-	}
-	return secret, nil
+	return reg.CreateToken(ctx, token, audit)
 }
 
 // Addr returns the address the HTTP port listens on.

@@ -192,3 +192,26 @@ func saveCertificate(dir string, key *ecdsa.PrivateKey, certDER []byte) error {
 	}
 	return os.Rename(filepath.Join(dir, certFile+".new"), filepath.Join(dir, certFile))
 }
+
+// EnrollFromFile enrols the robot in opts.Dir with the token held in file,
+// unless the directory holds an enrolled robot already: then the file is
+// not read, so a robot restarted with the same spent token keeps its
+// identity. It lets a container or service enrol itself on first start
+// from a mounted secret. enrolled says whether it enrolled now.
+func EnrollFromFile(ctx context.Context, opts EnrollOptions, file string) (enrolled bool, err error) {
+	if _, err := os.Stat(filepath.Join(opts.Dir, identityFile)); err == nil {
+		return false, nil
+	}
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return false, fmt.Errorf("--enroll-token-file: %w", err)
+	}
+	opts.Token = string(bytes.TrimSpace(b))
+	if opts.Token == "" {
+		return false, fmt.Errorf("--enroll-token-file: %s is empty", file)
+	}
+	if _, err := Enroll(ctx, opts); err != nil {
+		return false, err
+	}
+	return true, nil
+}

@@ -67,6 +67,7 @@ func newRootCommand() *cobra.Command {
 	run := robot.Options{Logger: logger, Version: version}
 	var serviceName string
 	var labels []string
+	var enrollTokenFile string
 	runCmd := &cobra.Command{
 		Use:   "run --dir D [--labels k=v,…] [--capabilities …] [--max-jobs N]",
 		Short: "Connect to the control plane and run jobs until stopped (SIGTERM drains, then exits 0)",
@@ -80,6 +81,19 @@ func newRootCommand() *cobra.Command {
 				}
 				run.Labels[k] = v
 			}
+			if enrollTokenFile != "" {
+				// Enrolment dials what the robot will: a pod in the cluster
+				// reaches the tunnel by its Service, not the address outside
+				// robots are given in the token.
+				first, _, _ := strings.Cut(run.Server, ",")
+				enrolled, err := robot.EnrollFromFile(cmd.Context(), robot.EnrollOptions{Dir: run.Dir, Server: strings.TrimSpace(first), Version: version}, enrollTokenFile)
+				if err != nil {
+					return err
+				}
+				if enrolled {
+					logger.Info("enrolled with the token of --enroll-token-file", "dir", run.Dir)
+				}
+			}
 			return runMaybeAsService(cmd.Context(), serviceName, run)
 		},
 	}
@@ -87,6 +101,7 @@ func newRootCommand() *cobra.Command {
 	_ = runCmd.Flags().MarkHidden("service-name")
 	runCmd.Flags().StringVar(&run.Dir, "dir", "", "the robot's directory from enroll (required)")
 	runCmd.Flags().StringSliceVar(&labels, "labels", nil, "labels k=v, comma separated")
+	runCmd.Flags().StringVar(&enrollTokenFile, "enroll-token-file", "", "enrol first with the token in this file when --dir holds no robot yet (a mounted secret), dialling the first --server if given; ignored once enrolled")
 	runCmd.Flags().StringSliceVar(&run.Capabilities, "capabilities", nil, "capabilities to advertise, comma separated")
 	abilityFlags(runCmd, &run.Abilities)
 	runCmd.Flags().Int32Var(&run.MaxJobs, "max-jobs", 1, "jobs to run at once")

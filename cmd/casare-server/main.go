@@ -62,6 +62,7 @@ func newRootCommand() *cobra.Command {
 	flags.StringVar(&cfg.CACert, "ca-cert", cfg.CACert, "CA certificate (PEM); default the CA in the data dir (CASARE_CA_CERT)")
 	flags.StringVar(&cfg.CAKey, "ca-key", cfg.CAKey, "CA private key (PEM), with --ca-cert (CASARE_CA_KEY)")
 	flags.DurationVar(&cfg.RobotCertValidity, "robot-cert-validity", cfg.RobotCertValidity, "how long robot certificates last (CASARE_ROBOT_CERT_VALIDITY)")
+	flags.StringVar(&cfg.AdminTokenFile, "admin-token-file", cfg.AdminTokenFile, "file holding an admin API token to accept (csr_…), stored on start; no admin.token is written (CASARE_ADMIN_TOKEN_FILE)")
 	flags.StringVar(&cfg.DataDir, "data-dir", cfg.DataDir, "directory for the SQLite database and the admin token (CASARE_DATA_DIR)")
 	flags.StringVar(&cfg.DatabaseURL, "database-url", cfg.DatabaseURL, "PostgreSQL URL postgres://…; empty uses SQLite in the data dir (CASARE_DATABASE_URL)")
 	flags.StringVar(&cfg.RedisURL, "redis-url", cfg.RedisURL, "Redis URL redis://…; empty runs an embedded Redis (CASARE_REDIS_URL)")
@@ -99,7 +100,7 @@ func newRootCommand() *cobra.Command {
 			return nil
 		},
 	})
-	root.AddCommand(newTokenCommand(&cfg), newCACommand(&cfg))
+	root.AddCommand(newTokenCommand(&cfg), newCACommand(&cfg), newHealthCommand(&cfg))
 	return root
 }
 
