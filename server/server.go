@@ -316,7 +316,7 @@ func (s *Server) pendingTasks(ctx context.Context, afterID string, limit int) ([
 	}
 	tasks := make([]queue.Task, len(jobs))
 	for i, j := range jobs {
-		tasks[i] = queue.Task{JobID: j.ID, Attempt: j.Attempt, Priority: queue.Priority(j.Priority)}
+		tasks[i] = queue.Task{JobID: j.ID, Attempt: j.Attempt, Priority: j.Priority}
 	}
 	return tasks, nil
 }

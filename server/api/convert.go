@@ -40,14 +40,14 @@ func jobStatusFromProto(s casarev1.JobStatus) registry.JobStatus {
 	return ""
 }
 
-var robotStatuses = map[string]casarev1.RobotStatus{
-	"idle":     casarev1.RobotStatus_ROBOT_STATUS_IDLE,
-	"busy":     casarev1.RobotStatus_ROBOT_STATUS_BUSY,
-	"draining": casarev1.RobotStatus_ROBOT_STATUS_DRAINING,
-	"offline":  casarev1.RobotStatus_ROBOT_STATUS_OFFLINE,
+var robotStatuses = map[registry.RobotStatus]casarev1.RobotStatus{
+	registry.RobotIdle:     casarev1.RobotStatus_ROBOT_STATUS_IDLE,
+	registry.RobotBusy:     casarev1.RobotStatus_ROBOT_STATUS_BUSY,
+	registry.RobotDraining: casarev1.RobotStatus_ROBOT_STATUS_DRAINING,
+	registry.RobotOffline:  casarev1.RobotStatus_ROBOT_STATUS_OFFLINE,
 }
 
-func robotStatusFromProto(s casarev1.RobotStatus) string {
+func robotStatusFromProto(s casarev1.RobotStatus) registry.RobotStatus {
 	for k, v := range robotStatuses {
 		if v == s {
 			return k

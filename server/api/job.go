@@ -99,7 +99,7 @@ func (s *jobService) SubmitJob(ctx context.Context, req *casarev1.SubmitJobReque
 		// task comes back to this replica, which then need not read it.
 		s.dispatch.Offer(saved)
 	}
-	task := queue.Task{JobID: saved.ID, Attempt: saved.Attempt, Priority: queue.Priority(saved.Priority)}
+	task := queue.Task{JobID: saved.ID, Attempt: saved.Attempt, Priority: saved.Priority}
 	if err := s.queue.Enqueue(ctx, task); err != nil {
 		s.logger.Warn("enqueue job; the reconciler will queue it", "job", saved.ID, "err", err)
 	}
@@ -276,7 +276,7 @@ func (s *jobService) CancelJob(ctx context.Context, req *casarev1.CancelJobReque
 	case err != nil:
 		return nil, toConnect(err)
 	}
-	task := queue.Task{JobID: job.ID, Attempt: job.Attempt, Priority: queue.Priority(job.Priority)}
+	task := queue.Task{JobID: job.ID, Attempt: job.Attempt, Priority: job.Priority}
 	if err := s.queue.Remove(ctx, task); err != nil && !errors.Is(err, queue.ErrTaskActive) {
 		// The job row says cancelled; a task left behind is dropped when
 		// it is dispatched, so this costs nothing but a log line.

@@ -29,7 +29,7 @@ type robotService struct {
 }
 
 func (s *robotService) ListRobots(ctx context.Context, req *casarev1.ListRobotsRequest) (*casarev1.ListRobotsResponse, error) {
-	var statuses []string
+	var statuses []registry.RobotStatus
 	for _, st := range req.GetStatuses() {
 		statuses = append(statuses, robotStatusFromProto(st))
 	}
@@ -124,7 +124,7 @@ func (s *robotService) DrainRobot(ctx context.Context, req *casarev1.DrainRobotR
 	if err != nil {
 		return nil, toConnect(err)
 	}
-	robot.Status = "draining"
+	robot.Status = registry.RobotDraining
 	return &casarev1.DrainRobotResponse{Robot: s.robot(robot)}, nil
 }
 

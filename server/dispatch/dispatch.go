@@ -35,7 +35,7 @@ type Store interface {
 	PutJobArtifact(ctx context.Context, a *registry.JobArtifact, robotID string, maxPerJob int) error
 	ListAllRobots(ctx context.Context) ([]registry.Robot, error)
 	GetRobot(ctx context.Context, idOrName string) (*registry.Robot, error)
-	SetRobotsStatus(ctx context.Context, ids []string, status string) error
+	SetRobotsStatus(ctx context.Context, ids []string, status registry.RobotStatus) error
 }
 
 // Queue is what the dispatcher needs from the dispatch queue.
@@ -531,7 +531,7 @@ func (d *Dispatcher) tellStatuses(ctx context.Context) {
 		}
 		clear(d.statusChanged)
 		d.mu.Unlock()
-		for status, ids := range map[string][]string{"busy": busy, "idle": idle} {
+		for status, ids := range map[registry.RobotStatus][]string{registry.RobotBusy: busy, registry.RobotIdle: idle} {
 			if err := d.opts.Store.SetRobotsStatus(ctx, ids, status); err != nil {
 				d.log.Warn("record robot status", "robots", len(ids), "status", status, "err", err)
 				continue

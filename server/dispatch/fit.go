@@ -151,9 +151,9 @@ func Explain(q Requirements, robots []registry.Robot, active map[string]int, sta
 			capable++
 		}
 		switch {
-		case rb.Status == "offline" || rb.LastSeen == nil || rb.LastSeen.Before(staleBefore):
+		case rb.Status == registry.RobotOffline || rb.LastSeen == nil || rb.LastSeen.Before(staleBefore):
 			reasons = append([]string{"offline"}, reasons...)
-		case rb.Status == "draining":
+		case rb.Status == registry.RobotDraining:
 			reasons = append([]string{"draining"}, reasons...)
 		case active[rb.ID] >= int(max(rb.MaxJobs, 1)):
 			reasons = append([]string{fmt.Sprintf("busy (%d of %d slots)", active[rb.ID], max(rb.MaxJobs, 1))}, reasons...)

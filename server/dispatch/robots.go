@@ -121,7 +121,7 @@ func (d *Dispatcher) requeue(ctx context.Context, jobID string, attempt int32, r
 	}
 	// The task makes the job survive this replica; parking it here
 	// dispatches it now.
-	if err := d.opts.Queue.Enqueue(ctx, queue.Task{JobID: job.ID, Attempt: job.Attempt, Priority: queue.Priority(job.Priority)}); err != nil {
+	if err := d.opts.Queue.Enqueue(ctx, queue.Task{JobID: job.ID, Attempt: job.Attempt, Priority: job.Priority}); err != nil {
 		d.log.Warn("queue a job sent back", "job", jobID, "err", err)
 	}
 	req, err := ParseRequirements(job.Requires)

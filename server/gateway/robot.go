@@ -37,13 +37,13 @@ func (s *session) send(msg *agentv1.ServerMessage) error {
 	return agentv1.WriteFrame(s.stream, msg)
 }
 
-func (s *session) status() string {
+func (s *session) status() registry.RobotStatus {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.draining {
-		return "draining"
+		return registry.RobotDraining
 	}
-	return "idle"
+	return registry.RobotIdle
 }
 
 // helloTimeout bounds the wait for a robot's hello.
@@ -237,9 +237,9 @@ func (g *Gateway) register(ctx context.Context, robot *registry.Robot, hello *ag
 	robot.Capabilities = string(capsJSON)
 	robot.Version, robot.OS, robot.Hostname = hello.GetVersion(), hello.GetOs(), hello.GetHostname()
 	robot.MaxJobs = max(hello.GetMaxJobs(), 1)
-	robot.Status = "idle"
+	robot.Status = registry.RobotIdle
 	if hello.GetDraining() {
-		robot.Status = "draining"
+		robot.Status = registry.RobotDraining
 	}
 	robot.ConnectedSince, robot.LastSeen = &now, &now
 	return labels, g.opts.Store.RobotConnected(ctx, robot)

@@ -497,7 +497,7 @@ func TestRobots(t *testing.T) {
 		if err != nil || len(list) != 2 || list[0].Name != "linux-01" {
 			t.Fatalf("ListRobots() = %+v, %v", list, err)
 		}
-		busy, _, err := r.ListRobots(ctx, []string{"busy"}, Page{})
+		busy, _, err := r.ListRobots(ctx, []RobotStatus{RobotBusy}, Page{})
 		if err != nil || len(busy) != 1 || busy[0].Name != "win-01" {
 			t.Fatalf("ListRobots(busy) = %+v, %v", busy, err)
 		}
