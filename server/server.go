@@ -18,6 +18,7 @@ import (
 	"github.com/casarerpa/casare/server/auth"
 	"github.com/casarerpa/casare/server/dispatch"
 	"github.com/casarerpa/casare/server/gateway"
+	"github.com/casarerpa/casare/server/jobs"
 	"github.com/casarerpa/casare/server/pki"
 	"github.com/casarerpa/casare/server/queue"
 	"github.com/casarerpa/casare/server/registry"
@@ -41,6 +42,7 @@ type Server struct {
 	jobLogs     *queue.Notices
 	jobStops    *queue.Notices
 	jobsWaiting *queue.Notices
+	jobs        *jobs.Service
 	dispatcher  *dispatch.Dispatcher
 	metrics     *prometheus.Registry
 	listener    net.Listener
@@ -81,8 +83,10 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (_ *Server, err e
 	if err != nil {
 		return nil, err
 	}
+	s.jobs = jobs.New(s.reg)
 	s.dispatcher = dispatch.New(dispatch.Options{
 		Store:             s.reg,
+		Jobs:              s.jobs,
 		Queue:             s.queue,
 		Logger:            logger,
 		AcceptTimeout:     cfg.AcceptTimeout,

@@ -7,7 +7,6 @@ import (
 	"maps"
 	"slices"
 	"strings"
-	"time"
 
 	"connectrpc.com/connect/v2"
 	"google.golang.org/protobuf/proto"
@@ -61,10 +60,8 @@ func (s *jobService) SubmitJob(ctx context.Context, req *casarev1.SubmitJobReque
 		ID:              registry.NewID(),
 		WorkflowName:    name,
 		WorkflowVersion: version,
-		Status:          registry.JobPending,
 		StatusMessage:   "waiting for a robot",
 		Priority:        registry.Priority(priority),
-		Attempt:         1,
 		MaxAttempts:     maxAttempts,
 		CreatedBy:       actor(ctx),
 	}
@@ -84,7 +81,7 @@ func (s *jobService) SubmitJob(ctx context.Context, req *casarev1.SubmitJobReque
 		return nil, toConnect(fmt.Errorf("encode requirements: %w", err))
 	}
 	audit := auth.AuditEvent(ctx, "job/"+job.ID, map[string]any{"workflow": name})
-	saved, existing, err := s.reg.CreateJob(ctx, job, audit)
+	saved, existing, err := s.jobs.Submit(ctx, job, audit)
 	if err != nil {
 		return nil, toConnect(err)
 	}
@@ -124,7 +121,10 @@ func (s *jobService) resolveWorkflow(ctx context.Context, req *casarev1.SubmitJo
 	if err != nil {
 		return nil, "", 0, toConnect(err)
 	}
-	wf := unmarshalJSON(stored.Definition, &casarev1.Workflow{})
+	wf, err := stored.DecodeDefinition()
+	if err != nil {
+		return nil, "", 0, toConnect(err)
+	}
 	return wf, stored.Name, stored.Version, nil
 }
 
@@ -258,15 +258,7 @@ func (s *jobService) CancelJob(ctx context.Context, req *casarev1.CancelJobReque
 	if reason == "" {
 		reason = "cancelled by " + actor(ctx)
 	}
-	job, err := s.reg.TransitionJob(ctx, registry.Transition{
-		JobID:   req.GetId(),
-		From:    []registry.JobStatus{registry.JobPending, registry.JobAssigned, registry.JobRunning},
-		To:      registry.JobCancelled,
-		Message: reason,
-		Reason:  reason,
-		Actor:   actor(ctx),
-		Now:     time.Now(),
-	}, auth.AuditEvent(ctx, "job/"+req.GetId(), map[string]any{"reason": reason}))
+	job, err := s.jobs.Cancel(ctx, req.GetId(), reason, actor(ctx), auth.AuditEvent(ctx, "job/"+req.GetId(), map[string]any{"reason": reason}))
 	switch {
 	case errors.Is(err, registry.ErrNotFound):
 		return nil, connect.Errorf(connect.CodeNotFound, "job %q not found", req.GetId())

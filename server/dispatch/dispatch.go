@@ -18,6 +18,7 @@ import (
 
 	agentv1 "github.com/casarerpa/casare/rpc/casare/agent/v1"
 	"github.com/casarerpa/casare/server/gateway"
+	"github.com/casarerpa/casare/server/jobs"
 	"github.com/casarerpa/casare/server/queue"
 	"github.com/casarerpa/casare/server/registry"
 )
@@ -25,9 +26,6 @@ import (
 // Store is what the dispatcher needs from the registry.
 type Store interface {
 	GetJob(ctx context.Context, id string) (*registry.Job, error)
-	TransitionJob(ctx context.Context, t registry.Transition, audit *registry.AuditEvent) (*registry.Job, error)
-	SetJobProgress(ctx context.Context, jobID string, attempt int32, robotID string, percent int32, step string) (bool, error)
-	SetPendingMessage(ctx context.Context, jobID string, attempt int32, message string) (bool, error)
 	ActiveJobs(ctx context.Context, robotID string) ([]registry.Job, error)
 	OrphanedJobs(ctx context.Context, staleBefore time.Time, limit int) ([]registry.Job, error)
 	AppendJobLogs(ctx context.Context, lines []registry.JobLog) error
@@ -37,6 +35,20 @@ type Store interface {
 	GetRobot(ctx context.Context, idOrName string) (*registry.Robot, error)
 	SetRobotsStatus(ctx context.Context, ids []string, status registry.RobotStatus) error
 }
+
+// Jobs is what changes jobs: the dispatcher says what happened, and the
+// jobs service decides what that does to the job (see server/jobs).
+type Jobs interface {
+	Assign(ctx context.Context, jobID string, attempt int32, robotID, robotName string) (*registry.Job, error)
+	Accept(ctx context.Context, jobID string, attempt int32, robotID string) (*registry.Job, error)
+	Progress(ctx context.Context, jobID string, attempt int32, robotID string, percent int32, step string) (bool, error)
+	Finish(ctx context.Context, e jobs.End) (*registry.Job, error)
+	HandBack(ctx context.Context, b jobs.Back) (*registry.Job, error)
+	TimeOut(ctx context.Context, jobID string, attempt int32, robotID string, timeout time.Duration) (*registry.Job, error)
+	SayWaiting(ctx context.Context, jobID string, attempt int32, message string) (bool, error)
+}
+
+var _ Jobs = (*jobs.Service)(nil)
 
 // Queue is what the dispatcher needs from the dispatch queue.
 type Queue interface {
@@ -49,6 +61,7 @@ type Queue interface {
 // Options configures New.
 type Options struct {
 	Store  Store
+	Jobs   Jobs
 	Queue  Queue
 	Logger *slog.Logger
 	// AcceptTimeout is how long a robot has to accept a job before it goes
@@ -234,7 +247,7 @@ func (d *Dispatcher) Offer(job *registry.Job) {
 	if job.Status != registry.JobPending {
 		return
 	}
-	req, err := ParseRequirements(job.Requires)
+	req, err := JobRequirements(job)
 	if err != nil {
 		d.log.Error("a pending job cannot be dispatched", "job", job.ID, "err", err)
 		return
@@ -432,8 +445,9 @@ func (d *Dispatcher) followWaiting(ctx context.Context, waiting <-chan string) {
 		if err != nil || job.Status != registry.JobPending {
 			return
 		}
-		req, err := ParseRequirements(job.Requires)
+		req, err := JobRequirements(job)
 		if err != nil {
+			d.log.Error("a pending job cannot be dispatched", "job", job.ID, "err", err)
 			return
 		}
 		d.park(&pendingJob{
@@ -636,7 +650,7 @@ func (d *Dispatcher) sayWaiting(ctx context.Context) {
 		default:
 			message = "waiting for one of the robots that can run it to be free"
 		}
-		changed, err := d.opts.Store.SetPendingMessage(ctx, j.id, j.attempt, message)
+		changed, err := d.opts.Jobs.SayWaiting(ctx, j.id, j.attempt, message)
 		if len(d.notes) == 0 {
 			// Jobs the channel had no room for wait for a schedule.
 			d.poke()

@@ -11,20 +11,31 @@ import (
 // ActiveStatuses are the statuses of a job a robot holds.
 var ActiveStatuses = []JobStatus{JobAssigned, JobRunning}
 
-// SetJobProgress records how far a running attempt got. It changes nothing
-// when the job has moved on from that attempt on that robot, and reports
-// whether it changed the job.
-func (r *Registry) SetJobProgress(ctx context.Context, jobID string, attempt int32, robotID string, percent int32, step string) (bool, error) {
-	step = CleanText(step)
+// ProgressNote is how far an attempt of a job got.
+type ProgressNote struct {
+	JobID   string
+	Attempt int32
+	RobotID string
+	// From lists the statuses the job may be in for the note to apply.
+	From    []JobStatus
+	Percent int32
+	Step    string
+}
+
+// SetJobProgress records how far an attempt got. It changes nothing when
+// the job has moved on from that attempt on that robot or is in none of
+// p.From, and reports whether it changed the job.
+func (r *Registry) SetJobProgress(ctx context.Context, p ProgressNote) (bool, error) {
+	step := CleanText(p.Step)
 	res, err := r.db.NewUpdate().Model((*Job)(nil)).
-		Set("progress = ?", percent).
+		Set("progress = ?", p.Percent).
 		Set("current_step = ?", step).
 		Set("updated_at = ?", now()).
-		Where("id = ?", jobID).Where("attempt = ?", attempt).Where("robot_id = ?", robotID).
-		Where("status = ?", JobRunning).
+		Where("id = ?", p.JobID).Where("attempt = ?", p.Attempt).Where("robot_id = ?", p.RobotID).
+		Where("status IN (?)", bun.In(p.From)).
 		Exec(ctx)
 	if err != nil {
-		return false, fmt.Errorf("set progress of job %s: %w", jobID, err)
+		return false, fmt.Errorf("set progress of job %s: %w", p.JobID, err)
 	}
 	n, _ := res.RowsAffected()
 	return n > 0, nil

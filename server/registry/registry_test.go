@@ -250,7 +250,7 @@ func TestTransitionJob(t *testing.T) {
 		if !errors.Is(err, ErrConflict) || other == nil || other.Status != JobRunning {
 			t.Fatalf("other robot: %+v, %v; want the running job and ErrConflict", other, err)
 		}
-		if changed, err := r.SetJobProgress(ctx, job.ID, 1, robot, 40, "step2"); err != nil || !changed {
+		if changed, err := r.SetJobProgress(ctx, ProgressNote{JobID: job.ID, Attempt: 1, RobotID: robot, From: []JobStatus{JobRunning}, Percent: 40, Step: "step2"}); err != nil || !changed {
 			t.Fatalf("progress: changed %v, %v", changed, err)
 		}
 
