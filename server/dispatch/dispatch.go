@@ -121,6 +121,12 @@ type Dispatcher struct {
 	cachedRobots []registry.Robot
 	cachedAt     time.Time
 
+	// ownMu guards stopped; owned counts the dispatcher's own goroutines
+	// that run (see owned.go).
+	ownMu   sync.Mutex
+	stopped bool
+	owned   sync.WaitGroup
+
 	jobsTotal   *prometheus.CounterVec
 	waitSeconds prometheus.Observer
 	collectors  []prometheus.Collector
@@ -214,8 +220,10 @@ func New(opts Options) *Dispatcher {
 	return d
 }
 
-// Run schedules until ctx is done. feed carries the ids of jobs told to
-// stop (cancelled) by any replica.
+// Run schedules until ctx is done. stops carries the ids of jobs told to
+// stop (cancelled) by any replica, waiting those of jobs another replica
+// could not place. Run returns once nothing of the dispatcher's own (its
+// loops, timers and the goroutines it started) can write any more.
 func (d *Dispatcher) Run(ctx context.Context, stops, waiting <-chan string) {
 	var wg sync.WaitGroup
 	wg.Go(func() { d.sayWaiting(ctx) })
@@ -227,6 +235,7 @@ func (d *Dispatcher) Run(ctx context.Context, stops, waiting <-chan string) {
 		select {
 		case <-ctx.Done():
 			wg.Wait()
+			d.stopOwned()
 			return
 		case <-d.wake:
 			d.schedule(ctx)
@@ -397,7 +406,7 @@ func (d *Dispatcher) schedule(ctx context.Context) {
 	}
 	d.mu.Unlock()
 	for _, s := range starts {
-		go d.assign(ctx, s.job, s.a)
+		d.spawn(func() { d.assign(ctx, s.job, s.a) })
 	}
 	for _, id := range announce {
 		d.opts.Queue.PublishJobWaiting(id)

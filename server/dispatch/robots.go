@@ -28,7 +28,7 @@ func (d *Dispatcher) assign(ctx context.Context, j *pendingJob, a *assignment) {
 	if err != nil {
 		d.log.Warn("assign a job", "job", j.id, "robot", r.id, "err", err)
 		d.release(a)
-		time.AfterFunc(time.Second, func() { d.park(j) })
+		d.after(time.Second, func() { d.park(j) })
 		return
 	}
 	d.noteAssigned(job.ID, job.Attempt)
@@ -49,7 +49,7 @@ func (d *Dispatcher) assign(ctx context.Context, j *pendingJob, a *assignment) {
 	// A robot starts a job as it accepts it, so one whose accept is late
 	// may be running it: the job goes out again on the next attempt, which
 	// fences the late accept and anything that robot reports.
-	a.acceptWait = time.AfterFunc(d.opts.AcceptTimeout, func() {
+	a.acceptWait = d.after(d.opts.AcceptTimeout, func() {
 		// Only while the job waits for its accept: a replica that was
 		// frozen wakes with this overdue, and the robot may have moved to
 		// another replica that recorded it running since.
@@ -189,7 +189,9 @@ func (d *Dispatcher) RobotUp(ctx context.Context, info gateway.Robot) {
 		if a == nil {
 			a = &assignment{jobID: job.ID, attempt: job.Attempt, robot: r}
 		}
-		go d.handBack(context.WithoutCancel(ctx), a, "robot "+r.name+" came back without the job", jobs.Retry, false)
+		d.spawn(func() {
+			d.handBack(context.WithoutCancel(ctx), a, "robot "+r.name+" came back without the job", jobs.Retry, false)
+		})
 	}
 	for jobID, attempt := range reported {
 		if heldIDs[jobID] {
@@ -253,7 +255,7 @@ func (d *Dispatcher) RobotDown(robotID string, lost bool, reason string) {
 	delete(d.free, r)
 	d.renote = true
 	if !lost && len(r.jobs) > 0 && d.opts.GracePeriod > 0 {
-		r.grace = time.AfterFunc(d.opts.GracePeriod, func() {
+		r.grace = d.after(d.opts.GracePeriod, func() {
 			d.forget(r, fmt.Sprintf("robot %s did not come back within %s", r.name, d.opts.GracePeriod))
 		})
 		d.mu.Unlock()
@@ -292,7 +294,7 @@ func (d *Dispatcher) forget(r *robot, reason string) {
 		return
 	}
 	for _, a := range held {
-		go d.handBack(context.Background(), a, reason, jobs.Retry, false)
+		d.spawn(func() { d.handBack(context.Background(), a, reason, jobs.Retry, false) })
 	}
 }
 
@@ -380,7 +382,7 @@ func (d *Dispatcher) noteProgress(robotID string, p *agentv1.JobProgress) {
 		d.mu.Unlock()
 		return
 	}
-	d.progress[key] = &progressNote{robotID: robotID, timer: time.AfterFunc(progressEvery, func() { d.flushProgress(key) })}
+	d.progress[key] = &progressNote{robotID: robotID, timer: d.after(progressEvery, func() { d.flushProgress(key) })}
 	d.mu.Unlock()
 	d.writeProgress(key, robotID, percent, step)
 }
@@ -395,7 +397,7 @@ func (d *Dispatcher) flushProgress(key attemptKey) {
 	}
 	n.dirty = false
 	robotID, percent, step := n.robotID, n.percent, n.step
-	n.timer = time.AfterFunc(progressEvery, func() { d.flushProgress(key) })
+	n.timer = d.after(progressEvery, func() { d.flushProgress(key) })
 	d.mu.Unlock()
 	d.writeProgress(key, robotID, percent, step)
 }
@@ -459,7 +461,7 @@ func (d *Dispatcher) armDeadline(ctx context.Context, a *assignment, job *regist
 	}
 	d.mu.Lock()
 	stopTimer(a.deadline)
-	a.deadline = time.AfterFunc(time.Until(started.Add(timeout)), func() {
+	a.deadline = d.after(time.Until(started.Add(timeout)), func() {
 		ctx := context.WithoutCancel(ctx)
 		job, err := d.opts.Jobs.TimeOut(ctx, a.jobID, a.attempt, a.robot.id, timeout)
 		if err != nil {
@@ -543,14 +545,14 @@ func (d *Dispatcher) heartbeat(ctx context.Context, robotID string, running []*a
 	d.mu.Unlock()
 	ctx = context.WithoutCancel(ctx)
 	for _, a := range gone {
-		go d.handBack(ctx, a, "robot "+r.name+" no longer runs it", jobs.Retry, false)
+		d.spawn(func() { d.handBack(ctx, a, "robot "+r.name+" no longer runs it", jobs.Retry, false) })
 	}
 	if len(unknown) == 0 {
 		return
 	}
 	// Rare (an end in flight, or a job this replica never knew): asking the
 	// database is worth it then, not on every heartbeat.
-	go func() {
+	d.spawn(func() {
 		for _, rj := range unknown {
 			job, err := d.opts.Store.GetJob(ctx, rj.GetJobId())
 			if err != nil && !isConflict(err) {
@@ -562,7 +564,7 @@ func (d *Dispatcher) heartbeat(ctx context.Context, robotID string, running []*a
 			d.log.Info("robot runs a job that is no longer its; stopping it", "robot", robotID, "job", rj.GetJobId(), "attempt", rj.GetAttempt())
 			d.stop(r, rj.GetJobId(), rj.GetAttempt(), "the job is no longer this robot's")
 		}
-	}()
+	})
 }
 
 // logWait is how long a job's end waits for its log lines to be stored
@@ -579,11 +581,11 @@ func (d *Dispatcher) finished(ctx context.Context, logLines int64, e jobs.End) {
 	if !d.logsMarked(key, logLines) {
 		// The wait must not hold up the control stream it came on: the
 		// robot's accepts and heartbeats follow on it.
-		go func() {
+		d.spawn(func() {
 			if d.logsStored(ctx, key, logLines, logWait) {
 				d.recordEnd(ctx, e)
 			}
-		}()
+		})
 		return
 	}
 	d.recordEnd(ctx, e)
