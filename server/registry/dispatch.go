@@ -81,7 +81,6 @@ func (r *Registry) progressBatch(ctx context.Context, notes []ProgressNote) []pr
 func (r *Registry) progressStatement(ctx context.Context, notes []ProgressNote, at time.Time, changed map[string]bool) error {
 	var values strings.Builder
 	args := make([]any, 0, len(notes)*6+1)
-	args = append(args, at)
 	for i, p := range notes {
 		if i > 0 {
 			values.WriteString(", ")
@@ -93,10 +92,16 @@ func (r *Registry) progressStatement(ctx context.Context, notes []ProgressNote, 
 		}
 		args = append(args, p.JobID, p.Attempt, p.RobotID, strings.Join(from, ","), p.Percent, CleanText(p.Step))
 	}
+	args = append(args, at)
 	var ids []string
-	err := r.db.NewRaw(`UPDATE jobs AS j SET progress = v.percent, current_step = v.step, updated_at = ?::timestamptz
-	FROM (VALUES `+values.String()+`) AS v (id, attempt, robot_id, from_statuses, percent, step)
-	WHERE j.id = v.id AND j.attempt = v.attempt AND j.robot_id = v.robot_id
+	// The rows are locked in id order first, as a batch of transitions
+	// locks them: two batches that lock the same rows in different orders
+	// would deadlock.
+	err := r.db.NewRaw(`WITH v (id, attempt, robot_id, from_statuses, percent, step) AS (VALUES `+values.String()+`),
+locked AS (SELECT j.id FROM jobs AS j JOIN v ON v.id = j.id ORDER BY j.id FOR UPDATE OF j)
+UPDATE jobs AS j SET progress = v.percent, current_step = v.step, updated_at = ?::timestamptz
+	FROM v, locked
+	WHERE j.id = v.id AND locked.id = j.id AND j.attempt = v.attempt AND j.robot_id = v.robot_id
 		AND j.status = ANY (string_to_array(v.from_statuses, ','))
 	RETURNING j.id`, args...).Scan(ctx, &ids)
 	if err != nil && !errors.Is(err, sql.ErrNoRows) {

@@ -83,18 +83,19 @@ func TestTransitionJobsFencesEachMember(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			var wg sync.WaitGroup
-			changed := make([]bool, 2)
-			for i, attempt := range []int32{2, 1} {
-				wg.Go(func() {
-					ok, err := r.SetJobProgress(ctx, ProgressNote{JobID: ids[1+i], Attempt: attempt, RobotID: robot, From: []JobStatus{JobRunning}, Percent: 40, Step: "s"})
-					if err != nil {
-						t.Error(err)
-					}
-					changed[i] = ok
-				})
+			// One batch, as the group makes it from notes that arrive
+			// together.
+			results := r.progressBatch(ctx, []ProgressNote{
+				{JobID: ids[1], Attempt: 2, RobotID: robot, From: []JobStatus{JobRunning}, Percent: 40, Step: "s"},
+				{JobID: ids[2], Attempt: 1, RobotID: robot, From: []JobStatus{JobRunning}, Percent: 40, Step: "s"},
+			})
+			changed := make([]bool, len(results))
+			for i, res := range results {
+				if res.err != nil {
+					t.Fatal(res.err)
+				}
+				changed[i] = res.changed
 			}
-			wg.Wait()
 			if !changed[0] || changed[1] {
 				t.Errorf("changed %v, want only the current attempt's note", changed)
 			}
@@ -142,6 +143,46 @@ func TestTransitionJobConcurrent(t *testing.T) {
 			}
 			if len(events) != 2 || events[1].ToStatus != JobAssigned {
 				t.Fatalf("job %s: events %+v; want submitted and one assigned", id, events)
+			}
+		}
+	})
+}
+
+// TestSetJobProgressConcurrent: notes of many jobs at once, sharing
+// commits, each land.
+func TestSetJobProgressConcurrent(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, r *Registry) {
+		ctx := context.Background()
+		robot := "robot-1"
+		const n = 100
+		ids := make([]string, n)
+		for i := range ids {
+			job := newJob("w")
+			if _, _, err := r.CreateJob(ctx, job, nil); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := r.TransitionJob(ctx, Transition{JobID: job.ID, From: []JobStatus{JobPending}, To: JobRunning, RobotID: &robot}, nil); err != nil {
+				t.Fatal(err)
+			}
+			ids[i] = job.ID
+		}
+		var wg sync.WaitGroup
+		for i, id := range ids {
+			wg.Go(func() {
+				ok, err := r.SetJobProgress(ctx, ProgressNote{JobID: id, Attempt: 1, RobotID: robot, From: []JobStatus{JobRunning}, Percent: int32(i % 100), Step: id})
+				if err != nil || !ok {
+					t.Errorf("progress of %s: %v, %v", id, ok, err)
+				}
+			})
+		}
+		wg.Wait()
+		for i, id := range ids {
+			job, err := r.GetJob(ctx, id)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if job.Progress != int32(i%100) || job.CurrentStep != id {
+				t.Errorf("job %s: progress %d at %q", id, job.Progress, job.CurrentStep)
 			}
 		}
 	})
