@@ -126,6 +126,7 @@ type Dispatcher struct {
 	ownMu   sync.Mutex
 	stopped bool
 	owned   sync.WaitGroup
+	timers  *deadlines
 
 	jobsTotal   *prometheus.CounterVec
 	waitSeconds prometheus.Observer
@@ -144,7 +145,7 @@ type robot struct {
 	send         func(*agentv1.ServerMessage) error
 	jobs         map[string]*assignment
 	lastBusy     time.Time // when it was last given a job
-	grace        *time.Timer
+	grace        *deadline
 	// session is when its connection here was registered: the registry's
 	// connected_since while the robot is registered here.
 	session time.Time
@@ -175,8 +176,8 @@ type assignment struct {
 	stopping   bool // the robot was told to stop it
 	since      time.Time
 	pending    *pendingJob // how it waited, for a hand back
-	acceptWait *time.Timer
-	deadline   *time.Timer
+	acceptWait *deadline
+	deadline   *deadline
 }
 
 type attemptKey struct {
@@ -215,6 +216,7 @@ func New(opts Options) *Dispatcher {
 		statusChanged: map[*robot]struct{}{},
 		notes:         make(chan *pendingJob, 4096),
 		logs:          map[attemptKey]*logMark{},
+		timers:        newDeadlines(),
 	}
 	d.newMetrics()
 	return d
@@ -231,6 +233,7 @@ func (d *Dispatcher) Run(ctx context.Context, stops, waiting <-chan string) {
 	wg.Go(func() { d.followWaiting(ctx, waiting) })
 	wg.Go(func() { d.tellStatuses(ctx) })
 	wg.Go(func() { d.sweepOrphans(ctx) })
+	wg.Go(func() { d.timers.run(ctx, d.spawn) })
 	for {
 		select {
 		case <-ctx.Done():
@@ -590,10 +593,8 @@ func (d *Dispatcher) release(a *assignment) {
 	d.poke()
 }
 
-func stopTimer(t *time.Timer) {
-	if t != nil {
-		t.Stop()
-	}
+func stopTimer(t *deadline) {
+	t.Stop()
 }
 
 // lookup returns the assignment of the job to the robot on that attempt.

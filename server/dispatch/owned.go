@@ -21,15 +21,9 @@ func (d *Dispatcher) spawn(f func()) {
 }
 
 // after runs f after dur on a goroutine of the dispatcher's own, unless the
-// dispatcher has stopped by then.
-func (d *Dispatcher) after(dur time.Duration, f func()) *time.Timer {
-	return time.AfterFunc(dur, func() {
-		if !d.enter() {
-			return
-		}
-		defer d.owned.Done()
-		f()
-	})
+// dispatcher has stopped by then or the deadline is stopped first.
+func (d *Dispatcher) after(dur time.Duration, f func()) *deadline {
+	return d.timers.add(dur, f)
 }
 
 // enter counts a goroutine of the dispatcher's own in; false once stopped.

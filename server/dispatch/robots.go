@@ -366,7 +366,7 @@ type progressNote struct {
 	percent int32
 	step    string
 	dirty   bool
-	timer   *time.Timer
+	timer   *deadline
 }
 
 // noteProgress writes a job's progress at once when none was written in
