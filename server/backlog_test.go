@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/casarerpa/casare/server/logtest"
-	"github.com/casarerpa/casare/server/queue"
 	"github.com/casarerpa/casare/server/registry"
 )
 
@@ -99,7 +98,7 @@ func TestABacklogNoRobotTakesStaysOutOfTheEmbeddedRedis(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if n := depth[queue.PriorityLow] + depth[queue.PriorityNormal] + depth[queue.PriorityHigh] + depth[queue.PriorityCritical]; n != 0 {
+	if n := depth[registry.PriorityLow] + depth[registry.PriorityNormal] + depth[registry.PriorityHigh] + depth[registry.PriorityCritical]; n != 0 {
 		t.Errorf("the embedded Redis holds %d tasks of jobs waiting in the dispatcher, want 0", n)
 	}
 	log := out.String()

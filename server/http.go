@@ -42,6 +42,7 @@ func (s *Server) newHTTPServer() *http.Server {
 	)
 	services := api.New(api.Options{
 		Registry:           s.reg,
+		Jobs:               s.jobs,
 		Queue:              s.queue,
 		Auth:               s.auth,
 		Logger:             s.logger,

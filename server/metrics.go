@@ -7,7 +7,7 @@ import (
 	"connectrpc.com/connect/v2"
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/casarerpa/casare/server/queue"
+	"github.com/casarerpa/casare/server/registry"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 )
 
@@ -55,14 +55,6 @@ func (s *Server) rpcMetrics() connect.ServerInterceptor {
 }
 
 // pendingCounts counts the jobs waiting for a robot, by priority.
-func (s *Server) pendingCounts(ctx context.Context) (map[queue.Priority]int, error) {
-	counts, err := s.reg.PendingCounts(ctx)
-	if err != nil {
-		return nil, err
-	}
-	out := make(map[queue.Priority]int, len(counts))
-	for p, n := range counts {
-		out[queue.Priority(p)] = n
-	}
-	return out, nil
+func (s *Server) pendingCounts(ctx context.Context) (map[registry.Priority]int, error) {
+	return s.reg.PendingCounts(ctx)
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/casarerpa/casare/server/auth"
 	"github.com/casarerpa/casare/server/dispatch"
 	"github.com/casarerpa/casare/server/gateway"
+	"github.com/casarerpa/casare/server/jobs"
 	"github.com/casarerpa/casare/server/pki"
 	"github.com/casarerpa/casare/server/queue"
 	"github.com/casarerpa/casare/server/registry"
@@ -42,6 +43,7 @@ type Server struct {
 	jobLogs     *queue.Notices
 	jobStops    *queue.Notices
 	jobsWaiting *queue.Notices
+	jobs        *jobs.Service
 	dispatcher  *dispatch.Dispatcher
 	metrics     *prometheus.Registry
 	pruned      *prometheus.CounterVec
@@ -83,8 +85,10 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (_ *Server, err e
 	if err != nil {
 		return nil, err
 	}
+	s.jobs = jobs.New(s.reg)
 	s.dispatcher = dispatch.New(dispatch.Options{
 		Store:             s.reg,
+		Jobs:              s.jobs,
 		Queue:             s.queue,
 		Logger:            logger,
 		AcceptTimeout:     cfg.AcceptTimeout,
@@ -371,7 +375,7 @@ func (s *Server) pendingTasks(ctx context.Context, afterID string, limit int) ([
 	}
 	tasks := make([]queue.Task, len(jobs))
 	for i, j := range jobs {
-		tasks[i] = queue.Task{JobID: j.ID, Attempt: j.Attempt, Priority: queue.Priority(j.Priority)}
+		tasks[i] = queue.Task{JobID: j.ID, Attempt: j.Attempt, Priority: j.Priority}
 	}
 	return tasks, nil
 }

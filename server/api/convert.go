@@ -1,13 +1,11 @@
 package api
 
 import (
-	"encoding/json"
 	"time"
 
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
-	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	casarev1 "github.com/casarerpa/casare/rpc/casare/v1"
@@ -40,14 +38,14 @@ func jobStatusFromProto(s casarev1.JobStatus) registry.JobStatus {
 	return ""
 }
 
-var robotStatuses = map[string]casarev1.RobotStatus{
-	"idle":     casarev1.RobotStatus_ROBOT_STATUS_IDLE,
-	"busy":     casarev1.RobotStatus_ROBOT_STATUS_BUSY,
-	"draining": casarev1.RobotStatus_ROBOT_STATUS_DRAINING,
-	"offline":  casarev1.RobotStatus_ROBOT_STATUS_OFFLINE,
+var robotStatuses = map[registry.RobotStatus]casarev1.RobotStatus{
+	registry.RobotIdle:     casarev1.RobotStatus_ROBOT_STATUS_IDLE,
+	registry.RobotBusy:     casarev1.RobotStatus_ROBOT_STATUS_BUSY,
+	registry.RobotDraining: casarev1.RobotStatus_ROBOT_STATUS_DRAINING,
+	registry.RobotOffline:  casarev1.RobotStatus_ROBOT_STATUS_OFFLINE,
 }
 
-func robotStatusFromProto(s casarev1.RobotStatus) string {
+func robotStatusFromProto(s casarev1.RobotStatus) registry.RobotStatus {
 	for k, v := range robotStatuses {
 		if v == s {
 			return k
@@ -70,12 +68,8 @@ func timestampPtr(t *time.Time) *timestamppb.Timestamp {
 	return timestamppb.New(*t)
 }
 
-// jsonOpts writes the JSON columns; stored text is read back with
-// DiscardUnknown so rows written by a newer version still load.
-var (
-	jsonOpts   = protojson.MarshalOptions{}
-	unjsonOpts = protojson.UnmarshalOptions{DiscardUnknown: true}
-)
+// jsonOpts writes the JSON columns; the registry reads them back.
+var jsonOpts = protojson.MarshalOptions{}
 
 func marshalJSON(m proto.Message) (string, error) {
 	if m == nil {
@@ -85,15 +79,11 @@ func marshalJSON(m proto.Message) (string, error) {
 	return string(b), err
 }
 
-func unmarshalJSON[T proto.Message](s string, m T) T {
-	if s == "" {
-		return m
-	}
-	// Stored by this server from a valid message; a failure means a damaged
-	// row, and showing the rest of the job beats hiding it.
-	_ = unjsonOpts.Unmarshal([]byte(s), m)
-	return m
-}
+// Read answers show what of a row can be read: the JSON columns were
+// stored by this server from valid messages, so one that cannot be read is
+// a damaged row, and showing the rest of the job beats hiding it. The
+// paths that act on a column (dispatch, submit) take the error instead.
+func readable[T any](v T, _ error) T { return v }
 
 func jobToProto(j *registry.Job) *casarev1.Job {
 	out := &casarev1.Job{
@@ -115,13 +105,11 @@ func jobToProto(j *registry.Job) *casarev1.Job {
 		CurrentStep:     j.CurrentStep,
 	}
 	if j.Inputs != "" {
-		out.Inputs = unmarshalJSON(j.Inputs, &structpb.Struct{})
+		out.Inputs = readable(j.DecodeInputs())
 	}
-	if j.Result != "" {
-		out.Result = unmarshalJSON(j.Result, &structpb.Struct{})
-	}
+	out.Result = readable(j.DecodeResult())
 	if j.Requires != "" {
-		out.Requires = unmarshalJSON(j.Requires, &casarev1.Requirements{})
+		out.Requires = readable(j.DecodeRequires())
 	}
 	if j.TimeoutMillis > 0 {
 		out.Timeout = durationpb.New(time.Duration(j.TimeoutMillis) * time.Millisecond)
@@ -151,7 +139,7 @@ func workflowVersionToProto(v *registry.WorkflowVersion) *casarev1.WorkflowVersi
 		Name:      v.Name,
 		Version:   v.Version,
 		Digest:    v.Digest,
-		Workflow:  unmarshalJSON(v.Definition, &casarev1.Workflow{}),
+		Workflow:  readable(v.DecodeDefinition()),
 		CreatedAt: timestamp(v.CreatedAt),
 		CreatedBy: v.CreatedBy,
 	}
@@ -181,12 +169,7 @@ func auditToProto(e *registry.AuditEvent) *casarev1.AuditEvent {
 		Outcome:      e.Outcome,
 		Peer:         e.Peer,
 	}
-	if e.Details != "" {
-		var m map[string]any
-		if json.Unmarshal([]byte(e.Details), &m) == nil {
-			out.Details, _ = structpb.NewStruct(m)
-		}
-	}
+	out.Details = readable(e.DecodeDetails())
 	return out
 }
 
@@ -205,10 +188,8 @@ func robotToProto(r *registry.Robot) *casarev1.Robot {
 		CertExpiresAt:  timestampPtr(r.CertExpiresAt),
 	}
 	if r.Labels != "" {
-		_ = json.Unmarshal([]byte(r.Labels), &out.Labels)
+		out.Labels = readable(r.DecodeLabels())
 	}
-	if r.Capabilities != "" {
-		_ = json.Unmarshal([]byte(r.Capabilities), &out.Capabilities)
-	}
+	out.Capabilities = readable(r.DecodeCapabilities())
 	return out
 }

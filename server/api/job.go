@@ -7,7 +7,6 @@ import (
 	"maps"
 	"slices"
 	"strings"
-	"time"
 
 	"connectrpc.com/connect/v2"
 	"google.golang.org/protobuf/proto"
@@ -61,10 +60,8 @@ func (s *jobService) SubmitJob(ctx context.Context, req *casarev1.SubmitJobReque
 		ID:              registry.NewID(),
 		WorkflowName:    name,
 		WorkflowVersion: version,
-		Status:          registry.JobPending,
 		StatusMessage:   "waiting for a robot",
 		Priority:        registry.Priority(priority),
-		Attempt:         1,
 		MaxAttempts:     maxAttempts,
 		CreatedBy:       actor(ctx),
 	}
@@ -84,7 +81,7 @@ func (s *jobService) SubmitJob(ctx context.Context, req *casarev1.SubmitJobReque
 		return nil, toConnect(fmt.Errorf("encode requirements: %w", err))
 	}
 	audit := auth.AuditEvent(ctx, "job/"+job.ID, map[string]any{"workflow": name})
-	saved, existing, err := s.reg.CreateJob(ctx, job, audit)
+	saved, existing, err := s.jobs.Submit(ctx, job, audit)
 	if err != nil {
 		return nil, toConnect(err)
 	}
@@ -99,7 +96,7 @@ func (s *jobService) SubmitJob(ctx context.Context, req *casarev1.SubmitJobReque
 		// task comes back to this replica, which then need not read it.
 		s.dispatch.Offer(saved)
 	}
-	task := queue.Task{JobID: saved.ID, Attempt: saved.Attempt, Priority: queue.Priority(saved.Priority)}
+	task := queue.Task{JobID: saved.ID, Attempt: saved.Attempt, Priority: saved.Priority}
 	if err := s.queue.Enqueue(ctx, task); err != nil {
 		s.logger.Warn("enqueue job; the reconciler will queue it", "job", saved.ID, "err", err)
 	}
@@ -124,7 +121,10 @@ func (s *jobService) resolveWorkflow(ctx context.Context, req *casarev1.SubmitJo
 	if err != nil {
 		return nil, "", 0, toConnect(err)
 	}
-	wf := unmarshalJSON(stored.Definition, &casarev1.Workflow{})
+	wf, err := stored.DecodeDefinition()
+	if err != nil {
+		return nil, "", 0, toConnect(err)
+	}
 	return wf, stored.Name, stored.Version, nil
 }
 
@@ -258,15 +258,7 @@ func (s *jobService) CancelJob(ctx context.Context, req *casarev1.CancelJobReque
 	if reason == "" {
 		reason = "cancelled by " + actor(ctx)
 	}
-	job, err := s.reg.TransitionJob(ctx, registry.Transition{
-		JobID:   req.GetId(),
-		From:    []registry.JobStatus{registry.JobPending, registry.JobAssigned, registry.JobRunning},
-		To:      registry.JobCancelled,
-		Message: reason,
-		Reason:  reason,
-		Actor:   actor(ctx),
-		Now:     time.Now(),
-	}, auth.AuditEvent(ctx, "job/"+req.GetId(), map[string]any{"reason": reason}))
+	job, err := s.jobs.Cancel(ctx, req.GetId(), reason, actor(ctx), auth.AuditEvent(ctx, "job/"+req.GetId(), map[string]any{"reason": reason}))
 	switch {
 	case errors.Is(err, registry.ErrNotFound):
 		return nil, connect.Errorf(connect.CodeNotFound, "job %q not found", req.GetId())
@@ -276,7 +268,7 @@ func (s *jobService) CancelJob(ctx context.Context, req *casarev1.CancelJobReque
 	case err != nil:
 		return nil, toConnect(err)
 	}
-	task := queue.Task{JobID: job.ID, Attempt: job.Attempt, Priority: queue.Priority(job.Priority)}
+	task := queue.Task{JobID: job.ID, Attempt: job.Attempt, Priority: job.Priority}
 	if err := s.queue.Remove(ctx, task); err != nil && !errors.Is(err, queue.ErrTaskActive) {
 		// The job row says cancelled; a task left behind is dropped when
 		// it is dispatched, so this costs nothing but a log line.

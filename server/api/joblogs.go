@@ -138,7 +138,7 @@ func (s *jobService) ExplainJob(ctx context.Context, req *casarev1.ExplainJobReq
 		}
 		return res, nil
 	}
-	requires, err := dispatch.ParseRequirements(job.Requires)
+	requires, err := dispatch.JobRequirements(job)
 	if err != nil {
 		return nil, toConnect(err)
 	}

@@ -5,7 +5,6 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"time"
 
@@ -29,7 +28,7 @@ type robotService struct {
 }
 
 func (s *robotService) ListRobots(ctx context.Context, req *casarev1.ListRobotsRequest) (*casarev1.ListRobotsResponse, error) {
-	var statuses []string
+	var statuses []registry.RobotStatus
 	for _, st := range req.GetStatuses() {
 		statuses = append(statuses, robotStatusFromProto(st))
 	}
@@ -80,16 +79,12 @@ func (s *robotService) CreateEnrollmentToken(ctx context.Context, req *casarev1.
 	secret := make([]byte, 32)
 	_, _ = rand.Read(secret)
 	sum := sha256.Sum256(secret)
-	labels, err := json.Marshal(req.GetLabels())
-	if err != nil {
-		return nil, toConnect(err)
-	}
 	now := time.Now().UTC()
 	token := &registry.EnrollmentToken{
 		ID:        registry.NewID(),
 		Hash:      hex.EncodeToString(sum[:]),
 		Name:      req.GetName(),
-		Labels:    string(labels),
+		Labels:    registry.EncodeLabels(req.GetLabels()),
 		CreatedBy: actor(ctx),
 		CreatedAt: now,
 		ExpiresAt: now.Add(ttl),
@@ -124,7 +119,7 @@ func (s *robotService) DrainRobot(ctx context.Context, req *casarev1.DrainRobotR
 	if err != nil {
 		return nil, toConnect(err)
 	}
-	robot.Status = "draining"
+	robot.Status = registry.RobotDraining
 	return &casarev1.DrainRobotResponse{Robot: s.robot(robot)}, nil
 }
 

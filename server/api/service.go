@@ -13,6 +13,7 @@ import (
 
 	"github.com/casarerpa/casare/rpc/casare/v1/casarev1connect"
 	"github.com/casarerpa/casare/server/auth"
+	"github.com/casarerpa/casare/server/jobs"
 	"github.com/casarerpa/casare/server/queue"
 	"github.com/casarerpa/casare/server/registry"
 )
@@ -57,9 +58,11 @@ type RobotControl interface {
 // Options configures the services.
 type Options struct {
 	Registry *registry.Registry
-	Queue    Queue
-	Auth     *auth.Authenticator
-	Logger   *slog.Logger
+	// Jobs makes every change of a job; nil means one on Registry.
+	Jobs   *jobs.Service
+	Queue  Queue
+	Auth   *auth.Authenticator
+	Logger *slog.Logger
 	// DefaultMaxAttempts applies to jobs submitted without max_attempts.
 	DefaultMaxAttempts int32
 	Enrollment         Enrollment
@@ -78,6 +81,7 @@ type Options struct {
 // Services holds the implementations of the casare.v1 services.
 type Services struct {
 	reg    *registry.Registry
+	jobs   *jobs.Service
 	queue  Queue
 	auth   *auth.Authenticator
 	logger *slog.Logger
@@ -122,9 +126,13 @@ func New(opts Options) *Services {
 	if opts.DefaultMaxAttempts <= 0 {
 		opts.DefaultMaxAttempts = 3
 	}
+	if opts.Jobs == nil {
+		opts.Jobs = jobs.New(opts.Registry)
+	}
 	return &Services{
 		stopping:           make(chan struct{}),
 		reg:                opts.Registry,
+		jobs:               opts.Jobs,
 		queue:              opts.Queue,
 		auth:               opts.Auth,
 		logger:             opts.Logger,

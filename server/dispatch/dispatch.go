@@ -18,6 +18,7 @@ import (
 
 	agentv1 "github.com/casarerpa/casare/rpc/casare/agent/v1"
 	"github.com/casarerpa/casare/server/gateway"
+	"github.com/casarerpa/casare/server/jobs"
 	"github.com/casarerpa/casare/server/queue"
 	"github.com/casarerpa/casare/server/registry"
 )
@@ -25,9 +26,6 @@ import (
 // Store is what the dispatcher needs from the registry.
 type Store interface {
 	GetJob(ctx context.Context, id string) (*registry.Job, error)
-	TransitionJob(ctx context.Context, t registry.Transition, audit *registry.AuditEvent) (*registry.Job, error)
-	SetJobProgress(ctx context.Context, jobID string, attempt int32, robotID string, percent int32, step string) (bool, error)
-	SetPendingMessage(ctx context.Context, jobID string, attempt int32, message string) (bool, error)
 	ActiveJobs(ctx context.Context, robotID string) ([]registry.Job, error)
 	OrphanedJobs(ctx context.Context, staleBefore time.Time, limit int) ([]registry.Job, error)
 	AppendJobLogs(ctx context.Context, lines []registry.JobLog) error
@@ -35,8 +33,22 @@ type Store interface {
 	PutJobArtifact(ctx context.Context, a *registry.JobArtifact, robotID string, maxPerJob int) error
 	ListAllRobots(ctx context.Context) ([]registry.Robot, error)
 	GetRobot(ctx context.Context, idOrName string) (*registry.Robot, error)
-	SetRobotsStatus(ctx context.Context, ids []string, status string) error
+	SetRobotsStatus(ctx context.Context, ids []string, status registry.RobotStatus) error
 }
+
+// Jobs is what changes jobs: the dispatcher says what happened, and the
+// jobs service decides what that does to the job (see server/jobs).
+type Jobs interface {
+	Assign(ctx context.Context, jobID string, attempt int32, robotID, robotName string) (*registry.Job, error)
+	Accept(ctx context.Context, jobID string, attempt int32, robotID string) (*registry.Job, error)
+	Progress(ctx context.Context, jobID string, attempt int32, robotID string, percent int32, step string) (bool, error)
+	Finish(ctx context.Context, e jobs.End) (*registry.Job, error)
+	HandBack(ctx context.Context, b jobs.Back) (*registry.Job, error)
+	TimeOut(ctx context.Context, jobID string, attempt int32, robotID string, timeout time.Duration) (*registry.Job, error)
+	SayWaiting(ctx context.Context, jobID string, attempt int32, message string) (bool, error)
+}
+
+var _ Jobs = (*jobs.Service)(nil)
 
 // Queue is what the dispatcher needs from the dispatch queue.
 type Queue interface {
@@ -49,6 +61,7 @@ type Queue interface {
 // Options configures New.
 type Options struct {
 	Store  Store
+	Jobs   Jobs
 	Queue  Queue
 	Logger *slog.Logger
 	// AcceptTimeout is how long a robot has to accept a job before it goes
@@ -108,6 +121,13 @@ type Dispatcher struct {
 	cachedRobots []registry.Robot
 	cachedAt     time.Time
 
+	// ownMu guards stopped; owned counts the dispatcher's own goroutines
+	// that run (see owned.go).
+	ownMu   sync.Mutex
+	stopped bool
+	owned   sync.WaitGroup
+	timers  *deadlines
+
 	jobsTotal   *prometheus.CounterVec
 	waitSeconds prometheus.Observer
 	collectors  []prometheus.Collector
@@ -125,7 +145,7 @@ type robot struct {
 	send         func(*agentv1.ServerMessage) error
 	jobs         map[string]*assignment
 	lastBusy     time.Time // when it was last given a job
-	grace        *time.Timer
+	grace        *deadline
 	// session is when its connection here was registered: the registry's
 	// connected_since while the robot is registered here.
 	session time.Time
@@ -156,8 +176,8 @@ type assignment struct {
 	stopping   bool // the robot was told to stop it
 	since      time.Time
 	pending    *pendingJob // how it waited, for a hand back
-	acceptWait *time.Timer
-	deadline   *time.Timer
+	acceptWait *deadline
+	deadline   *deadline
 }
 
 type attemptKey struct {
@@ -196,13 +216,16 @@ func New(opts Options) *Dispatcher {
 		statusChanged: map[*robot]struct{}{},
 		notes:         make(chan *pendingJob, 4096),
 		logs:          map[attemptKey]*logMark{},
+		timers:        newDeadlines(),
 	}
 	d.newMetrics()
 	return d
 }
 
-// Run schedules until ctx is done. feed carries the ids of jobs told to
-// stop (cancelled) by any replica.
+// Run schedules until ctx is done. stops carries the ids of jobs told to
+// stop (cancelled) by any replica, waiting those of jobs another replica
+// could not place. Run returns once nothing of the dispatcher's own (its
+// loops, timers and the goroutines it started) can write any more.
 func (d *Dispatcher) Run(ctx context.Context, stops, waiting <-chan string) {
 	var wg sync.WaitGroup
 	wg.Go(func() { d.sayWaiting(ctx) })
@@ -210,10 +233,12 @@ func (d *Dispatcher) Run(ctx context.Context, stops, waiting <-chan string) {
 	wg.Go(func() { d.followWaiting(ctx, waiting) })
 	wg.Go(func() { d.tellStatuses(ctx) })
 	wg.Go(func() { d.sweepOrphans(ctx) })
+	wg.Go(func() { d.timers.run(ctx, d.spawn) })
 	for {
 		select {
 		case <-ctx.Done():
 			wg.Wait()
+			d.stopOwned()
 			return
 		case <-d.wake:
 			d.schedule(ctx)
@@ -234,7 +259,7 @@ func (d *Dispatcher) Offer(job *registry.Job) {
 	if job.Status != registry.JobPending {
 		return
 	}
-	req, err := ParseRequirements(job.Requires)
+	req, err := JobRequirements(job)
 	if err != nil {
 		d.log.Error("a pending job cannot be dispatched", "job", job.ID, "err", err)
 		return
@@ -384,7 +409,7 @@ func (d *Dispatcher) schedule(ctx context.Context) {
 	}
 	d.mu.Unlock()
 	for _, s := range starts {
-		go d.assign(ctx, s.job, s.a)
+		d.spawn(func() { d.assign(ctx, s.job, s.a) })
 	}
 	for _, id := range announce {
 		d.opts.Queue.PublishJobWaiting(id)
@@ -432,8 +457,9 @@ func (d *Dispatcher) followWaiting(ctx context.Context, waiting <-chan string) {
 		if err != nil || job.Status != registry.JobPending {
 			return
 		}
-		req, err := ParseRequirements(job.Requires)
+		req, err := JobRequirements(job)
 		if err != nil {
+			d.log.Error("a pending job cannot be dispatched", "job", job.ID, "err", err)
 			return
 		}
 		d.park(&pendingJob{
@@ -531,7 +557,7 @@ func (d *Dispatcher) tellStatuses(ctx context.Context) {
 		}
 		clear(d.statusChanged)
 		d.mu.Unlock()
-		for status, ids := range map[string][]string{"busy": busy, "idle": idle} {
+		for status, ids := range map[registry.RobotStatus][]string{registry.RobotBusy: busy, registry.RobotIdle: idle} {
 			if err := d.opts.Store.SetRobotsStatus(ctx, ids, status); err != nil {
 				d.log.Warn("record robot status", "robots", len(ids), "status", status, "err", err)
 				continue
@@ -567,10 +593,8 @@ func (d *Dispatcher) release(a *assignment) {
 	d.poke()
 }
 
-func stopTimer(t *time.Timer) {
-	if t != nil {
-		t.Stop()
-	}
+func stopTimer(t *deadline) {
+	t.Stop()
 }
 
 // lookup returns the assignment of the job to the robot on that attempt.
@@ -636,7 +660,7 @@ func (d *Dispatcher) sayWaiting(ctx context.Context) {
 		default:
 			message = "waiting for one of the robots that can run it to be free"
 		}
-		changed, err := d.opts.Store.SetPendingMessage(ctx, j.id, j.attempt, message)
+		changed, err := d.opts.Jobs.SayWaiting(ctx, j.id, j.attempt, message)
 		if len(d.notes) == 0 {
 			// Jobs the channel had no room for wait for a schedule.
 			d.poke()

@@ -1,14 +1,11 @@
 package dispatch
 
 import (
-	"encoding/json"
 	"fmt"
 	"maps"
 	"slices"
 	"strings"
 	"time"
-
-	"google.golang.org/protobuf/encoding/protojson"
 
 	casarev1 "github.com/casarerpa/casare/rpc/casare/v1"
 	"github.com/casarerpa/casare/server/registry"
@@ -20,18 +17,20 @@ type Requirements struct {
 	Labels       map[string]string
 }
 
-// ParseRequirements reads a job's stored requirements (protojson).
-func ParseRequirements(stored string) (Requirements, error) {
-	if stored == "" {
-		return Requirements{}, nil
+// JobRequirements reads what a robot needs to run the job.
+func JobRequirements(job *registry.Job) (Requirements, error) {
+	req, err := job.DecodeRequires()
+	if err != nil {
+		return Requirements{}, err
 	}
-	var req casarev1.Requirements
-	if err := protojson.Unmarshal([]byte(stored), &req); err != nil {
-		return Requirements{}, fmt.Errorf("job requirements: %w", err)
-	}
+	return NewRequirements(req), nil
+}
+
+// NewRequirements returns the requirements req states.
+func NewRequirements(req *casarev1.Requirements) Requirements {
 	caps := slices.Clone(req.GetCapabilities())
 	slices.Sort(caps)
-	return Requirements{Capabilities: caps, Labels: req.GetLabels()}, nil
+	return Requirements{Capabilities: caps, Labels: req.GetLabels()}
 }
 
 // key identifies requirements: jobs with equal keys fit the same robots.
@@ -125,12 +124,12 @@ type Fit struct {
 	Reasons            []string
 }
 
-// RobotSets reads a stored robot's capabilities and labels.
+// RobotSets reads a stored robot's capabilities and labels. A robot whose
+// row cannot be read has none: it is judged as fitting no job that needs
+// any, which its status message then says.
 func RobotSets(rb *registry.Robot) (map[string]bool, map[string]string) {
-	var caps []string
-	_ = json.Unmarshal([]byte(rb.Capabilities), &caps)
-	labels := map[string]string{}
-	_ = json.Unmarshal([]byte(rb.Labels), &labels)
+	caps, _ := rb.DecodeCapabilities()
+	labels, _ := rb.DecodeLabels()
 	set := make(map[string]bool, len(caps))
 	for _, c := range caps {
 		set[c] = true
@@ -151,9 +150,9 @@ func Explain(q Requirements, robots []registry.Robot, active map[string]int, sta
 			capable++
 		}
 		switch {
-		case rb.Status == "offline" || rb.LastSeen == nil || rb.LastSeen.Before(staleBefore):
+		case rb.Status == registry.RobotOffline || rb.LastSeen == nil || rb.LastSeen.Before(staleBefore):
 			reasons = append([]string{"offline"}, reasons...)
-		case rb.Status == "draining":
+		case rb.Status == registry.RobotDraining:
 			reasons = append([]string{"draining"}, reasons...)
 		case active[rb.ID] >= int(max(rb.MaxJobs, 1)):
 			reasons = append([]string{fmt.Sprintf("busy (%d of %d slots)", active[rb.ID], max(rb.MaxJobs, 1))}, reasons...)

@@ -19,7 +19,7 @@ func TestExplain(t *testing.T) {
 		{ID: "5", Name: "eu-gone", Status: "idle", MaxJobs: 1, LastSeen: &old, Capabilities: `["browser"]`, Labels: `{"region":"eu"}`},
 		{ID: "6", Name: "eu-draining", Status: "draining", MaxJobs: 1, LastSeen: &now, Capabilities: `["browser"]`, Labels: `{"region":"eu"}`},
 	}
-	req, err := ParseRequirements(`{"capabilities":["browser"],"labels":{"region":"eu"}}`)
+	req, err := JobRequirements(&registry.Job{ID: "j", Requires: `{"capabilities":["browser"],"labels":{"region":"eu"}}`})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -47,13 +47,13 @@ func TestExplain(t *testing.T) {
 }
 
 func TestRequirementKeys(t *testing.T) {
-	a, _ := ParseRequirements(`{"capabilities":["shell","browser"],"labels":{"a":"1","b":"2"}}`)
-	b, _ := ParseRequirements(`{"capabilities":["browser","shell"],"labels":{"b":"2","a":"1"}}`)
-	c, _ := ParseRequirements(`{"capabilities":["browser"],"labels":{"a":"1","b":"2"}}`)
+	a, _ := JobRequirements(&registry.Job{ID: "j", Requires: `{"capabilities":["shell","browser"],"labels":{"a":"1","b":"2"}}`})
+	b, _ := JobRequirements(&registry.Job{ID: "j", Requires: `{"capabilities":["browser","shell"],"labels":{"b":"2","a":"1"}}`})
+	c, _ := JobRequirements(&registry.Job{ID: "j", Requires: `{"capabilities":["browser"],"labels":{"a":"1","b":"2"}}`})
 	if a.key() != b.key() || a.key() == c.key() {
 		t.Errorf("keys: %q %q %q", a.key(), b.key(), c.key())
 	}
-	if _, err := ParseRequirements(`{"capabilities":`); err == nil {
+	if _, err := JobRequirements(&registry.Job{ID: "j", Requires: `{"capabilities":`}); err == nil {
 		t.Error("bad requirements parsed")
 	}
 }

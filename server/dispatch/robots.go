@@ -6,27 +6,20 @@ import (
 	"slices"
 	"time"
 
-	"google.golang.org/protobuf/encoding/protojson"
-	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	agentv1 "github.com/casarerpa/casare/rpc/casare/agent/v1"
 	"github.com/casarerpa/casare/server/gateway"
+	"github.com/casarerpa/casare/server/jobs"
 	"github.com/casarerpa/casare/server/queue"
 	"github.com/casarerpa/casare/server/registry"
 )
-
-const system = "system"
 
 // assign records the job as assigned and sends it to the robot, which has
 // AcceptTimeout to accept it.
 func (d *Dispatcher) assign(ctx context.Context, j *pendingJob, a *assignment) {
 	r := a.robot
-	job, err := d.opts.Store.TransitionJob(ctx, registry.Transition{
-		JobID: j.id, From: []registry.JobStatus{registry.JobPending}, Attempt: j.attempt,
-		To: registry.JobAssigned, RobotID: &r.id,
-		Message: "assigned to robot " + r.name, Reason: "assigned", Actor: system,
-	}, nil)
+	job, err := d.opts.Jobs.Assign(ctx, j.id, j.attempt, r.id, r.name)
 	if isConflict(err) {
 		// Cancelled, or another replica assigned it first.
 		d.release(a)
@@ -35,18 +28,20 @@ func (d *Dispatcher) assign(ctx context.Context, j *pendingJob, a *assignment) {
 	if err != nil {
 		d.log.Warn("assign a job", "job", j.id, "robot", r.id, "err", err)
 		d.release(a)
-		time.AfterFunc(time.Second, func() { d.park(j) })
+		d.after(time.Second, func() { d.park(j) })
 		return
 	}
 	d.noteAssigned(job.ID, job.Attempt)
 	d.publish(ctx, job.ID)
-	msg := &agentv1.JobAssign{JobId: job.ID, Attempt: job.Attempt, Workflow: []byte(job.Workflow)}
-	if job.Inputs != "" {
-		inputs := &structpb.Struct{}
-		if err := protojson.Unmarshal([]byte(job.Inputs), inputs); err == nil {
-			msg.Inputs = inputs
-		}
+	inputs, err := job.DecodeInputs()
+	if err != nil {
+		// Sent without them, the job would run on inputs it was not
+		// given; it fails instead, saying why.
+		d.log.Error("a job's stored inputs cannot be read; failing it", "job", job.ID, "err", err)
+		d.failUnsent(ctx, a, err.Error())
+		return
 	}
+	msg := &agentv1.JobAssign{JobId: job.ID, Attempt: job.Attempt, Workflow: []byte(job.Workflow), Inputs: inputs}
 	if job.TimeoutMillis > 0 {
 		msg.Deadline = timestamppb.New(time.Now().Add(time.Duration(job.TimeoutMillis) * time.Millisecond))
 	}
@@ -54,24 +49,35 @@ func (d *Dispatcher) assign(ctx context.Context, j *pendingJob, a *assignment) {
 	// A robot starts a job as it accepts it, so one whose accept is late
 	// may be running it: the job goes out again on the next attempt, which
 	// fences the late accept and anything that robot reports.
-	a.acceptWait = time.AfterFunc(d.opts.AcceptTimeout, func() {
+	a.acceptWait = d.after(d.opts.AcceptTimeout, func() {
 		// Only while the job waits for its accept: a replica that was
 		// frozen wakes with this overdue, and the robot may have moved to
 		// another replica that recorded it running since.
-		d.handBack(context.WithoutCancel(ctx), a, fmt.Sprintf("robot %s did not accept it within %s", r.name, d.opts.AcceptTimeout), true, true, registry.JobAssigned)
+		d.handBack(context.WithoutCancel(ctx), a, fmt.Sprintf("robot %s did not accept it within %s", r.name, d.opts.AcceptTimeout), jobs.Expire, true)
 	})
 	d.mu.Unlock()
 	if err := r.send(&agentv1.ServerMessage{Msg: &agentv1.ServerMessage_JobAssign{JobAssign: msg}}); err != nil {
-		d.handBack(ctx, a, "robot "+r.name+" could not be reached", false, true)
+		d.handBack(ctx, a, "robot "+r.name+" could not be reached", jobs.HandBack, true)
 	}
 }
 
+// failUnsent ends a job assigned here that cannot be sent to its robot.
+func (d *Dispatcher) failUnsent(ctx context.Context, a *assignment, reason string) {
+	d.release(a)
+	_, err := d.opts.Jobs.Finish(ctx, jobs.End{JobID: a.jobID, Attempt: a.attempt, RobotID: a.robot.id, Failed: true, Error: reason})
+	if err != nil {
+		if !isConflict(err) {
+			d.log.Warn("fail a job", "job", a.jobID, "err", err)
+		}
+		return
+	}
+	d.publish(ctx, a.jobID)
+}
+
 // handBack ends the robot's hold on a job and puts the job back in the
-// queue: on the same attempt when it never ran there, on the next one
-// when it may have (until max_attempts, then it fails). avoid keeps the
-// job off that robot; with statuses given in only, the job goes back only
-// from one of them.
-func (d *Dispatcher) handBack(ctx context.Context, a *assignment, reason string, nextAttempt, avoid bool, only ...registry.JobStatus) {
+// queue the way how says (see jobs.Back). avoid keeps the job off that
+// robot.
+func (d *Dispatcher) handBack(ctx context.Context, a *assignment, reason string, how jobs.Event, avoid bool) {
 	d.release(a)
 	var avoided []string
 	if a.pending != nil {
@@ -80,32 +86,15 @@ func (d *Dispatcher) handBack(ctx context.Context, a *assignment, reason string,
 	if avoid {
 		avoided = append(avoided, a.robot.id)
 	}
-	d.requeue(ctx, a.jobID, a.attempt, a.robot.id, reason, nextAttempt, avoided, only...)
+	d.requeue(ctx, jobs.Back{JobID: a.jobID, Attempt: a.attempt, RobotID: a.robot.id, How: how, Reason: reason}, avoided)
 	d.countEnd(a.robot.id, "returned")
 }
 
-// requeue moves a job held by a robot back to PENDING, or to FAILED when
-// it has no attempts left, and queues it for dispatch.
-func (d *Dispatcher) requeue(ctx context.Context, jobID string, attempt int32, robotID, reason string, nextAttempt bool, avoid []string, only ...registry.JobStatus) {
-	job, err := d.opts.Store.GetJob(ctx, jobID)
-	if err != nil {
-		if !isConflict(err) {
-			d.log.Warn("send a job back to the queue", "job", jobID, "err", err)
-		}
-		return
-	}
-	t := registry.Transition{
-		JobID: jobID, From: registry.ActiveStatuses, Attempt: attempt, Robot: robotID,
-		To: registry.JobPending, NextAttempt: nextAttempt, Message: reason, Reason: reason, Actor: system,
-	}
-	if len(only) > 0 {
-		t.From = only
-	}
-	if nextAttempt && job.Attempt >= job.MaxAttempts {
-		t.To, t.NextAttempt = registry.JobFailed, false
-		t.Message = fmt.Sprintf("%s; gave up after %d of %d attempts", reason, job.Attempt, job.MaxAttempts)
-	}
-	job, err = d.opts.Store.TransitionJob(ctx, t, nil)
+// requeue ends a robot's hold on a job as b says and, when the job went
+// back to PENDING, queues it for dispatch.
+func (d *Dispatcher) requeue(ctx context.Context, b jobs.Back, avoid []string) {
+	jobID, reason := b.JobID, b.Reason
+	job, err := d.opts.Jobs.HandBack(ctx, b)
 	if isConflict(err) {
 		return
 	}
@@ -121,11 +110,12 @@ func (d *Dispatcher) requeue(ctx context.Context, jobID string, attempt int32, r
 	}
 	// The task makes the job survive this replica; parking it here
 	// dispatches it now.
-	if err := d.opts.Queue.Enqueue(ctx, queue.Task{JobID: job.ID, Attempt: job.Attempt, Priority: queue.Priority(job.Priority)}); err != nil {
+	if err := d.opts.Queue.Enqueue(ctx, queue.Task{JobID: job.ID, Attempt: job.Attempt, Priority: job.Priority}); err != nil {
 		d.log.Warn("queue a job sent back", "job", jobID, "err", err)
 	}
-	req, err := ParseRequirements(job.Requires)
+	req, err := JobRequirements(job)
 	if err != nil {
+		d.log.Error("a pending job cannot be dispatched", "job", job.ID, "err", err)
 		return
 	}
 	d.park(&pendingJob{
@@ -199,7 +189,9 @@ func (d *Dispatcher) RobotUp(ctx context.Context, info gateway.Robot) {
 		if a == nil {
 			a = &assignment{jobID: job.ID, attempt: job.Attempt, robot: r}
 		}
-		go d.handBack(context.WithoutCancel(ctx), a, "robot "+r.name+" came back without the job", true, false)
+		d.spawn(func() {
+			d.handBack(context.WithoutCancel(ctx), a, "robot "+r.name+" came back without the job", jobs.Retry, false)
+		})
 	}
 	for jobID, attempt := range reported {
 		if heldIDs[jobID] {
@@ -263,7 +255,7 @@ func (d *Dispatcher) RobotDown(robotID string, lost bool, reason string) {
 	delete(d.free, r)
 	d.renote = true
 	if !lost && len(r.jobs) > 0 && d.opts.GracePeriod > 0 {
-		r.grace = time.AfterFunc(d.opts.GracePeriod, func() {
+		r.grace = d.after(d.opts.GracePeriod, func() {
 			d.forget(r, fmt.Sprintf("robot %s did not come back within %s", r.name, d.opts.GracePeriod))
 		})
 		d.mu.Unlock()
@@ -282,12 +274,12 @@ func (d *Dispatcher) forget(r *robot, reason string) {
 		return
 	}
 	delete(d.robots, r.id)
-	jobs := make([]*assignment, 0, len(r.jobs))
+	held := make([]*assignment, 0, len(r.jobs))
 	for _, a := range r.jobs {
-		jobs = append(jobs, a)
+		held = append(held, a)
 	}
 	d.mu.Unlock()
-	if len(jobs) == 0 {
+	if len(held) == 0 {
 		return
 	}
 	if d.registeredElsewhere(r) {
@@ -295,14 +287,14 @@ func (d *Dispatcher) forget(r *robot, reason string) {
 		// to another meanwhile and took its jobs along: they are that
 		// replica's now, and sending them back would start them again
 		// while the robot still runs them.
-		d.log.Info("robot registered with another replica; leaving its jobs to it", "robot", r.id, "jobs", len(jobs))
-		for _, a := range jobs {
+		d.log.Info("robot registered with another replica; leaving its jobs to it", "robot", r.id, "jobs", len(held))
+		for _, a := range held {
 			d.release(a)
 		}
 		return
 	}
-	for _, a := range jobs {
-		go d.handBack(context.Background(), a, reason, true, false)
+	for _, a := range held {
+		d.spawn(func() { d.handBack(context.Background(), a, reason, jobs.Retry, false) })
 	}
 }
 
@@ -351,23 +343,14 @@ func (d *Dispatcher) Handle(ctx context.Context, robotID string, msg *agentv1.Ag
 		d.noteProgress(robotID, m.JobProgress)
 	case *agentv1.AgentMessage_JobComplete:
 		c := m.JobComplete
-		result := "{}"
-		if c.GetOutputs() != nil {
-			if b, err := protojson.Marshal(c.GetOutputs()); err == nil {
-				result = string(b)
-			}
-		}
-		d.finished(ctx, robotID, c.GetJobId(), c.GetAttempt(), c.GetLogLines(), registry.Transition{
-			To: registry.JobSucceeded, Result: &result, Reason: "completed",
+		d.finished(ctx, c.GetLogLines(), jobs.End{
+			JobID: c.GetJobId(), Attempt: c.GetAttempt(), RobotID: robotID, Outputs: c.GetOutputs(),
 		})
 	case *agentv1.AgentMessage_JobFail:
 		f := m.JobFail
-		reason := "failed"
-		if f.GetStopped() {
-			reason = "stopped"
-		}
-		d.finished(ctx, robotID, f.GetJobId(), f.GetAttempt(), f.GetLogLines(), registry.Transition{
-			To: registry.JobFailed, Message: f.GetError(), Reason: reason,
+		d.finished(ctx, f.GetLogLines(), jobs.End{
+			JobID: f.GetJobId(), Attempt: f.GetAttempt(), RobotID: robotID,
+			Failed: true, Error: f.GetError(), Stopped: f.GetStopped(),
 		})
 	}
 }
@@ -383,7 +366,7 @@ type progressNote struct {
 	percent int32
 	step    string
 	dirty   bool
-	timer   *time.Timer
+	timer   *deadline
 }
 
 // noteProgress writes a job's progress at once when none was written in
@@ -399,7 +382,7 @@ func (d *Dispatcher) noteProgress(robotID string, p *agentv1.JobProgress) {
 		d.mu.Unlock()
 		return
 	}
-	d.progress[key] = &progressNote{robotID: robotID, timer: time.AfterFunc(progressEvery, func() { d.flushProgress(key) })}
+	d.progress[key] = &progressNote{robotID: robotID, timer: d.after(progressEvery, func() { d.flushProgress(key) })}
 	d.mu.Unlock()
 	d.writeProgress(key, robotID, percent, step)
 }
@@ -414,14 +397,14 @@ func (d *Dispatcher) flushProgress(key attemptKey) {
 	}
 	n.dirty = false
 	robotID, percent, step := n.robotID, n.percent, n.step
-	n.timer = time.AfterFunc(progressEvery, func() { d.flushProgress(key) })
+	n.timer = d.after(progressEvery, func() { d.flushProgress(key) })
 	d.mu.Unlock()
 	d.writeProgress(key, robotID, percent, step)
 }
 
 func (d *Dispatcher) writeProgress(key attemptKey, robotID string, percent int32, step string) {
 	ctx := context.Background()
-	changed, err := d.opts.Store.SetJobProgress(ctx, key.jobID, key.attempt, robotID, percent, step)
+	changed, err := d.opts.Jobs.Progress(ctx, key.jobID, key.attempt, robotID, percent, step)
 	if err != nil {
 		d.log.Warn("record job progress", "job", key.jobID, "err", err)
 	} else if changed {
@@ -431,10 +414,7 @@ func (d *Dispatcher) writeProgress(key attemptKey, robotID string, percent int32
 
 func (d *Dispatcher) accepted(ctx context.Context, robotID string, m *agentv1.JobAccept) {
 	a := d.lookup(robotID, m.GetJobId(), m.GetAttempt())
-	job, err := d.opts.Store.TransitionJob(ctx, registry.Transition{
-		JobID: m.GetJobId(), From: []registry.JobStatus{registry.JobAssigned}, Attempt: m.GetAttempt(), Robot: robotID,
-		To: registry.JobRunning, Message: "running", Reason: "accepted", Actor: system,
-	}, nil)
+	job, err := d.opts.Jobs.Accept(ctx, m.GetJobId(), m.GetAttempt(), robotID)
 	if isConflict(err) {
 		if job != nil && job.Status == registry.JobRunning && job.Attempt == m.GetAttempt() && job.RobotID == robotID {
 			return // said twice
@@ -481,13 +461,9 @@ func (d *Dispatcher) armDeadline(ctx context.Context, a *assignment, job *regist
 	}
 	d.mu.Lock()
 	stopTimer(a.deadline)
-	a.deadline = time.AfterFunc(time.Until(started.Add(timeout)), func() {
+	a.deadline = d.after(time.Until(started.Add(timeout)), func() {
 		ctx := context.WithoutCancel(ctx)
-		msg := fmt.Sprintf("timed out after %s", timeout)
-		_, err := d.opts.Store.TransitionJob(ctx, registry.Transition{
-			JobID: a.jobID, From: registry.ActiveStatuses, Attempt: a.attempt, Robot: a.robot.id,
-			To: registry.JobFailed, Message: msg, Reason: "timeout", Actor: system,
-		}, nil)
+		job, err := d.opts.Jobs.TimeOut(ctx, a.jobID, a.attempt, a.robot.id, timeout)
 		if err != nil {
 			if !isConflict(err) {
 				d.log.Warn("fail a job that timed out", "job", a.jobID, "err", err)
@@ -496,7 +472,7 @@ func (d *Dispatcher) armDeadline(ctx context.Context, a *assignment, job *regist
 		}
 		d.publish(ctx, a.jobID)
 		d.countEnd(a.robot.id, "failed")
-		d.stop(a.robot, a.jobID, a.attempt, msg)
+		d.stop(a.robot, a.jobID, a.attempt, job.StatusMessage)
 	})
 	d.mu.Unlock()
 }
@@ -514,10 +490,10 @@ func (d *Dispatcher) rejected(ctx context.Context, robotID string, m *agentv1.Jo
 	d.mu.Unlock()
 	reason := m.GetReason()
 	if ran {
-		d.handBack(ctx, a, fmt.Sprintf("robot %s handed it back: %s", name, reason), true, true)
+		d.handBack(ctx, a, fmt.Sprintf("robot %s handed it back: %s", name, reason), jobs.Retry, true)
 		return
 	}
-	d.handBack(ctx, a, fmt.Sprintf("robot %s turned it down: %s", name, reason), false, true)
+	d.handBack(ctx, a, fmt.Sprintf("robot %s turned it down: %s", name, reason), jobs.HandBack, true)
 }
 
 // ack tells a robot the control plane has the end of its job, so it may
@@ -569,14 +545,14 @@ func (d *Dispatcher) heartbeat(ctx context.Context, robotID string, running []*a
 	d.mu.Unlock()
 	ctx = context.WithoutCancel(ctx)
 	for _, a := range gone {
-		go d.handBack(ctx, a, "robot "+r.name+" no longer runs it", true, false)
+		d.spawn(func() { d.handBack(ctx, a, "robot "+r.name+" no longer runs it", jobs.Retry, false) })
 	}
 	if len(unknown) == 0 {
 		return
 	}
 	// Rare (an end in flight, or a job this replica never knew): asking the
 	// database is worth it then, not on every heartbeat.
-	go func() {
+	d.spawn(func() {
 		for _, rj := range unknown {
 			job, err := d.opts.Store.GetJob(ctx, rj.GetJobId())
 			if err != nil && !isConflict(err) {
@@ -588,7 +564,7 @@ func (d *Dispatcher) heartbeat(ctx context.Context, robotID string, running []*a
 			d.log.Info("robot runs a job that is no longer its; stopping it", "robot", robotID, "job", rj.GetJobId(), "attempt", rj.GetAttempt())
 			d.stop(r, rj.GetJobId(), rj.GetAttempt(), "the job is no longer this robot's")
 		}
-	}()
+	})
 }
 
 // logWait is how long a job's end waits for its log lines to be stored
@@ -600,26 +576,25 @@ const logWait = 2 * time.Second
 // robot keeps the job and sends its end again, and its lines too after a
 // reconnect; so an end or a line the database could not take is not lost.
 // A report about a superseded attempt changes nothing.
-func (d *Dispatcher) finished(ctx context.Context, robotID, jobID string, attempt int32, logLines int64, t registry.Transition) {
-	key := attemptKey{jobID, attempt}
+func (d *Dispatcher) finished(ctx context.Context, logLines int64, e jobs.End) {
+	key := attemptKey{e.JobID, e.Attempt}
 	if !d.logsMarked(key, logLines) {
 		// The wait must not hold up the control stream it came on: the
 		// robot's accepts and heartbeats follow on it.
-		go func() {
+		d.spawn(func() {
 			if d.logsStored(ctx, key, logLines, logWait) {
-				d.recordEnd(ctx, robotID, jobID, attempt, t)
+				d.recordEnd(ctx, e)
 			}
-		}()
+		})
 		return
 	}
-	d.recordEnd(ctx, robotID, jobID, attempt, t)
+	d.recordEnd(ctx, e)
 }
 
 // recordEnd records a job's end whose log is stored and acknowledges it.
-func (d *Dispatcher) recordEnd(ctx context.Context, robotID, jobID string, attempt int32, t registry.Transition) {
-	t.JobID, t.Attempt, t.Robot, t.Actor = jobID, attempt, robotID, system
-	t.From = registry.ActiveStatuses
-	job, err := d.opts.Store.TransitionJob(ctx, t, nil)
+func (d *Dispatcher) recordEnd(ctx context.Context, e jobs.End) {
+	robotID, jobID, attempt := e.RobotID, e.JobID, e.Attempt
+	job, err := d.opts.Jobs.Finish(ctx, e)
 	if err != nil && !isConflict(err) {
 		// No ack: the robot sends the end again.
 		d.log.Warn("record a job's end", "job", jobID, "err", err)
@@ -629,7 +604,7 @@ func (d *Dispatcher) recordEnd(ctx context.Context, robotID, jobID string, attem
 		d.release(a)
 	}
 	if err != nil {
-		if t.Reason != "stopped" {
+		if !e.Stopped {
 			d.log.Info("ignored the end of a superseded attempt", "robot", robotID, "job", jobID, "attempt", attempt, "err", err)
 		}
 		d.ack(robotID, jobID, attempt)
@@ -696,20 +671,23 @@ func (d *Dispatcher) sweepOrphans(ctx context.Context) {
 			return
 		case <-ticker.C:
 		}
-		jobs, err := d.opts.Store.OrphanedJobs(ctx, time.Now().Add(-d.opts.OrphanAfter), 500)
+		orphans, err := d.opts.Store.OrphanedJobs(ctx, time.Now().Add(-d.opts.OrphanAfter), 500)
 		if err != nil {
 			d.log.Warn("look for jobs of lost robots", "err", err)
 			continue
 		}
-		for i := range jobs {
-			job := &jobs[i]
+		for i := range orphans {
+			job := &orphans[i]
 			d.mu.Lock()
 			_, here := d.robots[job.RobotID]
 			d.mu.Unlock()
 			if here {
 				continue
 			}
-			d.requeue(ctx, job.ID, job.Attempt, job.RobotID, "robot lost: not seen for "+d.opts.OrphanAfter.String(), true, nil)
+			d.requeue(ctx, jobs.Back{
+				JobID: job.ID, Attempt: job.Attempt, RobotID: job.RobotID, How: jobs.Retry,
+				Reason: "robot lost: not seen for " + d.opts.OrphanAfter.String(),
+			}, nil)
 		}
 	}
 }

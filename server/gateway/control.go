@@ -1,6 +1,8 @@
 package gateway
 
 import (
+	"github.com/casarerpa/casare/server/registry"
+
 	"context"
 	"errors"
 	"time"
@@ -32,7 +34,7 @@ func (g *Gateway) markDraining(ctx context.Context, sess *session) error {
 	if g.opts.Jobs != nil {
 		g.opts.Jobs.RobotDraining(sess.robotID)
 	}
-	if err := g.opts.Store.SetRobotStatus(ctx, sess.robotID, "draining"); err != nil {
+	if err := g.opts.Store.SetRobotStatus(ctx, sess.robotID, registry.RobotDraining); err != nil {
 		return err
 	}
 	g.Changed(sess.robotID)
@@ -84,7 +86,7 @@ func (g *Gateway) session(robotID string) *session {
 
 // LiveRobot is a robot's state as its live connection shows it.
 type LiveRobot struct {
-	Status         string
+	Status         registry.RobotStatus
 	ConnectedSince time.Time
 }
 

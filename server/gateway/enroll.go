@@ -86,7 +86,7 @@ func (g *Gateway) enroll(ctx context.Context, req *agentv1.EnrollRequest, peer s
 		Version:       req.GetVersion(),
 		OS:            req.GetOs(),
 		Hostname:      req.GetHostname(),
-		Status:        "offline",
+		Status:        registry.RobotOffline,
 		MaxJobs:       1,
 		CertSerial:    pki.Serial(cert),
 		CertExpiresAt: &expires,

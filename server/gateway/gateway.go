@@ -34,9 +34,9 @@ type Store interface {
 	RobotsOffline(ctx context.Context, sessions map[string]registry.RobotSession) error
 	TouchRobots(ctx context.Context, lastSeen map[string]time.Time) error
 	RevokedSerials(ctx context.Context) ([]string, error)
-	SetRobotStatus(ctx context.Context, id, status string) error
+	SetRobotStatus(ctx context.Context, id string, status registry.RobotStatus) error
 	SetRobotCertificate(ctx context.Context, id, serial string, expires time.Time) error
-	RobotCounts(ctx context.Context, staleBefore time.Time) (map[string]int, error)
+	RobotCounts(ctx context.Context, staleBefore time.Time) (map[registry.RobotStatus]int, error)
 }
 
 // Options configures New.

@@ -37,9 +37,11 @@ func (store) RobotConnected(context.Context, *registry.Robot) error             
 func (store) RobotsOffline(context.Context, map[string]registry.RobotSession) error { return nil }
 func (store) TouchRobots(context.Context, map[string]time.Time) error               { return nil }
 func (store) RevokedSerials(context.Context) ([]string, error)                      { return nil, nil }
-func (store) SetRobotStatus(context.Context, string, string) error                  { return nil }
+func (store) SetRobotStatus(context.Context, string, registry.RobotStatus) error    { return nil }
 func (store) SetRobotCertificate(context.Context, string, string, time.Time) error  { return nil }
-func (store) RobotCounts(context.Context, time.Time) (map[string]int, error)        { return nil, nil }
+func (store) RobotCounts(context.Context, time.Time) (map[registry.RobotStatus]int, error) {
+	return nil, nil
+}
 
 func startGateway(t *testing.T, opts Options) (*Gateway, *logtest.Buffer) {
 	t.Helper()

@@ -1,6 +1,8 @@
 package gateway
 
 import (
+	"github.com/casarerpa/casare/server/registry"
+
 	"context"
 	"time"
 
@@ -36,7 +38,7 @@ func (c collector) Describe(ch chan<- *prometheus.Desc) {
 func (c collector) Collect(ch chan<- prometheus.Metric) {
 	now := time.Now()
 	for id, r := range c.g.Live() {
-		ch <- prometheus.MustNewConstMetric(robotStatusDesc, prometheus.GaugeValue, 1, id, r.Status)
+		ch <- prometheus.MustNewConstMetric(robotStatusDesc, prometheus.GaugeValue, 1, id, string(r.Status))
 		ch <- prometheus.MustNewConstMetric(robotConnectedDesc, prometheus.GaugeValue, now.Sub(r.ConnectedSince).Seconds(), id)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
@@ -46,7 +48,7 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 		c.g.opts.Logger.Debug("collect robot counts", "err", err)
 		return
 	}
-	for _, status := range []string{"idle", "busy", "draining", "offline"} {
-		ch <- prometheus.MustNewConstMetric(robotCountDesc, prometheus.GaugeValue, float64(counts[status]), c.environment, status)
+	for _, status := range registry.RobotStatuses {
+		ch <- prometheus.MustNewConstMetric(robotCountDesc, prometheus.GaugeValue, float64(counts[status]), c.environment, string(status))
 	}
 }

@@ -2,7 +2,6 @@ package gateway
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -37,13 +36,13 @@ func (s *session) send(msg *agentv1.ServerMessage) error {
 	return agentv1.WriteFrame(s.stream, msg)
 }
 
-func (s *session) status() string {
+func (s *session) status() registry.RobotStatus {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.draining {
-		return "draining"
+		return registry.RobotDraining
 	}
-	return "idle"
+	return registry.RobotIdle
 }
 
 // helloTimeout bounds the wait for a robot's hello.
@@ -219,27 +218,25 @@ func (g *Gateway) acceptUniStreams(ctx context.Context, sess *session, log *slog
 // register records the robot's own description and that it is online, and
 // returns its labels: the operator's and the robot's own.
 func (g *Gateway) register(ctx context.Context, robot *registry.Robot, hello *agentv1.Hello, now time.Time) (map[string]string, error) {
-	labels := map[string]string{}
-	_ = json.Unmarshal([]byte(robot.Labels), &labels)
+	labels, err := robot.DecodeLabels()
+	if err != nil {
+		// The operator's labels are part of what routes jobs here; a
+		// robot registered without them would take jobs meant for others.
+		return nil, err
+	}
 	// The operator's labels from enrolment stand; the robot adds its own.
 	for k, v := range hello.GetLabels() {
 		if _, ok := labels[k]; !ok {
 			labels[k] = v
 		}
 	}
-	labelsJSON, _ := json.Marshal(labels)
-	caps := hello.GetCapabilities()
-	if caps == nil {
-		caps = []string{}
-	}
-	capsJSON, _ := json.Marshal(caps)
-	robot.Labels = string(labelsJSON)
-	robot.Capabilities = string(capsJSON)
+	robot.Labels = registry.EncodeLabels(labels)
+	robot.Capabilities = registry.EncodeCapabilities(hello.GetCapabilities())
 	robot.Version, robot.OS, robot.Hostname = hello.GetVersion(), hello.GetOs(), hello.GetHostname()
 	robot.MaxJobs = max(hello.GetMaxJobs(), 1)
-	robot.Status = "idle"
+	robot.Status = registry.RobotIdle
 	if hello.GetDraining() {
-		robot.Status = "draining"
+		robot.Status = registry.RobotDraining
 	}
 	robot.ConnectedSince, robot.LastSeen = &now, &now
 	return labels, g.opts.Store.RobotConnected(ctx, robot)

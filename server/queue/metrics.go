@@ -1,6 +1,8 @@
 package queue
 
 import (
+	"github.com/casarerpa/casare/server/registry"
+
 	"context"
 	"time"
 
@@ -19,13 +21,13 @@ var queueDepthDesc = prometheus.NewDesc(
 // pending, when not nil, counts the pending jobs by priority instead of the
 // tasks in Redis: once the dispatcher holds the jobs that wait for a robot,
 // the queue in Redis is near empty and the jobs still wait.
-func (q *Queue) Collector(pending func(ctx context.Context) (map[Priority]int, error)) prometheus.Collector {
+func (q *Queue) Collector(pending func(ctx context.Context) (map[registry.Priority]int, error)) prometheus.Collector {
 	return depthCollector{q, pending}
 }
 
 type depthCollector struct {
 	q       *Queue
-	pending func(ctx context.Context) (map[Priority]int, error)
+	pending func(ctx context.Context) (map[registry.Priority]int, error)
 }
 
 func (c depthCollector) Describe(ch chan<- *prometheus.Desc) { ch <- queueDepthDesc }
@@ -35,7 +37,7 @@ func (c depthCollector) Collect(ch chan<- prometheus.Metric) {
 	defer cancel()
 	count := c.q.Depth
 	if c.pending != nil {
-		count = func(ctx context.Context) (map[Priority]int, error) {
+		count = func(ctx context.Context) (map[registry.Priority]int, error) {
 			n, err := c.pending(ctx)
 			if err != nil {
 				return nil, err

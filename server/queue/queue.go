@@ -5,6 +5,8 @@
 package queue
 
 import (
+	"github.com/casarerpa/casare/server/registry"
+
 	"context"
 	"encoding/json"
 	"errors"
@@ -19,22 +21,11 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// Priority orders dispatch. The values match the API enum.
-type Priority int16
-
-// Priorities.
-const (
-	PriorityLow      Priority = 1
-	PriorityNormal   Priority = 2
-	PriorityHigh     Priority = 3
-	PriorityCritical Priority = 4
-)
-
 // Task is the dispatch work for one attempt of a job.
 type Task struct {
-	JobID    string   `json:"job_id"`
-	Attempt  int32    `json:"attempt"`
-	Priority Priority `json:"priority"`
+	JobID    string            `json:"job_id"`
+	Attempt  int32             `json:"attempt"`
+	Priority registry.Priority `json:"priority"`
 }
 
 // TypeDispatch is the asynq task type; the payload is the Task as JSON.
@@ -50,20 +41,20 @@ func TaskID(jobID string, attempt int32) string {
 	return "job:" + jobID + ":" + strconv.Itoa(int(attempt))
 }
 
-var queueNames = map[Priority]string{
-	PriorityCritical: "critical",
-	PriorityHigh:     "high",
-	PriorityNormal:   "normal",
-	PriorityLow:      "low",
+var queueNames = map[registry.Priority]string{
+	registry.PriorityCritical: "critical",
+	registry.PriorityHigh:     "high",
+	registry.PriorityNormal:   "normal",
+	registry.PriorityLow:      "low",
 }
 
 // QueueName maps a priority to its asynq queue; an unknown priority is
 // normal.
-func QueueName(p Priority) string {
+func QueueName(p registry.Priority) string {
 	if name, ok := queueNames[p]; ok {
 		return name
 	}
-	return queueNames[PriorityNormal]
+	return queueNames[registry.PriorityNormal]
 }
 
 // Queues returns the asynq queues with their weights, for the dispatcher's
@@ -294,13 +285,13 @@ func (q *Queue) Held(ctx context.Context, t Task) (bool, error) {
 }
 
 // Depth returns the number of pending tasks per priority.
-func (q *Queue) Depth(ctx context.Context) (map[Priority]int, error) {
+func (q *Queue) Depth(ctx context.Context) (map[registry.Priority]int, error) {
 	// asynq creates a queue with its first task; one not created yet is empty.
 	existing, err := q.inspector.Queues()
 	if err != nil {
 		return nil, fmt.Errorf("queue depth: %w", err)
 	}
-	out := make(map[Priority]int, len(queueNames))
+	out := make(map[registry.Priority]int, len(queueNames))
 	for p, name := range queueNames {
 		if !slices.Contains(existing, name) {
 			out[p] = 0

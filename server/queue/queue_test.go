@@ -1,6 +1,8 @@
 package queue
 
 import (
+	"github.com/casarerpa/casare/server/registry"
+
 	"context"
 	"fmt"
 	"log/slog"
@@ -70,7 +72,7 @@ func TestNames(t *testing.T) {
 	if got := TaskID("0190", 2); got != "job:0190:2" {
 		t.Errorf("TaskID = %q", got)
 	}
-	for p, want := range map[Priority]string{PriorityLow: "low", PriorityNormal: "normal", PriorityHigh: "high", PriorityCritical: "critical", 0: "normal", 9: "normal"} {
+	for p, want := range map[registry.Priority]string{registry.PriorityLow: "low", registry.PriorityNormal: "normal", registry.PriorityHigh: "high", registry.PriorityCritical: "critical", 0: "normal", 9: "normal"} {
 		if got := QueueName(p); got != want {
 			t.Errorf("QueueName(%d) = %q, want %q", p, got, want)
 		}
@@ -83,8 +85,8 @@ func TestNames(t *testing.T) {
 func TestEnqueueRemoveDepth(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, q *Queue) {
 		ctx := context.Background()
-		a := Task{JobID: "a", Attempt: 1, Priority: PriorityHigh}
-		b := Task{JobID: "b", Attempt: 1, Priority: PriorityLow}
+		a := Task{JobID: "a", Attempt: 1, Priority: registry.PriorityHigh}
+		b := Task{JobID: "b", Attempt: 1, Priority: registry.PriorityLow}
 		for _, task := range []Task{a, a, b} {
 			if err := q.Enqueue(ctx, task); err != nil {
 				t.Fatal(err)
@@ -94,14 +96,14 @@ func TestEnqueueRemoveDepth(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		want := map[Priority]int{PriorityLow: 1, PriorityNormal: 0, PriorityHigh: 1, PriorityCritical: 0}
+		want := map[registry.Priority]int{registry.PriorityLow: 1, registry.PriorityNormal: 0, registry.PriorityHigh: 1, registry.PriorityCritical: 0}
 		if fmt.Sprint(depth) != fmt.Sprint(want) {
 			t.Fatalf("Depth() = %v, want %v (enqueueing twice must not duplicate)", depth, want)
 		}
 		if held, err := q.Held(ctx, a); err != nil || !held {
 			t.Fatalf("Held(a) = %v, %v", held, err)
 		}
-		if held, _ := q.Held(ctx, Task{JobID: "a", Attempt: 2, Priority: PriorityHigh}); held {
+		if held, _ := q.Held(ctx, Task{JobID: "a", Attempt: 2, Priority: registry.PriorityHigh}); held {
 			t.Fatal("attempt 2 of a is held, but only attempt 1 was queued")
 		}
 		if err := q.Remove(ctx, a); err != nil {
@@ -113,7 +115,7 @@ func TestEnqueueRemoveDepth(t *testing.T) {
 		if err := q.Remove(ctx, a); err != nil {
 			t.Fatalf("removing a task no longer there: %v", err)
 		}
-		if err := q.Remove(ctx, Task{JobID: "never", Attempt: 1, Priority: PriorityCritical}); err != nil {
+		if err := q.Remove(ctx, Task{JobID: "never", Attempt: 1, Priority: registry.PriorityCritical}); err != nil {
 			t.Fatalf("removing from a queue never used: %v", err)
 		}
 	})
@@ -134,7 +136,7 @@ func pendingList(tasks []Task) PendingLister {
 func manyTasks(n int) []Task {
 	tasks := make([]Task, n)
 	for i := range tasks {
-		tasks[i] = Task{JobID: fmt.Sprintf("job-%05d", i), Attempt: 1, Priority: Priority(i%4 + 1)}
+		tasks[i] = Task{JobID: fmt.Sprintf("job-%05d", i), Attempt: 1, Priority: registry.Priority(i%4 + 1)}
 	}
 	return tasks
 }
@@ -161,7 +163,7 @@ func TestReconcileRestoresWhatAFlushLost(t *testing.T) {
 			t.Fatalf("Reconcile() again = %d, %v; want 0", restored, err)
 		}
 		depth, err := q.Depth(ctx)
-		if err != nil || depth[PriorityLow]+depth[PriorityNormal]+depth[PriorityHigh]+depth[PriorityCritical] != 1200 {
+		if err != nil || depth[registry.PriorityLow]+depth[registry.PriorityNormal]+depth[registry.PriorityHigh]+depth[registry.PriorityCritical] != 1200 {
 			t.Fatalf("Depth() after reconciling = %v, %v; want 1200 in all", depth, err)
 		}
 	})
@@ -221,7 +223,7 @@ func BenchmarkEnqueue(b *testing.B) {
 	ctx := context.Background()
 	b.ResetTimer()
 	for i := range b.N {
-		if err := q.Enqueue(ctx, Task{JobID: fmt.Sprint(i), Attempt: 1, Priority: PriorityNormal}); err != nil {
+		if err := q.Enqueue(ctx, Task{JobID: fmt.Sprint(i), Attempt: 1, Priority: registry.PriorityNormal}); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -253,7 +255,9 @@ func TestRunReconcilerLogsAJobQueuedOnEveryPassOnce(t *testing.T) {
 		ctx, cancel := context.WithCancel(context.Background())
 		var attempt atomic.Int32
 		attempt.Store(1)
-		task := func() Task { return Task{JobID: "waits-elsewhere", Attempt: attempt.Load(), Priority: PriorityNormal} }
+		task := func() Task {
+			return Task{JobID: "waits-elsewhere", Attempt: attempt.Load(), Priority: registry.PriorityNormal}
+		}
 		list := func(ctx context.Context, after string, limit int) ([]Task, error) {
 			return pendingList([]Task{task()})(ctx, after, limit)
 		}
@@ -328,8 +332,8 @@ func waitFor(t *testing.T, cond func() bool) {
 // holds stays out of it. A real Redis carries every task to every replica.
 func TestKeepHeldOut(t *testing.T) {
 	held := func(t Task) bool { return t.JobID == "held" }
-	heldTask := Task{JobID: "held", Attempt: 1, Priority: PriorityNormal}
-	other := Task{JobID: "other", Attempt: 1, Priority: PriorityNormal}
+	heldTask := Task{JobID: "held", Attempt: 1, Priority: registry.PriorityNormal}
+	other := Task{JobID: "other", Attempt: 1, Priority: registry.PriorityNormal}
 	forEachBackend(t, func(t *testing.T, q *Queue) {
 		ctx := context.Background()
 		q.KeepHeldOut(held)

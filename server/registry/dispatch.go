@@ -2,7 +2,10 @@ package registry
 
 import (
 	"context"
+	"database/sql"
+	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/uptrace/bun"
@@ -11,23 +14,103 @@ import (
 // ActiveStatuses are the statuses of a job a robot holds.
 var ActiveStatuses = []JobStatus{JobAssigned, JobRunning}
 
-// SetJobProgress records how far a running attempt got. It changes nothing
-// when the job has moved on from that attempt on that robot, and reports
-// whether it changed the job.
-func (r *Registry) SetJobProgress(ctx context.Context, jobID string, attempt int32, robotID string, percent int32, step string) (bool, error) {
-	step = CleanText(step)
-	res, err := r.db.NewUpdate().Model((*Job)(nil)).
-		Set("progress = ?", percent).
-		Set("current_step = ?", step).
-		Set("updated_at = ?", now()).
-		Where("id = ?", jobID).Where("attempt = ?", attempt).Where("robot_id = ?", robotID).
-		Where("status = ?", JobRunning).
-		Exec(ctx)
-	if err != nil {
-		return false, fmt.Errorf("set progress of job %s: %w", jobID, err)
+// ProgressNote is how far an attempt of a job got.
+type ProgressNote struct {
+	JobID   string
+	Attempt int32
+	RobotID string
+	// From lists the statuses the job may be in for the note to apply.
+	From    []JobStatus
+	Percent int32
+	Step    string
+}
+
+// SetJobProgress records how far an attempt got. It changes nothing when
+// the job has moved on from that attempt on that robot or is in none of
+// p.From, and reports whether it changed the job. Notes of many jobs share
+// one statement and one commit.
+func (r *Registry) SetJobProgress(ctx context.Context, p ProgressNote) (bool, error) {
+	res := r.progress.do(ctx, p)
+	return res.changed, res.err
+}
+
+type progressResult struct {
+	changed bool
+	err     error
+}
+
+// progressBatch writes progress notes of distinct jobs: one statement on
+// PostgreSQL, one transaction on SQLite.
+func (r *Registry) progressBatch(ctx context.Context, notes []ProgressNote) []progressResult {
+	out := make([]progressResult, len(notes))
+	at := now()
+	changed := map[string]bool{}
+	var err error
+	if r.dialect == "postgres" {
+		err = r.progressStatement(ctx, notes, at, changed)
+	} else {
+		err = r.db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+			for _, p := range notes {
+				res, err := tx.NewUpdate().Model((*Job)(nil)).
+					Set("progress = ?", p.Percent).
+					Set("current_step = ?", CleanText(p.Step)).
+					Set("updated_at = ?", at).
+					Where("id = ?", p.JobID).Where("attempt = ?", p.Attempt).Where("robot_id = ?", p.RobotID).
+					Where("status IN (?)", bun.In(p.From)).
+					Exec(ctx)
+				if err != nil {
+					return err
+				}
+				if n, _ := res.RowsAffected(); n > 0 {
+					changed[p.JobID] = true
+				}
+			}
+			return nil
+		})
 	}
-	n, _ := res.RowsAffected()
-	return n > 0, nil
+	for i, p := range notes {
+		if err != nil {
+			out[i].err = fmt.Errorf("set progress of job %s: %w", p.JobID, err)
+			continue
+		}
+		out[i].changed = changed[p.JobID]
+	}
+	return out
+}
+
+func (r *Registry) progressStatement(ctx context.Context, notes []ProgressNote, at time.Time, changed map[string]bool) error {
+	var values strings.Builder
+	args := make([]any, 0, len(notes)*6+1)
+	for i, p := range notes {
+		if i > 0 {
+			values.WriteString(", ")
+		}
+		values.WriteString("(?::text, ?::int, ?::text, ?::text, ?::int, ?::text)")
+		from := make([]string, len(p.From))
+		for k, s := range p.From {
+			from[k] = string(s)
+		}
+		args = append(args, p.JobID, p.Attempt, p.RobotID, strings.Join(from, ","), p.Percent, CleanText(p.Step))
+	}
+	args = append(args, at)
+	var ids []string
+	// The rows are locked in id order first, as a batch of transitions
+	// locks them: two batches that lock the same rows in different orders
+	// would deadlock.
+	err := r.db.NewRaw(`WITH v (id, attempt, robot_id, from_statuses, percent, step) AS (VALUES `+values.String()+`),
+locked AS (SELECT j.id FROM jobs AS j JOIN v ON v.id = j.id ORDER BY j.id FOR UPDATE OF j)
+UPDATE jobs AS j SET progress = v.percent, current_step = v.step, updated_at = ?::timestamptz
+	FROM v, locked
+	WHERE j.id = v.id AND locked.id = j.id AND j.attempt = v.attempt AND j.robot_id = v.robot_id
+		AND j.status = ANY (string_to_array(v.from_statuses, ','))
+	RETURNING j.id`, args...).Scan(ctx, &ids)
+	if err != nil && !errors.Is(err, sql.ErrNoRows) {
+		return err
+	}
+	for _, id := range ids {
+		changed[id] = true
+	}
+	return nil
 }
 
 // SetPendingMessage says in a pending job's status message what it waits

@@ -207,7 +207,7 @@ func (r *Registry) DeleteRobot(ctx context.Context, idOrName string, audit *Audi
 }
 
 // SetRobotStatus records a robot's status.
-func (r *Registry) SetRobotStatus(ctx context.Context, id, status string) error {
+func (r *Registry) SetRobotStatus(ctx context.Context, id string, status RobotStatus) error {
 	_, err := r.db.NewUpdate().Model((*Robot)(nil)).Set("status = ?", status).Set("updated_at = ?", now()).Where("id = ?", id).Exec(ctx)
 	if err != nil {
 		return fmt.Errorf("set robot %s %s: %w", id, status, err)
@@ -218,7 +218,7 @@ func (r *Registry) SetRobotStatus(ctx context.Context, id, status string) error 
 // SetRobotsStatus sets the status of many robots with one statement: the
 // dispatcher's busy and idle changes arrive by the hundred a second under
 // load.
-func (r *Registry) SetRobotsStatus(ctx context.Context, ids []string, status string) error {
+func (r *Registry) SetRobotsStatus(ctx context.Context, ids []string, status RobotStatus) error {
 	if len(ids) == 0 {
 		return nil
 	}
@@ -231,9 +231,9 @@ func (r *Registry) SetRobotsStatus(ctx context.Context, ids []string, status str
 
 // RobotCounts counts robots by status, taking those not seen since
 // staleBefore as offline whatever their row says.
-func (r *Registry) RobotCounts(ctx context.Context, staleBefore time.Time) (map[string]int, error) {
+func (r *Registry) RobotCounts(ctx context.Context, staleBefore time.Time) (map[RobotStatus]int, error) {
 	var rows []struct {
-		Status string
+		Status RobotStatus
 		N      int
 	}
 	err := r.db.NewSelect().Model((*Robot)(nil)).
@@ -243,7 +243,7 @@ func (r *Registry) RobotCounts(ctx context.Context, staleBefore time.Time) (map[
 	if err != nil {
 		return nil, fmt.Errorf("count robots: %w", err)
 	}
-	out := map[string]int{}
+	out := map[RobotStatus]int{}
 	for _, row := range rows {
 		out[row.Status] += row.N
 	}

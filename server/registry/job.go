@@ -160,69 +160,21 @@ type Transition struct {
 // transaction, and returns the updated job. When the job is not in one of
 // t.From or not on t.Attempt, it changes nothing and returns the job as it
 // is together with an error wrapping ErrConflict. ErrNotFound when there is
-// no such job.
+// no such job. Transitions without an audit event share a commit with the
+// others in flight (see TransitionJobs).
 func (r *Registry) TransitionJob(ctx context.Context, t Transition, audit *AuditEvent) (*Job, error) {
-	// The message and reason are made of what robots report and what jobs
-	// require; a character a text column cannot hold must not keep a job
-	// from moving on.
-	t.Message, t.Reason = CleanText(t.Message), CleanText(t.Reason)
-	at := normalize(t.Now)
-	if r.dialect == "postgres" && audit == nil {
-		return r.transitionInOneStatement(ctx, t, at)
+	if audit == nil {
+		res := r.transitions.do(ctx, t)
+		return res.Job, res.Err
 	}
+	t.clean()
+	at := normalize(t.Now)
 	job := new(Job)
 	var conflict error
 	err := r.db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
-		if err := r.lockRow(ctx, tx.NewSelect().Model(job).Where("id = ?", t.JobID)); err != nil {
-			return err
-		}
-		if conflict = t.conflict(job); conflict != nil {
-			return nil
-		}
-		from := job.Status
-		job.Status = t.To
-		job.StatusMessage = t.Message
-		job.UpdatedAt = at
-		if t.NextAttempt {
-			job.Attempt++
-		}
-		if t.NextAttempt || t.To == JobPending || t.To == JobAssigned {
-			// A new start: nothing of an earlier try's progress holds.
-			job.Progress, job.CurrentStep = 0, ""
-		}
-		if t.RobotID != nil {
-			job.RobotID = *t.RobotID
-		}
-		if t.Result != nil {
-			job.Result = *t.Result
-		}
-		if t.To == JobRunning && job.StartedAt == nil {
-			job.StartedAt = &at
-		}
-		if t.To.Finished() {
-			job.FinishedAt = &at
-		}
-		if t.To == JobSucceeded {
-			// Progress reports are thinned out on the way; a job that
-			// succeeded went all the way.
-			job.Progress = 100
-		}
-		// Only what a transition changes: the row also holds the workflow,
-		// which need not be written again.
-		if _, err := tx.NewUpdate().Model(job).Column(transitionColumns...).WherePK().Exec(ctx); err != nil {
-			return err
-		}
-		event := &JobEvent{
-			JobID:      job.ID,
-			Time:       at,
-			FromStatus: from,
-			ToStatus:   t.To,
-			Attempt:    job.Attempt,
-			RobotID:    job.RobotID,
-			Reason:     t.Reason,
-			Actor:      t.Actor,
-		}
-		if _, err := tx.NewInsert().Model(event).Exec(ctx); err != nil {
+		var err error
+		conflict, err = r.transitionInTx(ctx, tx, t, at, job)
+		if err != nil || conflict != nil {
 			return err
 		}
 		return insertAudit(ctx, tx, audit)
@@ -234,6 +186,165 @@ func (r *Registry) TransitionJob(ctx context.Context, t Transition, audit *Audit
 		return job, conflict
 	}
 	return job, nil
+}
+
+// TransitionResult is what became of one transition of TransitionJobs.
+type TransitionResult struct {
+	// Job is the job after the transition, or as it is when refused.
+	Job *Job
+	// Err wraps ErrConflict when the job was not in the state the
+	// transition requires, ErrNotFound when there is no such job.
+	Err error
+}
+
+// TransitionJobs applies transitions of many jobs with one statement and
+// one commit on PostgreSQL, one transaction on SQLite, each fenced as
+// TransitionJob fences it and each writing its job event: a member that is
+// refused changes nothing and leaves the others to apply. Transitions of
+// one job apply in order, each in a commit of its own.
+func (r *Registry) TransitionJobs(ctx context.Context, ts []Transition) []TransitionResult {
+	out := make([]TransitionResult, len(ts))
+	rest := make([]int, len(ts))
+	for i := range ts {
+		rest[i] = i
+	}
+	for len(rest) > 0 {
+		seen := map[string]bool{}
+		var round, later []int
+		for _, i := range rest {
+			if seen[ts[i].JobID] {
+				later = append(later, i)
+				continue
+			}
+			seen[ts[i].JobID] = true
+			round = append(round, i)
+		}
+		batch := make([]Transition, len(round))
+		for k, i := range round {
+			batch[k] = ts[i]
+		}
+		for k, res := range r.transitionBatch(ctx, batch) {
+			out[round[k]] = res
+		}
+		rest = later
+	}
+	return out
+}
+
+// transitionBatch applies transitions of distinct jobs together. Should
+// the batch fail as a whole (a row no column can hold, say), each is tried
+// on its own, so one cannot fail the others.
+func (r *Registry) transitionBatch(ctx context.Context, ts []Transition) []TransitionResult {
+	for i := range ts {
+		ts[i].clean()
+	}
+	var out []TransitionResult
+	var err error
+	if r.dialect == "postgres" {
+		out, err = r.transitionStatement(ctx, ts)
+	} else {
+		out, err = r.transitionTx(ctx, ts)
+	}
+	if err == nil {
+		return out
+	}
+	out = make([]TransitionResult, len(ts))
+	for i, t := range ts {
+		if len(ts) == 1 {
+			out[i] = TransitionResult{Err: fmt.Errorf("transition job %s to %s: %w", t.JobID, t.To, err)}
+			continue
+		}
+		out[i] = r.transitionBatch(ctx, []Transition{t})[0]
+	}
+	return out
+}
+
+// clean makes the text of t storable: the message and reason are made of
+// what robots report and what jobs require, and a character a text column
+// cannot hold must not keep a job from moving on.
+func (t *Transition) clean() {
+	t.Message, t.Reason = CleanText(t.Message), CleanText(t.Reason)
+}
+
+// transitionTx applies the transitions in one transaction: SQLite lets
+// one writer in at a time, so the statements cost little; the commit is
+// what costs.
+func (r *Registry) transitionTx(ctx context.Context, ts []Transition) ([]TransitionResult, error) {
+	out := make([]TransitionResult, len(ts))
+	err := r.db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+		for i, t := range ts {
+			job := new(Job)
+			conflict, err := r.transitionInTx(ctx, tx, t, normalize(t.Now), job)
+			switch {
+			case errors.Is(err, ErrNotFound):
+				out[i] = TransitionResult{Err: fmt.Errorf("transition job %s to %s: %w", t.JobID, t.To, err)}
+			case err != nil:
+				return err
+			default:
+				out[i] = TransitionResult{Job: job, Err: conflict}
+			}
+		}
+		return nil
+	})
+	return out, err
+}
+
+// transitionInTx applies t in tx to the job it reads into job. It returns
+// the conflict, changing nothing, when t does not apply to the job as it is.
+func (r *Registry) transitionInTx(ctx context.Context, tx bun.Tx, t Transition, at time.Time, job *Job) (conflict error, err error) {
+	if err := r.lockRow(ctx, tx.NewSelect().Model(job).Where("id = ?", t.JobID)); err != nil {
+		return nil, err
+	}
+	if conflict = t.conflict(job); conflict != nil {
+		return conflict, nil
+	}
+	from := job.Status
+	job.Status = t.To
+	job.StatusMessage = t.Message
+	job.UpdatedAt = at
+	if t.NextAttempt {
+		job.Attempt++
+	}
+	if t.NextAttempt || t.To == JobPending || t.To == JobAssigned {
+		// A new start: nothing of an earlier try's progress holds.
+		job.Progress, job.CurrentStep = 0, ""
+	}
+	if t.RobotID != nil {
+		job.RobotID = *t.RobotID
+	}
+	if t.Result != nil {
+		job.Result = *t.Result
+	}
+	if t.To == JobRunning && job.StartedAt == nil {
+		job.StartedAt = &at
+	}
+	if t.To.Finished() {
+		job.FinishedAt = &at
+	}
+	if t.To == JobSucceeded {
+		// Progress reports are thinned out on the way; a job that
+		// succeeded went all the way.
+		job.Progress = 100
+	}
+	// Only what a transition changes: the row also holds the workflow,
+	// which need not be written again.
+	if _, err := tx.NewUpdate().Model(job).Column(transitionColumns...).WherePK().Exec(ctx); err != nil {
+		return nil, err
+	}
+	event := &JobEvent{
+		JobID:      job.ID,
+		Time:       at,
+		FromStatus: from,
+		ToStatus:   t.To,
+		Attempt:    job.Attempt,
+		RobotID:    job.RobotID,
+		Reason:     t.Reason,
+		Actor:      t.Actor,
+	}
+	if _, err := tx.NewInsert().Model(event).Exec(ctx); err != nil {
+		return nil, err
+	}
+	return nil, nil
 }
 
 // lockRow reads the row q selects, locked until the transaction ends on
@@ -271,78 +382,110 @@ func (t Transition) conflict(job *Job) error {
 	return nil
 }
 
-// transitionInOneStatement applies t on PostgreSQL with one statement: the
-// fenced update and the job event together, in one round trip. Every job
-// makes three transitions on its way (assigned, running, ended), and as a
-// transaction of select, update and insert each would cost five round
-// trips. The rules are those of the transaction SQLite uses.
-func (r *Registry) transitionInOneStatement(ctx context.Context, t Transition, at time.Time) (*Job, error) {
-	set := []string{"status = ?", "status_message = ?", "updated_at = ?"}
-	args := []any{t.JobID, t.To, t.Message, at}
-	if t.NextAttempt {
-		set = append(set, "attempt = j.attempt + 1")
+// transitionStatement applies transitions of distinct jobs on PostgreSQL
+// with one statement: the fenced updates and their job events together,
+// in one round trip and one commit. Every job makes three transitions on
+// its way (assigned, running, ended); as a transaction of select, update
+// and insert each, they would cost five round trips and a WAL flush apiece.
+// The rules are those of transitionInTx; what each row does is in the
+// input row, so one statement serves transitions of every kind.
+func (r *Registry) transitionStatement(ctx context.Context, ts []Transition) ([]TransitionResult, error) {
+	var values strings.Builder
+	args := make([]any, 0, len(ts)*15)
+	for i, t := range ts {
+		if i > 0 {
+			values.WriteString(", ")
+		}
+		values.WriteString("(?::int, ?::text, ?::text, ?::int, ?::text, ?::text, ?::bool, ?::bool, ?::text, ?::text, ?::text, ?::text, ?::bool, ?::text, ?::timestamptz)")
+		from := make([]string, len(t.From))
+		for k, s := range t.From {
+			from[k] = string(s)
+		}
+		robotID, result := "", ""
+		if t.RobotID != nil {
+			robotID = *t.RobotID
+		}
+		if t.Result != nil {
+			result = *t.Result
+		}
+		args = append(args, i, t.JobID, strings.Join(from, ","), t.Attempt, t.Robot, string(t.To), t.NextAttempt,
+			t.RobotID != nil, robotID, t.Message, t.Reason, t.Actor, t.Result != nil, result, normalize(t.Now))
 	}
-	if t.NextAttempt || t.To == JobPending || t.To == JobAssigned {
-		set = append(set, "progress = 0", "current_step = ''")
-	}
-	if t.RobotID != nil {
-		set = append(set, "robot_id = ?")
-		args = append(args, *t.RobotID)
-	}
-	if t.Result != nil {
-		set = append(set, "result = ?")
-		args = append(args, *t.Result)
-	}
-	if t.To == JobRunning {
-		set = append(set, "started_at = COALESCE(j.started_at, ?)")
-		args = append(args, at)
-	}
-	if t.To.Finished() {
-		set = append(set, "finished_at = ?")
-		args = append(args, at)
-	}
-	if t.To == JobSucceeded {
-		set = append(set, "progress = 100")
-	}
-	where := "j.id = old.id AND old.status IN (?)"
-	args = append(args, bun.In(t.From))
-	if t.Attempt != 0 {
-		where += " AND old.attempt = ?"
-		args = append(args, t.Attempt)
-	}
-	if t.Robot != "" {
-		where += " AND old.robot_id = ?"
-		args = append(args, t.Robot)
-	}
-	args = append(args, at, t.Reason, t.Actor)
-	query := `WITH old AS (SELECT id, status, attempt, robot_id FROM jobs WHERE id = ? FOR UPDATE),
-upd AS (UPDATE jobs AS j SET ` + strings.Join(set, ", ") + ` FROM old WHERE ` + where + `
-	RETURNING j.*, old.status AS from_status),
+	query := `WITH input (n, id, from_statuses, attempt, robot, to_status, next_attempt, set_robot, robot_id, message, reason, actor, set_result, result, at) AS (VALUES ` + values.String() + `),
+old AS (SELECT j.id, j.status, j.attempt, j.robot_id FROM jobs AS j JOIN input AS i ON i.id = j.id ORDER BY j.id FOR UPDATE OF j),
+upd AS (UPDATE jobs AS j SET
+		status = i.to_status,
+		status_message = i.message,
+		updated_at = i.at,
+		attempt = CASE WHEN i.next_attempt THEN j.attempt + 1 ELSE j.attempt END,
+		progress = CASE WHEN i.to_status = 'succeeded' THEN 100 WHEN i.next_attempt OR i.to_status IN ('pending', 'assigned') THEN 0 ELSE j.progress END,
+		current_step = CASE WHEN i.next_attempt OR i.to_status IN ('pending', 'assigned') THEN '' ELSE j.current_step END,
+		robot_id = CASE WHEN i.set_robot THEN i.robot_id ELSE j.robot_id END,
+		result = CASE WHEN i.set_result THEN i.result ELSE j.result END,
+		started_at = CASE WHEN i.to_status = 'running' THEN COALESCE(j.started_at, i.at) ELSE j.started_at END,
+		finished_at = CASE WHEN i.to_status IN ('succeeded', 'failed', 'cancelled') THEN i.at ELSE j.finished_at END
+	FROM old, input AS i
+	WHERE j.id = old.id AND i.id = old.id
+		AND old.status = ANY (string_to_array(i.from_statuses, ','))
+		AND (i.attempt = 0 OR old.attempt = i.attempt)
+		AND (i.robot = '' OR old.robot_id = i.robot)
+	RETURNING j.*, old.status AS from_status, i.n AS input_n, i.reason AS input_reason, i.actor AS input_actor),
 event AS (INSERT INTO job_events (job_id, time, from_status, to_status, attempt, robot_id, reason, actor)
-	SELECT id, ?, from_status, status, attempt, robot_id, ?, ? FROM upd)
+	SELECT id, updated_at, from_status, status, attempt, robot_id, input_reason, input_actor FROM upd)
 SELECT * FROM upd`
-	var row struct {
+	var rows []struct {
 		Job        `bun:",extend"`
 		FromStatus JobStatus `bun:"from_status"`
+		N          int       `bun:"input_n"`
+		Reason     string    `bun:"input_reason"`
+		Actor      string    `bun:"input_actor"`
 	}
-	err := r.db.NewRaw(query, args...).Scan(ctx, &row)
-	if errors.Is(err, sql.ErrNoRows) {
-		// Nothing changed: say why, from the job as it is now.
-		job, err := r.GetJob(ctx, t.JobID)
-		if err != nil {
-			return nil, err
+	if err := r.db.NewRaw(query, args...).Scan(ctx, &rows); err != nil && !errors.Is(err, sql.ErrNoRows) {
+		return nil, err
+	}
+	out := make([]TransitionResult, len(ts))
+	applied := make([]bool, len(ts))
+	for i := range rows {
+		job := rows[i].Job
+		out[rows[i].N] = TransitionResult{Job: &job}
+		applied[rows[i].N] = true
+	}
+	var refused []string
+	for i, t := range ts {
+		if !applied[i] {
+			refused = append(refused, t.JobID)
 		}
-		if conflict := t.conflict(job); conflict != nil {
-			return job, conflict
+	}
+	if len(refused) == 0 {
+		return out, nil
+	}
+	// Say why, from the jobs as they are now.
+	var now []Job
+	if err := r.db.NewSelect().Model(&now).Where("id IN (?)", bun.In(refused)).Scan(ctx); err != nil {
+		return nil, err
+	}
+	byID := make(map[string]*Job, len(now))
+	for i := range now {
+		byID[now[i].ID] = &now[i]
+	}
+	for i, t := range ts {
+		if applied[i] {
+			continue
 		}
-		// It moved into place in between; a caller retrying would be
-		// acting on news older than the change that did that.
-		return job, fmt.Errorf("job %s changed while it was being moved: %w", job.ID, ErrConflict)
+		job := byID[t.JobID]
+		switch conflict := error(nil); {
+		case job == nil:
+			out[i] = TransitionResult{Err: fmt.Errorf("transition job %s to %s: %w", t.JobID, t.To, ErrNotFound)}
+		default:
+			if conflict = t.conflict(job); conflict == nil {
+				// It moved into place in between; a caller retrying would
+				// be acting on news older than the change that did that.
+				conflict = fmt.Errorf("job %s changed while it was being moved: %w", job.ID, ErrConflict)
+			}
+			out[i] = TransitionResult{Job: job, Err: conflict}
+		}
 	}
-	if err != nil {
-		return nil, fmt.Errorf("transition job %s to %s: %w", t.JobID, t.To, err)
-	}
-	return &row.Job, nil
+	return out, nil
 }
 
 // PendingJob is a pending job as the reconciler needs it.

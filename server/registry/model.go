@@ -36,6 +36,21 @@ const (
 	PriorityCritical Priority = 4
 )
 
+// RobotStatus is a robot's status as stored: the lower-case name of the
+// API enum without its prefix.
+type RobotStatus string
+
+// Robot statuses.
+const (
+	RobotIdle     RobotStatus = "idle"
+	RobotBusy     RobotStatus = "busy"
+	RobotDraining RobotStatus = "draining"
+	RobotOffline  RobotStatus = "offline"
+)
+
+// RobotStatuses lists every robot status, for metrics that report each.
+var RobotStatuses = []RobotStatus{RobotIdle, RobotBusy, RobotDraining, RobotOffline}
+
 // Job is a row of jobs: one run of a workflow. JSON columns hold protojson
 // text so both dialects store them the same way.
 type Job struct {
@@ -159,21 +174,21 @@ type AuditEvent struct {
 type Robot struct {
 	bun.BaseModel `bun:"table:robots"`
 
-	ID             string     `bun:"id,pk"`
-	Name           string     `bun:"name,notnull"`
-	Labels         string     `bun:"labels,notnull"`       // JSON object
-	Capabilities   string     `bun:"capabilities,notnull"` // JSON array
-	Version        string     `bun:"version,notnull"`
-	OS             string     `bun:"os,notnull"`
-	Hostname       string     `bun:"hostname,notnull"`
-	Status         string     `bun:"status,notnull"` // idle, busy, draining, offline
-	MaxJobs        int32      `bun:"max_jobs,notnull"`
-	ConnectedSince *time.Time `bun:"connected_since"`
-	LastSeen       *time.Time `bun:"last_seen"`
-	CertSerial     string     `bun:"cert_serial,notnull"`
-	CertExpiresAt  *time.Time `bun:"cert_expires_at"`
-	CreatedAt      time.Time  `bun:"created_at,notnull"`
-	UpdatedAt      time.Time  `bun:"updated_at,notnull"`
+	ID             string      `bun:"id,pk"`
+	Name           string      `bun:"name,notnull"`
+	Labels         string      `bun:"labels,notnull"`       // JSON object
+	Capabilities   string      `bun:"capabilities,notnull"` // JSON array
+	Version        string      `bun:"version,notnull"`
+	OS             string      `bun:"os,notnull"`
+	Hostname       string      `bun:"hostname,notnull"`
+	Status         RobotStatus `bun:"status,notnull"`
+	MaxJobs        int32       `bun:"max_jobs,notnull"`
+	ConnectedSince *time.Time  `bun:"connected_since"`
+	LastSeen       *time.Time  `bun:"last_seen"`
+	CertSerial     string      `bun:"cert_serial,notnull"`
+	CertExpiresAt  *time.Time  `bun:"cert_expires_at"`
+	CreatedAt      time.Time   `bun:"created_at,notnull"`
+	UpdatedAt      time.Time   `bun:"updated_at,notnull"`
 }
 
 // EnrollmentToken is a row of enrollment_tokens: a one-time permission for

@@ -45,6 +45,10 @@ type Registry struct {
 	inserter *jobInserter
 	// pruneBatches sizes Prune's batches; tests make them small.
 	pruneBatches pruneBatches
+	// transitions and progress commit the changes of many jobs together,
+	// on both dialects.
+	transitions *group[Transition, TransitionResult]
+	progress    *group[ProgressNote, progressResult]
 }
 
 // Open opens and pings the database. It does not migrate; see Migrate.
@@ -110,6 +114,14 @@ func Open(ctx context.Context, opts Options) (*Registry, error) {
 		r.Close()
 		return nil, err
 	}
+	workers := 1 // SQLite has one connection
+	if r.dialect == "postgres" {
+		workers = inserterWorkers
+	}
+	r.transitions = newGroup(workers, func(t Transition) string { return t.JobID }, r.transitionBatch,
+		func(err error) TransitionResult { return TransitionResult{Err: err} })
+	r.progress = newGroup(workers, func(p ProgressNote) string { return p.JobID }, r.progressBatch,
+		func(err error) progressResult { return progressResult{err: err} })
 	return r, nil
 }
 
@@ -133,6 +145,10 @@ func (r *Registry) Ping(ctx context.Context) error {
 
 // Close stops the batch inserter and closes the database.
 func (r *Registry) Close() error {
+	if r.transitions != nil {
+		r.transitions.close()
+		r.progress.close()
+	}
 	if r.inserter != nil {
 		r.inserter.close()
 	}

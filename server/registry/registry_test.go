@@ -251,7 +251,7 @@ func TestTransitionJob(t *testing.T) {
 		if !errors.Is(err, ErrConflict) || other == nil || other.Status != JobRunning {
 			t.Fatalf("other robot: %+v, %v; want the running job and ErrConflict", other, err)
 		}
-		if changed, err := r.SetJobProgress(ctx, job.ID, 1, robot, 40, "step2"); err != nil || !changed {
+		if changed, err := r.SetJobProgress(ctx, ProgressNote{JobID: job.ID, Attempt: 1, RobotID: robot, From: []JobStatus{JobRunning}, Percent: 40, Step: "step2"}); err != nil || !changed {
 			t.Fatalf("progress: changed %v, %v", changed, err)
 		}
 
@@ -498,7 +498,7 @@ func TestRobots(t *testing.T) {
 		if err != nil || len(list) != 2 || list[0].Name != "linux-01" {
 			t.Fatalf("ListRobots() = %+v, %v", list, err)
 		}
-		busy, _, err := r.ListRobots(ctx, []string{"busy"}, Page{})
+		busy, _, err := r.ListRobots(ctx, []RobotStatus{RobotBusy}, Page{})
 		if err != nil || len(busy) != 1 || busy[0].Name != "win-01" {
 			t.Fatalf("ListRobots(busy) = %+v, %v", busy, err)
 		}

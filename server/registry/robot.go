@@ -48,7 +48,7 @@ func (r *Registry) GetRobot(ctx context.Context, idOrName string) (*Robot, error
 }
 
 // ListRobots returns robots by name, only those in statuses when given.
-func (r *Registry) ListRobots(ctx context.Context, statuses []string, p Page) ([]Robot, string, error) {
+func (r *Registry) ListRobots(ctx context.Context, statuses []RobotStatus, p Page) ([]Robot, string, error) {
 	statuses = slices.Sorted(slices.Values(statuses))
 	query := []any{"robots", statuses}
 	after, err := decodePageToken(p.Token, query...)

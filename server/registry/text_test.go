@@ -40,7 +40,7 @@ func TestTextColumnsTakeAnyText(t *testing.T) {
 		if _, err := r.TransitionJob(ctx, Transition{JobID: job.ID, From: []JobStatus{JobPending}, To: JobRunning, RobotID: &robot, Message: bad, Reason: bad}, nil); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := r.SetJobProgress(ctx, job.ID, 1, robot, 50, bad); err != nil {
+		if _, err := r.SetJobProgress(ctx, ProgressNote{JobID: job.ID, Attempt: 1, RobotID: robot, From: []JobStatus{JobRunning}, Percent: 50, Step: bad}); err != nil {
 			t.Fatal(err)
 		}
 		lines := []JobLog{{JobID: job.ID, Attempt: 1, Line: 1, Level: "info", StepID: bad, Message: bad}, {JobID: job.ID, Attempt: 1, Line: 2, Level: "info", Message: "next"}}
