@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"runtime"
 	"time"
 
 	"connectrpc.com/connect/v2"
@@ -22,6 +23,15 @@ func (s *Server) newMetrics() *prometheus.Registry {
 		s.gateway.Collector(s.cfg.Environment),
 	)
 	reg.MustRegister(s.dispatcher.Collectors()...)
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "casare_build_info",
+		Help: "Always 1; its labels say which build of casare-server this replica runs.",
+		ConstLabels: prometheus.Labels{
+			"version":   s.cfg.Build.version(),
+			"revision":  s.cfg.Build.revision(),
+			"goversion": runtime.Version(),
+		},
+	}, func() float64 { return 1 }))
 	return reg
 }
 

@@ -37,6 +37,7 @@ type Store interface {
 	SetRobotStatus(ctx context.Context, id, status string) error
 	SetRobotCertificate(ctx context.Context, id, serial string, expires time.Time) error
 	RobotCounts(ctx context.Context, staleBefore time.Time) (map[string]int, error)
+	RobotProtocolRefused(ctx context.Context, id, version string, protocol int32, problem string) error
 }
 
 // Options configures New.

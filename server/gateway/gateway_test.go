@@ -40,6 +40,9 @@ func (store) RevokedSerials(context.Context) ([]string, error)                  
 func (store) SetRobotStatus(context.Context, string, string) error                  { return nil }
 func (store) SetRobotCertificate(context.Context, string, string, time.Time) error  { return nil }
 func (store) RobotCounts(context.Context, time.Time) (map[string]int, error)        { return nil, nil }
+func (store) RobotProtocolRefused(context.Context, string, string, int32, string) error {
+	return nil
+}
 
 func startGateway(t *testing.T, opts Options) (*Gateway, *logtest.Buffer) {
 	t.Helper()

@@ -83,10 +83,27 @@ func (r *Registry) RobotConnected(ctx context.Context, rb *Robot) error {
 		rb.ConnectedSince = &since
 	}
 	_, err := r.db.NewUpdate().Model(rb).
-		Column("labels", "capabilities", "version", "os", "hostname", "status", "max_jobs", "connected_since", "last_seen", "updated_at").
+		Column("labels", "capabilities", "version", "os", "hostname", "status", "max_jobs", "connected_since", "last_seen", "updated_at",
+			"protocol_version", "protocol_problem").
 		WherePK().Exec(ctx)
 	if err != nil {
 		return fmt.Errorf("robot %s connected: %w", rb.ID, err)
+	}
+	return nil
+}
+
+// RobotProtocolRefused records that a robot's hello was refused because
+// its protocol version cannot be served: the version it runs, the protocol
+// it spoke and why, so `robots get` can tell the operator.
+func (r *Registry) RobotProtocolRefused(ctx context.Context, id, version string, protocol int32, problem string) error {
+	_, err := r.db.NewUpdate().Model((*Robot)(nil)).
+		Set("version = ?", CleanText(version)).
+		Set("protocol_version = ?", protocol).
+		Set("protocol_problem = ?", CleanText(problem)).
+		Set("updated_at = ?", now()).
+		Where("id = ?", id).Exec(ctx)
+	if err != nil {
+		return fmt.Errorf("record robot %s protocol: %w", id, err)
 	}
 	return nil
 }
