@@ -8,6 +8,7 @@ import (
 	"connectrpc.com/connect/v2"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/casarerpa/casare/server/gateway"
 	"github.com/casarerpa/casare/server/queue"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 )
@@ -20,7 +21,8 @@ func (s *Server) newMetrics() *prometheus.Registry {
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		s.queue.Collector(s.pendingCounts),
-		s.gateway.Collector(s.cfg.Environment),
+		newFleetCollector(s.reg, gateway.StaleAfter(s.cfg.HeartbeatInterval), s.cfg.Environment, s.logger),
+		dependencyCollector{pings: map[string]func(context.Context) error{"database": s.reg.Ping, "redis": s.queue.Ping}},
 	)
 	reg.MustRegister(s.dispatcher.Collectors()...)
 	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{

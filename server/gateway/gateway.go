@@ -36,7 +36,6 @@ type Store interface {
 	RevokedSerials(ctx context.Context) ([]string, error)
 	SetRobotStatus(ctx context.Context, id, status string) error
 	SetRobotCertificate(ctx context.Context, id, serial string, expires time.Time) error
-	RobotCounts(ctx context.Context, staleBefore time.Time) (map[string]int, error)
 	RobotProtocolRefused(ctx context.Context, id, version string, protocol int32, problem string) error
 }
 

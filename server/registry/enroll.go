@@ -246,27 +246,6 @@ func (r *Registry) SetRobotsStatus(ctx context.Context, ids []string, status str
 	return nil
 }
 
-// RobotCounts counts robots by status, taking those not seen since
-// staleBefore as offline whatever their row says.
-func (r *Registry) RobotCounts(ctx context.Context, staleBefore time.Time) (map[string]int, error) {
-	var rows []struct {
-		Status string
-		N      int
-	}
-	err := r.db.NewSelect().Model((*Robot)(nil)).
-		ColumnExpr("CASE WHEN last_seen IS NULL OR last_seen < ? THEN 'offline' ELSE status END AS status", normalize(staleBefore)).
-		ColumnExpr("count(*) AS n").
-		GroupExpr("1").Scan(ctx, &rows)
-	if err != nil {
-		return nil, fmt.Errorf("count robots: %w", err)
-	}
-	out := map[string]int{}
-	for _, row := range rows {
-		out[row.Status] += row.N
-	}
-	return out, nil
-}
-
 // SetRobotCertificate records a robot's renewed certificate.
 func (r *Registry) SetRobotCertificate(ctx context.Context, id, serial string, expires time.Time) error {
 	expires = normalize(expires)

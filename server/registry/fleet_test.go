@@ -1,0 +1,84 @@
+package registry
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+func TestFleet(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, r *Registry) {
+		ctx := context.Background()
+		now := time.Now().UTC().Truncate(time.Second)
+		old := now.Add(-time.Hour)
+		expires := now.Add(10 * 24 * time.Hour)
+		robots := []*Robot{
+			{ID: "a", Name: "win-a", Version: "v1.2.0", OS: "windows", Status: "busy", MaxJobs: 2, LastSeen: &now, ConnectedSince: &old, CertExpiresAt: &expires},
+			// Its replica died without marking it offline.
+			{ID: "b", Name: "lin-b", Version: "v1.1.0", OS: "linux", Status: "idle", MaxJobs: 1, LastSeen: &old, ConnectedSince: &old},
+			{ID: "c", Name: "lin-c", Version: "v1.2.0", OS: "linux", Status: "draining", MaxJobs: 1, LastSeen: &now, ConnectedSince: &now},
+		}
+		for _, rb := range robots {
+			rb.Labels, rb.Capabilities = "{}", "[]"
+			if err := r.UpsertRobot(ctx, rb); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for _, j := range []struct {
+			status JobStatus
+			robot  string
+		}{{JobRunning, "a"}, {JobAssigned, "a"}, {JobSucceeded, "a"}, {JobRunning, "c"}, {JobPending, ""}} {
+			job, _, err := r.CreateJob(ctx, newJob("w"), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := r.db.NewUpdate().Model((*Job)(nil)).Set("status = ?", j.status).Set("robot_id = ?", j.robot).Where("id = ?", job.ID).Exec(ctx); err != nil {
+				t.Fatal(err)
+			}
+		}
+
+		fleet, err := r.Fleet(ctx, now.Add(-time.Minute))
+		if err != nil {
+			t.Fatal(err)
+		}
+		type row struct {
+			ID, Status, Version string
+			Running             int
+			Cert                bool
+		}
+		var got []row
+		for _, f := range fleet {
+			got = append(got, row{f.ID, f.Status, f.Version, f.Running, f.CertExpiresAt != nil && f.CertExpiresAt.Equal(expires)})
+		}
+		want := []row{{"a", "busy", "v1.2.0", 2, true}, {"b", "offline", "v1.1.0", 0, false}, {"c", "draining", "v1.2.0", 1, false}}
+		if diff := cmp.Diff(want, got); diff != "" {
+			t.Errorf("Fleet (-want +got):\n%s", diff)
+		}
+	})
+}
+
+func TestRobotProtocolRefused(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, r *Registry) {
+		ctx := context.Background()
+		if err := r.UpsertRobot(ctx, &Robot{ID: "a", Name: "a", Labels: "{}", Capabilities: "[]", Status: "offline", ProtocolVersion: 1}); err != nil {
+			t.Fatal(err)
+		}
+		if err := r.RobotProtocolRefused(ctx, "a", "v9.0.0", 9, "speaks 9"); err != nil {
+			t.Fatal(err)
+		}
+		got, err := r.GetRobot(ctx, "a")
+		if err != nil || got.Version != "v9.0.0" || got.ProtocolVersion != 9 || got.ProtocolProblem != "speaks 9" {
+			t.Fatalf("GetRobot after a refused protocol = %+v, %v", got, err)
+		}
+		// The next hello it is served clears the problem.
+		got.ProtocolVersion, got.ProtocolProblem, got.Status = 1, "", "idle"
+		if err := r.RobotConnected(ctx, got); err != nil {
+			t.Fatal(err)
+		}
+		if got, err = r.GetRobot(ctx, "a"); err != nil || got.ProtocolVersion != 1 || got.ProtocolProblem != "" {
+			t.Fatalf("GetRobot after a served hello = %+v, %v", got, err)
+		}
+	})
+}
