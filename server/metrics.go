@@ -10,6 +10,7 @@ import (
 
 	"github.com/casarerpa/casare/server/gateway"
 	"github.com/casarerpa/casare/server/queue"
+	"github.com/casarerpa/casare/server/registry"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 )
 
@@ -25,6 +26,7 @@ func (s *Server) newMetrics() *prometheus.Registry {
 		dependencyCollector{pings: map[string]func(context.Context) error{"database": s.reg.Ping, "redis": s.queue.Ping}},
 	)
 	reg.MustRegister(s.dispatcher.Collectors()...)
+	s.countFinishedJobs(reg)
 	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "casare_build_info",
 		Help: "Always 1; its labels say which build of casare-server this replica runs.",
@@ -35,6 +37,29 @@ func (s *Server) newMetrics() *prometheus.Registry {
 		},
 	}, func() float64 { return 1 }))
 	return reg
+}
+
+// countFinishedJobs counts the jobs that end, whichever replica or path
+// ended them (a robot, a timeout, a cancel, the last attempt lost), by
+// workflow: the jobs dashboard's throughput, failures and attempts.
+func (s *Server) countFinishedJobs(reg *prometheus.Registry) {
+	env := prometheus.Labels{"environment": s.cfg.Environment}
+	finished := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name:        "casare_jobs_finished_total",
+		Help:        "Jobs that reached an end (succeeded, failed, cancelled), by workflow.",
+		ConstLabels: env,
+	}, []string{"workflow", "status"})
+	attempts := prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:        "casare_job_attempts",
+		Help:        "Attempts a finished job took, by workflow.",
+		ConstLabels: env,
+		Buckets:     []float64{1, 2, 3, 5, 10},
+	}, []string{"workflow"})
+	reg.MustRegister(finished, attempts)
+	s.reg.OnJobFinished(func(job *registry.Job) {
+		finished.WithLabelValues(job.WorkflowName, string(job.Status)).Inc()
+		attempts.WithLabelValues(job.WorkflowName).Observe(float64(job.Attempt))
+	})
 }
 
 // rpcMetrics counts API calls by procedure and code and times them.

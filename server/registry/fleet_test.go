@@ -82,3 +82,37 @@ func TestRobotProtocolRefused(t *testing.T) {
 		}
 	})
 }
+
+func TestOnJobFinishedHearsOnlyEnds(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, r *Registry) {
+		ctx := context.Background()
+		var heard []string
+		r.OnJobFinished(func(j *Job) { heard = append(heard, j.WorkflowName+":"+string(j.Status)) })
+		job, _, err := r.CreateJob(ctx, newJob("invoice"), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		steps := []Transition{
+			{JobID: job.ID, From: []JobStatus{JobPending}, To: JobRunning, Attempt: 1},
+			// Fenced off: a conflict finishes nothing.
+			{JobID: job.ID, From: []JobStatus{JobRunning}, To: JobSucceeded, Attempt: 2},
+			{JobID: job.ID, From: []JobStatus{JobRunning}, To: JobFailed, Attempt: 1},
+		}
+		for _, s := range steps {
+			r.TransitionJob(ctx, s, nil)
+		}
+		// With an audit event SQLite and PostgreSQL take the same path;
+		// without, PostgreSQL takes its one-statement path: both are heard.
+		cancelled, _, err := r.CreateJob(ctx, newJob("report"), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		audit := &AuditEvent{Time: time.Now(), Actor: "tester", Action: "job cancel", Target: "job/" + cancelled.ID, Outcome: "ok", Details: "{}"}
+		if _, err := r.TransitionJob(ctx, Transition{JobID: cancelled.ID, From: []JobStatus{JobPending}, To: JobCancelled}, audit); err != nil {
+			t.Fatal(err)
+		}
+		if diff := cmp.Diff([]string{"invoice:failed", "report:cancelled"}, heard); diff != "" {
+			t.Errorf("heard (-want +got):\n%s", diff)
+		}
+	})
+}

@@ -167,6 +167,14 @@ func (r *Registry) TransitionJob(ctx context.Context, t Transition, audit *Audit
 	// from moving on.
 	t.Message, t.Reason = CleanText(t.Message), CleanText(t.Reason)
 	at := normalize(t.Now)
+	job, err := r.transitionJob(ctx, t, at, audit)
+	if err == nil && t.To.Finished() && r.jobFinished != nil {
+		r.jobFinished(job)
+	}
+	return job, err
+}
+
+func (r *Registry) transitionJob(ctx context.Context, t Transition, at time.Time, audit *AuditEvent) (*Job, error) {
 	if r.dialect == "postgres" && audit == nil {
 		return r.transitionInOneStatement(ctx, t, at)
 	}
