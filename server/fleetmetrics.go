@@ -8,6 +8,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/casarerpa/casare/server/dispatch"
 	"github.com/casarerpa/casare/server/registry"
 )
 
@@ -26,6 +27,8 @@ var (
 		"Share of the job slots of the online robots (all control planes) that hold a job, 0 to 1.", []string{"environment"}, nil)
 	robotCertExpiryDesc = prometheus.NewDesc("casare_robot_certificate_expiry_timestamp_seconds",
 		"When each robot's certificate expires, in Unix seconds; robots renew it 30 days before.", []string{"robot_id"}, nil)
+	jobsUnrunnableDesc = prometheus.NewDesc("casare_jobs_unrunnable",
+		"Pending jobs that no registered robot can run (no robot has the capabilities and labels they need).", []string{"environment"}, nil)
 	robotInfoDesc = prometheus.NewDesc("casare_robot_info",
 		"Always 1; its labels name each robot and the agent version and OS it last reported.",
 		[]string{"robot_id", "name", "version", "os"}, nil)
@@ -41,48 +44,60 @@ const fleetCache = 2 * time.Second
 
 // fleetCollector reports the robot metrics from the registry.
 type fleetCollector struct {
-	read        func(ctx context.Context, staleBefore time.Time) ([]registry.FleetRobot, error)
-	staleAfter  time.Duration
-	environment string
-	logger      *slog.Logger
+	read            func(ctx context.Context, staleBefore time.Time) ([]registry.FleetRobot, error)
+	countUnrunnable func(ctx context.Context) (int, error)
+	staleAfter      time.Duration
+	environment     string
+	logger          *slog.Logger
 
-	mu    sync.Mutex // serialises scrapes so that one reads for all
-	at    time.Time
-	fleet []registry.FleetRobot
+	mu         sync.Mutex // serialises scrapes so that one reads for all
+	at         time.Time
+	fleet      []registry.FleetRobot
+	unrunnable int
 }
 
 func newFleetCollector(reg *registry.Registry, staleAfter time.Duration, environment string, logger *slog.Logger) *fleetCollector {
-	return &fleetCollector{read: reg.Fleet, staleAfter: staleAfter, environment: environment, logger: logger}
+	return &fleetCollector{
+		read: reg.Fleet,
+		countUnrunnable: func(ctx context.Context) (int, error) {
+			return reg.CountPendingWithMessage(ctx, dispatch.UnrunnablePrefixes)
+		},
+		staleAfter: staleAfter, environment: environment, logger: logger,
+	}
 }
 
 func (c *fleetCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{robotStatusDesc, robotConnectedDesc, robotCountDesc, robotUtilizationDesc, robotCertExpiryDesc, robotInfoDesc} {
+	for _, d := range []*prometheus.Desc{robotStatusDesc, robotConnectedDesc, robotCountDesc, robotUtilizationDesc, robotCertExpiryDesc, robotInfoDesc, jobsUnrunnableDesc} {
 		ch <- d
 	}
 }
 
-func (c *fleetCollector) snapshot(now time.Time) ([]registry.FleetRobot, error) {
+func (c *fleetCollector) snapshot(now time.Time) ([]registry.FleetRobot, int, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.fleet != nil && now.Sub(c.at) < fleetCache {
-		return c.fleet, nil
+		return c.fleet, c.unrunnable, nil
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	fleet, err := c.read(ctx, now.Add(-c.staleAfter))
 	if err != nil {
-		return nil, err
+		return nil, 0, err
+	}
+	unrunnable, err := c.countUnrunnable(ctx)
+	if err != nil {
+		return nil, 0, err
 	}
 	if fleet == nil {
 		fleet = []registry.FleetRobot{}
 	}
-	c.at, c.fleet = now, fleet
-	return fleet, nil
+	c.at, c.fleet, c.unrunnable = now, fleet, unrunnable
+	return fleet, unrunnable, nil
 }
 
 func (c *fleetCollector) Collect(ch chan<- prometheus.Metric) {
 	now := time.Now()
-	fleet, err := c.snapshot(now)
+	fleet, unrunnable, err := c.snapshot(now)
 	if err != nil {
 		// A scrape without the series says more than made-up zeros; the
 		// database's own gauge says why.
@@ -116,6 +131,7 @@ func (c *fleetCollector) Collect(ch chan<- prometheus.Metric) {
 		utilization = float64(used) / float64(slots)
 	}
 	ch <- prometheus.MustNewConstMetric(robotUtilizationDesc, prometheus.GaugeValue, utilization, c.environment)
+	ch <- prometheus.MustNewConstMetric(jobsUnrunnableDesc, prometheus.GaugeValue, float64(unrunnable), c.environment)
 }
 
 var dependencyUpDesc = prometheus.NewDesc("casare_dependency_up",

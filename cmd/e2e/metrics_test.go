@@ -80,6 +80,11 @@ func TestRobotMetricsCoverTheWholeFleet(t *testing.T) {
 			if left := time.Until(time.Unix(int64(expiry), 0)); left < 360*24*time.Hour || left > 370*24*time.Hour {
 				t.Errorf("certificate expiry %v from now, want about a year", left)
 			}
+			// A job that needs what no robot has waits, and says so.
+			f.submit(sleeper("1s"), func(r *casarev1.SubmitJobRequest) {
+				r.Requires = &casarev1.Requirements{Capabilities: []string{"mainframe"}}
+			})
+			waitMetric(t, scraped, "casare_jobs_unrunnable", `environment="default"`, func(v float64) bool { return v == 1 }, within)
 			for _, dep := range []string{"database", "redis"} {
 				waitMetric(t, scraped, "casare_dependency_up", `dependency="`+dep+`"`, func(v float64) bool { return v == 1 }, within)
 			}

@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"time"
+
+	"github.com/uptrace/bun"
 )
 
 // FleetRobot is what the metrics say about one robot, read from the
@@ -53,4 +55,22 @@ func (r *Registry) Fleet(ctx context.Context, staleBefore time.Time) ([]FleetRob
 		robots[i].Running = running[robots[i].ID]
 	}
 	return robots, nil
+}
+
+// CountPendingWithMessage counts the pending jobs whose status message
+// starts with one of prefixes.
+func (r *Registry) CountPendingWithMessage(ctx context.Context, prefixes []string) (int, error) {
+	q := r.db.NewSelect().Model((*Job)(nil)).Where("status = ?", JobPending)
+	q = q.WhereGroup(" AND ", func(q *bun.SelectQuery) *bun.SelectQuery {
+		for _, p := range prefixes {
+			// substr, not LIKE: a prefix holding % or _ must match as written.
+			q = q.WhereOr("substr(status_message, 1, ?) = ?", len(p), p)
+		}
+		return q
+	})
+	n, err := q.Count(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("count pending jobs by message: %w", err)
+	}
+	return int(n), nil
 }

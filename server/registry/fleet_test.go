@@ -116,3 +116,32 @@ func TestOnJobFinishedHearsOnlyEnds(t *testing.T) {
 		}
 	})
 }
+
+func TestCountPendingWithMessage(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, r *Registry) {
+		ctx := context.Background()
+		for _, j := range []struct {
+			status  JobStatus
+			message string
+		}{
+			{JobPending, "no robot can run it: it needs capability sap"},
+			{JobPending, "waiting: no robot is enrolled"},
+			{JobPending, "waiting for the one robot that can run it to be free"},
+			{JobFailed, "no robot can run it: gave up"},
+			// A prefix is matched as written, not as a LIKE pattern.
+			{JobPending, "no_robot%"},
+		} {
+			job, _, err := r.CreateJob(ctx, newJob("w"), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := r.db.NewUpdate().Model((*Job)(nil)).Set("status = ?", j.status).Set("status_message = ?", j.message).Where("id = ?", job.ID).Exec(ctx); err != nil {
+				t.Fatal(err)
+			}
+		}
+		n, err := r.CountPendingWithMessage(ctx, []string{"no robot can run it", "waiting: no robot is enrolled"})
+		if err != nil || n != 2 {
+			t.Fatalf("CountPendingWithMessage = %d, %v; want 2", n, err)
+		}
+	})
+}
