@@ -2,6 +2,8 @@ package e2e
 
 import (
 	"encoding/json"
+	"net"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
@@ -39,6 +41,32 @@ func TestEveryBinaryTellsItsVersion(t *testing.T) {
 			}
 		}
 	}
+}
+
+func TestCasarectlVersionWithoutAServerStillShowsItsOwn(t *testing.T) {
+	t.Parallel()
+	cmd := exec.Command(filepath.Join(bin, "casarectl"), "version", "--server", "http://"+freeTCPAddr(t))
+	cmd.Env = filterEnv(os.Environ(), "CASARE_")
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 2 {
+		t.Fatalf("casarectl version with no server: %v, want exit 2\n%s", err, stderr.String())
+	}
+	if !strings.Contains(string(out), "casarectl "+e2eVersion) || stderr.Len() == 0 {
+		t.Errorf("casarectl version with no server printed %q, error %q; want its own version and why the server's is missing", out, stderr.String())
+	}
+}
+
+// freeTCPAddr returns a loopback TCP address nobody listens on.
+func freeTCPAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
 }
 
 func TestVersionsReachMetricsTheAPIAndTheRobotList(t *testing.T) {
