@@ -313,8 +313,9 @@ func TestDashboardsAndAlertsNameOnlyMetricsTheServerExports(t *testing.T) {
 
 	// A server with a robot that ran a job that succeeded and one that
 	// failed, so the metrics that appear only once something happened
-	// (counters by robot and workflow, API calls) are there too.
-	s := startServer(t, t.TempDir(), "--heartbeat-interval", "200ms")
+	// (counters by robot and workflow, API calls, rows pruned) are there too.
+	// Retention on, so its counter is there after the first pass.
+	s := startServer(t, t.TempDir(), "--heartbeat-interval", "200ms", "--retain-jobs", "30d")
 	f := newFleet(t, s)
 	f.enrol("metrics")
 	waitStatuses(t, s, map[string]string{"metrics": "IDLE"}, 15*time.Second)
@@ -327,7 +328,7 @@ func TestDashboardsAndAlertsNameOnlyMetricsTheServerExports(t *testing.T) {
 	deadline := time.Now().Add(15 * time.Second)
 	for {
 		exported = exportedSeries(t, s)
-		if exported["casare_robot_jobs_total"] && exported["casare_jobs_finished_total"] || time.Now().After(deadline) {
+		if exported["casare_robot_jobs_total"] && exported["casare_jobs_finished_total"] && exported["casare_retention_pruned_rows_total"] || time.Now().After(deadline) {
 			break
 		}
 		time.Sleep(100 * time.Millisecond)
