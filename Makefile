@@ -7,6 +7,13 @@ TOOL     := $(GO) tool -modfile=rpc/tools.mod
 BIN      := bin
 BINARIES := $(patsubst cmd/%/main.go,$(BIN)/%,$(wildcard cmd/*/main.go))
 
+# The version every binary reports (--version, casare_build_info, the
+# version robots send), from the nearest tag.
+VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+REVISION ?= $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
+LDFLAGS  := -X github.com/casarerpa/casare/cmd/internal/buildinfo.version=$(VERSION) \
+            -X github.com/casarerpa/casare/cmd/internal/buildinfo.revision=$(REVISION)
+
 export CASARE_TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/test?sslmode=disable
 export CASARE_TEST_REDIS_URL ?= redis://127.0.0.1:6379/0
 
@@ -17,7 +24,7 @@ all: build
 build: $(BINARIES)
 
 $(BIN)/%: FORCE
-	$(GO) build -o $@ ./cmd/$*
+	$(GO) build -ldflags '$(LDFLAGS)' -o $@ ./cmd/$*
 
 FORCE:
 

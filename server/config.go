@@ -89,6 +89,31 @@ type Config struct {
 	LogLevel string `env:"CASARE_LOG_LEVEL" envDefault:"info"`
 	// LogFormat is text or json.
 	LogFormat string `env:"CASARE_LOG_FORMAT" envDefault:"text"`
+	// Build is the binary's version, for casare_build_info and the
+	// version RPC; cmd/casare-server sets it, not the environment.
+	Build Build
+}
+
+// Build says which build of the control plane runs.
+type Build struct {
+	// Version is from git describe; empty reads as "dev".
+	Version string
+	// Revision is the VCS revision; empty reads as "unknown".
+	Revision string
+}
+
+func (b Build) version() string {
+	if b.Version == "" {
+		return "dev"
+	}
+	return b.Version
+}
+
+func (b Build) revision() string {
+	if b.Revision == "" {
+		return "unknown"
+	}
+	return b.Revision
 }
 
 // ConfigFromEnv returns the configuration from the environment and defaults.

@@ -53,6 +53,8 @@ func (s *Server) newHTTPServer() *http.Server {
 		JobLogs:            s.jobLogs,
 		Dispatch:           s.dispatcher,
 		RobotStaleAfter:    gateway.StaleAfter(s.cfg.HeartbeatInterval),
+		Version:            s.cfg.Build.version(),
+		Revision:           s.cfg.Build.revision(),
 	})
 	services.Register(apiServer)
 

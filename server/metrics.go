@@ -2,11 +2,13 @@ package server
 
 import (
 	"context"
+	"runtime"
 	"time"
 
 	"connectrpc.com/connect/v2"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/casarerpa/casare/server/gateway"
 	"github.com/casarerpa/casare/server/registry"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 )
@@ -19,10 +21,44 @@ func (s *Server) newMetrics() *prometheus.Registry {
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		s.queue.Collector(s.pendingCounts),
-		s.gateway.Collector(s.cfg.Environment),
+		newFleetCollector(s.reg, gateway.StaleAfter(s.cfg.HeartbeatInterval), s.cfg.Environment, s.logger),
+		dependencyCollector{pings: map[string]func(context.Context) error{"database": s.reg.Ping, "redis": s.queue.Ping}},
 	)
 	reg.MustRegister(s.dispatcher.Collectors()...)
+	s.countFinishedJobs(reg)
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "casare_build_info",
+		Help: "Always 1; its labels say which build of casare-server this replica runs.",
+		ConstLabels: prometheus.Labels{
+			"version":   s.cfg.Build.version(),
+			"revision":  s.cfg.Build.revision(),
+			"goversion": runtime.Version(),
+		},
+	}, func() float64 { return 1 }))
 	return reg
+}
+
+// countFinishedJobs counts the jobs that end, whichever replica or path
+// ended them (a robot, a timeout, a cancel, the last attempt lost), by
+// workflow: the jobs dashboard's throughput, failures and attempts.
+func (s *Server) countFinishedJobs(reg *prometheus.Registry) {
+	env := prometheus.Labels{"environment": s.cfg.Environment}
+	finished := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name:        "casare_jobs_finished_total",
+		Help:        "Jobs that reached an end (succeeded, failed, cancelled), by workflow.",
+		ConstLabels: env,
+	}, []string{"workflow", "status"})
+	attempts := prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:        "casare_job_attempts",
+		Help:        "Attempts a finished job took, by workflow.",
+		ConstLabels: env,
+		Buckets:     []float64{1, 2, 3, 5, 10},
+	}, []string{"workflow"})
+	reg.MustRegister(finished, attempts)
+	s.reg.OnJobFinished(func(job *registry.Job) {
+		finished.WithLabelValues(job.WorkflowName, string(job.Status)).Inc()
+		attempts.WithLabelValues(job.WorkflowName).Observe(float64(job.Attempt))
+	})
 }
 
 // rpcMetrics counts API calls by procedure and code and times them.

@@ -1,6 +1,7 @@
 package robot
 
 import (
+	"cmp"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -45,6 +46,9 @@ type Options struct {
 	Capabilities []string
 	MaxJobs      int32
 	Version      string
+	// ProtocolVersion is the robot protocol version the hello claims; zero
+	// means the one this code speaks. Only tests set it.
+	ProtocolVersion int32
 	// Server overrides the address saved at enrolment: host:port, or
 	// several separated by commas, dialled in turn as they fail.
 	Server string
@@ -349,6 +353,8 @@ func (r *runner) session(ctx context.Context) (registered bool, err error) {
 		MaxJobs:      max(r.opts.MaxJobs, 1),
 		Draining:     r.isDraining(),
 		RunningJobs:  r.runningJobs(),
+		// A test may claim another version to see the control plane refuse it.
+		ProtocolVersion: cmp.Or(r.opts.ProtocolVersion, agentv1.ProtocolVersion),
 	}}}
 	if err := agentv1.WriteFrame(stream, hello); err != nil {
 		return false, err

@@ -15,14 +15,12 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/casarerpa/casare/agent/robot"
+	"github.com/casarerpa/casare/cmd/internal/buildinfo"
 )
 
 // exitRefused is the exit code of a robot the control plane refuses for
 // good, so a service manager can tell it from a crash worth a restart.
 const exitRefused = 3
-
-// version is set at build time with -ldflags "-X main.version=…".
-var version = "dev"
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -42,6 +40,7 @@ func newRootCommand() *cobra.Command {
 		SilenceErrors: true,
 	}
 	logger := slog.New(slog.NewTextHandler(os.Stderr, nil))
+	version := buildinfo.Get().Version
 
 	var enroll robot.EnrollOptions
 	enrollCmd := &cobra.Command{
@@ -112,6 +111,8 @@ func newRootCommand() *cobra.Command {
 	runCmd.Flags().DurationVar(&run.Liveness, "liveness-interval", time.Second, "how often a quiet connection is checked; a restarted control plane is noticed within about twice this")
 	runCmd.Flags().DurationVar(&run.MinBackoff, "min-backoff", 500*time.Millisecond, "first wait before reconnecting")
 	runCmd.Flags().DurationVar(&run.MaxBackoff, "max-backoff", 30*time.Second, "longest wait between reconnects (a lost connection is retried at least every second for a minute first)")
+	runCmd.Flags().Int32Var(&run.ProtocolVersion, "protocol-version", 0, "robot protocol version to claim (tests of a control plane's answer to a newer robot)")
+	_ = runCmd.Flags().MarkHidden("protocol-version")
 	_ = runCmd.MarkFlagRequired("dir")
 
 	var certDir string
@@ -144,6 +145,7 @@ func newRootCommand() *cobra.Command {
 	execCmd.Flags().BoolVar(&exec.Debug, "debug", false, "show debug lines of the log too")
 
 	root.AddCommand(enrollCmd, runCmd, cert, execCmd, newServiceCommand(runCmd))
+	buildinfo.AddTo(root)
 	return root
 }
 

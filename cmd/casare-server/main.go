@@ -12,6 +12,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/casarerpa/casare/cmd/internal/buildinfo"
 	"github.com/casarerpa/casare/server"
 	"github.com/casarerpa/casare/server/pki"
 )
@@ -27,6 +28,8 @@ func main() {
 
 func newRootCommand() *cobra.Command {
 	cfg, envErr := server.ConfigFromEnv()
+	build := buildinfo.Get()
+	cfg.Build = server.Build{Version: build.Version, Revision: build.Revision}
 	root := &cobra.Command{
 		Use:   "casare-server",
 		Short: "The CasareRPA control plane",
@@ -101,6 +104,7 @@ func newRootCommand() *cobra.Command {
 		},
 	})
 	root.AddCommand(newTokenCommand(&cfg), newCACommand(&cfg), newHealthCommand(&cfg))
+	buildinfo.AddTo(root)
 	return root
 }
 

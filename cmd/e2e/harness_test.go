@@ -29,7 +29,11 @@ func TestMain(m *testing.M) {
 			return 1
 		}
 		defer os.RemoveAll(dir)
-		build := exec.Command("go", "build", "-o", dir+string(filepath.Separator), "../casare-server", "../casarectl", "../casare-agent")
+		// The version the Makefile would set, so the tests see it reach
+		// --version, /metrics, the API and the robots.
+		ldflags := "-X github.com/casarerpa/casare/cmd/internal/buildinfo.version=" + e2eVersion +
+			" -X github.com/casarerpa/casare/cmd/internal/buildinfo.revision=" + e2eRevision
+		build := exec.Command("go", "build", "-ldflags", ldflags, "-o", dir+string(filepath.Separator), "../casare-server", "../casarectl", "../casare-agent")
 		build.Stdout, build.Stderr = os.Stderr, os.Stderr
 		if err := build.Run(); err != nil {
 			fmt.Fprintln(os.Stderr, "build binaries:", err)

@@ -3,10 +3,12 @@ package api
 import (
 	"context"
 	"errors"
+	"runtime"
 	"time"
 
 	"connectrpc.com/connect/v2"
 
+	agentv1 "github.com/casarerpa/casare/rpc/casare/agent/v1"
 	casarev1 "github.com/casarerpa/casare/rpc/casare/v1"
 	"github.com/casarerpa/casare/rpc/casare/v1/casarev1connect"
 	"github.com/casarerpa/casare/server/auth"
@@ -82,6 +84,18 @@ func (s *adminService) WhoAmI(ctx context.Context, _ *casarev1.WhoAmIRequest) (*
 		return nil, connect.NewError(connect.CodeUnauthenticated, "no caller")
 	}
 	return &casarev1.WhoAmIResponse{TokenId: p.TokenID, Name: p.Name, Role: p.Role}, nil
+}
+
+// GetVersion says which build of the control plane answers and which robot
+// protocol versions it serves.
+func (s *adminService) GetVersion(context.Context, *casarev1.GetVersionRequest) (*casarev1.GetVersionResponse, error) {
+	return &casarev1.GetVersionResponse{
+		Version:            s.version,
+		Revision:           s.revision,
+		GoVersion:          runtime.Version(),
+		MinProtocolVersion: agentv1.MinProtocolVersion,
+		MaxProtocolVersion: agentv1.ProtocolVersion,
+	}, nil
 }
 
 func (s *adminService) ListAuditEvents(ctx context.Context, req *casarev1.ListAuditEventsRequest) (*casarev1.ListAuditEventsResponse, error) {

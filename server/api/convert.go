@@ -175,17 +175,19 @@ func auditToProto(e *registry.AuditEvent) *casarev1.AuditEvent {
 
 func robotToProto(r *registry.Robot) *casarev1.Robot {
 	out := &casarev1.Robot{
-		Id:             r.ID,
-		Name:           r.Name,
-		Status:         robotStatuses[r.Status],
-		Version:        r.Version,
-		Os:             r.OS,
-		Hostname:       r.Hostname,
-		MaxJobs:        r.MaxJobs,
-		LastSeen:       timestampPtr(r.LastSeen),
-		ConnectedSince: timestampPtr(r.ConnectedSince),
-		CreatedAt:      timestamp(r.CreatedAt),
-		CertExpiresAt:  timestampPtr(r.CertExpiresAt),
+		Id:              r.ID,
+		Name:            r.Name,
+		Status:          robotStatuses[r.Status],
+		Version:         r.Version,
+		Os:              r.OS,
+		Hostname:        r.Hostname,
+		MaxJobs:         r.MaxJobs,
+		LastSeen:        timestampPtr(r.LastSeen),
+		ConnectedSince:  timestampPtr(r.ConnectedSince),
+		CreatedAt:       timestamp(r.CreatedAt),
+		CertExpiresAt:   timestampPtr(r.CertExpiresAt),
+		ProtocolVersion: r.ProtocolVersion,
+		ProtocolProblem: r.ProtocolProblem,
 	}
 	if r.Labels != "" {
 		out.Labels = readable(r.DecodeLabels())

@@ -76,6 +76,8 @@ type Options struct {
 	// registry says is online is shown offline: the replica that served it
 	// may have died without saying so.
 	RobotStaleAfter time.Duration
+	// Version and Revision say which build serves, for GetVersion.
+	Version, Revision string
 }
 
 // Services holds the implementations of the casare.v1 services.
@@ -93,6 +95,7 @@ type Services struct {
 	jobLogs            ChangeFeed
 	dispatch           Dispatch
 	robotStaleAfter    time.Duration
+	version, revision  string
 
 	// stopping closes when the server starts to shut down: watch and log
 	// streams never go idle on their own, and a graceful shutdown waits
@@ -143,6 +146,8 @@ func New(opts Options) *Services {
 		jobLogs:            opts.JobLogs,
 		dispatch:           opts.Dispatch,
 		robotStaleAfter:    opts.RobotStaleAfter,
+		version:            opts.Version,
+		revision:           opts.Revision,
 	}
 }
 

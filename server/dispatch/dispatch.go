@@ -652,7 +652,7 @@ func (d *Dispatcher) sayWaiting(ctx context.Context) {
 		var message string
 		switch {
 		case len(robots) == 0:
-			message = "waiting: no robot is enrolled"
+			message = noRobotEnrolled
 		case capable == 0:
 			message = j.req.noRobotCanRun()
 		case capable == 1:

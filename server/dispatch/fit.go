@@ -100,9 +100,21 @@ func (q Requirements) String() string {
 	return strings.Join(parts, ", ")
 }
 
+// The status messages that start with one of UnrunnablePrefixes are those
+// of pending jobs that no registered robot can run: the metric of such jobs
+// counts them by their message.
+const (
+	noRobotEnrolled     = "waiting: no robot is enrolled"
+	noRobotCanRunPrefix = "no registered robot can run this job"
+)
+
+// UnrunnablePrefixes start the status message of every pending job that no
+// registered robot can run.
+var UnrunnablePrefixes = []string{noRobotEnrolled, noRobotCanRunPrefix}
+
 // noRobotCanRun says that no registered robot has what q asks for.
 func (q Requirements) noRobotCanRun() string {
-	return "no registered robot can run this job: it needs " + q.String()
+	return noRobotCanRunPrefix + ": it needs " + q.String()
 }
 
 // capable counts the robots that have what q asks for, whatever their

@@ -14,32 +14,13 @@ func (d *Dispatcher) newMetrics() {
 		Buckets: []float64{1, 5, 10, 30, 60, 120, 300, 600},
 	}, []string{"environment"})
 	d.waitSeconds = wait.With(env)
-	utilization := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-		Name:        "casare_robot_utilization",
-		Help:        "Share of the job slots of the robots connected here that hold a job (0 to 1).",
-		ConstLabels: env,
-	}, d.utilization)
-	d.collectors = []prometheus.Collector{d.jobsTotal, wait, utilization}
+	// casare_robot_utilization covers the whole fleet, so the server
+	// reads it from the registry rather than from the robots here.
+	d.collectors = []prometheus.Collector{d.jobsTotal, wait}
 }
 
 // Collectors returns the dispatcher's metrics.
 func (d *Dispatcher) Collectors() []prometheus.Collector { return d.collectors }
-
-func (d *Dispatcher) utilization() float64 {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	slots, used := 0, 0
-	for _, r := range d.robots {
-		if r.connected {
-			slots += r.maxJobs
-			used += len(r.jobs)
-		}
-	}
-	if slots == 0 {
-		return 0
-	}
-	return float64(used) / float64(slots)
-}
 
 func (d *Dispatcher) countEnd(robotID, status string) {
 	d.jobsTotal.WithLabelValues(robotID, status).Inc()

@@ -36,7 +36,7 @@ type Store interface {
 	RevokedSerials(ctx context.Context) ([]string, error)
 	SetRobotStatus(ctx context.Context, id string, status registry.RobotStatus) error
 	SetRobotCertificate(ctx context.Context, id, serial string, expires time.Time) error
-	RobotCounts(ctx context.Context, staleBefore time.Time) (map[registry.RobotStatus]int, error)
+	RobotProtocolRefused(ctx context.Context, id, version string, protocol int32, problem string) error
 }
 
 // Options configures New.

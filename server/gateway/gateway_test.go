@@ -39,8 +39,8 @@ func (store) TouchRobots(context.Context, map[string]time.Time) error           
 func (store) RevokedSerials(context.Context) ([]string, error)                      { return nil, nil }
 func (store) SetRobotStatus(context.Context, string, registry.RobotStatus) error    { return nil }
 func (store) SetRobotCertificate(context.Context, string, string, time.Time) error  { return nil }
-func (store) RobotCounts(context.Context, time.Time) (map[registry.RobotStatus]int, error) {
-	return nil, nil
+func (store) RobotProtocolRefused(context.Context, string, string, int32, string) error {
+	return nil
 }
 
 func startGateway(t *testing.T, opts Options) (*Gateway, *logtest.Buffer) {

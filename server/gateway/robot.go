@@ -105,6 +105,17 @@ func (g *Gateway) serveRobot(ctx context.Context, conn *quic.Conn) {
 		conn.CloseWithError(codeRefused, "the control plane cannot serve now")
 		return
 	}
+	if problem := protocolProblem(agentv1.HelloProtocol(hello)); problem != "" {
+		log.Warn("robot speaks a protocol version this control plane cannot serve",
+			"name", robot.Name, "version", hello.GetVersion(), "protocol", agentv1.HelloProtocol(hello),
+			"serves_min", agentv1.MinProtocolVersion, "serves_max", agentv1.ProtocolVersion)
+		if err := g.opts.Store.RobotProtocolRefused(ctx, id, hello.GetVersion(), agentv1.HelloProtocol(hello), problem); err != nil {
+			log.Error("record robot protocol", "err", err)
+		}
+		g.Changed(id)
+		refuse(problem)
+		return
+	}
 	now := time.Now()
 	labels, err := g.register(ctx, robot, hello, now)
 	if err != nil {
@@ -234,12 +245,27 @@ func (g *Gateway) register(ctx context.Context, robot *registry.Robot, hello *ag
 	robot.Capabilities = registry.EncodeCapabilities(hello.GetCapabilities())
 	robot.Version, robot.OS, robot.Hostname = hello.GetVersion(), hello.GetOs(), hello.GetHostname()
 	robot.MaxJobs = max(hello.GetMaxJobs(), 1)
+	robot.ProtocolVersion, robot.ProtocolProblem = agentv1.HelloProtocol(hello), ""
 	robot.Status = registry.RobotIdle
 	if hello.GetDraining() {
 		robot.Status = registry.RobotDraining
 	}
 	robot.ConnectedSince, robot.LastSeen = &now, &now
 	return labels, g.opts.Store.RobotConnected(ctx, robot)
+}
+
+// protocolProblem says why a robot that speaks protocol version v cannot be
+// served, and what to do, or "" when it can.
+func protocolProblem(v int32) string {
+	switch {
+	case v > agentv1.ProtocolVersion:
+		return fmt.Sprintf("the robot speaks protocol version %d but this control plane serves %d to %d: upgrade the control plane or install an older agent",
+			v, agentv1.MinProtocolVersion, agentv1.ProtocolVersion)
+	case v < agentv1.MinProtocolVersion:
+		return fmt.Sprintf("the robot speaks protocol version %d but this control plane serves %d to %d: upgrade the agent",
+			v, agentv1.MinProtocolVersion, agentv1.ProtocolVersion)
+	}
+	return ""
 }
 
 // attach makes s the robot's session, closing an older one: a robot that

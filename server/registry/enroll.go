@@ -83,10 +83,27 @@ func (r *Registry) RobotConnected(ctx context.Context, rb *Robot) error {
 		rb.ConnectedSince = &since
 	}
 	_, err := r.db.NewUpdate().Model(rb).
-		Column("labels", "capabilities", "version", "os", "hostname", "status", "max_jobs", "connected_since", "last_seen", "updated_at").
+		Column("labels", "capabilities", "version", "os", "hostname", "status", "max_jobs", "connected_since", "last_seen", "updated_at",
+			"protocol_version", "protocol_problem").
 		WherePK().Exec(ctx)
 	if err != nil {
 		return fmt.Errorf("robot %s connected: %w", rb.ID, err)
+	}
+	return nil
+}
+
+// RobotProtocolRefused records that a robot's hello was refused because
+// its protocol version cannot be served: the version it runs, the protocol
+// it spoke and why, so `robots get` can tell the operator.
+func (r *Registry) RobotProtocolRefused(ctx context.Context, id, version string, protocol int32, problem string) error {
+	_, err := r.db.NewUpdate().Model((*Robot)(nil)).
+		Set("version = ?", CleanText(version)).
+		Set("protocol_version = ?", protocol).
+		Set("protocol_problem = ?", CleanText(problem)).
+		Set("updated_at = ?", now()).
+		Where("id = ?", id).Exec(ctx)
+	if err != nil {
+		return fmt.Errorf("record robot %s protocol: %w", id, err)
 	}
 	return nil
 }
@@ -227,27 +244,6 @@ func (r *Registry) SetRobotsStatus(ctx context.Context, ids []string, status Rob
 		return fmt.Errorf("set %d robots %s: %w", len(ids), status, err)
 	}
 	return nil
-}
-
-// RobotCounts counts robots by status, taking those not seen since
-// staleBefore as offline whatever their row says.
-func (r *Registry) RobotCounts(ctx context.Context, staleBefore time.Time) (map[RobotStatus]int, error) {
-	var rows []struct {
-		Status RobotStatus
-		N      int
-	}
-	err := r.db.NewSelect().Model((*Robot)(nil)).
-		ColumnExpr("CASE WHEN last_seen IS NULL OR last_seen < ? THEN 'offline' ELSE status END AS status", normalize(staleBefore)).
-		ColumnExpr("count(*) AS n").
-		GroupExpr("1").Scan(ctx, &rows)
-	if err != nil {
-		return nil, fmt.Errorf("count robots: %w", err)
-	}
-	out := map[RobotStatus]int{}
-	for _, row := range rows {
-		out[row.Status] += row.N
-	}
-	return out, nil
 }
 
 // SetRobotCertificate records a robot's renewed certificate.

@@ -164,6 +164,7 @@ type Transition struct {
 // others in flight (see TransitionJobs).
 func (r *Registry) TransitionJob(ctx context.Context, t Transition, audit *AuditEvent) (*Job, error) {
 	if audit == nil {
+		// The batch tells jobFinished itself (see TransitionJobs).
 		res := r.transitions.do(ctx, t)
 		return res.Job, res.Err
 	}
@@ -185,7 +186,15 @@ func (r *Registry) TransitionJob(ctx context.Context, t Transition, audit *Audit
 	if conflict != nil {
 		return job, conflict
 	}
+	r.heardFinished(job)
 	return job, nil
+}
+
+// heardFinished tells jobFinished of a job a transition just ended.
+func (r *Registry) heardFinished(job *Job) {
+	if r.jobFinished != nil && job != nil && job.Status.Finished() {
+		r.jobFinished(job)
+	}
 }
 
 // TransitionResult is what became of one transition of TransitionJobs.
@@ -225,6 +234,9 @@ func (r *Registry) TransitionJobs(ctx context.Context, ts []Transition) []Transi
 		}
 		for k, res := range r.transitionBatch(ctx, batch) {
 			out[round[k]] = res
+			if res.Err == nil {
+				r.heardFinished(res.Job)
+			}
 		}
 		rest = later
 	}

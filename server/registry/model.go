@@ -189,6 +189,10 @@ type Robot struct {
 	CertExpiresAt  *time.Time  `bun:"cert_expires_at"`
 	CreatedAt      time.Time   `bun:"created_at,notnull"`
 	UpdatedAt      time.Time   `bun:"updated_at,notnull"`
+	// ProtocolVersion is the robot protocol version of its last hello;
+	// ProtocolProblem says why that hello was refused, if it was.
+	ProtocolVersion int32  `bun:"protocol_version,notnull"`
+	ProtocolProblem string `bun:"protocol_problem,notnull"`
 }
 
 // EnrollmentToken is a row of enrollment_tokens: a one-time permission for

@@ -49,7 +49,13 @@ type Registry struct {
 	// on both dialects.
 	transitions *group[Transition, TransitionResult]
 	progress    *group[ProgressNote, progressResult]
+	// jobFinished, when set, hears of every job that reached an end.
+	jobFinished func(*Job)
 }
+
+// OnJobFinished makes f hear of every job a transition finished, after it
+// committed. Set it before the registry is used; f must not block.
+func (r *Registry) OnJobFinished(f func(*Job)) { r.jobFinished = f }
 
 // Open opens and pings the database. It does not migrate; see Migrate.
 func Open(ctx context.Context, opts Options) (*Registry, error) {

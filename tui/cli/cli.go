@@ -32,6 +32,8 @@ type Env struct {
 	Getenv func(string) string
 	// HTTPClient talks to the server; nil means a client with sane timeouts.
 	HTTPClient *http.Client
+	// Build is casarectl's own version, for --version and version.
+	Build Build
 }
 
 // exitError carries the exit code a command wants.
@@ -120,6 +122,8 @@ func (a *app) rootCommand() *cobra.Command {
 			return cmd.Help()
 		},
 	}
+	root.Version = "casarectl " + a.env.Build.String()
+	root.SetVersionTemplate("{{.Version}}\n")
 	flags := root.PersistentFlags()
 	flags.StringVar(&a.serverFlag, "server", "", "control plane URL (CASARE_SERVER; default http://127.0.0.1:8080)")
 	flags.StringVar(&a.tokenFlag, "token", "", "API token (CASARE_TOKEN)")
@@ -136,6 +140,7 @@ func (a *app) rootCommand() *cobra.Command {
 		a.tokensCommand(),
 		a.whoamiCommand(),
 		a.configCommand(),
+		a.versionCommand(),
 		&cobra.Command{
 			Use:   "tui",
 			Short: "Open the live dashboard of robots, jobs, queues and workflows",

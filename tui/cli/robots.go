@@ -89,6 +89,12 @@ func (a *app) robotsCommand() *cobra.Command {
 				fmt.Fprintf(w, "Labels:\t%s\n", labels(r.GetLabels()))
 				fmt.Fprintf(w, "Capabilities:\t%s\n", dash(strings.Join(r.GetCapabilities(), ",")))
 				fmt.Fprintf(w, "Version:\t%s\n", dash(r.GetVersion()))
+				if r.GetProtocolVersion() != 0 {
+					fmt.Fprintf(w, "Protocol:\t%d\n", r.GetProtocolVersion())
+				}
+				if p := r.GetProtocolProblem(); p != "" {
+					fmt.Fprintf(w, "Problem:\t%s\n", p)
+				}
 				fmt.Fprintf(w, "OS:\t%s\n", dash(r.GetOs()))
 				fmt.Fprintf(w, "Hostname:\t%s\n", dash(r.GetHostname()))
 				fmt.Fprintf(w, "Max jobs:\t%d\n", r.GetMaxJobs())

@@ -651,6 +651,122 @@ func (x *WhoAmIResponse) GetRole() Role {
 	return Role_ROLE_UNSPECIFIED
 }
 
+type GetVersionRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetVersionRequest) Reset() {
+	*x = GetVersionRequest{}
+	mi := &file_casare_v1_admin_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetVersionRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetVersionRequest) ProtoMessage() {}
+
+func (x *GetVersionRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_casare_v1_admin_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetVersionRequest.ProtoReflect.Descriptor instead.
+func (*GetVersionRequest) Descriptor() ([]byte, []int) {
+	return file_casare_v1_admin_proto_rawDescGZIP(), []int{10}
+}
+
+type GetVersionResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// From git describe: v1.2.3, v1.2.3-4-gabc1234-dirty, or dev.
+	Version string `protobuf:"bytes,1,opt,name=version,proto3" json:"version,omitempty"`
+	// VCS revision of the build.
+	Revision string `protobuf:"bytes,2,opt,name=revision,proto3" json:"revision,omitempty"`
+	// Go toolchain that built it: go1.26.0.
+	GoVersion string `protobuf:"bytes,3,opt,name=go_version,json=goVersion,proto3" json:"go_version,omitempty"`
+	// Robot protocol versions this control plane serves, oldest and newest.
+	MinProtocolVersion int32 `protobuf:"varint,4,opt,name=min_protocol_version,json=minProtocolVersion,proto3" json:"min_protocol_version,omitempty"`
+	MaxProtocolVersion int32 `protobuf:"varint,5,opt,name=max_protocol_version,json=maxProtocolVersion,proto3" json:"max_protocol_version,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
+}
+
+func (x *GetVersionResponse) Reset() {
+	*x = GetVersionResponse{}
+	mi := &file_casare_v1_admin_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetVersionResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetVersionResponse) ProtoMessage() {}
+
+func (x *GetVersionResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_casare_v1_admin_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetVersionResponse.ProtoReflect.Descriptor instead.
+func (*GetVersionResponse) Descriptor() ([]byte, []int) {
+	return file_casare_v1_admin_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *GetVersionResponse) GetVersion() string {
+	if x != nil {
+		return x.Version
+	}
+	return ""
+}
+
+func (x *GetVersionResponse) GetRevision() string {
+	if x != nil {
+		return x.Revision
+	}
+	return ""
+}
+
+func (x *GetVersionResponse) GetGoVersion() string {
+	if x != nil {
+		return x.GoVersion
+	}
+	return ""
+}
+
+func (x *GetVersionResponse) GetMinProtocolVersion() int32 {
+	if x != nil {
+		return x.MinProtocolVersion
+	}
+	return 0
+}
+
+func (x *GetVersionResponse) GetMaxProtocolVersion() int32 {
+	if x != nil {
+		return x.MaxProtocolVersion
+	}
+	return 0
+}
+
 type ListAuditEventsRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	PageSize      int32                  `protobuf:"varint,1,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
@@ -663,7 +779,7 @@ type ListAuditEventsRequest struct {
 
 func (x *ListAuditEventsRequest) Reset() {
 	*x = ListAuditEventsRequest{}
-	mi := &file_casare_v1_admin_proto_msgTypes[10]
+	mi := &file_casare_v1_admin_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -675,7 +791,7 @@ func (x *ListAuditEventsRequest) String() string {
 func (*ListAuditEventsRequest) ProtoMessage() {}
 
 func (x *ListAuditEventsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_casare_v1_admin_proto_msgTypes[10]
+	mi := &file_casare_v1_admin_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -688,7 +804,7 @@ func (x *ListAuditEventsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAuditEventsRequest.ProtoReflect.Descriptor instead.
 func (*ListAuditEventsRequest) Descriptor() ([]byte, []int) {
-	return file_casare_v1_admin_proto_rawDescGZIP(), []int{10}
+	return file_casare_v1_admin_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ListAuditEventsRequest) GetPageSize() int32 {
@@ -729,7 +845,7 @@ type ListAuditEventsResponse struct {
 
 func (x *ListAuditEventsResponse) Reset() {
 	*x = ListAuditEventsResponse{}
-	mi := &file_casare_v1_admin_proto_msgTypes[11]
+	mi := &file_casare_v1_admin_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -741,7 +857,7 @@ func (x *ListAuditEventsResponse) String() string {
 func (*ListAuditEventsResponse) ProtoMessage() {}
 
 func (x *ListAuditEventsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_casare_v1_admin_proto_msgTypes[11]
+	mi := &file_casare_v1_admin_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -754,7 +870,7 @@ func (x *ListAuditEventsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAuditEventsResponse.ProtoReflect.Descriptor instead.
 func (*ListAuditEventsResponse) Descriptor() ([]byte, []int) {
-	return file_casare_v1_admin_proto_rawDescGZIP(), []int{11}
+	return file_casare_v1_admin_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ListAuditEventsResponse) GetEvents() []*AuditEvent {
@@ -826,7 +942,15 @@ const file_casare_v1_admin_proto_rawDesc = "" +
 	"\x0eWhoAmIResponse\x12\x19\n" +
 	"\btoken_id\x18\x01 \x01(\tR\atokenId\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12#\n" +
-	"\x04role\x18\x03 \x01(\x0e2\x0f.casare.v1.RoleR\x04role\"\xb8\x01\n" +
+	"\x04role\x18\x03 \x01(\x0e2\x0f.casare.v1.RoleR\x04role\"\x13\n" +
+	"\x11GetVersionRequest\"\xcd\x01\n" +
+	"\x12GetVersionResponse\x12\x18\n" +
+	"\aversion\x18\x01 \x01(\tR\aversion\x12\x1a\n" +
+	"\brevision\x18\x02 \x01(\tR\brevision\x12\x1d\n" +
+	"\n" +
+	"go_version\x18\x03 \x01(\tR\tgoVersion\x120\n" +
+	"\x14min_protocol_version\x18\x04 \x01(\x05R\x12minProtocolVersion\x120\n" +
+	"\x14max_protocol_version\x18\x05 \x01(\x05R\x12maxProtocolVersion\"\xb8\x01\n" +
 	"\x16ListAuditEventsRequest\x12'\n" +
 	"\tpage_size\x18\x01 \x01(\x05B\n" +
 	"\xbaH\a\x1a\x05\x18\xe8\a(\x00R\bpageSize\x12+\n" +
@@ -836,13 +960,15 @@ const file_casare_v1_admin_proto_rawDesc = "" +
 	"\x06target\x18\x04 \x01(\tB\f\xbaH\tr\a\xc8\xc6'\x01\x18\x80\x02R\x06target\"p\n" +
 	"\x17ListAuditEventsResponse\x12-\n" +
 	"\x06events\x18\x01 \x03(\v2\x15.casare.v1.AuditEventR\x06events\x12&\n" +
-	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken2\xbd\x03\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken2\x91\x04\n" +
 	"\fAdminService\x12V\n" +
 	"\vCreateToken\x12\x1d.casare.v1.CreateTokenRequest\x1a\x1e.casare.v1.CreateTokenResponse\"\b\x88\xb5\x18\x03\x90\xb5\x18\x01\x12R\n" +
 	"\n" +
 	"ListTokens\x12\x1c.casare.v1.ListTokensRequest\x1a\x1d.casare.v1.ListTokensResponse\"\a\x88\xb5\x18\x03\x90\x02\x01\x12V\n" +
 	"\vRevokeToken\x12\x1d.casare.v1.RevokeTokenRequest\x1a\x1e.casare.v1.RevokeTokenResponse\"\b\x88\xb5\x18\x03\x90\xb5\x18\x01\x12F\n" +
-	"\x06WhoAmI\x12\x18.casare.v1.WhoAmIRequest\x1a\x19.casare.v1.WhoAmIResponse\"\a\x88\xb5\x18\x01\x90\x02\x01\x12a\n" +
+	"\x06WhoAmI\x12\x18.casare.v1.WhoAmIRequest\x1a\x19.casare.v1.WhoAmIResponse\"\a\x88\xb5\x18\x01\x90\x02\x01\x12R\n" +
+	"\n" +
+	"GetVersion\x12\x1c.casare.v1.GetVersionRequest\x1a\x1d.casare.v1.GetVersionResponse\"\a\x88\xb5\x18\x01\x90\x02\x01\x12a\n" +
 	"\x0fListAuditEvents\x12!.casare.v1.ListAuditEventsRequest\x1a\".casare.v1.ListAuditEventsResponse\"\a\x88\xb5\x18\x03\x90\x02\x01B4Z2github.com/casarerpa/casare/rpc/casare/v1;casarev1b\x06proto3"
 
 var (
@@ -857,7 +983,7 @@ func file_casare_v1_admin_proto_rawDescGZIP() []byte {
 	return file_casare_v1_admin_proto_rawDescData
 }
 
-var file_casare_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
+var file_casare_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
 var file_casare_v1_admin_proto_goTypes = []any{
 	(*ApiToken)(nil),                // 0: casare.v1.ApiToken
 	(*AuditEvent)(nil),              // 1: casare.v1.AuditEvent
@@ -869,40 +995,44 @@ var file_casare_v1_admin_proto_goTypes = []any{
 	(*RevokeTokenResponse)(nil),     // 7: casare.v1.RevokeTokenResponse
 	(*WhoAmIRequest)(nil),           // 8: casare.v1.WhoAmIRequest
 	(*WhoAmIResponse)(nil),          // 9: casare.v1.WhoAmIResponse
-	(*ListAuditEventsRequest)(nil),  // 10: casare.v1.ListAuditEventsRequest
-	(*ListAuditEventsResponse)(nil), // 11: casare.v1.ListAuditEventsResponse
-	(Role)(0),                       // 12: casare.v1.Role
-	(*timestamppb.Timestamp)(nil),   // 13: google.protobuf.Timestamp
-	(*structpb.Struct)(nil),         // 14: google.protobuf.Struct
-	(*durationpb.Duration)(nil),     // 15: google.protobuf.Duration
+	(*GetVersionRequest)(nil),       // 10: casare.v1.GetVersionRequest
+	(*GetVersionResponse)(nil),      // 11: casare.v1.GetVersionResponse
+	(*ListAuditEventsRequest)(nil),  // 12: casare.v1.ListAuditEventsRequest
+	(*ListAuditEventsResponse)(nil), // 13: casare.v1.ListAuditEventsResponse
+	(Role)(0),                       // 14: casare.v1.Role
+	(*timestamppb.Timestamp)(nil),   // 15: google.protobuf.Timestamp
+	(*structpb.Struct)(nil),         // 16: google.protobuf.Struct
+	(*durationpb.Duration)(nil),     // 17: google.protobuf.Duration
 }
 var file_casare_v1_admin_proto_depIdxs = []int32{
-	12, // 0: casare.v1.ApiToken.role:type_name -> casare.v1.Role
-	13, // 1: casare.v1.ApiToken.created_at:type_name -> google.protobuf.Timestamp
-	13, // 2: casare.v1.ApiToken.expires_at:type_name -> google.protobuf.Timestamp
-	13, // 3: casare.v1.ApiToken.revoked_at:type_name -> google.protobuf.Timestamp
-	13, // 4: casare.v1.ApiToken.last_used_at:type_name -> google.protobuf.Timestamp
-	13, // 5: casare.v1.AuditEvent.time:type_name -> google.protobuf.Timestamp
-	14, // 6: casare.v1.AuditEvent.details:type_name -> google.protobuf.Struct
-	12, // 7: casare.v1.CreateTokenRequest.role:type_name -> casare.v1.Role
-	15, // 8: casare.v1.CreateTokenRequest.ttl:type_name -> google.protobuf.Duration
+	14, // 0: casare.v1.ApiToken.role:type_name -> casare.v1.Role
+	15, // 1: casare.v1.ApiToken.created_at:type_name -> google.protobuf.Timestamp
+	15, // 2: casare.v1.ApiToken.expires_at:type_name -> google.protobuf.Timestamp
+	15, // 3: casare.v1.ApiToken.revoked_at:type_name -> google.protobuf.Timestamp
+	15, // 4: casare.v1.ApiToken.last_used_at:type_name -> google.protobuf.Timestamp
+	15, // 5: casare.v1.AuditEvent.time:type_name -> google.protobuf.Timestamp
+	16, // 6: casare.v1.AuditEvent.details:type_name -> google.protobuf.Struct
+	14, // 7: casare.v1.CreateTokenRequest.role:type_name -> casare.v1.Role
+	17, // 8: casare.v1.CreateTokenRequest.ttl:type_name -> google.protobuf.Duration
 	0,  // 9: casare.v1.CreateTokenResponse.info:type_name -> casare.v1.ApiToken
 	0,  // 10: casare.v1.ListTokensResponse.tokens:type_name -> casare.v1.ApiToken
 	0,  // 11: casare.v1.RevokeTokenResponse.token:type_name -> casare.v1.ApiToken
-	12, // 12: casare.v1.WhoAmIResponse.role:type_name -> casare.v1.Role
+	14, // 12: casare.v1.WhoAmIResponse.role:type_name -> casare.v1.Role
 	1,  // 13: casare.v1.ListAuditEventsResponse.events:type_name -> casare.v1.AuditEvent
 	2,  // 14: casare.v1.AdminService.CreateToken:input_type -> casare.v1.CreateTokenRequest
 	4,  // 15: casare.v1.AdminService.ListTokens:input_type -> casare.v1.ListTokensRequest
 	6,  // 16: casare.v1.AdminService.RevokeToken:input_type -> casare.v1.RevokeTokenRequest
 	8,  // 17: casare.v1.AdminService.WhoAmI:input_type -> casare.v1.WhoAmIRequest
-	10, // 18: casare.v1.AdminService.ListAuditEvents:input_type -> casare.v1.ListAuditEventsRequest
-	3,  // 19: casare.v1.AdminService.CreateToken:output_type -> casare.v1.CreateTokenResponse
-	5,  // 20: casare.v1.AdminService.ListTokens:output_type -> casare.v1.ListTokensResponse
-	7,  // 21: casare.v1.AdminService.RevokeToken:output_type -> casare.v1.RevokeTokenResponse
-	9,  // 22: casare.v1.AdminService.WhoAmI:output_type -> casare.v1.WhoAmIResponse
-	11, // 23: casare.v1.AdminService.ListAuditEvents:output_type -> casare.v1.ListAuditEventsResponse
-	19, // [19:24] is the sub-list for method output_type
-	14, // [14:19] is the sub-list for method input_type
+	10, // 18: casare.v1.AdminService.GetVersion:input_type -> casare.v1.GetVersionRequest
+	12, // 19: casare.v1.AdminService.ListAuditEvents:input_type -> casare.v1.ListAuditEventsRequest
+	3,  // 20: casare.v1.AdminService.CreateToken:output_type -> casare.v1.CreateTokenResponse
+	5,  // 21: casare.v1.AdminService.ListTokens:output_type -> casare.v1.ListTokensResponse
+	7,  // 22: casare.v1.AdminService.RevokeToken:output_type -> casare.v1.RevokeTokenResponse
+	9,  // 23: casare.v1.AdminService.WhoAmI:output_type -> casare.v1.WhoAmIResponse
+	11, // 24: casare.v1.AdminService.GetVersion:output_type -> casare.v1.GetVersionResponse
+	13, // 25: casare.v1.AdminService.ListAuditEvents:output_type -> casare.v1.ListAuditEventsResponse
+	20, // [20:26] is the sub-list for method output_type
+	14, // [14:20] is the sub-list for method input_type
 	14, // [14:14] is the sub-list for extension type_name
 	14, // [14:14] is the sub-list for extension extendee
 	0,  // [0:14] is the sub-list for field type_name
@@ -921,7 +1051,7 @@ func file_casare_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_casare_v1_admin_proto_rawDesc), len(file_casare_v1_admin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   12,
+			NumMessages:   14,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -104,8 +104,13 @@ type Robot struct {
 	RunningJobIds []string               `protobuf:"bytes,12,rep,name=running_job_ids,json=runningJobIds,proto3" json:"running_job_ids,omitempty"`
 	CreatedAt     *timestamppb.Timestamp `protobuf:"bytes,13,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
 	CertExpiresAt *timestamppb.Timestamp `protobuf:"bytes,14,opt,name=cert_expires_at,json=certExpiresAt,proto3" json:"cert_expires_at,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	// Robot protocol version it spoke when it last connected.
+	ProtocolVersion int32 `protobuf:"varint,15,opt,name=protocol_version,json=protocolVersion,proto3" json:"protocol_version,omitempty"`
+	// Set when the control plane refused the robot's last connection because
+	// it cannot serve its protocol version: what is wrong and what to do.
+	ProtocolProblem string `protobuf:"bytes,16,opt,name=protocol_problem,json=protocolProblem,proto3" json:"protocol_problem,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *Robot) Reset() {
@@ -234,6 +239,20 @@ func (x *Robot) GetCertExpiresAt() *timestamppb.Timestamp {
 		return x.CertExpiresAt
 	}
 	return nil
+}
+
+func (x *Robot) GetProtocolVersion() int32 {
+	if x != nil {
+		return x.ProtocolVersion
+	}
+	return 0
+}
+
+func (x *Robot) GetProtocolProblem() string {
+	if x != nil {
+		return x.ProtocolProblem
+	}
+	return ""
 }
 
 type ListRobotsRequest struct {
@@ -821,7 +840,7 @@ var File_casare_v1_robot_proto protoreflect.FileDescriptor
 
 const file_casare_v1_robot_proto_rawDesc = "" +
 	"\n" +
-	"\x15casare/v1/robot.proto\x12\tcasare.v1\x1a\x1bbuf/validate/validate.proto\x1a\x16casare/v1/common.proto\x1a\x15casare/v1/rules.proto\x1a\x13casare/v1/job.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xf6\x04\n" +
+	"\x15casare/v1/robot.proto\x12\tcasare.v1\x1a\x1bbuf/validate/validate.proto\x1a\x16casare/v1/common.proto\x1a\x15casare/v1/rules.proto\x1a\x13casare/v1/job.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xcc\x05\n" +
 	"\x05Robot\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12.\n" +
@@ -838,7 +857,9 @@ const file_casare_v1_robot_proto_rawDesc = "" +
 	"\x0frunning_job_ids\x18\f \x03(\tR\rrunningJobIds\x129\n" +
 	"\n" +
 	"created_at\x18\r \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x12B\n" +
-	"\x0fcert_expires_at\x18\x0e \x01(\v2\x1a.google.protobuf.TimestampR\rcertExpiresAt\x1a9\n" +
+	"\x0fcert_expires_at\x18\x0e \x01(\v2\x1a.google.protobuf.TimestampR\rcertExpiresAt\x12)\n" +
+	"\x10protocol_version\x18\x0f \x01(\x05R\x0fprotocolVersion\x12)\n" +
+	"\x10protocol_problem\x18\x10 \x01(\tR\x0fprotocolProblem\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xb0\x01\n" +

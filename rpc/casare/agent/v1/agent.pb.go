@@ -666,9 +666,12 @@ type Hello struct {
 	// restarts them.
 	RunningJobs []*RunningJob `protobuf:"bytes,8,rep,name=running_jobs,json=runningJobs,proto3" json:"running_jobs,omitempty"`
 	// The robot was told to drain and takes no new work.
-	Draining      bool `protobuf:"varint,9,opt,name=draining,proto3" json:"draining,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Draining bool `protobuf:"varint,9,opt,name=draining,proto3" json:"draining,omitempty"`
+	// The version of this protocol the robot speaks (ProtocolVersion in
+	// protocol.go). Zero is a robot older than the field, which speaks 1.
+	ProtocolVersion int32 `protobuf:"varint,10,opt,name=protocol_version,json=protocolVersion,proto3" json:"protocol_version,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *Hello) Reset() {
@@ -762,6 +765,13 @@ func (x *Hello) GetDraining() bool {
 		return x.Draining
 	}
 	return false
+}
+
+func (x *Hello) GetProtocolVersion() int32 {
+	if x != nil {
+		return x.ProtocolVersion
+	}
+	return 0
 }
 
 type RunningJob struct {
@@ -2280,7 +2290,7 @@ const file_casare_agent_v1_agent_proto_rawDesc = "" +
 	"\arefused\x18\a \x01(\v2\x18.casare.agent.v1.RefusedH\x00R\arefused\x122\n" +
 	"\ajob_ack\x18\b \x01(\v2\x17.casare.agent.v1.JobAckH\x00R\x06jobAck\x12J\n" +
 	"\x0fartifact_stored\x18\t \x01(\v2\x1f.casare.agent.v1.ArtifactStoredH\x00R\x0eartifactStoredB\x05\n" +
-	"\x03msg\"\xfa\x02\n" +
+	"\x03msg\"\xa5\x03\n" +
 	"\x05Hello\x12\x19\n" +
 	"\brobot_id\x18\x01 \x01(\tR\arobotId\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\tR\aversion\x12\x0e\n" +
@@ -2290,7 +2300,9 @@ const file_casare_agent_v1_agent_proto_rawDesc = "" +
 	"\x06labels\x18\x06 \x03(\v2\".casare.agent.v1.Hello.LabelsEntryR\x06labels\x12\x19\n" +
 	"\bmax_jobs\x18\a \x01(\x05R\amaxJobs\x12>\n" +
 	"\frunning_jobs\x18\b \x03(\v2\x1b.casare.agent.v1.RunningJobR\vrunningJobs\x12\x1a\n" +
-	"\bdraining\x18\t \x01(\bR\bdraining\x1a9\n" +
+	"\bdraining\x18\t \x01(\bR\bdraining\x12)\n" +
+	"\x10protocol_version\x18\n" +
+	" \x01(\x05R\x0fprotocolVersion\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"=\n" +

@@ -29,7 +29,23 @@ const (
 	MaxFrameSize = 4 << 20
 	// TokenPrefix starts every enrollment token string.
 	TokenPrefix = "cet1_"
+	// ProtocolVersion is the version of the control-stream protocol this
+	// code speaks, sent in Hello. It counts up when a change is one that an
+	// older peer would misread; additive fields do not change it.
+	ProtocolVersion = 1
+	// MinProtocolVersion is the oldest version a control plane built from
+	// this code still serves.
+	MinProtocolVersion = 1
 )
+
+// HelloProtocol is the protocol version a hello claims: robots older than
+// the field send none and speak version 1.
+func HelloProtocol(h *Hello) int32 {
+	if v := h.GetProtocolVersion(); v != 0 {
+		return v
+	}
+	return 1
+}
 
 // EncodeToken returns the string form of an enrollment token.
 func EncodeToken(t *EnrollmentToken) string {

@@ -32,6 +32,8 @@ const (
 	AdminServiceRevokeTokenProcedure = "/casare.v1.AdminService/RevokeToken"
 	// AdminServiceWhoAmIProcedure is the procedure name of the AdminService's WhoAmI RPC.
 	AdminServiceWhoAmIProcedure = "/casare.v1.AdminService/WhoAmI"
+	// AdminServiceGetVersionProcedure is the procedure name of the AdminService's GetVersion RPC.
+	AdminServiceGetVersionProcedure = "/casare.v1.AdminService/GetVersion"
 	// AdminServiceListAuditEventsProcedure is the procedure name of the AdminService's ListAuditEvents
 	// RPC.
 	AdminServiceListAuditEventsProcedure = "/casare.v1.AdminService/ListAuditEvents"
@@ -68,6 +70,14 @@ var (
 			IdempotencyLevel: connect.IdempotencyNoSideEffects,
 		}
 	})
+	adminServiceGetVersionSpec = sync.OnceValue(func() connect.Spec {
+		return connect.Spec{
+			StreamType:       connect.StreamTypeUnary,
+			Schema:           v1.File_casare_v1_admin_proto.Services().ByName("AdminService").Methods().ByName("GetVersion"),
+			Procedure:        AdminServiceGetVersionProcedure,
+			IdempotencyLevel: connect.IdempotencyNoSideEffects,
+		}
+	})
 	adminServiceListAuditEventsSpec = sync.OnceValue(func() connect.Spec {
 		return connect.Spec{
 			StreamType:       connect.StreamTypeUnary,
@@ -88,6 +98,9 @@ type AdminServiceClient interface {
 	RevokeToken(context.Context, *v1.RevokeTokenRequest) (*v1.RevokeTokenResponse, error)
 	// WhoAmI describes the caller's token.
 	WhoAmI(context.Context, *v1.WhoAmIRequest) (*v1.WhoAmIResponse, error)
+	// GetVersion says which build of the control plane answers, so an
+	// operator can tell client and server apart.
+	GetVersion(context.Context, *v1.GetVersionRequest) (*v1.GetVersionResponse, error)
 	// ListAuditEvents lists audit events, newest first.
 	ListAuditEvents(context.Context, *v1.ListAuditEventsRequest) (*v1.ListAuditEventsResponse, error)
 }
@@ -108,6 +121,9 @@ type AdminServiceHandler interface {
 	RevokeToken(context.Context, *v1.RevokeTokenRequest) (*v1.RevokeTokenResponse, error)
 	// WhoAmI describes the caller's token.
 	WhoAmI(context.Context, *v1.WhoAmIRequest) (*v1.WhoAmIResponse, error)
+	// GetVersion says which build of the control plane answers, so an
+	// operator can tell client and server apart.
+	GetVersion(context.Context, *v1.GetVersionRequest) (*v1.GetVersionResponse, error)
 	// ListAuditEvents lists audit events, newest first.
 	ListAuditEvents(context.Context, *v1.ListAuditEventsRequest) (*v1.ListAuditEventsResponse, error)
 }
@@ -120,6 +136,7 @@ func RegisterAdminServiceHandler(server *connect.Server, svc AdminServiceHandler
 		connect.Method{Spec: adminServiceListTokensSpec(), Handler: adapter.listTokens},
 		connect.Method{Spec: adminServiceRevokeTokenSpec(), Handler: adapter.revokeToken},
 		connect.Method{Spec: adminServiceWhoAmISpec(), Handler: adapter.whoAmI},
+		connect.Method{Spec: adminServiceGetVersionSpec(), Handler: adapter.getVersion},
 		connect.Method{Spec: adminServiceListAuditEventsSpec(), Handler: adapter.listAuditEvents},
 	)
 }
@@ -141,6 +158,10 @@ func (UnimplementedAdminServiceHandler) RevokeToken(context.Context, *v1.RevokeT
 
 func (UnimplementedAdminServiceHandler) WhoAmI(context.Context, *v1.WhoAmIRequest) (*v1.WhoAmIResponse, error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, "casare.v1.AdminService.WhoAmI is not implemented")
+}
+
+func (UnimplementedAdminServiceHandler) GetVersion(context.Context, *v1.GetVersionRequest) (*v1.GetVersionResponse, error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, "casare.v1.AdminService.GetVersion is not implemented")
 }
 
 func (UnimplementedAdminServiceHandler) ListAuditEvents(context.Context, *v1.ListAuditEventsRequest) (*v1.ListAuditEventsResponse, error) {
@@ -178,6 +199,14 @@ func (c *adminServiceClient) RevokeToken(ctx context.Context, req *v1.RevokeToke
 func (c *adminServiceClient) WhoAmI(ctx context.Context, req *v1.WhoAmIRequest) (*v1.WhoAmIResponse, error) {
 	var res v1.WhoAmIResponse
 	if err := c.client.CallUnary(ctx, adminServiceWhoAmISpec(), req, &res); err != nil {
+		return nil, err
+	}
+	return &res, nil
+}
+
+func (c *adminServiceClient) GetVersion(ctx context.Context, req *v1.GetVersionRequest) (*v1.GetVersionResponse, error) {
+	var res v1.GetVersionResponse
+	if err := c.client.CallUnary(ctx, adminServiceGetVersionSpec(), req, &res); err != nil {
 		return nil, err
 	}
 	return &res, nil
@@ -235,6 +264,18 @@ func (h adminServiceHandler) whoAmI(ctx context.Context, _ connect.Spec, stream 
 		return err
 	}
 	res, err := h.svc.WhoAmI(ctx, &req)
+	if err != nil {
+		return err
+	}
+	return stream.Send(res)
+}
+
+func (h adminServiceHandler) getVersion(ctx context.Context, _ connect.Spec, stream connect.ServerStream) error {
+	var req v1.GetVersionRequest
+	if err := stream.Receive(&req); err != nil {
+		return err
+	}
+	res, err := h.svc.GetVersion(ctx, &req)
 	if err != nil {
 		return err
 	}

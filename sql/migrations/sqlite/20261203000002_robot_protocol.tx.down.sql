@@ -1,0 +1,3 @@
+ALTER TABLE robots DROP COLUMN protocol_problem;
+--bun:split
+ALTER TABLE robots DROP COLUMN protocol_version;
