@@ -164,7 +164,7 @@ type Transition struct {
 // others in flight (see TransitionJobs).
 func (r *Registry) TransitionJob(ctx context.Context, t Transition, audit *AuditEvent) (*Job, error) {
 	if audit == nil {
-		// The batch tells jobFinished itself (see TransitionJobs).
+		// The batch tells jobFinished itself (see transitionBatch).
 		res := r.transitions.do(ctx, t)
 		return res.Job, res.Err
 	}
@@ -234,9 +234,6 @@ func (r *Registry) TransitionJobs(ctx context.Context, ts []Transition) []Transi
 		}
 		for k, res := range r.transitionBatch(ctx, batch) {
 			out[round[k]] = res
-			if res.Err == nil {
-				r.heardFinished(res.Job)
-			}
 		}
 		rest = later
 	}
@@ -258,6 +255,11 @@ func (r *Registry) transitionBatch(ctx context.Context, ts []Transition) []Trans
 		out, err = r.transitionTx(ctx, ts)
 	}
 	if err == nil {
+		for _, res := range out {
+			if res.Err == nil {
+				r.heardFinished(res.Job)
+			}
+		}
 		return out
 	}
 	out = make([]TransitionResult, len(ts))
