@@ -87,6 +87,10 @@ type Dispatcher struct {
 	opts Options
 	log  *slog.Logger
 	wake chan struct{}
+	// done is closed when Run's context ends: retries of the dispatcher's
+	// own give up then.
+	done     chan struct{}
+	doneOnce sync.Once
 
 	mu     sync.Mutex
 	robots map[string]*robot
@@ -206,6 +210,7 @@ func New(opts Options) *Dispatcher {
 		opts:          opts,
 		log:           opts.Logger,
 		wake:          make(chan struct{}, 1),
+		done:          make(chan struct{}),
 		robots:        map[string]*robot{},
 		free:          map[*robot]struct{}{},
 		known:         map[string]*pendingJob{},
@@ -237,6 +242,7 @@ func (d *Dispatcher) Run(ctx context.Context, stops, waiting <-chan string) {
 	for {
 		select {
 		case <-ctx.Done():
+			d.doneOnce.Do(func() { close(d.done) })
 			wg.Wait()
 			d.stopOwned()
 			return

@@ -2,6 +2,7 @@ package dispatch
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"strings"
 	"sync"
@@ -208,5 +209,54 @@ func TestNothingWritesAfterRun(t *testing.T) {
 	}
 	if after.Status != stopped.Status || after.Attempt != stopped.Attempt || len(after.StatusMessage) != len(stopped.StatusMessage) {
 		t.Errorf("job %s on attempt %d after Run returned, was %s on %d", after.Status, after.Attempt, stopped.Status, stopped.Attempt)
+	}
+}
+
+// outageJobs fails the first hand-backs as a database outage would.
+type outageJobs struct {
+	Jobs
+	failures atomic.Int64 // still to fail
+	tries    atomic.Int64
+}
+
+func (o *outageJobs) HandBack(ctx context.Context, b jobs.Back) (*registry.Job, error) {
+	o.tries.Add(1)
+	if o.failures.Add(-1) >= 0 {
+		return nil, errors.New("the database is unavailable")
+	}
+	return o.Jobs.HandBack(ctx, b)
+}
+
+// TestHandBackOutlivesAnOutage: a job a robot turns down while the
+// database cannot take the hand-back goes back to PENDING once it can,
+// though the robot stays connected and is no orphan for the sweep.
+func TestHandBackOutlivesAnOutage(t *testing.T) {
+	var flaky *outageJobs
+	b := setup(t, func(o *Options) {
+		flaky = &outageJobs{Jobs: o.Jobs}
+		flaky.failures.Store(2)
+		o.Jobs = flaky
+	})
+	ctx := context.Background()
+	job, _, err := jobs.New(b.reg).Submit(ctx, &registry.Job{
+		ID: registry.NewID(), WorkflowName: "wf", Workflow: `{"steps":[{"id":"a","uses":"log"}]}`,
+		Priority: registry.PriorityNormal, MaxAttempts: 3, CreatedBy: "test", Inputs: "{}", Requires: "{}",
+	}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var robot sent
+	b.d.RobotUp(ctx, gateway.Robot{ID: "robot-1", Name: "r1", MaxJobs: 1, Send: robot.send})
+	b.d.Offer(job)
+	waitFor(t, b.reg, job.ID, func(j *registry.Job) bool { return j.Status == registry.JobAssigned })
+	b.d.Handle(ctx, "robot-1", &agentv1.AgentMessage{Msg: &agentv1.AgentMessage_JobReject{JobReject: &agentv1.JobReject{
+		JobId: job.ID, Attempt: 1, Reason: "no free slot",
+	}}})
+	back := waitFor(t, b.reg, job.ID, func(j *registry.Job) bool { return j.Status == registry.JobPending })
+	if back.Attempt != 1 {
+		t.Errorf("job after the outage on attempt %d; a turned-down job keeps its attempt", back.Attempt)
+	}
+	if n := flaky.tries.Load(); n < 3 {
+		t.Errorf("%d hand-backs tried, want the 2 that failed and one more", n)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/cenkalti/backoff/v5"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	agentv1 "github.com/casarerpa/casare/rpc/casare/agent/v1"
@@ -99,10 +100,42 @@ func (d *Dispatcher) requeue(ctx context.Context, b jobs.Back, avoid []string) {
 		return
 	}
 	if err != nil {
-		// The orphan sweep tries again once the robot is long gone.
-		d.log.Warn("send a job back to the queue", "job", jobID, "err", err)
+		// The robot's hold is already released here, and a robot that
+		// stays connected is no orphan for the sweep to find: given up
+		// now, the job would stay the robot's in the database for good.
+		// So it is tried again, off the caller's goroutine, until the
+		// database takes it or the dispatcher stops.
+		d.log.Warn("send a job back to the queue; trying again until the database takes it", "job", jobID, "err", err)
+		d.spawn(func() {
+			ctx := context.WithoutCancel(ctx)
+			retry := backoff.NewExponentialBackOff()
+			retry.InitialInterval, retry.MaxInterval = 500*time.Millisecond, 5*time.Second
+			for {
+				select {
+				case <-d.done:
+					return
+				case <-time.After(retry.NextBackOff()):
+				}
+				job, err := d.opts.Jobs.HandBack(ctx, b)
+				if isConflict(err) {
+					return
+				}
+				if err == nil {
+					d.requeued(ctx, job, reason, avoid)
+					return
+				}
+				d.log.Debug("send a job back to the queue", "job", jobID, "err", err)
+			}
+		})
 		return
 	}
+	d.requeued(ctx, job, reason, avoid)
+}
+
+// requeued publishes a job a robot's hold on ended and, when it went back
+// to PENDING, queues and parks it for dispatch.
+func (d *Dispatcher) requeued(ctx context.Context, job *registry.Job, reason string, avoid []string) {
+	jobID := job.ID
 	d.log.Info("job sent back", "job", jobID, "attempt", job.Attempt, "status", job.Status, "reason", reason)
 	d.publish(ctx, jobID)
 	if job.Status != registry.JobPending {
