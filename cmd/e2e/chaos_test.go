@@ -767,6 +767,29 @@ func (c *chaos) check(sub *submitter, healed time.Time) *chaosReport {
 		time.Sleep(time.Second)
 		rep.lost = nonTerminal()
 	}
+	// What the database says of each lost job, to tell where it stopped.
+	for i, id := range rep.lost {
+		var status, robot, msg string
+		var attempt int
+		if err := db.QueryRow(ctx, `SELECT status, attempt, robot_id, status_message FROM jobs WHERE id = $1`, id).Scan(&status, &attempt, &robot, &msg); err != nil {
+			continue
+		}
+		events, err := db.Query(ctx, `SELECT time, from_status, to_status, attempt, robot_id, reason FROM job_events WHERE job_id = $1 ORDER BY id`, id)
+		if err != nil {
+			continue
+		}
+		var history []string
+		for events.Next() {
+			var at time.Time
+			var from, to, robotID, reason string
+			var n int
+			if events.Scan(&at, &from, &to, &n, &robotID, &reason) == nil {
+				history = append(history, fmt.Sprintf("%s %s→%s #%d %s %q", at.Format("15:04:05.000"), from, to, n, robotID, reason))
+			}
+		}
+		events.Close()
+		rep.lost[i] = fmt.Sprintf("%s: %s attempt %d robot %q %q; events: %s", id, status, attempt, robot, msg, strings.Join(history, "; "))
+	}
 	var stored int
 	if err := db.QueryRow(ctx, `SELECT count(*) FROM jobs WHERE id = ANY($1)`, ids).Scan(&stored); err != nil {
 		t.Fatal(err)
