@@ -46,14 +46,7 @@ type plane struct {
 // robot is assigned job "j1" running the workflow doc.
 func newPlane(t *testing.T, dir, doc string) *plane {
 	t.Helper()
-	wf, err := workflow.Parse([]byte(doc))
-	if err != nil {
-		t.Fatal(err)
-	}
-	wfJSON, err := protojson.Marshal(wf)
-	if err != nil {
-		t.Fatal(err)
-	}
+	wfJSON := workflowJSON(t, doc)
 	caKey, caCert, caDER := newCA(t)
 	serverCert := leafCert(t, caKey, caCert, &x509.Certificate{IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}})
 	robotCert := leafCert(t, caKey, caCert, &x509.Certificate{ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}})
@@ -134,6 +127,20 @@ func newPlane(t *testing.T, dir, doc string) *plane {
 		}
 	}()
 	return p
+}
+
+// workflowJSON is the workflow doc as a job_assign carries it.
+func workflowJSON(t *testing.T, doc string) []byte {
+	t.Helper()
+	wf, err := workflow.Parse([]byte(doc))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := protojson.Marshal(wf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }
 
 func (p *plane) send(t *testing.T, msg *agentv1.ServerMessage) {
@@ -409,14 +416,7 @@ func TestNewerAttemptStopsTheOlder(t *testing.T) {
 steps:
   - {id: wait, uses: delay, with: {duration: 1h}}
 `
-	wf, err := workflow.Parse([]byte(doc))
-	if err != nil {
-		t.Fatal(err)
-	}
-	wfJSON, err := protojson.Marshal(wf)
-	if err != nil {
-		t.Fatal(err)
-	}
+	wfJSON := workflowJSON(t, doc)
 	p, _, _ := runRobot(t, doc, time.Minute)
 	p.waitFor(t, "job_accept", accepted)
 	assign := func(attempt int32) {

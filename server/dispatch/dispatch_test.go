@@ -60,6 +60,19 @@ func setup(t *testing.T, configure ...func(*Options)) *bundle {
 	return &bundle{reg: reg, d: d, stop: stop}
 }
 
+// submit stores a pending job of one log step with these stored inputs.
+func (b *bundle) submit(t *testing.T, inputs string) *registry.Job {
+	t.Helper()
+	job, _, err := jobs.New(b.reg).Submit(context.Background(), &registry.Job{
+		ID: registry.NewID(), WorkflowName: "wf", Workflow: `{"steps":[{"id":"a","uses":"log"}]}`,
+		Priority: registry.PriorityNormal, MaxAttempts: 3, CreatedBy: "test", Inputs: inputs, Requires: "{}",
+	}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return job
+}
+
 // sent records what the dispatcher sends a robot.
 type sent struct {
 	mu   sync.Mutex
@@ -109,14 +122,7 @@ func waitFor(t *testing.T, reg *registry.Registry, id string, done func(*registr
 func TestUnreadableInputsFailTheJob(t *testing.T) {
 	b := setup(t)
 	ctx := context.Background()
-	job, _, err := jobs.New(b.reg).Submit(ctx, &registry.Job{
-		ID: registry.NewID(), WorkflowName: "wf", Workflow: `{"steps":[{"id":"a","uses":"log"}]}`,
-		Priority: registry.PriorityNormal, MaxAttempts: 3, CreatedBy: "test",
-		Inputs: `{"url": `,
-	}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	job := b.submit(t, `{"url": `)
 	var robot sent
 	b.d.RobotUp(ctx, gateway.Robot{ID: "robot-1", Name: "r1", MaxJobs: 1, Send: robot.send})
 	b.d.Offer(job)
@@ -238,13 +244,7 @@ func TestHandBackOutlivesAnOutage(t *testing.T) {
 		o.Jobs = flaky
 	})
 	ctx := context.Background()
-	job, _, err := jobs.New(b.reg).Submit(ctx, &registry.Job{
-		ID: registry.NewID(), WorkflowName: "wf", Workflow: `{"steps":[{"id":"a","uses":"log"}]}`,
-		Priority: registry.PriorityNormal, MaxAttempts: 3, CreatedBy: "test", Inputs: "{}", Requires: "{}",
-	}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	job := b.submit(t, "{}")
 	var robot sent
 	b.d.RobotUp(ctx, gateway.Robot{ID: "robot-1", Name: "r1", MaxJobs: 1, Send: robot.send})
 	b.d.Offer(job)
