@@ -127,6 +127,7 @@ func TestComposeFile(t *testing.T) {
 		t.Fatal(err)
 	}
 	var prom struct {
+		RuleFiles     []string `json:"rule_files"`
 		ScrapeConfigs []struct {
 			StaticConfigs []struct {
 				Targets []string `json:"targets"`
@@ -145,6 +146,26 @@ func TestComposeFile(t *testing.T) {
 	for _, s := range servers {
 		if !slices.Contains(targets, s+":8080") {
 			t.Errorf("Prometheus does not scrape %s:8080 (targets %v)", s, targets)
+		}
+	}
+	// And loads the alerts of deploy/prometheus, mounted from the repository.
+	promMounts := map[string]string{}
+	for _, v := range service("prometheus").Volumes {
+		if v.Type == types.VolumeTypeBind {
+			promMounts[v.Target] = v.Source
+		}
+	}
+	if len(prom.RuleFiles) == 0 {
+		t.Error("Prometheus loads no rule files; want deploy/prometheus/alerts.yml")
+	}
+	for _, f := range prom.RuleFiles {
+		src := promMounts[f]
+		if src == "" {
+			t.Errorf("Prometheus loads %s, which compose does not mount (mounts %v)", f, promMounts)
+			continue
+		}
+		if _, err := os.Stat(src); err != nil {
+			t.Errorf("Prometheus's %s is mounted from %s: %v", f, src, err)
 		}
 	}
 
