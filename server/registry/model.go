@@ -20,6 +20,9 @@ const (
 	JobCancelled JobStatus = "cancelled"
 )
 
+// FinishedStatuses are the statuses no transition leaves.
+var FinishedStatuses = []JobStatus{JobSucceeded, JobFailed, JobCancelled}
+
 // Finished reports whether no transition can leave the status.
 func (s JobStatus) Finished() bool {
 	return s == JobSucceeded || s == JobFailed || s == JobCancelled

@@ -113,7 +113,7 @@ func (r *Registry) Prune(ctx context.Context, keep Retention, now time.Time) (pr
 
 // finishedBefore selects the finished jobs that ended before cutoff.
 func finishedBefore(q *bun.SelectQuery, cutoff time.Time) *bun.SelectQuery {
-	return q.Where("status IN (?)", bun.In([]JobStatus{JobSucceeded, JobFailed, JobCancelled})).
+	return q.Where("status IN (?)", bun.In(FinishedStatuses)).
 		Where("finished_at < ?", cutoff)
 }
 
@@ -152,7 +152,7 @@ func (r *Registry) pruneJobs(ctx context.Context, cutoff time.Time) (Pruned, err
 		// The finished filter again: a job cannot leave a final status, but
 		// the statement says what it removes on its own.
 		res, err := tx.NewDelete().Table("jobs").Where("id IN (?)", bun.In(ids)).
-			Where("status IN (?)", bun.In([]JobStatus{JobSucceeded, JobFailed, JobCancelled})).Exec(ctx)
+			Where("status IN (?)", bun.In(FinishedStatuses)).Exec(ctx)
 		if err != nil {
 			return fmt.Errorf("jobs: %w", err)
 		}
@@ -183,27 +183,13 @@ func (r *Registry) deleteLogs(ctx context.Context, ids *bun.SelectQuery) (int64,
 // pruneArtifacts removes one batch of artifacts of jobs that finished
 // before cutoff.
 func (r *Registry) pruneArtifacts(ctx context.Context, cutoff time.Time) (Pruned, error) {
-	var keys []struct {
-		JobID string `bun:"job_id"`
-		Name  string `bun:"name"`
-	}
-	err := r.db.NewSelect().Table("job_artifacts").Column("job_id", "name").
+	batch := r.db.NewSelect().Table("job_artifacts").Column("job_id", "name").
 		Where("job_id IN (?)", finishedBefore(r.db.NewSelect().Table("jobs").Column("id"), cutoff)).
-		Limit(r.pruneBatches.artifacts).Scan(ctx, &keys)
-	if err != nil || len(keys) == 0 {
-		return Pruned{}, err
+		Limit(r.pruneBatches.artifacts)
+	res, err := r.db.NewDelete().Table("job_artifacts").Where("(job_id, name) IN (?)", batch).Exec(ctx)
+	if err != nil {
+		return Pruned{}, fmt.Errorf("job_artifacts: %w", err)
 	}
-	var pruned Pruned
-	err = r.db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
-		for _, k := range keys {
-			res, err := tx.NewDelete().Table("job_artifacts").Where("job_id = ? AND name = ?", k.JobID, k.Name).Exec(ctx)
-			if err != nil {
-				return fmt.Errorf("job_artifacts: %w", err)
-			}
-			n, _ := res.RowsAffected()
-			pruned.JobArtifacts += n
-		}
-		return nil
-	})
-	return pruned, err
+	n, _ := res.RowsAffected()
+	return Pruned{JobArtifacts: n}, nil
 }
