@@ -2,6 +2,7 @@ package dispatch
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"maps"
 	"slices"
@@ -407,6 +408,8 @@ type fakeRobot struct {
 	// autoAccept makes the robot accept each job as it is sent, on the
 	// dispatcher's send: no accept timeout can pass in between.
 	autoAccept bool
+	// unreachable makes every send fail, as on a connection that broke.
+	unreachable bool
 
 	d *Dispatcher
 
@@ -415,6 +418,9 @@ type fakeRobot struct {
 }
 
 func (r *fakeRobot) send(m *agentv1.ServerMessage) error {
+	if r.unreachable {
+		return errors.New("the connection broke")
+	}
 	r.mu.Lock()
 	r.msgs = append(r.msgs, m)
 	r.mu.Unlock()

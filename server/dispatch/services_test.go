@@ -587,6 +587,50 @@ func TestUnitLostRobotLosesItsJobsAtOnce(t *testing.T) {
 	}
 }
 
+// TestUnitLostRobotRegisteredElsewhere: a robot lost here that has since
+// registered with another replica took its jobs along: they are not sent
+// back, which would start them again while it runs them.
+func TestUnitLostRobotRegisteredElsewhere(t *testing.T) {
+	t.Parallel()
+	u := startUnit(t)
+	r := u.robot("robot-1")
+	u.connect(t, r)
+	job := u.running(t, r)
+	task := queue.Task{JobID: job.ID, Attempt: 1, Priority: job.Priority}
+
+	elsewhere := storeNow().Add(time.Second)
+	u.store.putRobot(registry.Robot{ID: r.id, Name: r.name, Status: registry.RobotBusy, MaxJobs: 1, ConnectedSince: &elsewhere, LastSeen: &elsewhere})
+	u.d.RobotDown(r.id, true, "3 heartbeats missed")
+	eventually(t, func() bool { return !u.d.Holds(task) }, func() string {
+		return "the lost robot's job to be let go here"
+	})
+	if j := u.job(t, job.ID); j.Status != registry.JobRunning || j.Attempt != 1 || j.RobotID != r.id {
+		t.Errorf("job of a robot registered elsewhere: %s, want RUNNING on attempt 1 on it", describeJob(j))
+	}
+	wantQueued(t, u, job.ID)
+}
+
+// TestUnitUnreachableRobot: a job that cannot be sent to its robot goes
+// to another on the same attempt: it never ran.
+func TestUnitUnreachableRobot(t *testing.T) {
+	t.Parallel()
+	u := startUnit(t)
+	broken := u.robot("robot-1-broken")
+	broken.unreachable = true
+	u.connect(t, broken)
+	job := u.offer(t)
+	u.waitWaiting(t, job.ID, 1)
+	wantQueued(t, u, job.ID, 1)
+	if e := u.wentBack(t, job.ID, 1); !strings.Contains(e.Reason, "could not be reached") {
+		t.Errorf("reason %q, want it to say the robot could not be reached", e.Reason)
+	}
+
+	other := u.robot("robot-2")
+	u.connect(t, other)
+	waitAssigned(t, other, job.ID, 1)
+	u.waitStatus(t, job.ID, registry.JobAssigned, 1, other.id)
+}
+
 // TestUnitDrainingRobot: a robot told to drain gets no new job, though it
 // has a free slot; the job it runs still completes and is acknowledged.
 func TestUnitDrainingRobot(t *testing.T) {
