@@ -9,6 +9,7 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -123,6 +124,8 @@ func runDispatchBench(b *testing.B, robots int) {
 	// completion is stored.
 	const total = 10_000
 	before := countSucceeded(b, reg)
+	serverCPU := metricValue(b, s, "process_cpu_seconds_total", "")
+	benchCPU := ownCPU(b)
 	start := time.Now()
 	var next atomic.Int64
 	for range 64 {
@@ -135,13 +138,29 @@ func runDispatchBench(b *testing.B, robots int) {
 	submits.Wait()
 	waitFor(b, func() bool { return countSucceeded(b, reg)-before >= total }, 5*time.Minute, "all jobs to complete")
 	throughput := total / time.Since(start).Seconds()
+	// CPU per job hardly moves with what else runs on the machine, unlike
+	// the throughput: the figure to compare between runs on a busy one.
+	serverCPU = metricValue(b, s, "process_cpu_seconds_total", "") - serverCPU
+	benchCPU = ownCPU(b) - benchCPU
 
 	b.ReportMetric(ms(percentile(idle, 50)), "idle-p50-ms")
 	b.ReportMetric(ms(percentile(idle, 99)), "idle-p99-ms")
 	b.ReportMetric(ms(percentile(underLoad, 50)), "1000/s-p50-ms")
 	b.ReportMetric(ms(percentile(underLoad, 99)), "1000/s-p99-ms")
 	b.ReportMetric(throughput, "e2e-jobs/s")
+	b.ReportMetric(serverCPU*1000/total, "server-cpu-ms/job")
+	b.ReportMetric(benchCPU.Seconds()*1000/total, "bench-cpu-ms/job")
 	b.ReportMetric(bareAsynq(b, redisURL, total), "bare-asynq-tasks/s")
+}
+
+// ownCPU is the CPU time this process (the robots and the submitting
+// clients) has used.
+func ownCPU(b *testing.B) time.Duration {
+	var u syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &u); err != nil {
+		b.Fatal(err)
+	}
+	return time.Duration(u.Utime.Nano() + u.Stime.Nano())
 }
 
 func countSucceeded(b *testing.B, reg *registry.Registry) int64 {

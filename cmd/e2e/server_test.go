@@ -66,7 +66,8 @@ func TestRestartKeepsJobsWorkflowsAndTokens(t *testing.T) {
 	}
 }
 
-// metricValue reads one sample from /metrics; -1 when it is absent.
+// metricValue reads one sample from /metrics, the unlabelled one when
+// labels is empty; -1 when it is absent.
 func metricValue(t testing.TB, s *serverProc, name, labels string) float64 {
 	t.Helper()
 	res, err := http.Get(s.url() + "/metrics")
@@ -75,7 +76,11 @@ func metricValue(t testing.TB, s *serverProc, name, labels string) float64 {
 	}
 	defer res.Body.Close()
 	b, _ := io.ReadAll(res.Body)
-	re := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(name+"{"+labels+"}") + ` (\S+)$`)
+	series := name
+	if labels != "" {
+		series += "{" + labels + "}"
+	}
+	re := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(series) + ` (\S+)$`)
 	m := re.FindSubmatch(b)
 	if m == nil {
 		return -1
