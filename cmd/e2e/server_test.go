@@ -66,8 +66,7 @@ func TestRestartKeepsJobsWorkflowsAndTokens(t *testing.T) {
 	}
 }
 
-// metricValue reads one sample from /metrics, the unlabelled one when
-// labels is empty; -1 when it is absent.
+// metricValue reads one sample from /metrics; -1 when it is absent.
 func metricValue(t testing.TB, s *serverProc, name, labels string) float64 {
 	t.Helper()
 	res, err := http.Get(s.url() + "/metrics")
@@ -76,11 +75,7 @@ func metricValue(t testing.TB, s *serverProc, name, labels string) float64 {
 	}
 	defer res.Body.Close()
 	b, _ := io.ReadAll(res.Body)
-	series := name
-	if labels != "" {
-		series += "{" + labels + "}"
-	}
-	re := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(series) + ` (\S+)$`)
+	re := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(name+"{"+labels+"}") + ` (\S+)$`)
 	m := re.FindSubmatch(b)
 	if m == nil {
 		return -1
