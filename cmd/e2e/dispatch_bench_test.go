@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"fmt"
 	"net"
+	"os"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -30,8 +31,10 @@ import (
 // with 1,000 simulated robots in this process that accept and complete
 // no-op jobs at once. It reports dispatch latency (SubmitJob returned →
 // job_assign at the robot) on an idle system and at 1,000 jobs/s, the end
-// to end throughput (submit → completion stored), and bare asynq's
-// throughput on the same Redis as a reference.
+// to end throughput (submit → completion stored), the CPU time per job of
+// the server process and of this one (the robots and the clients) during
+// that throughput phase, and bare asynq's throughput on the same Redis as
+// a reference.
 func BenchmarkDispatch(b *testing.B) {
 	for range b.N {
 		runDispatchBench(b, 1000)
@@ -123,6 +126,7 @@ func runDispatchBench(b *testing.B, robots int) {
 	// completion is stored.
 	const total = 10_000
 	before := countSucceeded(b, reg)
+	serverCPU, benchCPU := cpuSeconds(b, s.cmd.Process.Pid), cpuSeconds(b, os.Getpid())
 	start := time.Now()
 	var next atomic.Int64
 	for range 64 {
@@ -135,12 +139,18 @@ func runDispatchBench(b *testing.B, robots int) {
 	submits.Wait()
 	waitFor(b, func() bool { return countSucceeded(b, reg)-before >= total }, 5*time.Minute, "all jobs to complete")
 	throughput := total / time.Since(start).Seconds()
+	// CPU per job hardly moves with what else runs on the machine, unlike
+	// the throughput: the figure to compare between runs on a busy one.
+	serverCPU = cpuSeconds(b, s.cmd.Process.Pid) - serverCPU
+	benchCPU = cpuSeconds(b, os.Getpid()) - benchCPU
 
 	b.ReportMetric(ms(percentile(idle, 50)), "idle-p50-ms")
 	b.ReportMetric(ms(percentile(idle, 99)), "idle-p99-ms")
 	b.ReportMetric(ms(percentile(underLoad, 50)), "1000/s-p50-ms")
 	b.ReportMetric(ms(percentile(underLoad, 99)), "1000/s-p99-ms")
 	b.ReportMetric(throughput, "e2e-jobs/s")
+	b.ReportMetric(serverCPU*1000/total, "server-cpu-ms/job")
+	b.ReportMetric(benchCPU*1000/total, "bench-cpu-ms/job")
 	b.ReportMetric(bareAsynq(b, redisURL, total), "bare-asynq-tasks/s")
 }
 

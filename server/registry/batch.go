@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/uptrace/bun"
 )
 
@@ -108,27 +110,114 @@ func (ins *jobInserter) commit(batch []*jobInsert) {
 
 // exec inserts the jobs, their first events and their audit events with one
 // PostgreSQL statement: the statements in WITH run exactly once, all or
-// none.
+// none. The values go as one array a column, so the statement's text is
+// the same for every batch: each connection prepares it once, where values
+// written into the text by bun would make every batch a new statement to
+// parse and plan, and a long string to build here.
 func (ins *jobInserter) exec(ctx context.Context, batch []*jobInsert) error {
-	jobs := make([]*Job, len(batch))
-	events := make([]*JobEvent, len(batch))
-	var audits []*AuditEvent
-	for i, req := range batch {
-		jobs[i] = req.job
-		events[i] = firstEvent(req.job)
+	var jobs jobColumns
+	var events eventColumns
+	var audits auditColumns
+	for _, req := range batch {
+		jobs.add(req.job)
+		events.add(firstEvent(req.job))
 		if req.audit != nil {
 			req.audit.Time = normalize(req.audit.Time)
-			audits = append(audits, req.audit)
+			audits.add(req.audit)
 		}
 	}
-	var q *bun.InsertQuery
-	if len(audits) > 0 {
-		q = ins.db.NewInsert().Model(&audits).With("event", ins.db.NewInsert().Model(&events))
-	} else {
-		q = ins.db.NewInsert().Model(&events)
-	}
-	if _, err := q.With("job", ins.db.NewInsert().Model(&jobs)).Exec(ctx); err != nil {
+	args := append([]any{pgx.QueryExecModeCacheStatement}, jobs.args()...)
+	args = append(args, events.args()...)
+	args = append(args, audits.args()...)
+	if _, err := ins.db.DB.ExecContext(ctx, insertJobsQuery, args...); err != nil {
 		return fmt.Errorf("create job: %w", err)
 	}
 	return nil
+}
+
+// insertJobsQuery is exec's statement; its parameters are the arrays of
+// jobColumns, eventColumns and auditColumns, in order.
+const insertJobsQuery = `WITH job AS (INSERT INTO jobs (` + jobColumnNames + `)
+	SELECT * FROM unnest($1::text[], $2::text[], $3::int[], $4::text[], $5::text[], $6::text[], $7::int[], $8::int[], $9::int[], $10::text[], $11::text[], $12::text[], $13::text[],
+		$14::bigint[], $15::text[], $16::text[], $17::timestamptz[], $18::timestamptz[], $19::timestamptz[], $20::timestamptz[], $21::int[], $22::text[])),
+event AS (INSERT INTO job_events (job_id, time, from_status, to_status, attempt, robot_id, reason, actor)
+	SELECT * FROM unnest($23::text[], $24::timestamptz[], $25::text[], $26::text[], $27::int[], $28::text[], $29::text[], $30::text[]))
+INSERT INTO audit_events (time, actor, actor_token_id, action, target, outcome, details, peer)
+	SELECT * FROM unnest($31::timestamptz[], $32::text[], $33::text[], $34::text[], $35::text[], $36::text[], $37::text[], $38::text[])`
+
+// jobColumnNames are the columns of jobs in the order of jobColumns.args.
+const jobColumnNames = "id, workflow_name, workflow_version, workflow, status, status_message, priority, attempt, max_attempts, robot_id, " +
+	"inputs, requires, result, timeout_ms, idempotency_key, created_by, created_at, updated_at, started_at, finished_at, progress, current_step"
+
+// jobColumns holds a batch of jobs as one array a column.
+type jobColumns struct {
+	id, workflowName                  []string
+	workflowVersion                   []int32
+	workflow, status, statusMessage   []string
+	priority, attempt, maxAttempts    []int32
+	robotID, inputs, requires, result []string
+	timeoutMillis                     []int64
+	idempotencyKey                    []*string
+	createdBy                         []string
+	createdAt, updatedAt              []time.Time
+	startedAt, finishedAt             []*time.Time
+	progress                          []int32
+	currentStep                       []string
+}
+
+func (c *jobColumns) add(j *Job) {
+	c.id, c.workflowName = append(c.id, j.ID), append(c.workflowName, j.WorkflowName)
+	c.workflowVersion = append(c.workflowVersion, j.WorkflowVersion)
+	c.workflow, c.status, c.statusMessage = append(c.workflow, j.Workflow), append(c.status, string(j.Status)), append(c.statusMessage, j.StatusMessage)
+	c.priority, c.attempt, c.maxAttempts = append(c.priority, int32(j.Priority)), append(c.attempt, j.Attempt), append(c.maxAttempts, j.MaxAttempts)
+	c.robotID, c.inputs, c.requires, c.result = append(c.robotID, j.RobotID), append(c.inputs, j.Inputs), append(c.requires, j.Requires), append(c.result, j.Result)
+	c.timeoutMillis = append(c.timeoutMillis, j.TimeoutMillis)
+	c.idempotencyKey = append(c.idempotencyKey, j.IdempotencyKey)
+	c.createdBy = append(c.createdBy, j.CreatedBy)
+	c.createdAt, c.updatedAt = append(c.createdAt, j.CreatedAt), append(c.updatedAt, j.UpdatedAt)
+	c.startedAt, c.finishedAt = append(c.startedAt, j.StartedAt), append(c.finishedAt, j.FinishedAt)
+	c.progress, c.currentStep = append(c.progress, j.Progress), append(c.currentStep, j.CurrentStep)
+}
+
+func (c *jobColumns) args() []any {
+	return []any{c.id, c.workflowName, c.workflowVersion, c.workflow, c.status, c.statusMessage, c.priority, c.attempt, c.maxAttempts,
+		c.robotID, c.inputs, c.requires, c.result, c.timeoutMillis, c.idempotencyKey, c.createdBy, c.createdAt, c.updatedAt,
+		c.startedAt, c.finishedAt, c.progress, c.currentStep}
+}
+
+// eventColumns holds a batch of job events, but for their ids, which the
+// database gives.
+type eventColumns struct {
+	jobID                  []string
+	time                   []time.Time
+	fromStatus, toStatus   []string
+	attempt                []int32
+	robotID, reason, actor []string
+}
+
+func (c *eventColumns) add(e *JobEvent) {
+	c.jobID, c.time = append(c.jobID, e.JobID), append(c.time, e.Time)
+	c.fromStatus, c.toStatus = append(c.fromStatus, string(e.FromStatus)), append(c.toStatus, string(e.ToStatus))
+	c.attempt = append(c.attempt, e.Attempt)
+	c.robotID, c.reason, c.actor = append(c.robotID, e.RobotID), append(c.reason, e.Reason), append(c.actor, e.Actor)
+}
+
+func (c *eventColumns) args() []any {
+	return []any{c.jobID, c.time, c.fromStatus, c.toStatus, c.attempt, c.robotID, c.reason, c.actor}
+}
+
+// auditColumns holds a batch of audit events, but for their ids.
+type auditColumns struct {
+	time                                                        []time.Time
+	actor, actorTokenID, action, target, outcome, details, peer []string
+}
+
+func (c *auditColumns) add(e *AuditEvent) {
+	c.time, c.actor, c.actorTokenID = append(c.time, e.Time), append(c.actor, e.Actor), append(c.actorTokenID, e.ActorTokenID)
+	c.action, c.target, c.outcome = append(c.action, e.Action), append(c.target, e.Target), append(c.outcome, e.Outcome)
+	c.details, c.peer = append(c.details, e.Details), append(c.peer, e.Peer)
+}
+
+func (c *auditColumns) args() []any {
+	return []any{c.time, c.actor, c.actorTokenID, c.action, c.target, c.outcome, c.details, c.peer}
 }

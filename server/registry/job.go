@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/uptrace/bun"
 )
 
@@ -404,49 +405,40 @@ func (t Transition) conflict(job *Job) error {
 // The rules are those of transitionInTx; what each row does is in the
 // input row, so one statement serves transitions of every kind.
 func (r *Registry) transitionStatement(ctx context.Context, ts []Transition) ([]TransitionResult, error) {
-	var values strings.Builder
-	args := make([]any, 0, len(ts)*15)
+	in := transitionInput{
+		n: make([]int32, len(ts)), id: make([]string, len(ts)), fromStatuses: make([]string, len(ts)),
+		attempt: make([]int32, len(ts)), robot: make([]string, len(ts)), toStatus: make([]string, len(ts)),
+		nextAttempt: make([]bool, len(ts)), setRobot: make([]bool, len(ts)), robotID: make([]string, len(ts)),
+		message: make([]string, len(ts)), reason: make([]string, len(ts)), actor: make([]string, len(ts)),
+		setResult: make([]bool, len(ts)), result: make([]string, len(ts)), at: make([]time.Time, len(ts)),
+	}
 	for i, t := range ts {
-		if i > 0 {
-			values.WriteString(", ")
-		}
-		values.WriteString("(?::int, ?::text, ?::text, ?::int, ?::text, ?::text, ?::bool, ?::bool, ?::text, ?::text, ?::text, ?::text, ?::bool, ?::text, ?::timestamptz)")
 		from := make([]string, len(t.From))
 		for k, s := range t.From {
 			from[k] = string(s)
 		}
-		robotID, result := "", ""
+		in.n[i], in.id[i], in.fromStatuses[i] = int32(i), t.JobID, strings.Join(from, ",")
+		in.attempt[i], in.robot[i], in.toStatus[i], in.nextAttempt[i] = t.Attempt, t.Robot, string(t.To), t.NextAttempt
 		if t.RobotID != nil {
-			robotID = *t.RobotID
+			in.setRobot[i], in.robotID[i] = true, *t.RobotID
 		}
+		in.message[i], in.reason[i], in.actor[i] = t.Message, t.Reason, t.Actor
 		if t.Result != nil {
-			result = *t.Result
+			in.setResult[i], in.result[i] = true, *t.Result
 		}
-		args = append(args, i, t.JobID, strings.Join(from, ","), t.Attempt, t.Robot, string(t.To), t.NextAttempt,
-			t.RobotID != nil, robotID, t.Message, t.Reason, t.Actor, t.Result != nil, result, normalize(t.Now))
+		in.at[i] = normalize(t.Now)
 	}
-	query := `WITH input (n, id, from_statuses, attempt, robot, to_status, next_attempt, set_robot, robot_id, message, reason, actor, set_result, result, at) AS (VALUES ` + values.String() + `),
-old AS (SELECT j.id, j.status, j.attempt, j.robot_id FROM jobs AS j JOIN input AS i ON i.id = j.id ORDER BY j.id FOR UPDATE OF j),
-upd AS (UPDATE jobs AS j SET
-		status = i.to_status,
-		status_message = i.message,
-		updated_at = i.at,
-		attempt = CASE WHEN i.next_attempt THEN j.attempt + 1 ELSE j.attempt END,
-		progress = CASE WHEN i.to_status = 'succeeded' THEN 100 WHEN i.next_attempt OR i.to_status IN ('pending', 'assigned') THEN 0 ELSE j.progress END,
-		current_step = CASE WHEN i.next_attempt OR i.to_status IN ('pending', 'assigned') THEN '' ELSE j.current_step END,
-		robot_id = CASE WHEN i.set_robot THEN i.robot_id ELSE j.robot_id END,
-		result = CASE WHEN i.set_result THEN i.result ELSE j.result END,
-		started_at = CASE WHEN i.to_status = 'running' THEN COALESCE(j.started_at, i.at) ELSE j.started_at END,
-		finished_at = CASE WHEN i.to_status IN ('succeeded', 'failed', 'cancelled') THEN i.at ELSE j.finished_at END
-	FROM old, input AS i
-	WHERE j.id = old.id AND i.id = old.id
-		AND old.status = ANY (string_to_array(i.from_statuses, ','))
-		AND (i.attempt = 0 OR old.attempt = i.attempt)
-		AND (i.robot = '' OR old.robot_id = i.robot)
-	RETURNING j.*, old.status AS from_status, i.n AS input_n, i.reason AS input_reason, i.actor AS input_actor),
-event AS (INSERT INTO job_events (job_id, time, from_status, to_status, attempt, robot_id, reason, actor)
-	SELECT id, updated_at, from_status, status, attempt, robot_id, input_reason, input_actor FROM upd)
-SELECT * FROM upd`
+	// The statement goes to database/sql itself, not through bun: bun
+	// would write every value into the SQL text, making each batch a new
+	// statement for PostgreSQL to parse and plan and a long string to
+	// build here. With the values as arrays the text never changes, so
+	// each connection prepares it once and then only sends the values.
+	sqlRows, err := r.db.DB.QueryContext(ctx, transitionQuery, pgx.QueryExecModeCacheStatement,
+		in.n, in.id, in.fromStatuses, in.attempt, in.robot, in.toStatus, in.nextAttempt,
+		in.setRobot, in.robotID, in.message, in.reason, in.actor, in.setResult, in.result, in.at)
+	if err != nil {
+		return nil, err
+	}
 	var rows []struct {
 		Job        `bun:",extend"`
 		FromStatus JobStatus `bun:"from_status"`
@@ -454,7 +446,7 @@ SELECT * FROM upd`
 		Reason     string    `bun:"input_reason"`
 		Actor      string    `bun:"input_actor"`
 	}
-	if err := r.db.NewRaw(query, args...).Scan(ctx, &rows); err != nil && !errors.Is(err, sql.ErrNoRows) {
+	if err := r.db.ScanRows(ctx, sqlRows, &rows); err != nil && !errors.Is(err, sql.ErrNoRows) {
 		return nil, err
 	}
 	out := make([]TransitionResult, len(ts))
@@ -501,6 +493,47 @@ SELECT * FROM upd`
 	}
 	return out, nil
 }
+
+// transitionInput is a batch of transitions as transitionQuery takes
+// them: one array per column, the nth element of each from the nth
+// transition.
+type transitionInput struct {
+	n                               []int32
+	id, fromStatuses                []string
+	attempt                         []int32
+	robot, toStatus                 []string
+	nextAttempt, setRobot           []bool
+	robotID, message, reason, actor []string
+	setResult                       []bool
+	result                          []string
+	at                              []time.Time
+}
+
+// transitionQuery is transitionStatement's statement; its parameters are
+// the arrays of transitionInput in order.
+const transitionQuery = `WITH input AS (SELECT * FROM unnest($1::int[], $2::text[], $3::text[], $4::int[], $5::text[], $6::text[], $7::bool[], $8::bool[], $9::text[], $10::text[], $11::text[], $12::text[], $13::bool[], $14::text[], $15::timestamptz[])
+		AS input (n, id, from_statuses, attempt, robot, to_status, next_attempt, set_robot, robot_id, message, reason, actor, set_result, result, at)),
+old AS (SELECT j.id, j.status, j.attempt, j.robot_id FROM jobs AS j JOIN input AS i ON i.id = j.id ORDER BY j.id FOR UPDATE OF j),
+upd AS (UPDATE jobs AS j SET
+		status = i.to_status,
+		status_message = i.message,
+		updated_at = i.at,
+		attempt = CASE WHEN i.next_attempt THEN j.attempt + 1 ELSE j.attempt END,
+		progress = CASE WHEN i.to_status = 'succeeded' THEN 100 WHEN i.next_attempt OR i.to_status IN ('pending', 'assigned') THEN 0 ELSE j.progress END,
+		current_step = CASE WHEN i.next_attempt OR i.to_status IN ('pending', 'assigned') THEN '' ELSE j.current_step END,
+		robot_id = CASE WHEN i.set_robot THEN i.robot_id ELSE j.robot_id END,
+		result = CASE WHEN i.set_result THEN i.result ELSE j.result END,
+		started_at = CASE WHEN i.to_status = 'running' THEN COALESCE(j.started_at, i.at) ELSE j.started_at END,
+		finished_at = CASE WHEN i.to_status IN ('succeeded', 'failed', 'cancelled') THEN i.at ELSE j.finished_at END
+	FROM old, input AS i
+	WHERE j.id = old.id AND i.id = old.id
+		AND old.status = ANY (string_to_array(i.from_statuses, ','))
+		AND (i.attempt = 0 OR old.attempt = i.attempt)
+		AND (i.robot = '' OR old.robot_id = i.robot)
+	RETURNING j.*, old.status AS from_status, i.n AS input_n, i.reason AS input_reason, i.actor AS input_actor),
+event AS (INSERT INTO job_events (job_id, time, from_status, to_status, attempt, robot_id, reason, actor)
+	SELECT id, updated_at, from_status, status, attempt, robot_id, input_reason, input_actor FROM upd)
+SELECT * FROM upd`
 
 // PendingJob is a pending job as the reconciler needs it.
 type PendingJob struct {

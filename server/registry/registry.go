@@ -88,7 +88,9 @@ func Open(ctx context.Context, opts Options) (*Registry, error) {
 		}
 		// bun writes the values into the SQL text itself, so every query
 		// string is new: preparing and caching each one would cost a round
-		// trip and churn the statement cache for nothing.
+		// trip and churn the statement cache for nothing. The batch insert
+		// and the batch of transitions, whose text never changes, ask for
+		// the cache themselves.
 		cfg.DefaultQueryExecMode = pgx.QueryExecModeSimpleProtocol
 		// bun quotes a string by doubling its quotes and leaves backslashes
 		// as they are, which is right only with standard conforming
