@@ -1,0 +1,84 @@
+package dispatch
+
+import (
+	"context"
+	"sync"
+
+	"github.com/casarerpa/casare/server/jobs"
+)
+
+// completer records the ends of jobs: the ends robots report and those of
+// jobs that could not be sent. Several are recorded at once, so that the
+// registry commits the ends of many jobs in one transaction (group
+// commit) rather than one robot's end after another's.
+type completer struct {
+	d    *Dispatcher
+	ends chan jobEnd
+	quit chan struct{}
+	once sync.Once
+	wg   sync.WaitGroup
+}
+
+// jobEnd is a job's end to record. unsent is the hold of a job that never
+// reached its robot: its slot is freed first, and no robot is told.
+type jobEnd struct {
+	end    jobs.End
+	unsent *assignment
+}
+
+// completerWorkers is how many ends are recorded at once: enough for the
+// registry to batch them under load, few enough to stay well inside its
+// connection pool.
+const completerWorkers = 16
+
+func newCompleter(d *Dispatcher) *completer {
+	return &completer{d: d, ends: make(chan jobEnd, 1024), quit: make(chan struct{})}
+}
+
+// Start records the ends taken in until Stop. An end being recorded is
+// recorded to its end, ctx's cancellation aside: once read from a robot it
+// is worth keeping.
+func (c *completer) Start(ctx context.Context) {
+	ctx = context.WithoutCancel(ctx)
+	for range completerWorkers {
+		c.wg.Go(func() {
+			for {
+				select {
+				case <-c.quit:
+					return
+				case e := <-c.ends:
+					c.record(ctx, e)
+				}
+			}
+		})
+	}
+}
+
+// Stop takes in no more ends, lets those being recorded finish and drops
+// those queued. Dropping one is safe: a robot sends a job's end again until
+// it is acknowledged, on this connection or its next one, and an unsent
+// job still held by its robot in the database goes back to the queue when
+// the robot registers again (RobotUp) or, should it never, with the orphan
+// sweep.
+func (c *completer) Stop() {
+	c.once.Do(func() { close(c.quit) })
+	c.wg.Wait()
+}
+
+// take queues an end to record; it waits while the queue is full, so a
+// robot's stream slows down rather than an end being lost, and drops the
+// end once the completer has stopped.
+func (c *completer) take(e jobEnd) {
+	select {
+	case c.ends <- e:
+	case <-c.quit:
+	}
+}
+
+func (c *completer) record(ctx context.Context, e jobEnd) {
+	if e.unsent != nil {
+		c.d.recordUnsent(ctx, e.unsent, e.end)
+		return
+	}
+	c.d.recordEnd(ctx, e.end)
+}
