@@ -26,10 +26,12 @@ type jobEnd struct {
 	unsent *assignment
 }
 
-// completerWorkers is how many ends are recorded at once: enough for the
-// registry to batch them under load, few enough to stay well inside its
-// connection pool.
-const completerWorkers = 16
+// completerWorkers is how many ends are recorded at once. A worker holds
+// no database connection while it waits: its end joins the registry's next
+// group commit. So there are as many as make two full batches of it (256
+// transitions each), the one being committed and the one filling, which
+// is as many as a fleet of robots ending jobs together has in flight.
+const completerWorkers = 512
 
 func newCompleter(d *Dispatcher) *completer {
 	return &completer{d: d, ends: make(chan jobEnd, 1024), quit: make(chan struct{})}
