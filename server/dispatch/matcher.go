@@ -4,15 +4,16 @@ import (
 	"context"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/casarerpa/casare/server/registry"
 )
 
-// matcher pairs waiting jobs with free robot slots. Its state is touched
-// only by its own goroutine; every other goroutine reaches it through its
-// mailbox: post for a change nobody waits for, do where the caller needs
-// an answer. Nothing that blocks runs on it: no database call, no send to
+// matcher pairs waiting jobs with free robot slots. Once started, its
+// state is touched only by its own goroutine; every other goroutine
+// reaches it through its mailbox: post for a change nobody waits for, do
+// where the caller needs an answer. Nothing that blocks runs on it: no database call, no send to
 // a robot. What a match sets off (jobs.Assign, job_assign) runs on
 // goroutines of the dispatcher's own (spawn).
 //
@@ -30,9 +31,11 @@ type matcher struct {
 	quit    chan struct{} // closed by Stop
 	done    chan struct{} // closed once the goroutine returned
 	stop    sync.Once
-	// started is closed by Start: Stop before Start has no goroutine to
-	// wait for.
-	started   chan struct{}
+	// Until Start, callers run their closures themselves, one at a time
+	// under early: a dispatcher told about robots and jobs before Run
+	// keeps what it was told, as it did when a mutex kept its state.
+	early     sync.Mutex
+	running   atomic.Bool
 	startOnce sync.Once
 
 	// Everything below belongs to the matcher's goroutine.
@@ -76,7 +79,6 @@ func newMatcher() *matcher {
 		wake:          make(chan struct{}, 1),
 		quit:          make(chan struct{}),
 		done:          make(chan struct{}),
-		started:       make(chan struct{}),
 		robots:        map[string]*robot{},
 		free:          map[*robot]struct{}{},
 		known:         map[string]*pendingJob{},
@@ -91,8 +93,13 @@ func newMatcher() *matcher {
 // state changed in a way that may let a job start.
 func (m *matcher) Start(schedule func()) {
 	m.startOnce.Do(func() {
-		close(m.started)
+		m.early.Lock()
+		m.running.Store(true)
+		m.early.Unlock()
+		// What came before may let jobs start.
+		m.due = true
 		go m.run(schedule)
+		m.poke()
 	})
 }
 
@@ -103,7 +110,14 @@ func (m *matcher) Start(schedule func()) {
 func (m *matcher) Stop() {
 	m.stop.Do(func() {
 		close(m.quit)
-		m.startOnce.Do(func() { close(m.done) })
+		m.startOnce.Do(func() {
+			// Never started: no goroutine to wait for, and callers from
+			// now on are told it stopped, as after a start.
+			m.early.Lock()
+			m.running.Store(true)
+			m.early.Unlock()
+			close(m.done)
+		})
 	})
 	<-m.done
 }
@@ -139,6 +153,9 @@ func (m *matcher) run(schedule func()) {
 // do runs f on the matcher's goroutine and waits for it. It reports false,
 // and f does not run, once the matcher has stopped.
 func (m *matcher) do(f func()) bool {
+	if m.before(f) {
+		return true
+	}
 	ran := make(chan struct{})
 	select {
 	case m.mailbox <- func() { f(); close(ran) }:
@@ -160,12 +177,31 @@ func (m *matcher) do(f func()) bool {
 }
 
 // post runs f on the matcher's goroutine after what was posted before it,
-// without waiting; dropped once the matcher has stopped.
+// without waiting; dropped once the matcher has stopped. Before Start,
+// do and post run f at once.
 func (m *matcher) post(f func()) {
+	if m.before(f) {
+		return
+	}
 	select {
 	case m.mailbox <- f:
 	case <-m.done:
 	}
+}
+
+// before runs f on the caller's goroutine and reports true while the
+// matcher has not started.
+func (m *matcher) before(f func()) bool {
+	if m.running.Load() {
+		return false
+	}
+	m.early.Lock()
+	defer m.early.Unlock()
+	if m.running.Load() {
+		return false
+	}
+	f()
+	return true
 }
 
 // poke asks for a schedule from outside the matcher's goroutine.
