@@ -405,6 +405,11 @@ func (d *Dispatcher) tellStatuses(ctx context.Context) {
 // release frees the slot a held. It is safe to call more than once.
 func (d *Dispatcher) release(a *assignment) {
 	d.match.post(func() { d.match.unhold(a) })
+	d.dropNotes(a)
+}
+
+// dropNotes forgets the log mark and progress note of a's attempt.
+func (d *Dispatcher) dropNotes(a *assignment) {
 	key := attemptKey{a.jobID, a.attempt}
 	d.logsMu.Lock()
 	delete(d.logs, key)

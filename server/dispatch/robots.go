@@ -558,12 +558,16 @@ func (d *Dispatcher) rejected(ctx context.Context, robotID string, m *agentv1.Jo
 // ack tells a robot the control plane has the end of its job, so it may
 // forget it.
 func (d *Dispatcher) ack(robotID, jobID string, attempt int32) {
-	r := d.connectedRobot(robotID)
+	d.ackTo(d.connectedRobot(robotID), jobID, attempt)
+}
+
+// ackTo acks to r, when it is connected (not nil).
+func (d *Dispatcher) ackTo(r *robot, jobID string, attempt int32) {
 	if r == nil {
 		return
 	}
 	if err := r.send(&agentv1.ServerMessage{Msg: &agentv1.ServerMessage_JobAck{JobAck: &agentv1.JobAck{JobId: jobID, Attempt: attempt}}}); err != nil {
-		d.log.Debug("confirm a job's end to its robot", "robot", robotID, "job", jobID, "err", err)
+		d.log.Debug("confirm a job's end to its robot", "robot", r.id, "job", jobID, "err", err)
 	}
 }
 
@@ -657,7 +661,9 @@ func (d *Dispatcher) finished(ctx context.Context, logLines int64, e jobs.End) {
 // the robot sends back a job whose end is being recorded: with the end on
 // the robot's stream, they used to come only after it.
 func (d *Dispatcher) endReported(e jobs.End) {
-	d.match.do(func() {
+	// Posted: whatever reaches the matcher after this call (the robot's
+	// loss, the completer's visit) comes after it in the mailbox.
+	d.match.post(func() {
 		if a := d.match.holding(e.RobotID, e.JobID, e.Attempt); a != nil {
 			a.ending++
 		}
@@ -676,17 +682,29 @@ func (d *Dispatcher) recordEnd(ctx context.Context, e jobs.End) {
 		d.endNotRecorded(e)
 		return
 	}
-	if a := d.lookup(robotID, jobID, attempt); a != nil {
-		d.release(a)
+	// One visit to the matcher frees the slot and finds whom to ack: under
+	// load every job ends here.
+	var held *assignment
+	var r *robot
+	d.match.do(func() {
+		if held = d.match.holding(robotID, jobID, attempt); held != nil {
+			d.match.unhold(held)
+		}
+		if c := d.match.robots[robotID]; c != nil && c.connected {
+			r = c
+		}
+	})
+	if held != nil {
+		d.dropNotes(held)
 	}
 	if err != nil {
 		if !e.Stopped {
 			d.log.Info("ignored the end of a superseded attempt", "robot", robotID, "job", jobID, "attempt", attempt, "err", err)
 		}
-		d.ack(robotID, jobID, attempt)
+		d.ackTo(r, jobID, attempt)
 		return
 	}
-	d.ack(robotID, jobID, attempt)
+	d.ackTo(r, jobID, attempt)
 	d.publish(ctx, jobID)
 	d.countEnd(robotID, string(job.Status))
 }
