@@ -28,9 +28,8 @@ type jobEnd struct {
 
 // completerWorkers is how many ends are recorded at once. A worker holds
 // no database connection while it waits: its end joins the registry's next
-// group commit. So there are as many as make two full batches of it (256
-// transitions each), the one being committed and the one filling, which
-// is as many as a fleet of robots ending jobs together has in flight.
+// group commit. So there are enough for two full batches of it (256
+// transitions each): the one being committed and the one filling.
 const completerWorkers = 512
 
 func newCompleter(d *Dispatcher) *completer {

@@ -222,13 +222,17 @@ func New(opts Options) *Dispatcher {
 //     (server.Server.Run does).
 //  2. The matcher: no job is matched and no slot reserved from then on;
 //     callers still asking are told nothing is held here.
-//  3. The rescuer: no deadline fires and no orphan sweep starts. It stops
-//     after the matcher, which arms deadlines as it matches.
-//  4. The completer: no end is taken in; those being recorded finish.
-//     After the rescuer, whose hand-backs may end jobs.
-//  5. The dispatcher's own goroutines (assign, hand-backs, log waits, the
-//     deadlines that fell due): none starts any more, and Run waits for
-//     those running. Each finds the services above stopped and returns.
+//  3. The rescuer: no deadline fires and no orphan sweep starts. After
+//     the matcher, which arms deadlines as it hands out work.
+//  4. The completer: no end is taken in; those being recorded finish and
+//     those queued are dropped (see completer.Stop). The robots' streams
+//     that feed it have closed by then (server.Server.Run stops the
+//     gateway first); an end the dispatcher's own goroutines still hand
+//     it is dropped as safely.
+//  5. The dispatcher's own goroutines (assignments, hand-backs, log
+//     waits, the deadlines that fell due): none starts any more, and Run
+//     waits for those running. They find the services above stopped, so
+//     nothing they set off outlives them.
 func (d *Dispatcher) Run(ctx context.Context, stops, waiting <-chan string) {
 	base := context.WithoutCancel(ctx)
 	d.complete.Start(base)
