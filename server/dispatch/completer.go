@@ -11,6 +11,12 @@ import (
 // jobs that could not be sent. Several are recorded at once, so that the
 // registry commits the ends of many jobs in one transaction (group
 // commit) rather than one robot's end after another's.
+//
+// Whoever hands it an end waits until it is recorded, as a robot's stream
+// did when it recorded ends itself: the robot's next message on that
+// stream is read only once its end is recorded and acknowledged, and an
+// end the database could not take has been left unacknowledged, for the
+// robot to send again, by the time the stream goes on.
 type completer struct {
 	d    *Dispatcher
 	ends chan jobEnd
@@ -22,8 +28,9 @@ type completer struct {
 // jobEnd is a job's end to record. unsent is the hold of a job that never
 // reached its robot: its slot is freed first, and no robot is told.
 type jobEnd struct {
-	end    jobs.End
-	unsent *assignment
+	end      jobs.End
+	unsent   *assignment
+	recorded chan struct{} // closed once recorded, or given up on
 }
 
 // completerWorkers is how many ends are recorded at once. A worker holds
@@ -49,6 +56,7 @@ func (c *completer) Start(ctx context.Context) {
 					return
 				case e := <-c.ends:
 					c.record(ctx, e)
+					close(e.recorded)
 				}
 			}
 		})
@@ -66,12 +74,17 @@ func (c *completer) Stop() {
 	c.wg.Wait()
 }
 
-// take queues an end to record; it waits while the queue is full, so a
-// robot's stream slows down rather than an end being lost, and drops the
-// end once the completer has stopped.
+// take records an end and returns once it is recorded. Once the
+// completer has stopped it drops the end and returns at once.
 func (c *completer) take(e jobEnd) {
+	e.recorded = make(chan struct{})
 	select {
 	case c.ends <- e:
+	case <-c.quit:
+		return
+	}
+	select {
+	case <-e.recorded:
 	case <-c.quit:
 	}
 }

@@ -57,7 +57,13 @@ func runningOnALostRobot(t *testing.T, fail bool) (*bundle, *heldFinish, *regist
 	waitFor(t, b.reg, job.ID, func(j *registry.Job) bool { return j.Status == registry.JobAssigned })
 	b.d.Handle(ctx, "robot-1", &agentv1.AgentMessage{Msg: &agentv1.AgentMessage_JobAccept{JobAccept: &agentv1.JobAccept{JobId: job.ID, Attempt: 1}}})
 	waitFor(t, b.reg, job.ID, func(j *registry.Job) bool { return j.Status == registry.JobRunning })
-	b.d.Handle(ctx, "robot-1", &agentv1.AgentMessage{Msg: &agentv1.AgentMessage_JobComplete{JobComplete: &agentv1.JobComplete{JobId: job.ID, Attempt: 1}}})
+	// The robot's stream waits while its end is recorded; the robot is
+	// lost meanwhile, as the gateway would say on another goroutine.
+	handled := make(chan struct{})
+	go func() {
+		defer close(handled)
+		b.d.Handle(ctx, "robot-1", &agentv1.AgentMessage{Msg: &agentv1.AgentMessage_JobComplete{JobComplete: &agentv1.JobComplete{JobId: job.ID, Attempt: 1}}})
+	}()
 	select {
 	case <-held.entered:
 	case <-time.After(10 * time.Second):
@@ -65,6 +71,11 @@ func runningOnALostRobot(t *testing.T, fail bool) (*bundle, *heldFinish, *regist
 	}
 	b.d.RobotDown("robot-1", true, "missed heartbeats")
 	close(held.letGo)
+	select {
+	case <-handled:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the end was never recorded")
+	}
 	return b, held, job
 }
 

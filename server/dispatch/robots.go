@@ -656,10 +656,10 @@ func (d *Dispatcher) finished(ctx context.Context, logLines int64, e jobs.End) {
 	d.endReported(e)
 }
 
-// endReported hands a job's end whose log is stored to the completer. Its
-// hold is marked ending first, so that neither a heartbeat nor the loss of
-// the robot sends back a job whose end is being recorded: with the end on
-// the robot's stream, they used to come only after it.
+// endReported hands a job's end whose log is stored to the completer and
+// waits for it to be recorded. Its hold is marked ending first, so that
+// neither a heartbeat nor the loss of the robot, which may come on other
+// goroutines meanwhile, sends back a job whose end is being recorded.
 func (d *Dispatcher) endReported(e jobs.End) {
 	// Posted: whatever reaches the matcher after this call (the robot's
 	// loss, the completer's visit) comes after it in the mailbox.
