@@ -117,6 +117,9 @@ type Dispatcher struct {
 	collectors  []prometheus.Collector
 }
 
+// robot is a robot connected here. Like an assignment's, its fields that
+// change belong to the matcher's goroutine; id, name, send and session
+// are set once and read anywhere.
 type robot struct {
 	id, name     string
 	capabilities map[string]bool
@@ -150,7 +153,9 @@ type pendingJob struct {
 	announced    bool     // every replica was told it waits
 }
 
-// assignment is a job held by one of this replica's robots.
+// assignment is a job held by one of this replica's robots. jobID,
+// attempt, since and pending are set once; the rest belongs to the
+// matcher's goroutine.
 type assignment struct {
 	jobID      string
 	attempt    int32

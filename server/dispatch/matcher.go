@@ -32,8 +32,8 @@ type matcher struct {
 	done    chan struct{} // closed once the goroutine returned
 	stop    sync.Once
 	// Until Start, callers run their closures themselves, one at a time
-	// under early: a dispatcher told about robots and jobs before Run
-	// keeps what it was told, as it did when a mutex kept its state.
+	// under early, so that what a dispatcher is told about robots and
+	// jobs before Run is kept.
 	early     sync.Mutex
 	running   atomic.Bool
 	startOnce sync.Once
