@@ -154,12 +154,13 @@ type pendingJob struct {
 }
 
 // assignment is a job held by one of this replica's robots. jobID,
-// attempt, since and pending are set once; the rest belongs to the
-// matcher's goroutine.
+// attempt, robotID, since and pending are set once; the rest belongs to
+// the matcher's goroutine.
 type assignment struct {
 	jobID      string
 	attempt    int32
-	robot      *robot
+	robotID    string
+	robot      *robot // the robot's current connection
 	accepted   bool
 	acceptedAt time.Time
 	stopping   bool // the robot was told to stop it
@@ -436,6 +437,14 @@ func (d *Dispatcher) lookup(robotID, jobID string, attempt int32) *assignment {
 	var a *assignment
 	d.match.do(func() { a = d.match.holding(robotID, jobID, attempt) })
 	return a
+}
+
+// holder returns the robot connection that holds a; nil once the matcher
+// has stopped.
+func (d *Dispatcher) holder(a *assignment) *robot {
+	var r *robot
+	d.match.do(func() { r = a.robot })
+	return r
 }
 
 // connectedRobot returns the robot here by that id while it is connected.

@@ -310,7 +310,7 @@ func (d *Dispatcher) schedule(ctx context.Context) {
 			}
 			delete(m.known, j.id)
 			a := m.reserve(r, j)
-			d.spawn(func() { d.assign(ctx, j, a) })
+			d.spawn(func() { d.assign(ctx, j, a, r) })
 		}
 		clear(list[len(kept):])
 		m.parked[p] = kept
@@ -360,7 +360,7 @@ func (m *matcher) pick(j *pendingJob) *robot {
 
 // reserve takes a slot of r for j. On the matcher's goroutine.
 func (m *matcher) reserve(r *robot, j *pendingJob) *assignment {
-	a := &assignment{jobID: j.id, attempt: j.attempt, robot: r, since: time.Now(), pending: j}
+	a := &assignment{jobID: j.id, attempt: j.attempt, robotID: r.id, robot: r, since: time.Now(), pending: j}
 	r.jobs[j.id] = a
 	m.active[j.id] = a
 	r.lastBusy = a.since

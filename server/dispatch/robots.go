@@ -16,10 +16,9 @@ import (
 	"github.com/casarerpa/casare/server/registry"
 )
 
-// assign records the job as assigned and sends it to the robot, which has
+// assign records the job as assigned and sends it to r, which has
 // AcceptTimeout to accept it.
-func (d *Dispatcher) assign(ctx context.Context, j *pendingJob, a *assignment) {
-	r := a.robot
+func (d *Dispatcher) assign(ctx context.Context, j *pendingJob, a *assignment, r *robot) {
 	job, err := d.opts.Jobs.Assign(ctx, j.id, j.attempt, r.id, r.name)
 	if isConflict(err) {
 		// Cancelled, or another replica assigned it first.
@@ -92,10 +91,10 @@ func (d *Dispatcher) handBack(ctx context.Context, a *assignment, reason string,
 		avoided = a.pending.avoid
 	}
 	if avoid {
-		avoided = append(avoided, a.robot.id)
+		avoided = append(avoided, a.robotID)
 	}
-	d.requeue(ctx, jobs.Back{JobID: a.jobID, Attempt: a.attempt, RobotID: a.robot.id, How: how, Reason: reason}, avoided)
-	d.countEnd(a.robot.id, "returned")
+	d.requeue(ctx, jobs.Back{JobID: a.jobID, Attempt: a.attempt, RobotID: a.robotID, How: how, Reason: reason}, avoided)
+	d.countEnd(a.robotID, "returned")
 }
 
 // requeue ends a robot's hold on a job as b says and, when the job went
@@ -225,7 +224,7 @@ func (d *Dispatcher) RobotUp(ctx context.Context, info gateway.Robot) {
 		var a *assignment
 		d.match.do(func() { a = r.jobs[job.ID] })
 		if a == nil {
-			a = &assignment{jobID: job.ID, attempt: job.Attempt, robot: r}
+			a = &assignment{jobID: job.ID, attempt: job.Attempt, robotID: r.id, robot: r}
 		}
 		d.spawn(func() {
 			d.handBack(context.WithoutCancel(ctx), a, "robot "+r.name+" came back without the job", jobs.Retry, false)
@@ -262,7 +261,7 @@ func (d *Dispatcher) adopt(ctx context.Context, r *robot, job *registry.Job) {
 	if !d.match.do(func() {
 		a = r.jobs[job.ID]
 		if a == nil {
-			a = &assignment{jobID: job.ID, attempt: job.Attempt, robot: r, since: time.Now()}
+			a = &assignment{jobID: job.ID, attempt: job.Attempt, robotID: r.id, robot: r, since: time.Now()}
 			r.jobs[job.ID] = a
 			d.match.active[job.ID] = a
 		}
@@ -525,7 +524,7 @@ func (d *Dispatcher) armDeadline(ctx context.Context, a *assignment, job *regist
 // it. A deadline's work, on a goroutine of the dispatcher's own.
 func (d *Dispatcher) timedOut(ctx context.Context, a *assignment, timeout time.Duration) {
 	ctx = context.WithoutCancel(ctx)
-	job, err := d.opts.Jobs.TimeOut(ctx, a.jobID, a.attempt, a.robot.id, timeout)
+	job, err := d.opts.Jobs.TimeOut(ctx, a.jobID, a.attempt, a.robotID, timeout)
 	if err != nil {
 		if !isConflict(err) {
 			d.log.Warn("fail a job that timed out", "job", a.jobID, "err", err)
@@ -533,8 +532,10 @@ func (d *Dispatcher) timedOut(ctx context.Context, a *assignment, timeout time.D
 		return
 	}
 	d.publish(ctx, a.jobID)
-	d.countEnd(a.robot.id, "failed")
-	d.stop(a.robot, a.jobID, a.attempt, job.StatusMessage)
+	d.countEnd(a.robotID, "failed")
+	if r := d.holder(a); r != nil {
+		d.stop(r, a.jobID, a.attempt, job.StatusMessage)
+	}
 }
 
 func (d *Dispatcher) rejected(ctx context.Context, robotID string, m *agentv1.JobReject) {
@@ -771,6 +772,8 @@ func (d *Dispatcher) followStops(ctx context.Context, stops <-chan string) {
 		if err != nil || !job.Status.Finished() {
 			return
 		}
-		d.stop(a.robot, id, a.attempt, job.StatusMessage)
+		if r := d.holder(a); r != nil {
+			d.stop(r, id, a.attempt, job.StatusMessage)
+		}
 	})
 }
