@@ -313,36 +313,55 @@ func (s *Server) Addr() string {
 	return s.listener.Addr().String()
 }
 
-// Run serves until ctx is done, then shuts down gracefully: it stops
-// accepting, lets calls in flight finish within the shutdown timeout, and
-// stops its background work.
+// Run serves until ctx is done, then shuts down gracefully. It stops its
+// parts in this order, each waited for before the next, so that whatever
+// sends to a part stops before it:
+//
+//  1. HTTP: no call is taken any more, and those in flight finish within
+//     the shutdown timeout; no submit, cancel or drain reaches the
+//     dispatcher after.
+//  2. The gateway: the robots here are recorded offline and their
+//     connections closed; the dispatcher hears each robot go (its grace
+//     period starts) and no robot's message after.
+//  3. The dispatcher's intake: the asynq worker, and the reconciler that
+//     feeds it through Redis and asks the dispatcher what it holds.
+//  4. The dispatcher, in the order dispatch.Dispatcher.Run documents:
+//     once it returns, nothing of it writes.
+//  5. The rest: the notice fan-outs the dispatcher and the API published
+//     into and listened on, token refresh and retention.
+//
+// Close then releases the queue and the registry.
 func (s *Server) Run(ctx context.Context) error {
-	bg, stopBackground := context.WithCancel(context.WithoutCancel(ctx))
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		s.queue.RunReconciler(bg, s.pendingTasks, s.dispatcher.Holds, s.cfg.ReconcileInterval)
-	})
-	wg.Go(func() { s.auth.Run(bg, 30*time.Second) })
-	wg.Go(func() { s.runRetention(bg) })
-	wg.Go(func() { s.gateway.Run(bg) })
-	wg.Go(func() { s.jobChanges.Run(bg) })
-	wg.Go(func() { s.jobLogs.Run(bg) })
-	wg.Go(func() { s.jobStops.Run(bg) })
+	base := context.WithoutCancel(ctx)
+	gatewayCtx, stopGateway := context.WithCancel(base)
+	intakeCtx, stopIntake := context.WithCancel(base)
+	dispatchCtx, stopDispatcher := context.WithCancel(base)
+	restCtx, stopRest := context.WithCancel(base)
+	var robots, intake, dispatching, rest sync.WaitGroup
+	rest.Go(func() { s.auth.Run(restCtx, 30*time.Second) })
+	rest.Go(func() { s.runRetention(restCtx) })
+	rest.Go(func() { s.jobChanges.Run(restCtx) })
+	rest.Go(func() { s.jobLogs.Run(restCtx) })
+	rest.Go(func() { s.jobStops.Run(restCtx) })
 	stops, unsubscribe := s.jobStops.Subscribe()
-	wg.Go(func() { s.jobsWaiting.Run(bg) })
+	rest.Go(func() { s.jobsWaiting.Run(restCtx) })
 	waiting, unsubscribeWaiting := s.jobsWaiting.Subscribe()
 	defer unsubscribeWaiting()
 	defer unsubscribe()
-	wg.Go(func() { s.dispatcher.Run(bg, stops, waiting) })
-	wg.Go(func() {
+	dispatching.Go(func() { s.dispatcher.Run(dispatchCtx, stops, waiting) })
+	intake.Go(func() {
+		s.queue.RunReconciler(intakeCtx, s.pendingTasks, s.dispatcher.Holds, s.cfg.ReconcileInterval)
+	})
+	intake.Go(func() {
 		check := dispatch.TaskCheckInterval
 		if s.queue.Embedded() {
 			check = dispatch.EmbeddedTaskCheckInterval
 		}
-		if err := s.dispatcher.RunWorker(bg, s.queue.RedisConnOpt(), check); err != nil {
+		if err := s.dispatcher.RunWorker(intakeCtx, s.queue.RedisConnOpt(), check); err != nil {
 			s.logger.Error("dispatch worker", "err", err)
 		}
 	})
+	robots.Go(func() { s.gateway.Run(gatewayCtx) })
 	s.logger.Info("robot gateway listening", "quic", s.gateway.Addr())
 
 	serveErr := make(chan error, 1)
@@ -355,14 +374,19 @@ func (s *Server) Run(ctx context.Context) error {
 		err = fmt.Errorf("serve http: %w", err)
 	case <-ctx.Done():
 		s.logger.Info("shutting down", "timeout", s.cfg.ShutdownTimeout)
-		shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.ShutdownTimeout)
+		shutdownCtx, cancel := context.WithTimeout(base, s.cfg.ShutdownTimeout)
 		if serr := s.http.Shutdown(shutdownCtx); serr != nil {
 			s.logger.Warn("calls still running at the shutdown timeout were cut off", "err", serr)
 		}
 		cancel()
 	}
-	stopBackground()
-	wg.Wait()
+	for _, part := range []struct {
+		stop context.CancelFunc
+		wg   *sync.WaitGroup
+	}{{stopGateway, &robots}, {stopIntake, &intake}, {stopDispatcher, &dispatching}, {stopRest, &rest}} {
+		part.stop()
+		part.wg.Wait()
+	}
 	return err
 }
 

@@ -10,7 +10,10 @@ import (
 // deadlines holds every deadline of the dispatcher (accept waits, job
 // timeouts, grace periods, progress writes, retries) in one heap served by
 // one timer, instead of a runtime timer each: under load there are as many
-// as jobs in flight, and nearly all are stopped before they are due.
+// as jobs in flight, and nearly all are stopped before they are due. The
+// rescuer serves it (rescuer.go). Its lock is held only to add, stop or
+// pop an entry, so the matcher may add and stop deadlines without waiting
+// on anything.
 type deadlines struct {
 	mu   sync.Mutex
 	heap deadlineHeap

@@ -10,7 +10,6 @@ import (
 	"context"
 	"errors"
 	"log/slog"
-	"slices"
 	"sync"
 	"time"
 
@@ -83,43 +82,25 @@ type Options struct {
 }
 
 // Dispatcher matches pending jobs with robots connected to this replica.
+// It is made of services that each own their part (see Run): the matcher
+// (robots' slots, waiting jobs, assignments), the rescuer (every deadline,
+// the orphan sweep) and the completer (job ends), and the goroutines of
+// its own that talk to the registry and the robots.
 type Dispatcher struct {
 	opts Options
 	log  *slog.Logger
-	wake chan struct{}
-	// done is closed when Run's context ends: retries of the dispatcher's
-	// own give up then.
-	done     chan struct{}
-	doneOnce sync.Once
 
-	mu     sync.Mutex
-	robots map[string]*robot
-	free   map[*robot]struct{} // robots with a free slot that take work
-	parked [registry.PriorityCritical + 1][]*pendingJob
-	// walked is how many of the first parked jobs of each priority were
-	// looked at since the free robots last grew: none of them fits a robot
-	// free now, so a schedule looks only at the jobs after them until
-	// rescan. A backlog of jobs no robot can run then costs nothing per
-	// job submitted.
-	walked [registry.PriorityCritical + 1]int
-	rescan bool
-	// goneParked counts the cancelled jobs still in parked, which only a
-	// whole walk drops.
-	goneParked int
-	unnoted    []*pendingJob          // waiting jobs the notes channel had no room for
-	known      map[string]*pendingJob // parked jobs by id
-	active     map[string]*assignment // jobs on this replica's robots, by id
-	// assigned remembers the attempts this replica gave to a robot, so the
-	// queue task of a job the submit path already dispatched costs no read
-	// of the job. Bounded: the oldest are forgotten first.
-	assigned      map[string]int32
-	progress      map[attemptKey]*progressNote
-	statusChanged map[*robot]struct{} // robots whose busy changed since last told
-	assignedOrder []string
-	assignedNext  int
-	renote        bool                    // robots changed: waiting jobs' messages may be stale
-	notes         chan *pendingJob        // waiting jobs whose status message needs saying
-	logs          map[attemptKey]*logMark // log lines stored per attempt
+	match    *matcher
+	rescue   *rescuer
+	complete *completer
+
+	notes chan *pendingJob // waiting jobs whose status message needs saying
+
+	logsMu sync.Mutex
+	logs   map[attemptKey]*logMark // log lines stored per attempt
+
+	progressMu sync.Mutex
+	progress   map[attemptKey]*progressNote
 
 	cacheMu      sync.Mutex
 	cachedRobots []registry.Robot
@@ -130,13 +111,15 @@ type Dispatcher struct {
 	ownMu   sync.Mutex
 	stopped bool
 	owned   sync.WaitGroup
-	timers  *deadlines
 
 	jobsTotal   *prometheus.CounterVec
 	waitSeconds prometheus.Observer
 	collectors  []prometheus.Collector
 }
 
+// robot is a robot connected here. Like an assignment's, its fields that
+// change belong to the matcher's goroutine; id, name, send and session
+// are set once and read anywhere.
 type robot struct {
 	id, name     string
 	capabilities map[string]bool
@@ -170,11 +153,14 @@ type pendingJob struct {
 	announced    bool     // every replica was told it waits
 }
 
-// assignment is a job held by one of this replica's robots.
+// assignment is a job held by one of this replica's robots. jobID,
+// attempt, robotID, since and pending are set once; the rest belongs to
+// the matcher's goroutine.
 type assignment struct {
 	jobID      string
 	attempt    int32
-	robot      *robot
+	robotID    string
+	robot      *robot // the robot's current connection
 	accepted   bool
 	acceptedAt time.Time
 	stopping   bool // the robot was told to stop it
@@ -182,6 +168,12 @@ type assignment struct {
 	pending    *pendingJob // how it waited, for a hand back
 	acceptWait *deadline
 	deadline   *deadline
+	// ending counts the robot's reports of its end that the completer has
+	// still to record.
+	ending int
+	// forgotten is why its robot was forgotten while its end was being
+	// recorded: the job goes back for it should the end not be recorded.
+	forgotten string
 }
 
 type attemptKey struct {
@@ -207,22 +199,15 @@ func New(opts Options) *Dispatcher {
 		opts.RobotChanged = func(string) {}
 	}
 	d := &Dispatcher{
-		opts:          opts,
-		log:           opts.Logger,
-		wake:          make(chan struct{}, 1),
-		done:          make(chan struct{}),
-		robots:        map[string]*robot{},
-		free:          map[*robot]struct{}{},
-		known:         map[string]*pendingJob{},
-		active:        map[string]*assignment{},
-		assigned:      map[string]int32{},
-		assignedOrder: make([]string, rememberAssigned),
-		progress:      map[attemptKey]*progressNote{},
-		statusChanged: map[*robot]struct{}{},
-		notes:         make(chan *pendingJob, 4096),
-		logs:          map[attemptKey]*logMark{},
-		timers:        newDeadlines(),
+		opts:     opts,
+		log:      opts.Logger,
+		match:    newMatcher(),
+		notes:    make(chan *pendingJob, 4096),
+		logs:     map[attemptKey]*logMark{},
+		progress: map[attemptKey]*progressNote{},
 	}
+	d.rescue = newRescuer(d)
+	d.complete = newCompleter(d)
 	d.newMetrics()
 	return d
 }
@@ -230,33 +215,46 @@ func New(opts Options) *Dispatcher {
 // Run schedules until ctx is done. stops carries the ids of jobs told to
 // stop (cancelled) by any replica, waiting those of jobs another replica
 // could not place. Run returns once nothing of the dispatcher's own (its
-// loops, timers and the goroutines it started) can write any more.
+// loops, services, timers and the goroutines it started) can write any
+// more.
+//
+// Services start receivers first and stop senders first, each waited for
+// before the next stops:
+//
+//  1. Intake: the notice loops (followStops, followWaiting) and the loops
+//     that read the matcher (sayWaiting, tellStatuses) stop first, so no
+//     new work or question reaches the matcher from them. The asynq worker
+//     (RunWorker) is intake too: its caller stops it before ctx ends
+//     (server.Server.Run does).
+//  2. The matcher: no job is matched and no slot reserved from then on;
+//     callers still asking are told nothing is held here.
+//  3. The rescuer: no deadline fires and no orphan sweep starts. After
+//     the matcher, which arms deadlines as it hands out work.
+//  4. The completer: no end is taken in; those being recorded finish and
+//     those queued are dropped (see completer.Stop). The robots' streams
+//     that feed it have closed by then (server.Server.Run stops the
+//     gateway first); an end the dispatcher's own goroutines still hand
+//     it is dropped as safely.
+//  5. The dispatcher's own goroutines (assignments, hand-backs, log
+//     waits, the deadlines that fell due): none starts any more, and Run
+//     waits for those running. They find the services above stopped, so
+//     nothing they set off outlives them.
 func (d *Dispatcher) Run(ctx context.Context, stops, waiting <-chan string) {
-	var wg sync.WaitGroup
-	wg.Go(func() { d.sayWaiting(ctx) })
-	wg.Go(func() { d.followStops(ctx, stops) })
-	wg.Go(func() { d.followWaiting(ctx, waiting) })
-	wg.Go(func() { d.tellStatuses(ctx) })
-	wg.Go(func() { d.sweepOrphans(ctx) })
-	wg.Go(func() { d.timers.run(ctx, d.spawn) })
-	for {
-		select {
-		case <-ctx.Done():
-			d.doneOnce.Do(func() { close(d.done) })
-			wg.Wait()
-			d.stopOwned()
-			return
-		case <-d.wake:
-			d.schedule(ctx)
-		}
-	}
-}
-
-func (d *Dispatcher) poke() {
-	select {
-	case d.wake <- struct{}{}:
-	default:
-	}
+	base := context.WithoutCancel(ctx)
+	d.complete.Start(base)
+	d.rescue.Start(base)
+	d.match.Start(func() { d.schedule(ctx) })
+	var loops sync.WaitGroup
+	loops.Go(func() { d.followStops(ctx, stops) })
+	loops.Go(func() { d.followWaiting(ctx, waiting) })
+	loops.Go(func() { d.sayWaiting(ctx) })
+	loops.Go(func() { d.tellStatuses(ctx) })
+	<-ctx.Done()
+	loops.Wait()
+	d.match.Stop()
+	d.rescue.Stop()
+	d.complete.Stop()
+	d.stopOwned()
 }
 
 // Offer takes a pending job to dispatch: from the submit path, with the
@@ -279,12 +277,15 @@ func (d *Dispatcher) Offer(job *registry.Job) {
 // HandleTask is the asynq handler for dispatch tasks. The task only says
 // which attempt to dispatch; the database says whether it still should.
 func (d *Dispatcher) HandleTask(ctx context.Context, t queue.Task) error {
-	d.mu.Lock()
-	_, parked := d.known[t.JobID]
-	a := d.active[t.JobID]
-	attempt, wasAssigned := d.assigned[t.JobID]
-	d.mu.Unlock()
-	if parked || (a != nil && a.attempt >= t.Attempt) || (wasAssigned && attempt >= t.Attempt) {
+	var here bool
+	d.match.do(func() {
+		m := d.match
+		_, parked := m.known[t.JobID]
+		a := m.active[t.JobID]
+		attempt, wasAssigned := m.assigned[t.JobID]
+		here = parked || (a != nil && a.attempt >= t.Attempt) || (wasAssigned && attempt >= t.Attempt)
+	})
+	if here {
 		return nil
 	}
 	job, err := d.opts.Store.GetJob(ctx, t.JobID)
@@ -306,144 +307,21 @@ func (d *Dispatcher) HandleTask(ctx context.Context, t queue.Task) error {
 // of this replica's robots: the reconciler leaves such a job out of Redis.
 // A later attempt than the one held is not held.
 func (d *Dispatcher) Holds(t queue.Task) bool {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if j := d.known[t.JobID]; j != nil && j.attempt >= t.Attempt {
-		return true
-	}
-	a := d.active[t.JobID]
-	return a != nil && a.attempt >= t.Attempt
+	var held bool
+	d.match.do(func() { held = d.match.holds(t.JobID, t.Attempt) })
+	return held
 }
-
-// rememberAssigned bounds Dispatcher.assigned: enough for the tasks of a
-// few seconds of full load, a few MiB at most.
-const rememberAssigned = 1 << 16
 
 // noteAssigned remembers that this replica assigned the job's attempt.
 func (d *Dispatcher) noteAssigned(jobID string, attempt int32) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if old := d.assignedOrder[d.assignedNext]; old != "" {
-		delete(d.assigned, old)
-	}
-	d.assignedOrder[d.assignedNext] = jobID
-	d.assignedNext = (d.assignedNext + 1) % rememberAssigned
-	d.assigned[jobID] = attempt
+	d.match.post(func() { d.match.noteAssigned(jobID, attempt) })
 }
 
+// park files j to wait for a robot. Posted, not waited for: a question the
+// same goroutine asks next (Holds, say) is still answered after it, since
+// the mailbox keeps each sender's order.
 func (d *Dispatcher) park(j *pendingJob) {
-	d.mu.Lock()
-	if _, ok := d.known[j.id]; ok {
-		d.mu.Unlock()
-		return
-	}
-	if a := d.active[j.id]; a != nil && a.attempt >= j.attempt {
-		d.mu.Unlock()
-		return
-	}
-	p := min(max(j.priority, 0), registry.PriorityCritical)
-	d.parked[p] = append(d.parked[p], j)
-	d.known[j.id] = j
-	d.mu.Unlock()
-	d.poke()
-}
-
-// schedule hands waiting jobs to free robots: the highest priority first,
-// and within one priority in the order they came. A job no free robot can
-// take waits without holding up jobs with other requirements behind it.
-func (d *Dispatcher) schedule(ctx context.Context) {
-	type start struct {
-		job *pendingJob
-		a   *assignment
-	}
-	var starts []start
-	var announce []string
-	d.mu.Lock()
-	renote := d.renote
-	d.renote = false
-	whole := renote || d.rescan || d.goneParked > len(d.known)
-	d.rescan = false
-	if whole {
-		d.goneParked = 0
-	}
-	d.sendUnnoted()
-	blocked := map[string]bool{}
-	for p := len(d.parked) - 1; p >= 0; p-- {
-		list := d.parked[p]
-		from := 0
-		if !whole {
-			from = d.walked[p]
-		}
-		kept := list[:from]
-		for _, j := range list[from:] {
-			if j.gone {
-				continue
-			}
-			if renote {
-				j.noted = false
-			}
-			var r *robot
-			if !blocked[j.key] || len(j.avoid) > 0 {
-				r = d.pick(j)
-			}
-			if r == nil {
-				if len(j.avoid) == 0 {
-					blocked[j.key] = true
-				}
-				kept = append(kept, j)
-				if !j.announced {
-					j.announced = true
-					announce = append(announce, j.id)
-				}
-				if !j.noted && !j.inUnnoted {
-					select {
-					case d.notes <- j:
-						j.noted = true
-					default:
-						j.inUnnoted = true
-						d.unnoted = append(d.unnoted, j)
-					}
-				}
-				continue
-			}
-			delete(d.known, j.id)
-			starts = append(starts, start{j, d.reserve(r, j)})
-		}
-		clear(list[len(kept):])
-		d.parked[p] = kept
-		d.walked[p] = len(kept)
-	}
-	d.mu.Unlock()
-	for _, s := range starts {
-		d.spawn(func() { d.assign(ctx, s.job, s.a) })
-	}
-	for _, id := range announce {
-		d.opts.Queue.PublishJobWaiting(id)
-	}
-}
-
-// sendUnnoted hands the notes channel the waiting jobs it had no room for,
-// as far as it has room now. d.mu is held.
-func (d *Dispatcher) sendUnnoted() {
-	n := 0
-send:
-	for _, j := range d.unnoted {
-		if !j.gone && !j.noted && d.known[j.id] == j {
-			select {
-			case d.notes <- j:
-				j.noted = true
-			default:
-				break send
-			}
-		}
-		j.inUnnoted = false
-		n++
-	}
-	clear(d.unnoted[:n])
-	d.unnoted = d.unnoted[n:]
-	if len(d.unnoted) == 0 {
-		d.unnoted = nil
-	}
+	d.match.post(func() { d.match.park(j) })
 }
 
 // followWaiting takes in the jobs other replicas could not place, so that
@@ -452,11 +330,13 @@ send:
 // have it and the other lets go.
 func (d *Dispatcher) followWaiting(ctx context.Context, waiting <-chan string) {
 	eachNotice(ctx, waiting, func(id string) {
-		d.mu.Lock()
-		_, parked := d.known[id]
-		_, active := d.active[id]
-		d.mu.Unlock()
-		if parked || active {
+		here := true
+		d.match.do(func() {
+			_, parked := d.match.known[id]
+			_, active := d.match.active[id]
+			here = parked || active
+		})
+		if here {
 			return // our own notice, or a job already here
 		}
 		job, err := d.opts.Store.GetJob(ctx, id)
@@ -488,50 +368,6 @@ func eachNotice(ctx context.Context, ids <-chan string, handle func(id string)) 
 	}
 }
 
-// pick returns the free robot that can take j and was given work least
-// recently, so work spreads over the fleet; nil when there is none.
-func (d *Dispatcher) pick(j *pendingJob) *robot {
-	var best *robot
-	for r := range d.free {
-		if !j.req.fits(r.capabilities, r.labels) || slices.Contains(j.avoid, r.id) {
-			continue
-		}
-		if best == nil || r.lastBusy.Before(best.lastBusy) || (r.lastBusy.Equal(best.lastBusy) && r.id < best.id) {
-			best = r
-		}
-	}
-	return best
-}
-
-// reserve takes a slot of r for j. d.mu is held.
-func (d *Dispatcher) reserve(r *robot, j *pendingJob) *assignment {
-	a := &assignment{jobID: j.id, attempt: j.attempt, robot: r, since: time.Now(), pending: j}
-	r.jobs[j.id] = a
-	d.active[j.id] = a
-	r.lastBusy = a.since
-	d.refreshFree(r)
-	return a
-}
-
-// refreshFree files r as free or not and says when it became busy or idle.
-// d.mu is held.
-func (d *Dispatcher) refreshFree(r *robot) {
-	hasRoom := len(r.jobs) < r.maxJobs
-	if r.connected && !r.draining && hasRoom {
-		if _, ok := d.free[r]; !ok {
-			// Jobs that fit no robot free until now may fit this one.
-			d.rescan = true
-		}
-		d.free[r] = struct{}{}
-	} else {
-		delete(d.free, r)
-	}
-	if busy := r.connected && !hasRoom; busy != r.busy && !r.draining && r.connected {
-		r.busy = busy
-		d.statusChanged[r] = struct{}{}
-	}
-}
-
 // statusEvery is how often the registry (and everyone watching robots)
 // hears which robots went busy or idle. Under load a robot goes busy and
 // idle again within milliseconds for every job: the registry hears the
@@ -550,19 +386,20 @@ func (d *Dispatcher) tellStatuses(ctx context.Context) {
 		case <-ticker.C:
 		}
 		var busy, idle []string
-		d.mu.Lock()
-		for r := range d.statusChanged {
-			if d.robots[r.id] == r && r.connected && !r.draining && r.busy != r.told {
-				r.told = r.busy
-				if r.busy {
-					busy = append(busy, r.id)
-				} else {
-					idle = append(idle, r.id)
+		d.match.do(func() {
+			m := d.match
+			for r := range m.statusChanged {
+				if m.robots[r.id] == r && r.connected && !r.draining && r.busy != r.told {
+					r.told = r.busy
+					if r.busy {
+						busy = append(busy, r.id)
+					} else {
+						idle = append(idle, r.id)
+					}
 				}
 			}
-		}
-		clear(d.statusChanged)
-		d.mu.Unlock()
+			clear(m.statusChanged)
+		})
 		for status, ids := range map[registry.RobotStatus][]string{registry.RobotBusy: busy, registry.RobotIdle: idle} {
 			if err := d.opts.Store.SetRobotsStatus(ctx, ids, status); err != nil {
 				d.log.Warn("record robot status", "robots", len(ids), "status", status, "err", err)
@@ -577,41 +414,48 @@ func (d *Dispatcher) tellStatuses(ctx context.Context) {
 
 // release frees the slot a held. It is safe to call more than once.
 func (d *Dispatcher) release(a *assignment) {
-	d.mu.Lock()
-	if d.active[a.jobID] == a {
-		delete(d.active, a.jobID)
-	}
-	r := a.robot
-	if r.jobs[a.jobID] == a {
-		delete(r.jobs, a.jobID)
-	}
-	stopTimer(a.acceptWait)
-	stopTimer(a.deadline)
-	if d.robots[r.id] == r {
-		d.refreshFree(r)
-	}
-	delete(d.logs, attemptKey{a.jobID, a.attempt})
-	if n := d.progress[attemptKey{a.jobID, a.attempt}]; n != nil {
-		stopTimer(n.timer)
-		delete(d.progress, attemptKey{a.jobID, a.attempt})
-	}
-	d.mu.Unlock()
-	d.poke()
+	d.match.post(func() { d.match.unhold(a) })
+	d.dropNotes(a)
 }
 
-func stopTimer(t *deadline) {
-	t.Stop()
+// dropNotes forgets the log mark and progress note of a's attempt.
+func (d *Dispatcher) dropNotes(a *assignment) {
+	key := attemptKey{a.jobID, a.attempt}
+	d.logsMu.Lock()
+	delete(d.logs, key)
+	d.logsMu.Unlock()
+	d.progressMu.Lock()
+	if n := d.progress[key]; n != nil {
+		n.timer.Stop()
+		delete(d.progress, key)
+	}
+	d.progressMu.Unlock()
 }
 
 // lookup returns the assignment of the job to the robot on that attempt.
 func (d *Dispatcher) lookup(robotID, jobID string, attempt int32) *assignment {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	a := d.active[jobID]
-	if a == nil || a.robot.id != robotID || a.attempt != attempt {
-		return nil
-	}
+	var a *assignment
+	d.match.do(func() { a = d.match.holding(robotID, jobID, attempt) })
 	return a
+}
+
+// holder returns the robot connection that holds a; nil once the matcher
+// has stopped.
+func (d *Dispatcher) holder(a *assignment) *robot {
+	var r *robot
+	d.match.do(func() { r = a.robot })
+	return r
+}
+
+// connectedRobot returns the robot here by that id while it is connected.
+func (d *Dispatcher) connectedRobot(robotID string) *robot {
+	var r *robot
+	d.match.do(func() {
+		if c := d.match.robots[robotID]; c != nil && c.connected {
+			r = c
+		}
+	})
+	return r
 }
 
 func (d *Dispatcher) publish(ctx context.Context, jobID string) {
@@ -669,7 +513,7 @@ func (d *Dispatcher) sayWaiting(ctx context.Context) {
 		changed, err := d.opts.Jobs.SayWaiting(ctx, j.id, j.attempt, message)
 		if len(d.notes) == 0 {
 			// Jobs the channel had no room for wait for a schedule.
-			d.poke()
+			d.match.poke()
 		}
 		if err != nil {
 			d.log.Warn("say why a job waits", "job", j.id, "err", err)

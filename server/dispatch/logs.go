@@ -162,8 +162,8 @@ func (d *Dispatcher) storeLogs(ctx context.Context, key attemptKey, batch []regi
 }
 
 func (d *Dispatcher) markLogs(key attemptKey, line int64) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
+	d.logsMu.Lock()
+	defer d.logsMu.Unlock()
 	m := d.logs[key]
 	if m == nil {
 		m = &logMark{ch: make(chan struct{})}
@@ -181,8 +181,8 @@ func (d *Dispatcher) logsMarked(key attemptKey, n int64) bool {
 	if n <= 0 {
 		return true
 	}
-	d.mu.Lock()
-	defer d.mu.Unlock()
+	d.logsMu.Lock()
+	defer d.logsMu.Unlock()
 	m := d.logs[key]
 	return m != nil && m.lines >= n
 }
@@ -198,18 +198,18 @@ func (d *Dispatcher) logsStored(ctx context.Context, key attemptKey, n int64, ti
 	}
 	expired := time.After(timeout)
 	for {
-		d.mu.Lock()
+		d.logsMu.Lock()
 		m := d.logs[key]
 		if m == nil {
 			m = &logMark{ch: make(chan struct{})}
 			d.logs[key] = m
 		}
 		if m.lines >= n {
-			d.mu.Unlock()
+			d.logsMu.Unlock()
 			return true
 		}
 		ch := m.ch
-		d.mu.Unlock()
+		d.logsMu.Unlock()
 		select {
 		case <-ch:
 			continue

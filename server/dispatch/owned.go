@@ -1,12 +1,10 @@
 package dispatch
 
-import "time"
-
-// The dispatcher's timers (accept waits, deadlines, grace periods,
-// progress writes) and the goroutines it starts to talk to the registry
-// are its own: each runs only while the dispatcher has not stopped, and Run
-// returns only once those running are done, so nothing of the dispatcher
-// writes a job after Run returns.
+// The goroutines the dispatcher starts to talk to the registry and the
+// robots (assignments, hand-backs, log waits, the deadlines that fell
+// due) are its own: each starts only while the dispatcher has not
+// stopped, and Run returns only once those running are done, so nothing
+// of the dispatcher writes a job after Run returns.
 
 // spawn runs f on a goroutine of the dispatcher's own; it does nothing
 // once the dispatcher has stopped.
@@ -18,12 +16,6 @@ func (d *Dispatcher) spawn(f func()) {
 		defer d.owned.Done()
 		f()
 	}()
-}
-
-// after runs f after dur on a goroutine of the dispatcher's own, unless the
-// dispatcher has stopped by then or the deadline is stopped first.
-func (d *Dispatcher) after(dur time.Duration, f func()) *deadline {
-	return d.timers.add(dur, f)
 }
 
 // enter counts a goroutine of the dispatcher's own in; false once stopped.

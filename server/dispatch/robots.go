@@ -16,10 +16,9 @@ import (
 	"github.com/casarerpa/casare/server/registry"
 )
 
-// assign records the job as assigned and sends it to the robot, which has
+// assign records the job as assigned and sends it to r, which has
 // AcceptTimeout to accept it.
-func (d *Dispatcher) assign(ctx context.Context, j *pendingJob, a *assignment) {
-	r := a.robot
+func (d *Dispatcher) assign(ctx context.Context, j *pendingJob, a *assignment, r *robot) {
 	job, err := d.opts.Jobs.Assign(ctx, j.id, j.attempt, r.id, r.name)
 	if isConflict(err) {
 		// Cancelled, or another replica assigned it first.
@@ -39,33 +38,40 @@ func (d *Dispatcher) assign(ctx context.Context, j *pendingJob, a *assignment) {
 		// Sent without them, the job would run on inputs it was not
 		// given; it fails instead, saying why.
 		d.log.Error("a job's stored inputs cannot be read; failing it", "job", job.ID, "err", err)
-		d.failUnsent(ctx, a, err.Error())
+		d.complete.take(jobEnd{
+			end:    jobs.End{JobID: a.jobID, Attempt: a.attempt, RobotID: r.id, Failed: true, Error: err.Error()},
+			unsent: a,
+		})
 		return
 	}
 	msg := &agentv1.JobAssign{JobId: job.ID, Attempt: job.Attempt, Workflow: []byte(job.Workflow), Inputs: inputs}
 	if job.TimeoutMillis > 0 {
 		msg.Deadline = timestamppb.New(time.Now().Add(time.Duration(job.TimeoutMillis) * time.Millisecond))
 	}
-	d.mu.Lock()
-	// A robot starts a job as it accepts it, so one whose accept is late
-	// may be running it: the job goes out again on the next attempt, which
-	// fences the late accept and anything that robot reports.
-	a.acceptWait = d.after(d.opts.AcceptTimeout, func() {
-		// Only while the job waits for its accept: a replica that was
-		// frozen wakes with this overdue, and the robot may have moved to
-		// another replica that recorded it running since.
-		d.handBack(context.WithoutCancel(ctx), a, fmt.Sprintf("robot %s did not accept it within %s", r.name, d.opts.AcceptTimeout), jobs.Expire, true)
+	// Posted before the send: the robot's accept, which comes after it,
+	// finds the wait armed and stops it.
+	d.match.post(func() {
+		// A robot starts a job as it accepts it, so one whose accept is
+		// late may be running it: the job goes out again on the next
+		// attempt, which fences the late accept and anything that robot
+		// reports.
+		a.acceptWait = d.after(d.opts.AcceptTimeout, func() {
+			// Only while the job waits for its accept: a replica that was
+			// frozen wakes with this overdue, and the robot may have moved
+			// to another replica that recorded it running since.
+			d.handBack(context.WithoutCancel(ctx), a, fmt.Sprintf("robot %s did not accept it within %s", r.name, d.opts.AcceptTimeout), jobs.Expire, true)
+		})
 	})
-	d.mu.Unlock()
 	if err := r.send(&agentv1.ServerMessage{Msg: &agentv1.ServerMessage_JobAssign{JobAssign: msg}}); err != nil {
 		d.handBack(ctx, a, "robot "+r.name+" could not be reached", jobs.HandBack, true)
 	}
 }
 
-// failUnsent ends a job assigned here that cannot be sent to its robot.
-func (d *Dispatcher) failUnsent(ctx context.Context, a *assignment, reason string) {
+// recordUnsent ends a job assigned here that cannot be sent to its robot.
+// On the completer.
+func (d *Dispatcher) recordUnsent(ctx context.Context, a *assignment, e jobs.End) {
 	d.release(a)
-	_, err := d.opts.Jobs.Finish(ctx, jobs.End{JobID: a.jobID, Attempt: a.attempt, RobotID: a.robot.id, Failed: true, Error: reason})
+	_, err := d.opts.Jobs.Finish(ctx, e)
 	if err != nil {
 		if !isConflict(err) {
 			d.log.Warn("fail a job", "job", a.jobID, "err", err)
@@ -85,10 +91,10 @@ func (d *Dispatcher) handBack(ctx context.Context, a *assignment, reason string,
 		avoided = a.pending.avoid
 	}
 	if avoid {
-		avoided = append(avoided, a.robot.id)
+		avoided = append(avoided, a.robotID)
 	}
-	d.requeue(ctx, jobs.Back{JobID: a.jobID, Attempt: a.attempt, RobotID: a.robot.id, How: how, Reason: reason}, avoided)
-	d.countEnd(a.robot.id, "returned")
+	d.requeue(ctx, jobs.Back{JobID: a.jobID, Attempt: a.attempt, RobotID: a.robotID, How: how, Reason: reason}, avoided)
+	d.countEnd(a.robotID, "returned")
 }
 
 // requeue ends a robot's hold on a job as b says and, when the job went
@@ -103,30 +109,26 @@ func (d *Dispatcher) requeue(ctx context.Context, b jobs.Back, avoid []string) {
 		// The robot's hold is already released here, and a robot that
 		// stays connected is no orphan for the sweep to find: given up
 		// now, the job would stay the robot's in the database for good.
-		// So it is tried again, off the caller's goroutine, until the
-		// database takes it or the dispatcher stops.
+		// So it is tried again, by the rescuer, until the database takes
+		// it or the dispatcher stops.
 		d.log.Warn("send a job back to the queue; trying again until the database takes it", "job", jobID, "err", err)
-		d.spawn(func() {
-			ctx := context.WithoutCancel(ctx)
-			retry := backoff.NewExponentialBackOff()
-			retry.InitialInterval, retry.MaxInterval = 500*time.Millisecond, 5*time.Second
-			for {
-				select {
-				case <-d.done:
-					return
-				case <-time.After(retry.NextBackOff()):
-				}
-				job, err := d.opts.Jobs.HandBack(ctx, b)
-				if isConflict(err) {
-					return
-				}
-				if err == nil {
-					d.requeued(ctx, job, reason, avoid)
-					return
-				}
-				d.log.Debug("send a job back to the queue", "job", jobID, "err", err)
+		ctx := context.WithoutCancel(ctx)
+		retry := backoff.NewExponentialBackOff()
+		retry.InitialInterval, retry.MaxInterval = 500*time.Millisecond, 5*time.Second
+		var try func()
+		try = func() {
+			job, err := d.opts.Jobs.HandBack(ctx, b)
+			if isConflict(err) {
+				return
 			}
-		})
+			if err == nil {
+				d.requeued(ctx, job, reason, avoid)
+				return
+			}
+			d.log.Debug("send a job back to the queue", "job", jobID, "err", err)
+			d.after(retry.NextBackOff(), try)
+		}
+		d.after(retry.NextBackOff(), try)
 		return
 	}
 	d.requeued(ctx, job, reason, avoid)
@@ -178,26 +180,29 @@ func (d *Dispatcher) RobotUp(ctx context.Context, info gateway.Robot) {
 		maxJobs: int(max(info.MaxJobs, 1)), draining: info.Draining, connected: true,
 		send: info.Send, jobs: map[string]*assignment{}, session: info.ConnectedSince,
 	}
-	d.mu.Lock()
-	if old := d.robots[info.ID]; old != nil {
-		stopTimer(old.grace)
-		delete(d.free, old)
-		r.lastBusy = old.lastBusy
-		for id, a := range old.jobs {
-			a.robot = r
-			r.jobs[id] = a
+	if !d.match.do(func() {
+		m := d.match
+		if old := m.robots[info.ID]; old != nil {
+			old.grace.Stop()
+			delete(m.free, old)
+			r.lastBusy = old.lastBusy
+			for id, a := range old.jobs {
+				a.robot = r
+				r.jobs[id] = a
+			}
 		}
-	}
-	d.robots[info.ID] = r
-	d.renote = true
-	// A robot that turned a job down (full, draining) may take it on a
-	// new connection.
-	for _, list := range d.parked {
-		for _, j := range list {
-			j.avoid = slices.DeleteFunc(j.avoid, func(id string) bool { return id == info.ID })
+		m.robots[info.ID] = r
+		m.renote = true
+		// A robot that turned a job down (full, draining) may take it on
+		// a new connection.
+		for _, list := range m.parked {
+			for _, j := range list {
+				j.avoid = slices.DeleteFunc(j.avoid, func(id string) bool { return id == info.ID })
+			}
 		}
+	}) {
+		return // stopped
 	}
-	d.mu.Unlock()
 
 	reported := map[string]int32{}
 	for _, rj := range info.Running {
@@ -216,11 +221,10 @@ func (d *Dispatcher) RobotUp(ctx context.Context, info gateway.Robot) {
 			d.adopt(ctx, r, job)
 			continue
 		}
-		d.mu.Lock()
-		a := r.jobs[job.ID]
-		d.mu.Unlock()
+		var a *assignment
+		d.match.do(func() { a = r.jobs[job.ID] })
 		if a == nil {
-			a = &assignment{jobID: job.ID, attempt: job.Attempt, robot: r}
+			a = &assignment{jobID: job.ID, attempt: job.Attempt, robotID: r.id, robot: r}
 		}
 		d.spawn(func() {
 			d.handBack(context.WithoutCancel(ctx), a, "robot "+r.name+" came back without the job", jobs.Retry, false)
@@ -233,39 +237,41 @@ func (d *Dispatcher) RobotUp(ctx context.Context, info gateway.Robot) {
 		d.log.Info("robot runs a job that is no longer its; stopping it", "robot", r.id, "job", jobID, "attempt", attempt)
 		d.stop(r, jobID, attempt, "the job is no longer this robot's")
 	}
-	if err == nil {
-		d.mu.Lock()
-		for id, a := range r.jobs {
-			if !heldIDs[id] {
-				delete(r.jobs, id)
-				if d.active[id] == a {
-					delete(d.active, id)
+	d.match.post(func() {
+		m := d.match
+		if err == nil {
+			for id, a := range r.jobs {
+				if !heldIDs[id] {
+					delete(r.jobs, id)
+					if m.active[id] == a {
+						delete(m.active, id)
+					}
 				}
 			}
 		}
-		d.mu.Unlock()
-	}
-	d.mu.Lock()
-	d.refreshFree(r)
-	d.mu.Unlock()
-	d.poke()
+		m.refreshFree(r)
+		m.due = true
+	})
 }
 
 // adopt keeps a job the robot reports running: after a reconnect, or after
 // a restart of the control plane that forgot it.
 func (d *Dispatcher) adopt(ctx context.Context, r *robot, job *registry.Job) {
-	d.mu.Lock()
-	a := r.jobs[job.ID]
-	if a == nil {
-		a = &assignment{jobID: job.ID, attempt: job.Attempt, robot: r, since: time.Now()}
-		r.jobs[job.ID] = a
-		d.active[job.ID] = a
+	var a *assignment
+	if !d.match.do(func() {
+		a = r.jobs[job.ID]
+		if a == nil {
+			a = &assignment{jobID: job.ID, attempt: job.Attempt, robotID: r.id, robot: r, since: time.Now()}
+			r.jobs[job.ID] = a
+			d.match.active[job.ID] = a
+		}
+		a.acceptWait.Stop()
+		if !a.accepted {
+			a.accepted, a.acceptedAt = true, time.Now()
+		}
+	}) {
+		return // stopped
 	}
-	stopTimer(a.acceptWait)
-	if !a.accepted {
-		a.accepted, a.acceptedAt = true, time.Now()
-	}
-	d.mu.Unlock()
 	if job.Status == registry.JobAssigned {
 		// It accepted while the connection was down.
 		d.accepted(ctx, r.id, &agentv1.JobAccept{JobId: job.ID, Attempt: job.Attempt})
@@ -278,40 +284,55 @@ func (d *Dispatcher) adopt(ctx context.Context, r *robot, job *registry.Job) {
 // the queue at once; a robot whose connection closed has the grace period
 // to come back with them.
 func (d *Dispatcher) RobotDown(robotID string, lost bool, reason string) {
-	d.mu.Lock()
-	r := d.robots[robotID]
+	var r *robot
+	graced, held := false, 0
+	d.match.do(func() {
+		m := d.match
+		r = m.robots[robotID]
+		if r == nil {
+			return
+		}
+		r.connected = false
+		delete(m.free, r)
+		m.renote = true
+		m.due = true
+		if !lost && len(r.jobs) > 0 && d.opts.GracePeriod > 0 {
+			graced, held = true, len(r.jobs)
+			r.grace = d.after(d.opts.GracePeriod, func() {
+				d.forget(r, fmt.Sprintf("robot %s did not come back within %s", r.name, d.opts.GracePeriod))
+			})
+		}
+	})
 	if r == nil {
-		d.mu.Unlock()
 		return
 	}
-	r.connected = false
-	delete(d.free, r)
-	d.renote = true
-	if !lost && len(r.jobs) > 0 && d.opts.GracePeriod > 0 {
-		r.grace = d.after(d.opts.GracePeriod, func() {
-			d.forget(r, fmt.Sprintf("robot %s did not come back within %s", r.name, d.opts.GracePeriod))
-		})
-		d.mu.Unlock()
-		d.log.Info("robot gone; its jobs wait for it", "robot", robotID, "jobs", len(r.jobs), "grace", d.opts.GracePeriod)
+	if graced {
+		d.log.Info("robot gone; its jobs wait for it", "robot", robotID, "jobs", held, "grace", d.opts.GracePeriod)
 		return
 	}
-	d.mu.Unlock()
 	d.forget(r, fmt.Sprintf("robot %s lost: %s", r.name, reason))
 }
 
 // forget drops a robot that is gone and sends its jobs back.
 func (d *Dispatcher) forget(r *robot, reason string) {
-	d.mu.Lock()
-	if d.robots[r.id] != r || r.connected {
-		d.mu.Unlock()
-		return
-	}
-	delete(d.robots, r.id)
-	held := make([]*assignment, 0, len(r.jobs))
-	for _, a := range r.jobs {
-		held = append(held, a)
-	}
-	d.mu.Unlock()
+	var held []*assignment
+	d.match.do(func() {
+		m := d.match
+		if m.robots[r.id] != r || r.connected {
+			return
+		}
+		delete(m.robots, r.id)
+		for _, a := range r.jobs {
+			if a.ending > 0 {
+				// Its end is on its way to the completer, which frees
+				// the slot: handed back now, a job that ran to its end
+				// would run again.
+				a.forgotten = reason
+				continue
+			}
+			held = append(held, a)
+		}
+	})
 	if len(held) == 0 {
 		return
 	}
@@ -354,13 +375,15 @@ func (d *Dispatcher) registeredElsewhere(r *robot) bool {
 
 // RobotDraining stops giving the robot work.
 func (d *Dispatcher) RobotDraining(robotID string) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if r := d.robots[robotID]; r != nil {
-		r.draining = true
-		delete(d.free, r)
-		d.renote = true
-	}
+	d.match.post(func() {
+		m := d.match
+		if r := m.robots[robotID]; r != nil {
+			r.draining = true
+			delete(m.free, r)
+			m.renote = true
+			m.due = true
+		}
+	})
 }
 
 // Handle takes a job message from a robot.
@@ -409,29 +432,29 @@ func (d *Dispatcher) noteProgress(robotID string, p *agentv1.JobProgress) {
 	key := attemptKey{p.GetJobId(), p.GetAttempt()}
 	percent := min(max(p.GetPercent(), 0), 100)
 	step := p.GetStepId()
-	d.mu.Lock()
+	d.progressMu.Lock()
 	if n := d.progress[key]; n != nil {
 		n.robotID, n.percent, n.step, n.dirty = robotID, percent, step, true
-		d.mu.Unlock()
+		d.progressMu.Unlock()
 		return
 	}
 	d.progress[key] = &progressNote{robotID: robotID, timer: d.after(progressEvery, func() { d.flushProgress(key) })}
-	d.mu.Unlock()
+	d.progressMu.Unlock()
 	d.writeProgress(key, robotID, percent, step)
 }
 
 func (d *Dispatcher) flushProgress(key attemptKey) {
-	d.mu.Lock()
+	d.progressMu.Lock()
 	n := d.progress[key]
 	if n == nil || !n.dirty {
 		delete(d.progress, key)
-		d.mu.Unlock()
+		d.progressMu.Unlock()
 		return
 	}
 	n.dirty = false
 	robotID, percent, step := n.robotID, n.percent, n.step
 	n.timer = d.after(progressEvery, func() { d.flushProgress(key) })
-	d.mu.Unlock()
+	d.progressMu.Unlock()
 	d.writeProgress(key, robotID, percent, step)
 }
 
@@ -453,9 +476,8 @@ func (d *Dispatcher) accepted(ctx context.Context, robotID string, m *agentv1.Jo
 			return // said twice
 		}
 		d.log.Info("ignored an accept for a job that moved on; stopping it on the robot", "robot", robotID, "job", m.GetJobId(), "attempt", m.GetAttempt())
-		d.mu.Lock()
-		r := d.robots[robotID]
-		d.mu.Unlock()
+		var r *robot
+		d.match.do(func() { r = d.match.robots[robotID] })
 		if r != nil {
 			d.stop(r, m.GetJobId(), m.GetAttempt(), "the job moved on")
 		}
@@ -469,14 +491,14 @@ func (d *Dispatcher) accepted(ctx context.Context, robotID string, m *agentv1.Jo
 	if a == nil {
 		return
 	}
-	d.mu.Lock()
-	stopTimer(a.acceptWait)
-	a.accepted, a.acceptedAt = true, time.Now()
 	waited := time.Since(job.CreatedAt)
 	if a.pending != nil && !a.pending.pendingSince.IsZero() {
 		waited = time.Since(a.pending.pendingSince)
 	}
-	d.mu.Unlock()
+	d.match.post(func() {
+		a.acceptWait.Stop()
+		a.accepted, a.acceptedAt = true, time.Now()
+	})
 	d.waitSeconds.Observe(waited.Seconds())
 	d.armDeadline(ctx, a, job)
 }
@@ -492,22 +514,28 @@ func (d *Dispatcher) armDeadline(ctx context.Context, a *assignment, job *regist
 	if job.StartedAt != nil {
 		started = *job.StartedAt
 	}
-	d.mu.Lock()
-	stopTimer(a.deadline)
-	a.deadline = d.after(time.Until(started.Add(timeout)), func() {
-		ctx := context.WithoutCancel(ctx)
-		job, err := d.opts.Jobs.TimeOut(ctx, a.jobID, a.attempt, a.robot.id, timeout)
-		if err != nil {
-			if !isConflict(err) {
-				d.log.Warn("fail a job that timed out", "job", a.jobID, "err", err)
-			}
-			return
-		}
-		d.publish(ctx, a.jobID)
-		d.countEnd(a.robot.id, "failed")
-		d.stop(a.robot, a.jobID, a.attempt, job.StatusMessage)
+	d.match.post(func() {
+		a.deadline.Stop()
+		a.deadline = d.after(time.Until(started.Add(timeout)), func() { d.timedOut(ctx, a, timeout) })
 	})
-	d.mu.Unlock()
+}
+
+// timedOut fails a job whose timeout ran out and tells its robot to stop
+// it. A deadline's work, on a goroutine of the dispatcher's own.
+func (d *Dispatcher) timedOut(ctx context.Context, a *assignment, timeout time.Duration) {
+	ctx = context.WithoutCancel(ctx)
+	job, err := d.opts.Jobs.TimeOut(ctx, a.jobID, a.attempt, a.robotID, timeout)
+	if err != nil {
+		if !isConflict(err) {
+			d.log.Warn("fail a job that timed out", "job", a.jobID, "err", err)
+		}
+		return
+	}
+	d.publish(ctx, a.jobID)
+	d.countEnd(a.robotID, "failed")
+	if r := d.holder(a); r != nil {
+		d.stop(r, a.jobID, a.attempt, job.StatusMessage)
+	}
 }
 
 func (d *Dispatcher) rejected(ctx context.Context, robotID string, m *agentv1.JobReject) {
@@ -517,10 +545,9 @@ func (d *Dispatcher) rejected(ctx context.Context, robotID string, m *agentv1.Jo
 		d.log.Info("ignored a reject of a job this robot does not hold", "robot", robotID, "job", m.GetJobId(), "attempt", m.GetAttempt())
 		return
 	}
-	d.mu.Lock()
-	ran := a.accepted
-	name := a.robot.name
-	d.mu.Unlock()
+	var ran bool
+	var name string
+	d.match.do(func() { ran, name = a.accepted, a.robot.name })
 	reason := m.GetReason()
 	if ran {
 		d.handBack(ctx, a, fmt.Sprintf("robot %s handed it back: %s", name, reason), jobs.Retry, true)
@@ -532,14 +559,16 @@ func (d *Dispatcher) rejected(ctx context.Context, robotID string, m *agentv1.Jo
 // ack tells a robot the control plane has the end of its job, so it may
 // forget it.
 func (d *Dispatcher) ack(robotID, jobID string, attempt int32) {
-	d.mu.Lock()
-	r := d.robots[robotID]
-	d.mu.Unlock()
-	if r == nil || !r.connected {
+	d.ackTo(d.connectedRobot(robotID), jobID, attempt)
+}
+
+// ackTo acks to r, when it is connected (not nil).
+func (d *Dispatcher) ackTo(r *robot, jobID string, attempt int32) {
+	if r == nil {
 		return
 	}
 	if err := r.send(&agentv1.ServerMessage{Msg: &agentv1.ServerMessage_JobAck{JobAck: &agentv1.JobAck{JobId: jobID, Attempt: attempt}}}); err != nil {
-		d.log.Debug("confirm a job's end to its robot", "robot", robotID, "job", jobID, "err", err)
+		d.log.Debug("confirm a job's end to its robot", "robot", r.id, "job", jobID, "err", err)
 	}
 }
 
@@ -554,28 +583,32 @@ func (d *Dispatcher) heartbeat(ctx context.Context, robotID string, running []*a
 		reported[rj.GetJobId()] = rj.GetAttempt()
 	}
 	cutoff := time.Now().Add(-max(d.opts.HeartbeatInterval, time.Second))
+	var r *robot
 	var gone []*assignment
 	var unknown []*agentv1.RunningJob
-	d.mu.Lock()
-	r := d.robots[robotID]
-	if r == nil || !r.connected {
-		d.mu.Unlock()
+	d.match.do(func() {
+		r = d.match.robots[robotID]
+		if r == nil || !r.connected {
+			r = nil
+			return
+		}
+		for id, a := range r.jobs {
+			if attempt, ok := reported[id]; ok && attempt == a.attempt {
+				continue
+			}
+			if a.accepted && !a.stopping && a.ending == 0 && a.acceptedAt.Before(cutoff) {
+				gone = append(gone, a)
+			}
+		}
+		for _, rj := range running {
+			if a := r.jobs[rj.GetJobId()]; a == nil || a.attempt != rj.GetAttempt() {
+				unknown = append(unknown, rj)
+			}
+		}
+	})
+	if r == nil {
 		return
 	}
-	for id, a := range r.jobs {
-		if attempt, ok := reported[id]; ok && attempt == a.attempt {
-			continue
-		}
-		if a.accepted && !a.stopping && a.acceptedAt.Before(cutoff) {
-			gone = append(gone, a)
-		}
-	}
-	for _, rj := range running {
-		if a := r.jobs[rj.GetJobId()]; a == nil || a.attempt != rj.GetAttempt() {
-			unknown = append(unknown, rj)
-		}
-	}
-	d.mu.Unlock()
 	ctx = context.WithoutCancel(ctx)
 	for _, a := range gone {
 		d.spawn(func() { d.handBack(ctx, a, "robot "+r.name+" no longer runs it", jobs.Retry, false) })
@@ -616,48 +649,100 @@ func (d *Dispatcher) finished(ctx context.Context, logLines int64, e jobs.End) {
 		// robot's accepts and heartbeats follow on it.
 		d.spawn(func() {
 			if d.logsStored(ctx, key, logLines, logWait) {
-				d.recordEnd(ctx, e)
+				d.endReported(e)
 			}
 		})
 		return
 	}
-	d.recordEnd(ctx, e)
+	d.endReported(e)
+}
+
+// endReported hands a job's end whose log is stored to the completer and
+// waits for it to be recorded. Its hold is marked ending first, so that
+// neither a heartbeat nor the loss of the robot, which may come on other
+// goroutines meanwhile, sends back a job whose end is being recorded.
+func (d *Dispatcher) endReported(e jobs.End) {
+	// Posted: whatever reaches the matcher after this call (the robot's
+	// loss, the completer's visit) comes after it in the mailbox.
+	d.match.post(func() {
+		if a := d.match.holding(e.RobotID, e.JobID, e.Attempt); a != nil {
+			a.ending++
+		}
+	})
+	d.complete.take(jobEnd{end: e})
 }
 
 // recordEnd records a job's end whose log is stored and acknowledges it.
+// On the completer.
 func (d *Dispatcher) recordEnd(ctx context.Context, e jobs.End) {
 	robotID, jobID, attempt := e.RobotID, e.JobID, e.Attempt
 	job, err := d.opts.Jobs.Finish(ctx, e)
 	if err != nil && !isConflict(err) {
 		// No ack: the robot sends the end again.
 		d.log.Warn("record a job's end", "job", jobID, "err", err)
+		d.endNotRecorded(e)
 		return
 	}
-	if a := d.lookup(robotID, jobID, attempt); a != nil {
-		d.release(a)
+	// One visit to the matcher frees the slot and finds whom to ack: under
+	// load every job ends here.
+	var held *assignment
+	var r *robot
+	d.match.do(func() {
+		if held = d.match.holding(robotID, jobID, attempt); held != nil {
+			d.match.unhold(held)
+		}
+		if c := d.match.robots[robotID]; c != nil && c.connected {
+			r = c
+		}
+	})
+	if held != nil {
+		d.dropNotes(held)
 	}
 	if err != nil {
 		if !e.Stopped {
 			d.log.Info("ignored the end of a superseded attempt", "robot", robotID, "job", jobID, "attempt", attempt, "err", err)
 		}
-		d.ack(robotID, jobID, attempt)
+		d.ackTo(r, jobID, attempt)
 		return
 	}
-	d.ack(robotID, jobID, attempt)
+	d.ackTo(r, jobID, attempt)
 	d.publish(ctx, jobID)
 	d.countEnd(robotID, string(job.Status))
 }
 
+// endNotRecorded takes back the ending mark of an end the database did
+// not take: the robot sends it again, and meanwhile the hold is what it
+// was. A robot forgotten meanwhile has its job sent back as forget would
+// have.
+func (d *Dispatcher) endNotRecorded(e jobs.End) {
+	var back *assignment
+	var reason string
+	d.match.do(func() {
+		a := d.match.holding(e.RobotID, e.JobID, e.Attempt)
+		if a == nil || a.ending == 0 {
+			return
+		}
+		a.ending--
+		if a.ending == 0 && a.forgotten != "" {
+			back, reason = a, a.forgotten
+		}
+	})
+	if back != nil {
+		d.spawn(func() { d.handBack(context.Background(), back, reason, jobs.Retry, false) })
+	}
+}
+
 // stop tells a robot to stop a job; the robot confirms with job_fail.
 func (d *Dispatcher) stop(r *robot, jobID string, attempt int32, reason string) {
-	d.mu.Lock()
-	if a := r.jobs[jobID]; a != nil {
-		a.stopping = true
-		stopTimer(a.acceptWait)
-		stopTimer(a.deadline)
-	}
-	connected := r.connected
-	d.mu.Unlock()
+	connected := false
+	d.match.do(func() {
+		if a := r.jobs[jobID]; a != nil {
+			a.stopping = true
+			a.acceptWait.Stop()
+			a.deadline.Stop()
+		}
+		connected = r.connected
+	})
 	if !connected {
 		return
 	}
@@ -670,14 +755,16 @@ func (d *Dispatcher) stop(r *robot, jobID string, attempt int32, reason string) 
 // followStops tells robots here to stop the jobs cancelled anywhere.
 func (d *Dispatcher) followStops(ctx context.Context, stops <-chan string) {
 	eachNotice(ctx, stops, func(id string) {
-		d.mu.Lock()
-		if j := d.known[id]; j != nil {
-			j.gone = true
-			delete(d.known, id)
-			d.goneParked++
-		}
-		a := d.active[id]
-		d.mu.Unlock()
+		var a *assignment
+		d.match.do(func() {
+			m := d.match
+			if j := m.known[id]; j != nil {
+				j.gone = true
+				delete(m.known, id)
+				m.goneParked++
+			}
+			a = m.active[id]
+		})
 		if a == nil {
 			return
 		}
@@ -685,42 +772,8 @@ func (d *Dispatcher) followStops(ctx context.Context, stops <-chan string) {
 		if err != nil || !job.Status.Finished() {
 			return
 		}
-		d.stop(a.robot, id, a.attempt, job.StatusMessage)
+		if r := d.holder(a); r != nil {
+			d.stop(r, id, a.attempt, job.StatusMessage)
+		}
 	})
-}
-
-// sweepOrphans sends back the jobs of robots that no replica serves any
-// more: a replica that died leaves its robots' jobs behind, and they come
-// back only if the robots reconnect.
-func (d *Dispatcher) sweepOrphans(ctx context.Context) {
-	if d.opts.OrphanAfter <= 0 {
-		return
-	}
-	ticker := time.NewTicker(max(d.opts.OrphanAfter/2, time.Second))
-	defer ticker.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-ticker.C:
-		}
-		orphans, err := d.opts.Store.OrphanedJobs(ctx, time.Now().Add(-d.opts.OrphanAfter), 500)
-		if err != nil {
-			d.log.Warn("look for jobs of lost robots", "err", err)
-			continue
-		}
-		for i := range orphans {
-			job := &orphans[i]
-			d.mu.Lock()
-			_, here := d.robots[job.RobotID]
-			d.mu.Unlock()
-			if here {
-				continue
-			}
-			d.requeue(ctx, jobs.Back{
-				JobID: job.ID, Attempt: job.Attempt, RobotID: job.RobotID, How: jobs.Retry,
-				Reason: "robot lost: not seen for " + d.opts.OrphanAfter.String(),
-			}, nil)
-		}
-	}
 }
