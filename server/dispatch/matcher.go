@@ -67,6 +67,9 @@ type matcher struct {
 	assignedNext  int
 	statusChanged map[*robot]struct{} // robots whose busy changed since last told
 	renote        bool                // robots changed: waiting jobs' messages may be stale
+	// avoiders lists, by robot, the parked jobs that keep off it, so that
+	// forgive finds them without a walk of every waiting job.
+	avoiders map[string][]*pendingJob
 }
 
 // mailboxSize lets the robots' streams and the dispatcher's goroutines
@@ -86,6 +89,7 @@ func newMatcher() *matcher {
 		assigned:      map[string]int32{},
 		assignedOrder: make([]string, rememberAssigned),
 		statusChanged: map[*robot]struct{}{},
+		avoiders:      map[string][]*pendingJob{},
 	}
 }
 
@@ -239,6 +243,29 @@ func (m *matcher) park(j *pendingJob) {
 	p := min(max(j.priority, 0), registry.PriorityCritical)
 	m.parked[p] = append(m.parked[p], j)
 	m.known[j.id] = j
+	for _, id := range j.avoid {
+		m.avoiders[id] = append(m.avoiders[id], j)
+	}
+	m.due = true
+}
+
+// forgive lets the waiting jobs that keep off a robot go to it again. A
+// robot turns a job down for reasons that pass (no free slot, still
+// stopping an earlier attempt of it); once it connects again or reports
+// the end of a job, whatever stood in the way may have passed, and a job
+// only that robot can run would otherwise wait for its next connection.
+// On the matcher's goroutine.
+func (m *matcher) forgive(robotID string) {
+	list := m.avoiders[robotID]
+	if len(list) == 0 {
+		return
+	}
+	delete(m.avoiders, robotID)
+	for _, j := range list {
+		j.avoid = slices.DeleteFunc(j.avoid, func(id string) bool { return id == robotID })
+	}
+	// The jobs walked past may fit now.
+	m.rescan = true
 	m.due = true
 }
 

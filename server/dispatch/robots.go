@@ -3,7 +3,6 @@ package dispatch
 import (
 	"context"
 	"fmt"
-	"slices"
 	"time"
 
 	"github.com/cenkalti/backoff/v5"
@@ -195,11 +194,7 @@ func (d *Dispatcher) RobotUp(ctx context.Context, info gateway.Robot) {
 		m.renote = true
 		// A robot that turned a job down (full, draining) may take it on
 		// a new connection.
-		for _, list := range m.parked {
-			for _, j := range list {
-				j.avoid = slices.DeleteFunc(j.avoid, func(id string) bool { return id == info.ID })
-			}
-		}
+		m.forgive(info.ID)
 	}) {
 		return // stopped
 	}
@@ -210,9 +205,29 @@ func (d *Dispatcher) RobotUp(ctx context.Context, info gateway.Robot) {
 	}
 	held, err := d.opts.Store.ActiveJobs(ctx, info.ID)
 	if err != nil {
-		d.log.Warn("read the jobs a robot holds", "robot", info.ID, "err", err)
-		held = nil
+		// Without the registry's word nothing the robot reports can be
+		// called not its: stopped now, a job that runs well would fail
+		// for a moment's outage. The robot takes work meanwhile, on the
+		// slots the jobs it is known to hold here leave, and what it holds
+		// is settled once the registry answers.
+		d.log.Warn("read the jobs a robot holds; settling them once the database answers", "robot", info.ID, "err", err)
+		upAt := time.Now()
+		d.match.post(func() {
+			d.match.refreshFree(r)
+			d.match.due = true
+		})
+		d.settleLater(context.WithoutCancel(ctx), r, reported, upAt)
+		return
 	}
+	d.settle(ctx, r, reported, held, time.Time{})
+}
+
+// settle keeps the jobs a robot that registered reports and the registry
+// says are its, sends back those the registry gives it that it no longer
+// has, and stops those it runs that are not its. With upAt set, the robot
+// has taken work here since upAt: the jobs given to it from then on are
+// left alone.
+func (d *Dispatcher) settle(ctx context.Context, r *robot, reported map[string]int32, held []registry.Job, upAt time.Time) {
 	heldIDs := map[string]bool{}
 	for i := range held {
 		job := &held[i]
@@ -223,6 +238,9 @@ func (d *Dispatcher) RobotUp(ctx context.Context, info gateway.Robot) {
 		}
 		var a *assignment
 		d.match.do(func() { a = r.jobs[job.ID] })
+		if a != nil && !upAt.IsZero() && !a.since.Before(upAt) {
+			continue // given to it since
+		}
 		if a == nil {
 			a = &assignment{jobID: job.ID, attempt: job.Attempt, robotID: r.id, robot: r}
 		}
@@ -239,19 +257,40 @@ func (d *Dispatcher) RobotUp(ctx context.Context, info gateway.Robot) {
 	}
 	d.match.post(func() {
 		m := d.match
-		if err == nil {
-			for id, a := range r.jobs {
-				if !heldIDs[id] {
-					delete(r.jobs, id)
-					if m.active[id] == a {
-						delete(m.active, id)
-					}
+		for id, a := range r.jobs {
+			if !heldIDs[id] && (upAt.IsZero() || a.since.Before(upAt)) {
+				delete(r.jobs, id)
+				if m.active[id] == a {
+					delete(m.active, id)
 				}
 			}
 		}
 		m.refreshFree(r)
 		m.due = true
 	})
+}
+
+// settleLater settles what a robot holds once the registry can say, as
+// long as the robot stays connected on that session (a newer connection
+// settles for itself). The tries wait on the rescuer, so they end with
+// the dispatcher.
+func (d *Dispatcher) settleLater(ctx context.Context, r *robot, reported map[string]int32, upAt time.Time) {
+	retry := storageRetry()
+	var try func()
+	try = func() {
+		current := false
+		if !d.match.do(func() { current = d.match.robots[r.id] == r && r.connected }) || !current {
+			return
+		}
+		held, err := d.opts.Store.ActiveJobs(ctx, r.id)
+		if err != nil {
+			d.log.Debug("read the jobs a robot holds", "robot", r.id, "err", err)
+			d.after(retry.NextBackOff(), try)
+			return
+		}
+		d.settle(ctx, r, reported, held, upAt)
+	}
+	d.after(retry.NextBackOff(), try)
 }
 
 // adopt keeps a job the robot reports running: after a reconnect, or after
@@ -322,6 +361,8 @@ func (d *Dispatcher) forget(r *robot, reason string) {
 			return
 		}
 		delete(m.robots, r.id)
+		// Should it come back, it may take what it turned down.
+		m.forgive(r.id)
 		for _, a := range r.jobs {
 			if a.ending > 0 {
 				// Its end is on its way to the completer, which frees
@@ -691,6 +732,7 @@ func (d *Dispatcher) recordEnd(ctx context.Context, e jobs.End) {
 		if held = d.match.holding(robotID, jobID, attempt); held != nil {
 			d.match.unhold(held)
 		}
+		d.match.forgive(robotID)
 		if c := d.match.robots[robotID]; c != nil && c.connected {
 			r = c
 		}
@@ -768,12 +810,30 @@ func (d *Dispatcher) followStops(ctx context.Context, stops <-chan string) {
 		if a == nil {
 			return
 		}
-		job, err := d.opts.Store.GetJob(ctx, id)
-		if err != nil || !job.Status.Finished() {
-			return
-		}
-		if r := d.holder(a); r != nil {
-			d.stop(r, id, a.attempt, job.StatusMessage)
-		}
+		d.stopIfFinished(context.WithoutCancel(ctx), a, storageRetry())
 	})
+}
+
+// stopIfFinished tells a's robot to stop the job once the registry says it
+// has finished (cancelled). The notice comes once: while the registry
+// cannot say, it is asked again, on the rescuer, as long as a is held
+// here; given up, the robot would run a cancelled job to its end.
+func (d *Dispatcher) stopIfFinished(ctx context.Context, a *assignment, retry backoff.BackOff) {
+	job, err := d.opts.Store.GetJob(ctx, a.jobID)
+	if err != nil && !isConflict(err) {
+		d.log.Debug("read a cancelled job", "job", a.jobID, "err", err)
+		d.after(retry.NextBackOff(), func() {
+			held := false
+			if d.match.do(func() { held = d.match.active[a.jobID] == a }) && held {
+				d.stopIfFinished(ctx, a, retry)
+			}
+		})
+		return
+	}
+	if err != nil || !job.Status.Finished() {
+		return
+	}
+	if r := d.holder(a); r != nil {
+		d.stop(r, a.jobID, a.attempt, job.StatusMessage)
+	}
 }

@@ -945,3 +945,63 @@ func TestUnitQueueTasks(t *testing.T) {
 		t.Errorf("task while the store is down: %v, want the store's error for asynq to retry", err)
 	}
 }
+
+// A robot that comes back while the registry cannot say what it holds
+// keeps running what it reports: stopped, a job that runs well would fail
+// for a moment's outage.
+func TestUnitReconnectDuringAnOutageKeepsTheJobRunning(t *testing.T) {
+	t.Parallel()
+	u := startUnit(t, func(o *Options) { o.GracePeriod = time.Hour })
+	r := u.robot("robot-1")
+	u.connect(t, r)
+	job := u.running(t, r)
+	u.d.RobotDown(r.id, false, "connection closed")
+	u.store.down.Store(true)
+	u.connect(t, r, runningJob(job.ID, 1))
+	u.store.down.Store(false)
+	wantSent(t, "stops", r.cancelled())
+	r.complete(job.ID, 1)
+	u.waitStatus(t, job.ID, registry.JobSucceeded, 1, r.id)
+	wantSent(t, "acks", r.acked(), sentAttempt{job.ID, 1})
+}
+
+// A cancel notice comes once: taken while the registry cannot confirm the
+// job was cancelled, it is checked again until it can, and the robot is
+// told to stop the job.
+func TestUnitCancelDuringAnOutageStillStopsTheJob(t *testing.T) {
+	t.Parallel()
+	u := startUnit(t)
+	r := u.robot("robot-1")
+	u.connect(t, r)
+	job := u.running(t, r)
+	if _, err := u.jobs.Cancel(context.Background(), job.ID, "cancelled by an operator", "operator", nil); err != nil {
+		t.Fatal(err)
+	}
+	u.store.down.Store(true)
+	u.stops <- job.ID
+	u.stops <- "another-job" // taken only once the first notice was handled, during the outage
+	u.store.down.Store(false)
+	want := sentAttempt{job.ID, 1}
+	eventually(t, func() bool { r.heartbeat(runningJob(job.ID, 1)); return slices.Contains(r.cancelled(), want) },
+		func() string { return fmt.Sprintf("stop %v; sent %v", want, r.cancelled()) })
+}
+
+// A robot turns a job down for reasons that pass (here: still stopping an
+// earlier attempt of it). Once it reports an end, the job it turned down
+// goes to it again, rather than waiting for its next connection when it
+// is the only robot that can run it.
+func TestUnitJobTurnedDownWhileStoppingAnEarlierAttemptComesBack(t *testing.T) {
+	t.Parallel()
+	u := startUnit(t)
+	r := u.robot("robot-1")
+	u.connect(t, r)
+	job := u.running(t, r)
+	u.d.RobotDown(r.id, true, "3 heartbeats missed")
+	u.waitStatus(t, job.ID, registry.JobPending, 2, r.id)
+	u.connect(t, r, runningJob(job.ID, 1))
+	waitAssigned(t, r, job.ID, 2)
+	r.reject(job.ID, 2, "still stopping attempt 1 of this job")
+	r.fail(job.ID, 1, "stopped: the control plane gave the job to attempt 2", true)
+	eventually(t, func() bool { r.heartbeat(); return len(r.assigned()) == 3 },
+		func() string { return "attempt 2 sent again: " + describeJob(u.job(t, job.ID)) })
+}
