@@ -210,6 +210,14 @@ func waitAssigned(t *testing.T, r *fakeRobot, jobID string, attempt int32) {
 	})
 }
 
+// waitCancelled waits for the robot to be told to stop the attempt.
+func waitCancelled(t *testing.T, r *fakeRobot, want sentAttempt) {
+	t.Helper()
+	eventually(t, func() bool { return slices.Contains(r.cancelled(), want) }, func() string {
+		return fmt.Sprintf("%s to be told to stop %v; it was sent %v", r.id, want, r.cancelled())
+	})
+}
+
 // running brings a job to RUNNING on the robot through the dispatcher:
 // offered, assigned, accepted.
 func (u *unit) running(t *testing.T, r *fakeRobot, configure ...func(*registry.Job)) *registry.Job {
@@ -798,9 +806,7 @@ func TestUnitJobTimeout(t *testing.T) {
 		t.Errorf("status message %q, want it to say it timed out", failed.StatusMessage)
 	}
 	want := sentAttempt{job.ID, 1}
-	eventually(t, func() bool { return slices.Contains(r.cancelled(), want) }, func() string {
-		return fmt.Sprintf("the robot to be told to stop %v; it was sent %v", want, r.cancelled())
-	})
+	waitCancelled(t, r, want)
 
 	r.fail(job.ID, 1, "stopped: timed out", true)
 	wantSent(t, "acks", r.acked(), want)
@@ -883,9 +889,7 @@ func TestUnitCancelledJobIsStopped(t *testing.T) {
 	}
 	u.stops <- job.ID
 	want := sentAttempt{job.ID, 1}
-	eventually(t, func() bool { return slices.Contains(r.cancelled(), want) }, func() string {
-		return fmt.Sprintf("the robot to be told to stop %v; it was sent %v", want, r.cancelled())
-	})
+	waitCancelled(t, r, want)
 
 	r.fail(job.ID, 1, "stopped", true)
 	wantSent(t, "acks", r.acked(), want)
