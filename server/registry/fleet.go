@@ -22,6 +22,10 @@ type FleetRobot struct {
 	MaxJobs        int32      `bun:"max_jobs"`
 	ConnectedSince *time.Time `bun:"connected_since"`
 	CertExpiresAt  *time.Time `bun:"cert_expires_at"`
+	// Labels and Capabilities are stored as Robot's: the pool metrics
+	// count the jobs held by the robots a pool's selector matches.
+	Labels       string `bun:"labels"`
+	Capabilities string `bun:"capabilities"`
 	// Running counts its jobs assigned or running.
 	Running int `bun:"-"`
 }
@@ -31,7 +35,7 @@ type FleetRobot struct {
 func (r *Registry) Fleet(ctx context.Context, staleBefore time.Time) ([]FleetRobot, error) {
 	var robots []FleetRobot
 	err := r.db.NewSelect().Model((*Robot)(nil)).
-		Column("id", "name", "version", "os", "max_jobs", "connected_since", "cert_expires_at").
+		Column("id", "name", "version", "os", "max_jobs", "connected_since", "cert_expires_at", "labels", "capabilities").
 		ColumnExpr("CASE WHEN last_seen IS NULL OR last_seen < ? THEN 'offline' ELSE status END AS status", normalize(staleBefore)).
 		OrderExpr("id").Scan(ctx, &robots)
 	if err != nil {
@@ -73,4 +77,26 @@ func (r *Registry) CountPendingWithMessage(ctx context.Context, prefixes []strin
 		return 0, fmt.Errorf("count pending jobs by message: %w", err)
 	}
 	return int(n), nil
+}
+
+// PendingShape is one set of stored requirements and how many pending jobs
+// ask for it.
+type PendingShape struct {
+	// Requires is the stored form of Job.Requires.
+	Requires string `bun:"requires"`
+	N        int    `bun:"n"`
+}
+
+// PendingShapes counts the pending jobs by their stored requirements: one
+// query whose answer has as many rows as there are distinct requirements,
+// few however long the backlog, so a caller judges each shape once rather
+// than each job.
+func (r *Registry) PendingShapes(ctx context.Context) ([]PendingShape, error) {
+	var shapes []PendingShape
+	err := r.db.NewSelect().Model((*Job)(nil)).ColumnExpr("requires, count(*) AS n").
+		Where("status = ?", JobPending).Group("requires").Scan(ctx, &shapes)
+	if err != nil {
+		return nil, fmt.Errorf("count pending jobs by requirements: %w", err)
+	}
+	return shapes, nil
 }

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
 
 	"github.com/casarerpa/casare/server/registry/registrytest"
 )
@@ -145,6 +146,44 @@ func TestCountPendingWithMessage(t *testing.T) {
 		n, err := r.CountPendingWithMessage(ctx, []string{"no robot can run it", "waiting: no robot is enrolled"})
 		if err != nil || n != 2 {
 			t.Fatalf("CountPendingWithMessage = %d, %v; want 2", n, err)
+		}
+	})
+}
+
+func TestPendingShapes(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, r *Registry) {
+		ctx := context.Background()
+		browser := `{"capabilities":["browser"]}`
+		for _, j := range []struct {
+			status   JobStatus
+			requires string
+		}{
+			{JobPending, "{}"},
+			{JobPending, browser},
+			{JobPending, browser},
+			{JobPending, browser},
+			// Only pending jobs count: these are a robot's or finished.
+			{JobRunning, browser},
+			{JobSucceeded, "{}"},
+		} {
+			job := newJob("w")
+			job.Requires = j.requires
+			created, _, err := r.CreateJob(ctx, job, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := r.db.NewUpdate().Model((*Job)(nil)).Set("status = ?", j.status).Where("id = ?", created.ID).Exec(ctx); err != nil {
+				t.Fatal(err)
+			}
+		}
+		got, err := r.PendingShapes(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := []PendingShape{{Requires: "{}", N: 1}, {Requires: browser, N: 3}}
+		sortShapes := cmpopts.SortSlices(func(a, b PendingShape) bool { return a.Requires < b.Requires })
+		if diff := cmp.Diff(want, got, sortShapes); diff != "" {
+			t.Errorf("PendingShapes (-want +got):\n%s", diff)
 		}
 	})
 }
