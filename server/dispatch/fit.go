@@ -71,7 +71,10 @@ func (q Requirements) Misses(capabilities map[string]bool, labels map[string]str
 	return out
 }
 
-func (q Requirements) fits(capabilities map[string]bool, labels map[string]string) bool {
+// Fits says whether a robot with these capabilities and labels can run a
+// job of these requirements. It is the matcher's own rule, exported so the
+// pool metrics judge a pool's robots as dispatch would.
+func (q Requirements) Fits(capabilities map[string]bool, labels map[string]string) bool {
 	for _, c := range q.Capabilities {
 		if !capabilities[c] {
 			return false
@@ -122,7 +125,7 @@ func (q Requirements) noRobotCanRun() string {
 func (q Requirements) capable(robots []registry.Robot) int {
 	n := 0
 	for i := range robots {
-		if q.fits(RobotSets(&robots[i])) {
+		if q.Fits(RobotSets(&robots[i])) {
 			n++
 		}
 	}

@@ -375,7 +375,7 @@ send:
 func (m *matcher) pick(j *pendingJob) *robot {
 	var best *robot
 	for r := range m.free {
-		if !j.req.fits(r.capabilities, r.labels) || slices.Contains(j.avoid, r.id) {
+		if !j.req.Fits(r.capabilities, r.labels) || slices.Contains(j.avoid, r.id) {
 			continue
 		}
 		if best == nil || r.lastBusy.Before(best.lastBusy) || (r.lastBusy.Equal(best.lastBusy) && r.id < best.id) {
