@@ -58,6 +58,9 @@ type Config struct {
 	CORSOrigins []string `env:"CASARE_CORS_ORIGINS" envSeparator:","`
 	// Environment labels the metrics (production, staging, …).
 	Environment string `env:"CASARE_ENVIRONMENT" envDefault:"default"`
+	// RobotPools are the pools of robots (NAME=SELECTOR, see
+	// ParseRobotPool) the pool metrics count the jobs of, for autoscalers.
+	RobotPools []string `env:"CASARE_ROBOT_POOLS" envSeparator:","`
 	// ReconcileInterval is how often pending jobs that Redis lost are
 	// queued again.
 	ReconcileInterval time.Duration `env:"CASARE_RECONCILE_INTERVAL" envDefault:"30s"`
@@ -190,6 +193,9 @@ func (c Config) Check() error {
 		if o != "*" && !strings.HasPrefix(o, "http://") && !strings.HasPrefix(o, "https://") {
 			return fmt.Errorf("--cors-origins: %q is not an origin like https://app.example.com", o)
 		}
+	}
+	if _, err := ParseRobotPools(c.RobotPools); err != nil {
+		return err
 	}
 	if c.PruneInterval < time.Second {
 		return fmt.Errorf("--prune-interval: at least 1s, got %s", c.PruneInterval)

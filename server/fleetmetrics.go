@@ -29,6 +29,12 @@ var (
 		"When each robot's certificate expires, in Unix seconds; robots renew it 30 days before.", []string{"robot_id"}, nil)
 	jobsUnrunnableDesc = prometheus.NewDesc("casare_jobs_unrunnable",
 		"Pending jobs that no registered robot can run (no robot has the capabilities and labels they need).", []string{"environment"}, nil)
+	poolPendingDesc = prometheus.NewDesc("casare_pool_pending_jobs",
+		"Pending jobs that a robot of the pool (--robot-pool) could run: it has the capabilities and labels they need. What the pool's autoscaler scales on.",
+		[]string{"environment", "pool"}, nil)
+	poolRunningDesc = prometheus.NewDesc("casare_pool_running_jobs",
+		"Jobs assigned to or running on robots that have the pool's capabilities and labels (--robot-pool), across all control planes.",
+		[]string{"environment", "pool"}, nil)
 	robotInfoDesc = prometheus.NewDesc("casare_robot_info",
 		"Always 1; its labels name each robot and the agent version and OS it last reported.",
 		[]string{"robot_id", "name", "version", "os"}, nil)
@@ -46,6 +52,8 @@ const fleetCache = 2 * time.Second
 type fleetCollector struct {
 	read            func(ctx context.Context, staleBefore time.Time) ([]registry.FleetRobot, error)
 	countUnrunnable func(ctx context.Context) (int, error)
+	readShapes      func(ctx context.Context) ([]registry.PendingShape, error)
+	pools           []RobotPool
 	staleAfter      time.Duration
 	environment     string
 	logger          *slog.Logger
@@ -54,11 +62,20 @@ type fleetCollector struct {
 	at         time.Time
 	fleet      []registry.FleetRobot
 	unrunnable int
+	poolJobs   []poolJobs
 }
 
-func newFleetCollector(reg *registry.Registry, staleAfter time.Duration, environment string, logger *slog.Logger) *fleetCollector {
+// poolJobs is what the pool metrics report for one pool.
+type poolJobs struct {
+	name             string
+	pending, running int
+}
+
+func newFleetCollector(reg *registry.Registry, pools []RobotPool, staleAfter time.Duration, environment string, logger *slog.Logger) *fleetCollector {
 	return &fleetCollector{
-		read: reg.Fleet,
+		read:       reg.Fleet,
+		readShapes: reg.PendingShapes,
+		pools:      pools,
 		countUnrunnable: func(ctx context.Context) (int, error) {
 			return reg.CountPendingWithMessage(ctx, dispatch.UnrunnablePrefixes)
 		},
@@ -67,37 +84,98 @@ func newFleetCollector(reg *registry.Registry, staleAfter time.Duration, environ
 }
 
 func (c *fleetCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{robotStatusDesc, robotConnectedDesc, robotCountDesc, robotUtilizationDesc, robotCertExpiryDesc, robotInfoDesc, jobsUnrunnableDesc} {
+	for _, d := range []*prometheus.Desc{robotStatusDesc, robotConnectedDesc, robotCountDesc, robotUtilizationDesc, robotCertExpiryDesc, robotInfoDesc, jobsUnrunnableDesc, poolPendingDesc, poolRunningDesc} {
 		ch <- d
 	}
 }
 
-func (c *fleetCollector) snapshot(now time.Time) ([]registry.FleetRobot, int, error) {
+func (c *fleetCollector) snapshot(now time.Time) ([]registry.FleetRobot, int, []poolJobs, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.fleet != nil && now.Sub(c.at) < fleetCache {
-		return c.fleet, c.unrunnable, nil
+		return c.fleet, c.unrunnable, c.poolJobs, nil
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	fleet, err := c.read(ctx, now.Add(-c.staleAfter))
 	if err != nil {
-		return nil, 0, err
+		return nil, 0, nil, err
 	}
 	unrunnable, err := c.countUnrunnable(ctx)
 	if err != nil {
-		return nil, 0, err
+		return nil, 0, nil, err
+	}
+	var pools []poolJobs
+	if len(c.pools) > 0 {
+		shapes, err := c.readShapes(ctx)
+		if err != nil {
+			return nil, 0, nil, err
+		}
+		pools = countPoolJobs(c.pools, shapes, fleet)
 	}
 	if fleet == nil {
 		fleet = []registry.FleetRobot{}
 	}
-	c.at, c.fleet, c.unrunnable = now, fleet, unrunnable
-	return fleet, unrunnable, nil
+	c.at, c.fleet, c.unrunnable, c.poolJobs = now, fleet, unrunnable, pools
+	return fleet, unrunnable, pools, nil
+}
+
+// countPoolJobs judges each shape of pending requirements once per pool,
+// by the dispatcher's own rule, however many jobs share it; and counts the
+// jobs held by each robot that has all a pool's capabilities and labels.
+func countPoolJobs(pools []RobotPool, shapes []registry.PendingShape, fleet []registry.FleetRobot) []poolJobs {
+	reqs := make([]dispatch.Requirements, 0, len(shapes))
+	counts := make([]int, 0, len(shapes))
+	for _, sh := range shapes {
+		req, err := dispatch.JobRequirements(&registry.Job{Requires: sh.Requires})
+		if err != nil {
+			// The dispatcher runs such a job nowhere: no pool could.
+			continue
+		}
+		reqs, counts = append(reqs, req), append(counts, sh.N)
+	}
+	out := make([]poolJobs, len(pools))
+	for i, p := range pools {
+		out[i].name = p.Name
+		for j, req := range reqs {
+			if req.Fits(p.Capabilities, p.Labels) {
+				out[i].pending += counts[j]
+			}
+		}
+	}
+	for k := range fleet {
+		if fleet[k].Running == 0 {
+			continue
+		}
+		caps, labels := dispatch.RobotSets(&registry.Robot{ID: fleet[k].ID, Capabilities: fleet[k].Capabilities, Labels: fleet[k].Labels})
+		for i, p := range pools {
+			if hasAll(caps, labels, p) {
+				out[i].running += fleet[k].Running
+			}
+		}
+	}
+	return out
+}
+
+// hasAll says whether a robot has every capability and label of the pool:
+// it is one of the pool's robots, or one as able.
+func hasAll(caps map[string]bool, labels map[string]string, p RobotPool) bool {
+	for c := range p.Capabilities {
+		if !caps[c] {
+			return false
+		}
+	}
+	for k, v := range p.Labels {
+		if have, ok := labels[k]; !ok || have != v {
+			return false
+		}
+	}
+	return true
 }
 
 func (c *fleetCollector) Collect(ch chan<- prometheus.Metric) {
 	now := time.Now()
-	fleet, unrunnable, err := c.snapshot(now)
+	fleet, unrunnable, pools, err := c.snapshot(now)
 	if err != nil {
 		// A scrape without the series says more than made-up zeros; the
 		// database's own gauge says why.
@@ -132,6 +210,10 @@ func (c *fleetCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	ch <- prometheus.MustNewConstMetric(robotUtilizationDesc, prometheus.GaugeValue, utilization, c.environment)
 	ch <- prometheus.MustNewConstMetric(jobsUnrunnableDesc, prometheus.GaugeValue, float64(unrunnable), c.environment)
+	for _, p := range pools {
+		ch <- prometheus.MustNewConstMetric(poolPendingDesc, prometheus.GaugeValue, float64(p.pending), c.environment, p.name)
+		ch <- prometheus.MustNewConstMetric(poolRunningDesc, prometheus.GaugeValue, float64(p.running), c.environment, p.name)
+	}
 }
 
 var dependencyUpDesc = prometheus.NewDesc("casare_dependency_up",

@@ -17,11 +17,13 @@ import (
 // not the global one, so two servers in one test process do not collide.
 func (s *Server) newMetrics() *prometheus.Registry {
 	reg := prometheus.NewRegistry()
+	// New checked the configuration: every pool parses.
+	pools, _ := ParseRobotPools(s.cfg.RobotPools)
 	reg.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		s.queue.Collector(s.pendingCounts),
-		newFleetCollector(s.reg, gateway.StaleAfter(s.cfg.HeartbeatInterval), s.cfg.Environment, s.logger),
+		newFleetCollector(s.reg, pools, gateway.StaleAfter(s.cfg.HeartbeatInterval), s.cfg.Environment, s.logger),
 		dependencyCollector{pings: map[string]func(context.Context) error{"database": s.reg.Ping, "redis": s.queue.Ping}},
 	)
 	reg.MustRegister(s.dispatcher.Collectors()...)

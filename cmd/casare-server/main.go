@@ -71,6 +71,8 @@ func newRootCommand() *cobra.Command {
 	flags.StringVar(&cfg.RedisURL, "redis-url", cfg.RedisURL, "Redis URL redis://…; empty runs an embedded Redis (CASARE_REDIS_URL)")
 	flags.StringSliceVar(&cfg.CORSOrigins, "cors-origins", cfg.CORSOrigins, "browser origins allowed to call the API, comma separated (CASARE_CORS_ORIGINS)")
 	flags.StringVar(&cfg.Environment, "environment", cfg.Environment, "environment label on metrics (CASARE_ENVIRONMENT)")
+	flags.StringSliceVar(&cfg.RobotPools, "robot-pool", cfg.RobotPools, "a pool of robots alike whose runnable pending jobs casare_pool_pending_jobs{pool} counts, for an autoscaler: "+server.RobotPoolSyntax+
+		", e.g. cloud=capabilities=browser;labels=pool=cloud+site=eu (what every robot of the pool has; lists joined by +); repeatable or comma separated (CASARE_ROBOT_POOLS)")
 	flags.DurationVar(&cfg.ReconcileInterval, "reconcile-interval", cfg.ReconcileInterval, "how often pending jobs missing from Redis are queued again (CASARE_RECONCILE_INTERVAL)")
 	flags.IntVar(&cfg.MaxRequestBytes, "max-request-bytes", cfg.MaxRequestBytes, "largest request message accepted (CASARE_MAX_REQUEST_BYTES)")
 	flags.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", cfg.ShutdownTimeout, "how long calls in flight may run after SIGTERM (CASARE_SHUTDOWN_TIMEOUT)")
