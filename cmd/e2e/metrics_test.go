@@ -107,3 +107,33 @@ func TestRobotMetricsCoverTheWholeFleet(t *testing.T) {
 		})
 	}
 }
+
+// A pool's metric counts the pending jobs its robots could run, judged as
+// the dispatcher judges them, and not the others: what its autoscaler
+// scales on.
+func TestPoolPendingJobsCountWhatThePoolCouldRun(t *testing.T) {
+	t.Parallel()
+	s := startServer(t, t.TempDir(),
+		"--robot-pool", "cloud=capabilities=browser;labels=pool=cloud+site=eu",
+		"--robot-pool", "desk=capabilities=desktop")
+	f := newFleet(t, s)
+	// No robot is enrolled: every job stays pending.
+	need := func(caps []string, labels map[string]string) func(*casarev1.SubmitJobRequest) {
+		return func(r *casarev1.SubmitJobRequest) {
+			r.Requires = &casarev1.Requirements{Capabilities: caps, Labels: labels}
+		}
+	}
+	for range 3 {
+		f.submit(sleeper("1ms"), need([]string{"browser"}, map[string]string{"site": "eu"}))
+	}
+	for range 2 {
+		f.submit(sleeper("1ms"), need([]string{"desktop"}, nil))
+	}
+	f.submit(sleeper("1ms"))
+	// The cloud pool runs the browser jobs and the one that needs nothing,
+	// not the desktop ones; the desk pool the other way round.
+	within := 15 * time.Second
+	waitMetric(t, s, "casare_pool_pending_jobs", `environment="default",pool="cloud"`, func(v float64) bool { return v == 4 }, within)
+	waitMetric(t, s, "casare_pool_pending_jobs", `environment="default",pool="desk"`, func(v float64) bool { return v == 3 }, within)
+	waitMetric(t, s, "casare_pool_running_jobs", `environment="default",pool="cloud"`, func(v float64) bool { return v == 0 }, within)
+}
