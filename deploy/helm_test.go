@@ -3,6 +3,7 @@ package deploy
 import (
 	"bytes"
 	"fmt"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"sort"
@@ -418,10 +419,15 @@ func TestChartRobotPoolWithKEDA(t *testing.T) {
 		t.Fatalf("ScaledObject triggers %+v, want one", so.Spec.Triggers)
 	}
 	tr := so.Spec.Triggers[0]
-	// One robot per 10 pending jobs by default (DESIGN.md).
-	if tr.Type != "prometheus" || tr.Metadata["threshold"] != "10" || !strings.Contains(tr.Metadata["query"], `casare_queue_depth{environment="production"}`) {
-		t.Errorf("ScaledObject trigger %+v, want prometheus on casare_queue_depth with threshold 10", tr)
+	// One robot per 10 jobs the pool could run by default (DESIGN.md),
+	// pending and running, over the 2 slots of each robot.
+	wantQuery := `(max(casare_pool_pending_jobs{environment="production",pool="cloud"}) + max(casare_pool_running_jobs{environment="production",pool="cloud"})) / 2`
+	if tr.Type != "prometheus" || tr.Metadata["threshold"] != "10" || tr.Metadata["query"] != wantQuery {
+		t.Errorf("ScaledObject trigger %+v, want prometheus on %s with threshold 10", tr, wantQuery)
 	}
+	// The server counts those jobs for the pool's robots: its labels, and
+	// browser given and found in the image once.
+	checkRobotPoolFlag(t, r.get(t, "Deployment", release).(*appsv1.Deployment), "--robot-pool=cloud=capabilities=browser;labels=pool=cloud+region=eu-west-1")
 	if len(r.all("HorizontalPodAutoscaler")) != 0 {
 		t.Error("an HPA is rendered beside the ScaledObject; they would fight over the replicas")
 	}
@@ -465,10 +471,14 @@ func TestChartRobotPoolWithHPA(t *testing.T) {
 		t.Errorf("HPA replicas %v to %d, want 1 (an HPA cannot go to 0) to 5", hpa.Spec.MinReplicas, hpa.Spec.MaxReplicas)
 	}
 	m := hpa.Spec.Metrics
-	if len(m) != 1 || m[0].External == nil || m[0].External.Metric.Name != "casare_queue_depth" ||
+	if len(m) != 1 || m[0].External == nil || m[0].External.Metric.Name != "casare_pool_pending_jobs" ||
 		m[0].External.Target.AverageValue == nil || m[0].External.Target.AverageValue.String() != "4" {
-		t.Errorf("HPA metrics %+v, want casare_queue_depth at 4 per robot", m)
+		t.Errorf("HPA metrics %+v, want casare_pool_pending_jobs at 4 per robot", m)
+	} else if sel := m[0].External.Metric.Selector; sel == nil || sel.MatchLabels["pool"] != "batch" {
+		t.Errorf("HPA metric selector %+v, want the pool batch", sel)
 	}
+	// allowShell makes the pool's robots able to run jobs that need shell.
+	checkRobotPoolFlag(t, r.get(t, "Deployment", release).(*appsv1.Deployment), "--robot-pool=batch=capabilities=browser+shell;labels=pool=batch")
 	tunnel := r.get(t, "Service", release+"-tunnel").(*corev1.Service)
 	if tunnel.Spec.Type != corev1.ServiceTypeNodePort || tunnel.Spec.Ports[0].NodePort != 30443 {
 		t.Errorf("tunnel Service %s port %+v, want NodePort 30443", tunnel.Spec.Type, tunnel.Spec.Ports)
@@ -574,5 +584,20 @@ func TestStrictDecodingCatchesMisspeltFields(t *testing.T) {
 		if _, err := decodeStrict(doc); err == nil {
 			t.Errorf("%s: a misspelt, duplicate or unchecked field decoded without error", name)
 		}
+	}
+}
+
+// checkRobotPoolFlag fails the test unless the server's container has the
+// pool's --robot-pool, and the server takes it.
+func checkRobotPoolFlag(t *testing.T, server *appsv1.Deployment, want string) {
+	t.Helper()
+	args := server.Spec.Template.Spec.Containers[0].Args
+	if !slices.Contains(args, want) {
+		t.Errorf("server args %q, want %s", args, want)
+		return
+	}
+	cmd := exec.Command(filepath.Join(bin, "casare-server"), want, "--data-dir", t.TempDir(), "ca", "init")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Errorf("casare-server %s: %v\n%s", want, err, out)
 	}
 }

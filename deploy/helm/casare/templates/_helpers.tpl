@@ -110,11 +110,27 @@ seccompProfile:
 {{- end -}}
 {{- end -}}
 
-{{/* The number the pool scales on: the query given, or every pending job of the environment. */}}
+{{/* The number the pool scales on: the query given, or the jobs its robots could run, pending and running, per robot's slots (maxJobs). Each replica reports the whole fleet: max, not sum. */}}
 {{- define "casare.poolQuery" -}}
 {{- if .Values.robotPool.autoscaling.query -}}
 {{- .Values.robotPool.autoscaling.query -}}
 {{- else -}}
-{{- printf "sum(max by (priority) (casare_queue_depth{environment=%q}))" .Values.environment -}}
+{{- $match := printf "{environment=%q,pool=%q}" .Values.environment .Values.robotPool.name -}}
+{{- printf "(max(casare_pool_pending_jobs%s) + max(casare_pool_running_jobs%s)) / %d" $match $match (int .Values.robotPool.maxJobs) -}}
 {{- end -}}
+{{- end -}}
+
+{{/* The server's --robot-pool for the pool: what each of its robots has, the labels and capabilities its agents are started with and those they find in the image, so that casare_pool_pending_jobs counts the jobs they could run. */}}
+{{- define "casare.robotPoolFlag" -}}
+{{- $pool := .Values.robotPool -}}
+{{- $caps := concat $pool.capabilities $pool.detectedCapabilities -}}
+{{- if $pool.allowShell }}{{ $caps = append $caps "shell" }}{{ end -}}
+{{- $caps = $caps | uniq | sortAlpha -}}
+{{- $labels := merge (dict "pool" $pool.name) $pool.labels -}}
+{{- $labelList := list -}}
+{{- range $k, $v := $labels }}{{ $labelList = append $labelList (printf "%s=%s" $k $v) }}{{ end -}}
+{{- $parts := list -}}
+{{- if $caps }}{{ $parts = append $parts (printf "capabilities=%s" (join "+" $caps)) }}{{ end -}}
+{{- $parts = append $parts (printf "labels=%s" (join "+" $labelList)) -}}
+{{- printf "--robot-pool=%s=%s" $pool.name (join ";" $parts) -}}
 {{- end -}}
