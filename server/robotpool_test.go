@@ -117,3 +117,24 @@ func mustPool(t *testing.T, s string) RobotPool {
 	}
 	return p
 }
+
+// CASARE_ROBOT_POOLS holds several pools, comma separated as the other
+// lists of the environment are, and Check names what is wrong in one.
+func TestRobotPoolsFromEnv(t *testing.T) {
+	t.Setenv("CASARE_ROBOT_POOLS", "cloud=capabilities=browser;labels=pool=cloud+site=eu,desk=capabilities=desktop")
+	cfg, err := ConfigFromEnv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cfg.Check(); err != nil {
+		t.Fatal(err)
+	}
+	pools, err := ParseRobotPools(cfg.RobotPools)
+	if err != nil || len(pools) != 2 || pools[0].String() != "cloud=capabilities=browser;labels=pool=cloud+site=eu" || pools[1].String() != "desk=capabilities=desktop" {
+		t.Fatalf("pools %v, %v", pools, err)
+	}
+	cfg.RobotPools = append(cfg.RobotPools, "desk=")
+	if err := cfg.Check(); err == nil || !strings.Contains(err.Error(), "--robot-pool: pool desk is given twice") {
+		t.Errorf("Check = %v, want the pool named twice", err)
+	}
+}
