@@ -225,3 +225,42 @@ func BenchmarkFleet(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkPendingShapes measures one count of the pending jobs by their
+// requirements, on PostgreSQL, with a backlog of 100,000 jobs of four
+// shapes: what the pool metrics cost the database at most every fleetCache.
+func BenchmarkPendingShapes(b *testing.B) {
+	ctx := context.Background()
+	r, err := Open(ctx, Options{DatabaseURL: registrytest.DatabaseURL(b), MaxOpenConns: 10})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { r.Close() })
+	if _, err := r.Migrate(ctx); err != nil {
+		b.Fatal(err)
+	}
+	shapes := []string{"{}", `{"capabilities":["browser"]}`, `{"capabilities":["desktop"]}`, `{"labels":{"site":"eu"}}`}
+	now := time.Now().UTC()
+	const backlog, batch = 100_000, 2_000
+	for start := 0; start < backlog; start += batch {
+		jobs := make([]*Job, batch)
+		for i := range jobs {
+			jobs[i] = newJob("w")
+			jobs[i].Requires = shapes[(start+i)%len(shapes)]
+			jobs[i].CreatedAt, jobs[i].UpdatedAt = now, now
+		}
+		if _, err := r.db.NewInsert().Model(&jobs).Exec(ctx); err != nil {
+			b.Fatal(err)
+		}
+	}
+	if _, err := r.db.ExecContext(ctx, "ANALYZE jobs"); err != nil {
+		b.Fatal(err)
+	}
+	b.ResetTimer()
+	for b.Loop() {
+		got, err := r.PendingShapes(ctx)
+		if err != nil || len(got) != len(shapes) {
+			b.Fatalf("PendingShapes: %v, %v", got, err)
+		}
+	}
+}
