@@ -314,8 +314,9 @@ func TestDashboardsAndAlertsNameOnlyMetricsTheServerExports(t *testing.T) {
 	// A server with a robot that ran a job that succeeded and one that
 	// failed, so the metrics that appear only once something happened
 	// (counters by robot and workflow, API calls, rows pruned) are there too.
-	// Retention on, so its counter is there after the first pass.
-	s := startServer(t, t.TempDir(), "--heartbeat-interval", "200ms", "--retain-jobs", "30d")
+	// Retention on, so its counter is there after the first pass; a robot
+	// pool, so its metrics are there.
+	s := startServer(t, t.TempDir(), "--heartbeat-interval", "200ms", "--retain-jobs", "30d", "--robot-pool", "cloud=labels=pool=cloud")
 	f := newFleet(t, s)
 	f.enrol("metrics")
 	waitStatuses(t, s, map[string]string{"metrics": "IDLE"}, 15*time.Second)
