@@ -3,6 +3,8 @@ package server
 import (
 	"context"
 	"log/slog"
+	"maps"
+	"slices"
 	"sync"
 	"time"
 
@@ -135,8 +137,10 @@ func countPoolJobs(pools []RobotPool, shapes []registry.PendingShape, fleet []re
 		reqs, counts = append(reqs, req), append(counts, sh.N)
 	}
 	out := make([]poolJobs, len(pools))
+	asked := make([]dispatch.Requirements, len(pools))
 	for i, p := range pools {
 		out[i].name = p.Name
+		asked[i] = dispatch.Requirements{Capabilities: slices.Sorted(maps.Keys(p.Capabilities)), Labels: p.Labels}
 		for j, req := range reqs {
 			if req.Fits(p.Capabilities, p.Labels) {
 				out[i].pending += counts[j]
@@ -148,29 +152,15 @@ func countPoolJobs(pools []RobotPool, shapes []registry.PendingShape, fleet []re
 			continue
 		}
 		caps, labels := dispatch.RobotSets(&registry.Robot{ID: fleet[k].ID, Capabilities: fleet[k].Capabilities, Labels: fleet[k].Labels})
-		for i, p := range pools {
-			if hasAll(caps, labels, p) {
+		for i := range pools {
+			// A robot is as able as the pool's when it fits a job that
+			// asks for all the pool has.
+			if asked[i].Fits(caps, labels) {
 				out[i].running += fleet[k].Running
 			}
 		}
 	}
 	return out
-}
-
-// hasAll says whether a robot has every capability and label of the pool:
-// it is one of the pool's robots, or one as able.
-func hasAll(caps map[string]bool, labels map[string]string, p RobotPool) bool {
-	for c := range p.Capabilities {
-		if !caps[c] {
-			return false
-		}
-	}
-	for k, v := range p.Labels {
-		if have, ok := labels[k]; !ok || have != v {
-			return false
-		}
-	}
-	return true
 }
 
 func (c *fleetCollector) Collect(ch chan<- prometheus.Metric) {
