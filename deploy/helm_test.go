@@ -421,9 +421,9 @@ func TestChartRobotPoolWithKEDA(t *testing.T) {
 	tr := so.Spec.Triggers[0]
 	// One robot per 10 jobs the pool could run by default (DESIGN.md),
 	// pending and running, over the 2 slots of each robot.
-	wantQuery := `(max(casare_pool_pending_jobs{environment="production",pool="cloud"}) + max(casare_pool_running_jobs{environment="production",pool="cloud"})) / 2`
-	if tr.Type != "prometheus" || tr.Metadata["threshold"] != "10" || tr.Metadata["query"] != wantQuery {
-		t.Errorf("ScaledObject trigger %+v, want prometheus on %s with threshold 10", tr, wantQuery)
+	wantQuery := `ceil(max(casare_pool_pending_jobs{environment="production",pool="cloud"}) / 10) + ceil(max(casare_pool_running_jobs{environment="production",pool="cloud"}) / 2)`
+	if tr.Type != "prometheus" || tr.Metadata["threshold"] != "1" || tr.Metadata["query"] != wantQuery {
+		t.Errorf("ScaledObject trigger %+v, want prometheus on %s with threshold 1 (the query counts robots)", tr, wantQuery)
 	}
 	// The server counts those jobs for the pool's robots: its labels, and
 	// browser given and found in the image once.

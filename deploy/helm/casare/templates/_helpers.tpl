@@ -116,7 +116,7 @@ seccompProfile:
 {{- .Values.robotPool.autoscaling.query -}}
 {{- else -}}
 {{- $match := printf "{environment=%q,pool=%q}" .Values.environment .Values.robotPool.name -}}
-{{- printf "(max(casare_pool_pending_jobs%s) + max(casare_pool_running_jobs%s)) / %d" $match $match (int .Values.robotPool.maxJobs) -}}
+{{- printf "ceil(max(casare_pool_pending_jobs%s) / %d) + ceil(max(casare_pool_running_jobs%s) / %d)" $match (int .Values.robotPool.autoscaling.jobsPerRobot) $match (int .Values.robotPool.maxJobs) -}}
 {{- end -}}
 {{- end -}}
 
