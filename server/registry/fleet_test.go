@@ -8,8 +8,6 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
-
-	"github.com/casarerpa/casare/server/registry/registrytest"
 )
 
 func TestFleet(t *testing.T) {
@@ -193,14 +191,7 @@ func TestPendingShapes(t *testing.T) {
 // each replica costs the database at most every fleetCache.
 func BenchmarkFleet(b *testing.B) {
 	ctx := context.Background()
-	r, err := Open(ctx, Options{DatabaseURL: registrytest.DatabaseURL(b), MaxOpenConns: 10})
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { r.Close() })
-	if _, err := r.Migrate(ctx); err != nil {
-		b.Fatal(err)
-	}
+	r := openPostgres(b)
 	now := time.Now().UTC()
 	robots := make([]*Robot, 2000)
 	for i := range robots {
@@ -231,14 +222,7 @@ func BenchmarkFleet(b *testing.B) {
 // shapes: what the pool metrics cost the database at most every fleetCache.
 func BenchmarkPendingShapes(b *testing.B) {
 	ctx := context.Background()
-	r, err := Open(ctx, Options{DatabaseURL: registrytest.DatabaseURL(b), MaxOpenConns: 10})
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { r.Close() })
-	if _, err := r.Migrate(ctx); err != nil {
-		b.Fatal(err)
-	}
+	r := openPostgres(b)
 	shapes := []string{"{}", `{"capabilities":["browser"]}`, `{"capabilities":["desktop"]}`, `{"labels":{"site":"eu"}}`}
 	now := time.Now().UTC()
 	const backlog, batch = 100_000, 2_000

@@ -36,8 +36,9 @@ func forEachBackend(t *testing.T, test func(t *testing.T, r *Registry)) {
 	})
 }
 
-// openPostgres opens a migrated registry on a schema of the test's own.
-func openPostgres(t *testing.T) *Registry {
+// openPostgres opens a migrated registry on a schema of the test's (or
+// benchmark's) own.
+func openPostgres(t testing.TB) *Registry {
 	t.Helper()
 	r, err := Open(context.Background(), Options{DatabaseURL: registrytest.DatabaseURL(t), MaxOpenConns: 10})
 	if err != nil {

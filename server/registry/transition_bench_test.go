@@ -4,8 +4,6 @@ import (
 	"context"
 	"fmt"
 	"testing"
-
-	"github.com/casarerpa/casare/server/registry/registrytest"
 )
 
 // BenchmarkTransitionJobs moves jobs the way each dispatched job moves,
@@ -16,14 +14,7 @@ func BenchmarkTransitionJobs(b *testing.B) {
 	for _, size := range []int{1, 64} {
 		b.Run(fmt.Sprintf("batch=%d", size), func(b *testing.B) {
 			ctx := context.Background()
-			r, err := Open(ctx, Options{DatabaseURL: registrytest.DatabaseURL(b), MaxOpenConns: 10})
-			if err != nil {
-				b.Fatal(err)
-			}
-			b.Cleanup(func() { r.Close() })
-			if _, err := r.Migrate(ctx); err != nil {
-				b.Fatal(err)
-			}
+			r := openPostgres(b)
 			robot := "robot-1"
 			steps := []Transition{
 				{From: []JobStatus{JobPending}, Attempt: 1, To: JobAssigned, RobotID: &robot, Message: "assigned"},
