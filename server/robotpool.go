@@ -5,6 +5,8 @@ import (
 	"maps"
 	"slices"
 	"strings"
+	"unicode"
+	"unicode/utf8"
 )
 
 // RobotPool is a group of robots alike, such as the Deployment of agents a
@@ -40,6 +42,15 @@ func ParseRobotPool(s string) (RobotPool, error) {
 	}
 	if strings.IndexByte(s, 0) >= 0 {
 		return RobotPool{}, fmt.Errorf("%q: holds a NUL byte", s)
+	}
+	// Names, capabilities and labels end up in metric labels and job
+	// status messages: a control character or broken UTF-8 there would
+	// garble both.
+	if !utf8.ValidString(s) {
+		return RobotPool{}, fmt.Errorf("%q: is not valid UTF-8", s)
+	}
+	if i := strings.IndexFunc(s, unicode.IsControl); i >= 0 {
+		return RobotPool{}, fmt.Errorf("%q: holds a control character at byte %d", s, i)
 	}
 	name, selector, ok := strings.Cut(s, "=")
 	if !ok {

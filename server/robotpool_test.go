@@ -35,6 +35,8 @@ func TestParseRobotPool(t *testing.T) {
 		{name: "ErrLabelWithoutValue", in: "cloud=labels=site", err: `want KEY=VALUE, got "site"`},
 		{name: "ErrEmptyItem", in: "cloud=capabilities=browser++shell", err: "an empty item"},
 		{name: "ErrNUL", in: "cloud=capabilities=a\x00b", err: "NUL"},
+		{name: "ErrControlCharacter", in: "cl\x01oud=labels=k=v", err: "a control character at byte 2"},
+		{name: "ErrBrokenUTF8", in: "cloud=labels=k=\xff", err: "not valid UTF-8"},
 		{name: "ErrTooLong", in: "cloud=labels=k=" + strings.Repeat("v", 5000), err: "at most 4096 bytes"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
