@@ -31,22 +31,40 @@ var _ casarev1connect.JobServiceHandler = (*jobService)(nil)
 // in one transaction, then queues it. A failed enqueue does not fail the
 // call: the job is already durable and the reconciler queues it.
 func (s *jobService) SubmitJob(ctx context.Context, req *casarev1.SubmitJobRequest) (*casarev1.SubmitJobResponse, error) {
-	wf, name, version, err := s.resolveWorkflow(ctx, req)
+	saved, existing, err := s.Submit(ctx, req, actor(ctx))
 	if err != nil {
 		return nil, err
+	}
+	if existing {
+		auth.SetAuditTarget(ctx, "job/"+saved.ID)
+	}
+	return &casarev1.SubmitJobResponse{Job: jobToProto(saved), Existing: existing}, nil
+}
+
+// Submit is the one path by which a job comes to be, whoever asks: an API
+// call, a schedule's fire, a webhook trigger. It resolves and checks the
+// workflow and inputs as SubmitJob documents, commits the job PENDING (with
+// the audit event of ctx's call, when there is one) and queues it. With an
+// idempotency key that a job has already, it returns that job and existing
+// true, and queues nothing. createdBy names who asked (a token, or
+// "schedule/NAME"). Errors are Connect errors naming the field at fault.
+func (s *Services) Submit(ctx context.Context, req *casarev1.SubmitJobRequest, createdBy string) (saved *registry.Job, existing bool, err error) {
+	wf, name, version, err := s.resolveWorkflow(ctx, req)
+	if err != nil {
+		return nil, false, err
 	}
 	inputs, err := checkInputs(wf, req.GetInputs())
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	if req.GetWorkflow() != nil {
 		if err := validateWorkflow(ctx, wf); err != nil {
-			return nil, err
+			return nil, false, err
 		}
 	}
 	requires, err := mergeRequirements(workflow.Requirements(wf, stepCatalogue), req.GetRequires())
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	priority := req.GetPriority()
 	if priority == casarev1.JobPriority_JOB_PRIORITY_UNSPECIFIED {
@@ -63,7 +81,7 @@ func (s *jobService) SubmitJob(ctx context.Context, req *casarev1.SubmitJobReque
 		StatusMessage:   "waiting for a robot",
 		Priority:        registry.Priority(priority),
 		MaxAttempts:     maxAttempts,
-		CreatedBy:       actor(ctx),
+		CreatedBy:       createdBy,
 	}
 	if req.GetTimeout() != nil {
 		job.TimeoutMillis = req.GetTimeout().AsDuration().Milliseconds()
@@ -72,22 +90,21 @@ func (s *jobService) SubmitJob(ctx context.Context, req *casarev1.SubmitJobReque
 		job.IdempotencyKey = &key
 	}
 	if job.Workflow, err = marshalJSON(wf); err != nil {
-		return nil, toConnect(fmt.Errorf("encode workflow: %w", err))
+		return nil, false, toConnect(fmt.Errorf("encode workflow: %w", err))
 	}
 	if job.Inputs, err = marshalJSON(inputs); err != nil {
-		return nil, toConnect(fmt.Errorf("encode inputs: %w", err))
+		return nil, false, toConnect(fmt.Errorf("encode inputs: %w", err))
 	}
 	if job.Requires, err = marshalJSON(requires); err != nil {
-		return nil, toConnect(fmt.Errorf("encode requirements: %w", err))
+		return nil, false, toConnect(fmt.Errorf("encode requirements: %w", err))
 	}
 	audit := auth.AuditEvent(ctx, "job/"+job.ID, map[string]any{"workflow": name})
-	saved, existing, err := s.jobs.Submit(ctx, job, audit)
+	saved, existing, err = s.jobs.Submit(ctx, job, audit)
 	if err != nil {
-		return nil, toConnect(err)
+		return nil, false, toConnect(err)
 	}
 	if existing {
-		auth.SetAuditTarget(ctx, "job/"+saved.ID)
-		return &casarev1.SubmitJobResponse{Job: jobToProto(saved), Existing: true}, nil
+		return saved, true, nil
 	}
 	if s.dispatch != nil {
 		// The queue carries the job to whichever replica has a robot for
@@ -101,12 +118,12 @@ func (s *jobService) SubmitJob(ctx context.Context, req *casarev1.SubmitJobReque
 		s.logger.Warn("enqueue job; the reconciler will queue it", "job", saved.ID, "err", err)
 	}
 	s.queue.PublishJobChange(ctx, saved.ID)
-	return &casarev1.SubmitJobResponse{Job: jobToProto(saved)}, nil
+	return saved, false, nil
 }
 
 // resolveWorkflow returns the definition the job runs, its name and its
 // stored version (0 for an inline workflow).
-func (s *jobService) resolveWorkflow(ctx context.Context, req *casarev1.SubmitJobRequest) (*casarev1.Workflow, string, int32, error) {
+func (s *Services) resolveWorkflow(ctx context.Context, req *casarev1.SubmitJobRequest) (*casarev1.Workflow, string, int32, error) {
 	if wf := req.GetWorkflow(); wf != nil {
 		return wf, wf.GetName(), 0, nil
 	}

@@ -157,6 +157,7 @@ func (s *Services) Register(server *connect.Server) {
 	casarev1connect.RegisterWorkflowServiceHandler(server, &workflowService{s})
 	casarev1connect.RegisterRobotServiceHandler(server, &robotService{Services: s})
 	casarev1connect.RegisterAdminServiceHandler(server, &adminService{s})
+	casarev1connect.RegisterWebhookServiceHandler(server, &webhookService{Services: s})
 }
 
 // actor names the caller for job events and created_by columns.
