@@ -6,7 +6,9 @@ package casarev1connect
 
 import (
 	connect "connectrpc.com/connect/v2"
-	_ "github.com/casarerpa/casare/rpc/casare/v1"
+	context "context"
+	v1 "github.com/casarerpa/casare/rpc/casare/v1"
+	sync "sync"
 )
 
 const (
@@ -14,8 +16,84 @@ const (
 	WebhookServiceName = "casare.v1.WebhookService"
 )
 
+// These constants are the procedure names of the RPCs defined in this package. They're exposed at
+// runtime as Spec.Procedure and as the final two segments of the HTTP route.
+//
+// Note that these are different from the fully-qualified method names used by
+// google.golang.org/protobuf/reflect/protoreflect. To convert from these constants to
+// reflection-formatted method names, remove the leading slash and convert the remaining slash to a
+// period.
+const (
+	// WebhookServiceCreateTriggerProcedure is the procedure name of the WebhookService's CreateTrigger
+	// RPC.
+	WebhookServiceCreateTriggerProcedure = "/casare.v1.WebhookService/CreateTrigger"
+	// WebhookServiceGetTriggerProcedure is the procedure name of the WebhookService's GetTrigger RPC.
+	WebhookServiceGetTriggerProcedure = "/casare.v1.WebhookService/GetTrigger"
+	// WebhookServiceListTriggersProcedure is the procedure name of the WebhookService's ListTriggers
+	// RPC.
+	WebhookServiceListTriggersProcedure = "/casare.v1.WebhookService/ListTriggers"
+	// WebhookServiceDeleteTriggerProcedure is the procedure name of the WebhookService's DeleteTrigger
+	// RPC.
+	WebhookServiceDeleteTriggerProcedure = "/casare.v1.WebhookService/DeleteTrigger"
+	// WebhookServiceRotateTriggerSecretProcedure is the procedure name of the WebhookService's
+	// RotateTriggerSecret RPC.
+	WebhookServiceRotateTriggerSecretProcedure = "/casare.v1.WebhookService/RotateTriggerSecret"
+)
+
+var (
+	webhookServiceCreateTriggerSpec = sync.OnceValue(func() connect.Spec {
+		return connect.Spec{
+			StreamType: connect.StreamTypeUnary,
+			Schema:     v1.File_casare_v1_webhook_proto.Services().ByName("WebhookService").Methods().ByName("CreateTrigger"),
+			Procedure:  WebhookServiceCreateTriggerProcedure,
+		}
+	})
+	webhookServiceGetTriggerSpec = sync.OnceValue(func() connect.Spec {
+		return connect.Spec{
+			StreamType:       connect.StreamTypeUnary,
+			Schema:           v1.File_casare_v1_webhook_proto.Services().ByName("WebhookService").Methods().ByName("GetTrigger"),
+			Procedure:        WebhookServiceGetTriggerProcedure,
+			IdempotencyLevel: connect.IdempotencyNoSideEffects,
+		}
+	})
+	webhookServiceListTriggersSpec = sync.OnceValue(func() connect.Spec {
+		return connect.Spec{
+			StreamType:       connect.StreamTypeUnary,
+			Schema:           v1.File_casare_v1_webhook_proto.Services().ByName("WebhookService").Methods().ByName("ListTriggers"),
+			Procedure:        WebhookServiceListTriggersProcedure,
+			IdempotencyLevel: connect.IdempotencyNoSideEffects,
+		}
+	})
+	webhookServiceDeleteTriggerSpec = sync.OnceValue(func() connect.Spec {
+		return connect.Spec{
+			StreamType: connect.StreamTypeUnary,
+			Schema:     v1.File_casare_v1_webhook_proto.Services().ByName("WebhookService").Methods().ByName("DeleteTrigger"),
+			Procedure:  WebhookServiceDeleteTriggerProcedure,
+		}
+	})
+	webhookServiceRotateTriggerSecretSpec = sync.OnceValue(func() connect.Spec {
+		return connect.Spec{
+			StreamType: connect.StreamTypeUnary,
+			Schema:     v1.File_casare_v1_webhook_proto.Services().ByName("WebhookService").Methods().ByName("RotateTriggerSecret"),
+			Procedure:  WebhookServiceRotateTriggerSecretProcedure,
+		}
+	})
+)
+
 // WebhookServiceClient is a client for the casare.v1.WebhookService service.
 type WebhookServiceClient interface {
+	// CreateTrigger makes an inbound trigger; its secret is returned only
+	// here.
+	CreateTrigger(context.Context, *v1.CreateTriggerRequest) (*v1.CreateTriggerResponse, error)
+	// GetTrigger returns a trigger, without its secret.
+	GetTrigger(context.Context, *v1.GetTriggerRequest) (*v1.GetTriggerResponse, error)
+	// ListTriggers lists triggers by name, without their secrets.
+	ListTriggers(context.Context, *v1.ListTriggersRequest) (*v1.ListTriggersResponse, error)
+	// DeleteTrigger deletes a trigger; its URL answers 404 from then on.
+	DeleteTrigger(context.Context, *v1.DeleteTriggerRequest) (*v1.DeleteTriggerResponse, error)
+	// RotateTriggerSecret gives a trigger a new secret; the old one stays
+	// valid for a grace period.
+	RotateTriggerSecret(context.Context, *v1.RotateTriggerSecretRequest) (*v1.RotateTriggerSecretResponse, error)
 }
 
 // NewWebhookServiceClient constructs a client for the casare.v1.WebhookService service. Multiple
@@ -26,19 +104,158 @@ func NewWebhookServiceClient(client *connect.Client) WebhookServiceClient {
 
 // WebhookServiceHandler is an implementation of the casare.v1.WebhookService service.
 type WebhookServiceHandler interface {
+	// CreateTrigger makes an inbound trigger; its secret is returned only
+	// here.
+	CreateTrigger(context.Context, *v1.CreateTriggerRequest) (*v1.CreateTriggerResponse, error)
+	// GetTrigger returns a trigger, without its secret.
+	GetTrigger(context.Context, *v1.GetTriggerRequest) (*v1.GetTriggerResponse, error)
+	// ListTriggers lists triggers by name, without their secrets.
+	ListTriggers(context.Context, *v1.ListTriggersRequest) (*v1.ListTriggersResponse, error)
+	// DeleteTrigger deletes a trigger; its URL answers 404 from then on.
+	DeleteTrigger(context.Context, *v1.DeleteTriggerRequest) (*v1.DeleteTriggerResponse, error)
+	// RotateTriggerSecret gives a trigger a new secret; the old one stays
+	// valid for a grace period.
+	RotateTriggerSecret(context.Context, *v1.RotateTriggerSecretRequest) (*v1.RotateTriggerSecretResponse, error)
 }
 
 // RegisterWebhookServiceHandler registers svc as the casare.v1.WebhookService implementation on
 // server.
 func RegisterWebhookServiceHandler(server *connect.Server, svc WebhookServiceHandler) {
-	server.Register()
+	adapter := webhookServiceHandler{svc: svc}
+	server.Register(
+		connect.Method{Spec: webhookServiceCreateTriggerSpec(), Handler: adapter.createTrigger},
+		connect.Method{Spec: webhookServiceGetTriggerSpec(), Handler: adapter.getTrigger},
+		connect.Method{Spec: webhookServiceListTriggersSpec(), Handler: adapter.listTriggers},
+		connect.Method{Spec: webhookServiceDeleteTriggerSpec(), Handler: adapter.deleteTrigger},
+		connect.Method{Spec: webhookServiceRotateTriggerSecretSpec(), Handler: adapter.rotateTriggerSecret},
+	)
 }
 
 // UnimplementedWebhookServiceHandler returns CodeUnimplemented from all methods.
 type UnimplementedWebhookServiceHandler struct{}
 
+func (UnimplementedWebhookServiceHandler) CreateTrigger(context.Context, *v1.CreateTriggerRequest) (*v1.CreateTriggerResponse, error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, "casare.v1.WebhookService.CreateTrigger is not implemented")
+}
+
+func (UnimplementedWebhookServiceHandler) GetTrigger(context.Context, *v1.GetTriggerRequest) (*v1.GetTriggerResponse, error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, "casare.v1.WebhookService.GetTrigger is not implemented")
+}
+
+func (UnimplementedWebhookServiceHandler) ListTriggers(context.Context, *v1.ListTriggersRequest) (*v1.ListTriggersResponse, error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, "casare.v1.WebhookService.ListTriggers is not implemented")
+}
+
+func (UnimplementedWebhookServiceHandler) DeleteTrigger(context.Context, *v1.DeleteTriggerRequest) (*v1.DeleteTriggerResponse, error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, "casare.v1.WebhookService.DeleteTrigger is not implemented")
+}
+
+func (UnimplementedWebhookServiceHandler) RotateTriggerSecret(context.Context, *v1.RotateTriggerSecretRequest) (*v1.RotateTriggerSecretResponse, error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, "casare.v1.WebhookService.RotateTriggerSecret is not implemented")
+}
+
 type webhookServiceClient struct {
 	client *connect.Client
 }
 
+func (c *webhookServiceClient) CreateTrigger(ctx context.Context, req *v1.CreateTriggerRequest) (*v1.CreateTriggerResponse, error) {
+	var res v1.CreateTriggerResponse
+	if err := c.client.CallUnary(ctx, webhookServiceCreateTriggerSpec(), req, &res); err != nil {
+		return nil, err
+	}
+	return &res, nil
+}
+
+func (c *webhookServiceClient) GetTrigger(ctx context.Context, req *v1.GetTriggerRequest) (*v1.GetTriggerResponse, error) {
+	var res v1.GetTriggerResponse
+	if err := c.client.CallUnary(ctx, webhookServiceGetTriggerSpec(), req, &res); err != nil {
+		return nil, err
+	}
+	return &res, nil
+}
+
+func (c *webhookServiceClient) ListTriggers(ctx context.Context, req *v1.ListTriggersRequest) (*v1.ListTriggersResponse, error) {
+	var res v1.ListTriggersResponse
+	if err := c.client.CallUnary(ctx, webhookServiceListTriggersSpec(), req, &res); err != nil {
+		return nil, err
+	}
+	return &res, nil
+}
+
+func (c *webhookServiceClient) DeleteTrigger(ctx context.Context, req *v1.DeleteTriggerRequest) (*v1.DeleteTriggerResponse, error) {
+	var res v1.DeleteTriggerResponse
+	if err := c.client.CallUnary(ctx, webhookServiceDeleteTriggerSpec(), req, &res); err != nil {
+		return nil, err
+	}
+	return &res, nil
+}
+
+func (c *webhookServiceClient) RotateTriggerSecret(ctx context.Context, req *v1.RotateTriggerSecretRequest) (*v1.RotateTriggerSecretResponse, error) {
+	var res v1.RotateTriggerSecretResponse
+	if err := c.client.CallUnary(ctx, webhookServiceRotateTriggerSecretSpec(), req, &res); err != nil {
+		return nil, err
+	}
+	return &res, nil
+}
+
 type webhookServiceHandler struct{ svc WebhookServiceHandler }
+
+func (h webhookServiceHandler) createTrigger(ctx context.Context, _ connect.Spec, stream connect.ServerStream) error {
+	var req v1.CreateTriggerRequest
+	if err := stream.Receive(&req); err != nil {
+		return err
+	}
+	res, err := h.svc.CreateTrigger(ctx, &req)
+	if err != nil {
+		return err
+	}
+	return stream.Send(res)
+}
+
+func (h webhookServiceHandler) getTrigger(ctx context.Context, _ connect.Spec, stream connect.ServerStream) error {
+	var req v1.GetTriggerRequest
+	if err := stream.Receive(&req); err != nil {
+		return err
+	}
+	res, err := h.svc.GetTrigger(ctx, &req)
+	if err != nil {
+		return err
+	}
+	return stream.Send(res)
+}
+
+func (h webhookServiceHandler) listTriggers(ctx context.Context, _ connect.Spec, stream connect.ServerStream) error {
+	var req v1.ListTriggersRequest
+	if err := stream.Receive(&req); err != nil {
+		return err
+	}
+	res, err := h.svc.ListTriggers(ctx, &req)
+	if err != nil {
+		return err
+	}
+	return stream.Send(res)
+}
+
+func (h webhookServiceHandler) deleteTrigger(ctx context.Context, _ connect.Spec, stream connect.ServerStream) error {
+	var req v1.DeleteTriggerRequest
+	if err := stream.Receive(&req); err != nil {
+		return err
+	}
+	res, err := h.svc.DeleteTrigger(ctx, &req)
+	if err != nil {
+		return err
+	}
+	return stream.Send(res)
+}
+
+func (h webhookServiceHandler) rotateTriggerSecret(ctx context.Context, _ connect.Spec, stream connect.ServerStream) error {
+	var req v1.RotateTriggerSecretRequest
+	if err := stream.Receive(&req); err != nil {
+		return err
+	}
+	res, err := h.svc.RotateTriggerSecret(ctx, &req)
+	if err != nil {
+		return err
+	}
+	return stream.Send(res)
+}
