@@ -222,3 +222,35 @@ type RevokedCertificate struct {
 	RobotID   string    `bun:"robot_id,notnull"`
 	RevokedAt time.Time `bun:"revoked_at,notnull"`
 }
+
+// Trigger auth schemes as stored.
+const (
+	TriggerAuthStandardWebhooks = "standard-webhooks"
+	TriggerAuthBearer           = "bearer"
+)
+
+// Trigger is a row of triggers: an inbound webhook that starts a stored
+// workflow. Secret is the Standard Webhooks key itself, since checking an
+// HMAC needs it, or the hex SHA-256 of a bearer token; PreviousSecret is
+// the one a rotation replaced, valid until PreviousSecretExpiresAt.
+type Trigger struct {
+	bun.BaseModel `bun:"table:triggers"`
+
+	ID                      string     `bun:"id,pk"`
+	Name                    string     `bun:"name,notnull"`
+	WorkflowName            string     `bun:"workflow_name,notnull"`
+	WorkflowVersion         int32      `bun:"workflow_version,notnull"`
+	Inputs                  string     `bun:"inputs,notnull"` // JSON object: input name → CEL
+	Priority                Priority   `bun:"priority,notnull"`
+	Requires                string     `bun:"requires,notnull"` // protojson of casare.v1.Requirements
+	MaxAttempts             int32      `bun:"max_attempts,notnull"`
+	Auth                    string     `bun:"auth,notnull"`
+	RatePerSecond           float64    `bun:"rate_per_second,notnull"`
+	Burst                   int32      `bun:"burst,notnull"`
+	Secret                  string     `bun:"secret,notnull"`
+	PreviousSecret          string     `bun:"previous_secret,notnull"`
+	PreviousSecretExpiresAt *time.Time `bun:"previous_secret_expires_at"`
+	CreatedBy               string     `bun:"created_by,notnull"`
+	CreatedAt               time.Time  `bun:"created_at,notnull"`
+	UpdatedAt               time.Time  `bun:"updated_at,notnull"`
+}
