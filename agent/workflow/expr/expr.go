@@ -41,7 +41,7 @@ const (
 // serves every workflow.
 var base = func() *cel.Env {
 	dynMap := cel.MapType(cel.StringType, cel.DynType)
-	env, err := cel.NewEnv(
+	env, err := cel.NewEnv(append([]cel.EnvOption{
 		cel.Variable(Inputs, dynMap),
 		cel.Variable(Vars, dynMap),
 		cel.Variable(Steps, dynMap),
@@ -49,6 +49,17 @@ var base = func() *cel.Env {
 		cel.Variable(Index, cel.IntType),
 		cel.Variable(Job, dynMap),
 		cel.Variable(Error, dynMap),
+	}, library()...)...)
+	if err != nil {
+		panic("expr: " + err.Error())
+	}
+	return env
+}()
+
+// library is the language without its variables: the functions and
+// options every environment of it has.
+func library() []cel.EnvOption {
+	return []cel.EnvOption{
 		ext.Strings(),
 		// The versions cel-go v0.32 had: later ones add functions
 		// (lists' hasAll, encoders' json.parse and yaml.parse) that would
@@ -64,12 +75,8 @@ var base = func() *cel.Env {
 		// per character and finds only errors that follow from the
 		// first: a thousand such expressions took seconds to check.
 		cel.ParserErrorRecoveryLimit(1),
-	)
-	if err != nil {
-		panic("expr: " + err.Error())
 	}
-	return env
-}()
+}
 
 // prattParser parses the language base does, with its macros and its
 // error recovery limit, but with cel-go's hand-written Pratt parser instead
