@@ -66,6 +66,12 @@ type Config struct {
 	ReconcileInterval time.Duration `env:"CASARE_RECONCILE_INTERVAL" envDefault:"30s"`
 	// MaxRequestBytes limits one request message.
 	MaxRequestBytes int `env:"CASARE_MAX_REQUEST_BYTES" envDefault:"4194304"`
+	// TriggerRate is the requests a second a webhook trigger without a
+	// rate of its own accepts on each replica.
+	TriggerRate float64 `env:"CASARE_TRIGGER_RATE" envDefault:"10"`
+	// TriggerMaxBodyBytes limits the body of a request to a webhook
+	// trigger.
+	TriggerMaxBodyBytes int64 `env:"CASARE_TRIGGER_MAX_BODY_BYTES" envDefault:"1048576"`
 	// ShutdownTimeout bounds the graceful shutdown on SIGTERM.
 	ShutdownTimeout time.Duration `env:"CASARE_SHUTDOWN_TIMEOUT" envDefault:"20s"`
 	// DefaultMaxAttempts applies to jobs submitted without max_attempts.
@@ -176,6 +182,12 @@ func (c Config) Check() error {
 	}
 	if c.MaxRequestBytes < 1024 {
 		return fmt.Errorf("--max-request-bytes: at least 1024, got %d", c.MaxRequestBytes)
+	}
+	if c.TriggerRate <= 0 || c.TriggerRate > 10000 {
+		return fmt.Errorf("--trigger-rate: between 0 and 10000 requests a second, got %g", c.TriggerRate)
+	}
+	if c.TriggerMaxBodyBytes < 1024 || c.TriggerMaxBodyBytes > int64(c.MaxRequestBytes)*2 {
+		return fmt.Errorf("--trigger-max-body-bytes: at least 1024 and at most twice --max-request-bytes, got %d", c.TriggerMaxBodyBytes)
 	}
 	if c.AcceptTimeout <= 0 {
 		return fmt.Errorf("--accept-timeout: must be positive, got %s", c.AcceptTimeout)

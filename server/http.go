@@ -22,6 +22,7 @@ import (
 	"github.com/casarerpa/casare/rpc/grpc/health/v1/healthv1connect"
 	"github.com/casarerpa/casare/server/api"
 	"github.com/casarerpa/casare/server/gateway"
+	"github.com/casarerpa/casare/server/trigger"
 )
 
 // newHTTPServer builds the one HTTP port: the API (Connect, gRPC and
@@ -75,6 +76,16 @@ func (s *Server) newHTTPServer() *http.Server {
 		connecthttp.WithCodecs(binaryCodec(), strictJSONCodec()),
 	)
 	connecthttp.Mount(mux, public)
+	// Webhook triggers answer without an API token: each request carries
+	// its trigger's signature or bearer token instead.
+	mux.Handle(trigger.Pattern, trigger.New(trigger.Options{
+		Store:        s.reg,
+		Jobs:         services,
+		Logger:       s.logger,
+		Metrics:      s.metrics,
+		DefaultRate:  s.cfg.TriggerRate,
+		MaxBodyBytes: s.cfg.TriggerMaxBodyBytes,
+	}))
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.metrics, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /health/live", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})

@@ -74,3 +74,11 @@ func encodeDetails(details map[string]any) string {
 	}
 	return string(b)
 }
+
+// WithAudit returns ctx as a mutation made by actor outside the API (a
+// webhook trigger's request), so that AuditEvent gives the event to write
+// with the change, as it does inside an API call. action names what was
+// called ("POST /hooks/ID") and peer who called it.
+func WithAudit(ctx context.Context, actor, action, peer string) context.Context {
+	return context.WithValue(ctx, auditKey{}, &auditEntry{event: registry.AuditEvent{Actor: actor, Action: action, Peer: peer}})
+}
