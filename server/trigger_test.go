@@ -269,6 +269,13 @@ func testWebhookTriggers(t *testing.T, s *triggerServer) {
 		if n := s.countJobs(t, "orders"); n != 1 {
 			t.Fatalf("%d jobs after a delivery and its retries, want 1", n)
 		}
+		audit, err := s.admin.ListAuditEvents(ctx, &casarev1.ListAuditEventsRequest{Target: "job/" + first.jobID})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ev := audit.GetEvents(); len(ev) != 1 || ev[0].GetActor() != "trigger/orders-hook" || ev[0].GetAction() != "POST "+path {
+			t.Fatalf("audit of the job: %v; want one event by the trigger", ev)
+		}
 	})
 
 	t.Run("UnauthenticatedCreatesNothing", func(t *testing.T) {
@@ -328,8 +335,10 @@ func testWebhookTriggers(t *testing.T, s *triggerServer) {
 				}
 			})
 		}
-		if got := s.post(t, "/hooks/no-such-trigger", delivery{id: "x", body: "{}", secret: secret}); got.status != http.StatusNotFound {
-			t.Fatalf("an unknown trigger: %+v, want 404", got)
+		for _, p := range []string{"/hooks/no-such-trigger", "/hooks/" + strings.Repeat("a", 10000)} {
+			if got := s.post(t, p, delivery{id: "x", body: "{}", secret: secret}); got.status != http.StatusNotFound {
+				t.Fatalf("an unknown trigger: %+v, want 404", got)
+			}
 		}
 		if after := s.countJobs(t, "orders"); after != before {
 			t.Fatalf("%d jobs after bad requests, want %d", after, before)

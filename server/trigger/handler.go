@@ -41,6 +41,10 @@ const (
 	DefaultReadTimeout  = 30 * time.Second
 )
 
+// maxIDLength is the longest trigger id worth a look in the registry;
+// ids are UUIDs.
+const maxIDLength = 64
+
 // IdempotencyHeader carries a delivery id for a bearer trigger's sender
 // that has no webhook-id.
 const IdempotencyHeader = "Idempotency-Key"
@@ -199,6 +203,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 func (h *Handler) serve(w http.ResponseWriter, r *http.Request) (*registry.Job, bool, error) {
 	ctx := r.Context()
 	id := r.PathValue("id")
+	if len(id) > maxIDLength {
+		return nil, false, fail(http.StatusNotFound, "not_found", "no trigger with that id")
+	}
 	t, err := h.opts.Store.TriggerByID(ctx, id)
 	if errors.Is(err, registry.ErrNotFound) {
 		h.forget(id)
