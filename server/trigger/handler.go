@@ -13,6 +13,7 @@ import (
 	"math"
 	"mime"
 	"net/http"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -373,8 +374,10 @@ func (h *Handler) readBody(w http.ResponseWriter, r *http.Request) ([]byte, erro
 	switch {
 	case errors.As(err, &tooLarge):
 		return nil, fail(http.StatusRequestEntityTooLarge, "too_large", "request body: larger than the limit of %s", expr.FormatSize(int(h.opts.MaxBodyBytes)))
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		return nil, fail(http.StatusRequestTimeout, "invalid", "request body: not sent within the read timeout of %s", h.opts.ReadTimeout)
 	case err != nil:
-		return nil, fail(http.StatusRequestTimeout, "invalid", "request body: %v", err)
+		return nil, fail(http.StatusBadRequest, "invalid", "request body: %v", err)
 	}
 	return body, nil
 }

@@ -1,8 +1,12 @@
 package trigger
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
+	"fmt"
+	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
@@ -176,5 +180,33 @@ func TestCompile(t *testing.T) {
 		if !strings.HasPrefix(p, "inputs.") {
 			t.Errorf("problem %q names no input", p)
 		}
+	}
+}
+
+// A client that sends its headers and then too little of its body, too
+// slowly, loses the connection at the read timeout, with no job made.
+func TestHandlerCutsSlowClients(t *testing.T) {
+	b := setup(t)
+	mux := http.NewServeMux()
+	mux.Handle(Pattern, New(Options{Store: b.fakes, Jobs: b.fakes, ReadTimeout: 200 * time.Millisecond}))
+	srv := httptest.NewServer(mux)
+	t.Cleanup(srv.Close)
+	conn, err := net.Dial("tcp", srv.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	fmt.Fprintf(conn, "POST /hooks/t1 HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n{")
+	_ = conn.SetReadDeadline(time.Now().Add(30 * time.Second))
+	res, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(res.Body)
+	if res.StatusCode != http.StatusRequestTimeout || !strings.Contains(string(body), "read timeout of 200ms") {
+		t.Fatalf("%d %s; want 408 naming the read timeout", res.StatusCode, body)
+	}
+	if len(b.fakes.requests) != 0 {
+		t.Fatal("a job was submitted")
 	}
 }
