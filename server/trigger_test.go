@@ -398,6 +398,31 @@ func testWebhookTriggers(t *testing.T, s *triggerServer) {
 		if after := s.countJobs(t, "orders"); after != before+1 {
 			t.Fatalf("%d jobs, want %d", after, before+1)
 		}
+
+		// An update changes the mapping and keeps the URL and the secret.
+		updated, err := s.webhooks.UpdateTrigger(ctx, &casarev1.UpdateTriggerRequest{Trigger: &casarev1.Trigger{
+			Name: "orders-bearer", WorkflowName: "orders", Inputs: map[string]string{"order": "int(query.n) * 10"},
+		}})
+		if err != nil || updated.GetTrigger().GetUrlPath() != bpath || updated.GetTrigger().GetAuth() != casarev1.TriggerAuth_TRIGGER_AUTH_BEARER {
+			t.Fatalf("UpdateTrigger = %v, %v", updated, err)
+		}
+		got := s.post(t, bpath+"?n=4", delivery{bearer: res.GetSecret()})
+		job, err := s.jobs.GetJob(ctx, &casarev1.GetJobRequest{Id: got.jobID})
+		if err != nil || job.GetJob().GetInputs().AsMap()["order"] != 40.0 {
+			t.Fatalf("a delivery after the update: %+v, %v, %v", got, job, err)
+		}
+		for _, bad := range []struct {
+			tr   *casarev1.Trigger
+			want string
+		}{
+			{&casarev1.Trigger{Name: "orders-bearer", WorkflowName: "orders", Inputs: map[string]string{"order": "1"}, Auth: casarev1.TriggerAuth_TRIGGER_AUTH_STANDARD_WEBHOOKS}, "trigger.auth"},
+			{&casarev1.Trigger{Name: "orders-bearer", WorkflowName: "orders", Inputs: map[string]string{"order": "body.("}}, "trigger.inputs.order"},
+			{&casarev1.Trigger{Name: "nope", WorkflowName: "orders", Inputs: map[string]string{"order": "1"}}, "trigger.name"},
+		} {
+			if _, err := s.webhooks.UpdateTrigger(ctx, &casarev1.UpdateTriggerRequest{Trigger: bad.tr}); err == nil || !strings.Contains(err.Error(), bad.want) {
+				t.Errorf("UpdateTrigger(%v) = %v, want an error naming %s", bad.tr, err, bad.want)
+			}
+		}
 		// The token never reaches a mapping: headers has no authorization.
 		leaky, err := s.webhooks.CreateTrigger(ctx, &casarev1.CreateTriggerRequest{Trigger: &casarev1.Trigger{
 			Name: "leaky", WorkflowName: "orders", Inputs: map[string]string{"order": "1", "source": "headers.authorization"},
@@ -406,7 +431,7 @@ func testWebhookTriggers(t *testing.T, s *triggerServer) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		got := s.post(t, leaky.GetTrigger().GetUrlPath(), delivery{bearer: leaky.GetSecret()})
+		got = s.post(t, leaky.GetTrigger().GetUrlPath(), delivery{bearer: leaky.GetSecret()})
 		if got.status != http.StatusUnprocessableEntity || !strings.Contains(got.err, "inputs.source") {
 			t.Fatalf("a mapping reading the Authorization header: %+v, want 422 naming inputs.source", got)
 		}

@@ -38,40 +38,17 @@ func (s *webhookService) CreateTrigger(ctx context.Context, req *casarev1.Create
 	if err := s.checkTrigger(ctx, in); err != nil {
 		return nil, err
 	}
+	t, err := triggerFromProto(in)
+	if err != nil {
+		return nil, toConnect(err)
+	}
+	t.ID, t.CreatedBy, t.CreatedAt = registry.NewID(), actor(ctx), time.Now()
 	secret := stdwebhook.NewSecret()
-	t := &registry.Trigger{
-		ID:              registry.NewID(),
-		Name:            in.GetName(),
-		WorkflowName:    in.GetWorkflowName(),
-		WorkflowVersion: in.GetWorkflowVersion(),
-		Priority:        registry.Priority(in.GetPriority()),
-		MaxAttempts:     in.GetMaxAttempts(),
-		Auth:            registry.TriggerAuthStandardWebhooks,
-		RatePerSecond:   in.GetRatePerSecond(),
-		Burst:           in.GetBurst(),
-		Secret:          secret,
-		CreatedBy:       actor(ctx),
-		CreatedAt:       time.Now(),
-	}
-	if t.Priority == 0 {
-		t.Priority = registry.PriorityNormal
-	}
-	if in.GetAuth() == casarev1.TriggerAuth_TRIGGER_AUTH_BEARER {
+	t.Secret = secret
+	if t.Auth == registry.TriggerAuthBearer {
 		// A bearer token is compared, never used as a key, so only its
 		// hash is kept, like an API token's.
-		t.Auth = registry.TriggerAuthBearer
 		t.Secret = hashSecret(secret)
-	}
-	inputs, err := json.Marshal(in.GetInputs())
-	if err != nil {
-		return nil, toConnect(fmt.Errorf("encode inputs: %w", err))
-	}
-	t.Inputs = string(inputs)
-	if in.GetInputs() == nil {
-		t.Inputs = "{}"
-	}
-	if t.Requires, err = marshalJSON(in.GetRequires()); err != nil {
-		return nil, toConnect(fmt.Errorf("encode requirements: %w", err))
 	}
 	err = s.reg.CreateTrigger(ctx, t, auth.AuditEvent(ctx, "trigger/"+t.ID, map[string]any{
 		"name": t.Name, "workflow": t.WorkflowName, "auth": t.Auth,
@@ -83,6 +60,76 @@ func (s *webhookService) CreateTrigger(ctx context.Context, req *casarev1.Create
 		return nil, toConnect(err)
 	}
 	return &casarev1.CreateTriggerResponse{Trigger: triggerToProto(t), Secret: secret}, nil
+}
+
+// UpdateTrigger replaces a trigger's workflow, mapping, job options and
+// rate, checked as CreateTrigger checks them. Its id, URL, auth and secret
+// stay: senders need not change anything.
+func (s *webhookService) UpdateTrigger(ctx context.Context, req *casarev1.UpdateTriggerRequest) (*casarev1.UpdateTriggerResponse, error) {
+	in := req.GetTrigger()
+	auth.SetAuditTarget(ctx, "trigger/"+in.GetName())
+	if err := s.checkTrigger(ctx, in); err != nil {
+		return nil, err
+	}
+	t, err := triggerFromProto(in)
+	if err != nil {
+		return nil, toConnect(err)
+	}
+	current, err := s.reg.GetTrigger(ctx, in.GetName())
+	if errors.Is(err, registry.ErrNotFound) {
+		return nil, connect.Errorf(connect.CodeNotFound, "trigger.name: no trigger named %q", in.GetName())
+	}
+	if err != nil {
+		return nil, toConnect(err)
+	}
+	if in.GetAuth() != casarev1.TriggerAuth_TRIGGER_AUTH_UNSPECIFIED && t.Auth != current.Auth {
+		return nil, invalid("trigger.auth", "a trigger keeps the auth it was created with (%s), as its secret is of that kind; create another trigger", current.Auth)
+	}
+	saved, err := s.reg.UpdateTrigger(ctx, t, auth.AuditEvent(ctx, "trigger/"+current.ID, map[string]any{
+		"workflow": t.WorkflowName, "inputs": in.GetInputs(),
+	}))
+	if errors.Is(err, registry.ErrNotFound) {
+		return nil, connect.Errorf(connect.CodeNotFound, "trigger.name: no trigger named %q", in.GetName())
+	}
+	if err != nil {
+		return nil, toConnect(err)
+	}
+	return &casarev1.UpdateTriggerResponse{Trigger: triggerToProto(saved)}, nil
+}
+
+// triggerFromProto is the row for what a request says of a trigger; the
+// id, secret and creation are the caller's to set.
+func triggerFromProto(in *casarev1.Trigger) (*registry.Trigger, error) {
+	t := &registry.Trigger{
+		Name:            in.GetName(),
+		WorkflowName:    in.GetWorkflowName(),
+		WorkflowVersion: in.GetWorkflowVersion(),
+		Priority:        registry.Priority(in.GetPriority()),
+		MaxAttempts:     in.GetMaxAttempts(),
+		Auth:            registry.TriggerAuthStandardWebhooks,
+		RatePerSecond:   in.GetRatePerSecond(),
+		Burst:           in.GetBurst(),
+		Inputs:          "{}",
+	}
+	if t.Priority == 0 {
+		t.Priority = registry.PriorityNormal
+	}
+	if in.GetAuth() == casarev1.TriggerAuth_TRIGGER_AUTH_BEARER {
+		t.Auth = registry.TriggerAuthBearer
+	}
+	if len(in.GetInputs()) > 0 {
+		inputs, err := json.Marshal(in.GetInputs())
+		if err != nil {
+			return nil, fmt.Errorf("encode inputs: %w", err)
+		}
+		t.Inputs = string(inputs)
+	}
+	requires, err := marshalJSON(in.GetRequires())
+	if err != nil {
+		return nil, fmt.Errorf("encode requirements: %w", err)
+	}
+	t.Requires = requires
+	return t, nil
 }
 
 // checkTrigger checks what protovalidate cannot: the workflow and the

@@ -163,3 +163,36 @@ func (r *Registry) RotateTriggerSecret(ctx context.Context, idOrName, secret str
 	}
 	return t, nil
 }
+
+// UpdateTrigger replaces what the trigger named t.Name starts and how
+// (workflow, version, inputs, priority, requirements, attempts, rate and
+// burst) with t's, keeping its id, auth, secrets and creation, and writes
+// the audit event (target: the trigger's id). It returns the trigger as it
+// is now; ErrNotFound when there is none.
+func (r *Registry) UpdateTrigger(ctx context.Context, t *Trigger, audit *AuditEvent) (*Trigger, error) {
+	var saved *Trigger
+	err := r.db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+		var err error
+		if saved, err = r.getTrigger(ctx, tx, t.Name, true); err != nil {
+			return err
+		}
+		saved.WorkflowName, saved.WorkflowVersion, saved.Inputs = t.WorkflowName, t.WorkflowVersion, t.Inputs
+		saved.Priority, saved.Requires, saved.MaxAttempts = t.Priority, t.Requires, t.MaxAttempts
+		saved.RatePerSecond, saved.Burst = t.RatePerSecond, t.Burst
+		saved.UpdatedAt = now()
+		if _, err := tx.NewUpdate().Model(saved).
+			Column("workflow_name", "workflow_version", "inputs", "priority", "requires", "max_attempts",
+				"rate_per_second", "burst", "updated_at").
+			WherePK().Exec(ctx); err != nil {
+			return err
+		}
+		if audit != nil {
+			audit.Target = "trigger/" + saved.ID
+		}
+		return insertAudit(ctx, tx, audit)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("update trigger %s: %w", t.Name, err)
+	}
+	return saved, nil
+}

@@ -101,6 +101,23 @@ func TestTriggers(t *testing.T) {
 			}
 		})
 
+		t.Run("Update", func(t *testing.T) {
+			change := newTrigger("orders", "invoice-sync-v2")
+			change.Inputs, change.RatePerSecond, change.Burst, change.Secret = `{"order":"query.id"}`, 5, 7, "ignored"
+			got, err := r.UpdateTrigger(ctx, change, &AuditEvent{Actor: "tester", Action: "update", Outcome: "ok"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			stored, err := r.GetTrigger(ctx, "orders")
+			if err != nil || got.ID != first.ID || stored.WorkflowName != "invoice-sync-v2" || stored.Inputs != `{"order":"query.id"}` ||
+				stored.RatePerSecond != 5 || stored.Burst != 7 || stored.Secret != "whsec_second" || stored.ID != first.ID {
+				t.Fatalf("after update: %+v, %v; want the new mapping and rate, the same id and secret", stored, err)
+			}
+			if _, err := r.UpdateTrigger(ctx, newTrigger("nope", "x"), nil); !errors.Is(err, ErrNotFound) {
+				t.Fatalf("updating no trigger: %v", err)
+			}
+		})
+
 		t.Run("Delete", func(t *testing.T) {
 			audit := &AuditEvent{Actor: "tester", Action: "delete", Outcome: "ok"}
 			got, err := r.DeleteTrigger(ctx, "orders", audit)

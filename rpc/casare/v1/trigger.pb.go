@@ -566,6 +566,96 @@ func (x *ListTriggersResponse) GetNextPageToken() string {
 	return ""
 }
 
+type UpdateTriggerRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The trigger to change, found by its name; the rest replaces what it
+	// has. Its secret stays, so auth cannot change (unspecified keeps it).
+	Trigger       *Trigger `protobuf:"bytes,1,opt,name=trigger,proto3" json:"trigger,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpdateTriggerRequest) Reset() {
+	*x = UpdateTriggerRequest{}
+	mi := &file_casare_v1_trigger_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateTriggerRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateTriggerRequest) ProtoMessage() {}
+
+func (x *UpdateTriggerRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_casare_v1_trigger_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateTriggerRequest.ProtoReflect.Descriptor instead.
+func (*UpdateTriggerRequest) Descriptor() ([]byte, []int) {
+	return file_casare_v1_trigger_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *UpdateTriggerRequest) GetTrigger() *Trigger {
+	if x != nil {
+		return x.Trigger
+	}
+	return nil
+}
+
+type UpdateTriggerResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Trigger       *Trigger               `protobuf:"bytes,1,opt,name=trigger,proto3" json:"trigger,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpdateTriggerResponse) Reset() {
+	*x = UpdateTriggerResponse{}
+	mi := &file_casare_v1_trigger_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateTriggerResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateTriggerResponse) ProtoMessage() {}
+
+func (x *UpdateTriggerResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_casare_v1_trigger_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateTriggerResponse.ProtoReflect.Descriptor instead.
+func (*UpdateTriggerResponse) Descriptor() ([]byte, []int) {
+	return file_casare_v1_trigger_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *UpdateTriggerResponse) GetTrigger() *Trigger {
+	if x != nil {
+		return x.Trigger
+	}
+	return nil
+}
+
 type DeleteTriggerRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Trigger name or id.
@@ -576,7 +666,7 @@ type DeleteTriggerRequest struct {
 
 func (x *DeleteTriggerRequest) Reset() {
 	*x = DeleteTriggerRequest{}
-	mi := &file_casare_v1_trigger_proto_msgTypes[7]
+	mi := &file_casare_v1_trigger_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -588,7 +678,7 @@ func (x *DeleteTriggerRequest) String() string {
 func (*DeleteTriggerRequest) ProtoMessage() {}
 
 func (x *DeleteTriggerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_casare_v1_trigger_proto_msgTypes[7]
+	mi := &file_casare_v1_trigger_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -601,7 +691,7 @@ func (x *DeleteTriggerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteTriggerRequest.ProtoReflect.Descriptor instead.
 func (*DeleteTriggerRequest) Descriptor() ([]byte, []int) {
-	return file_casare_v1_trigger_proto_rawDescGZIP(), []int{7}
+	return file_casare_v1_trigger_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *DeleteTriggerRequest) GetName() string {
@@ -620,7 +710,7 @@ type DeleteTriggerResponse struct {
 
 func (x *DeleteTriggerResponse) Reset() {
 	*x = DeleteTriggerResponse{}
-	mi := &file_casare_v1_trigger_proto_msgTypes[8]
+	mi := &file_casare_v1_trigger_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -632,7 +722,7 @@ func (x *DeleteTriggerResponse) String() string {
 func (*DeleteTriggerResponse) ProtoMessage() {}
 
 func (x *DeleteTriggerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_casare_v1_trigger_proto_msgTypes[8]
+	mi := &file_casare_v1_trigger_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -645,7 +735,7 @@ func (x *DeleteTriggerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteTriggerResponse.ProtoReflect.Descriptor instead.
 func (*DeleteTriggerResponse) Descriptor() ([]byte, []int) {
-	return file_casare_v1_trigger_proto_rawDescGZIP(), []int{8}
+	return file_casare_v1_trigger_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *DeleteTriggerResponse) GetTrigger() *Trigger {
@@ -668,7 +758,7 @@ type RotateTriggerSecretRequest struct {
 
 func (x *RotateTriggerSecretRequest) Reset() {
 	*x = RotateTriggerSecretRequest{}
-	mi := &file_casare_v1_trigger_proto_msgTypes[9]
+	mi := &file_casare_v1_trigger_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -680,7 +770,7 @@ func (x *RotateTriggerSecretRequest) String() string {
 func (*RotateTriggerSecretRequest) ProtoMessage() {}
 
 func (x *RotateTriggerSecretRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_casare_v1_trigger_proto_msgTypes[9]
+	mi := &file_casare_v1_trigger_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -693,7 +783,7 @@ func (x *RotateTriggerSecretRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RotateTriggerSecretRequest.ProtoReflect.Descriptor instead.
 func (*RotateTriggerSecretRequest) Descriptor() ([]byte, []int) {
-	return file_casare_v1_trigger_proto_rawDescGZIP(), []int{9}
+	return file_casare_v1_trigger_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *RotateTriggerSecretRequest) GetName() string {
@@ -721,7 +811,7 @@ type RotateTriggerSecretResponse struct {
 
 func (x *RotateTriggerSecretResponse) Reset() {
 	*x = RotateTriggerSecretResponse{}
-	mi := &file_casare_v1_trigger_proto_msgTypes[10]
+	mi := &file_casare_v1_trigger_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -733,7 +823,7 @@ func (x *RotateTriggerSecretResponse) String() string {
 func (*RotateTriggerSecretResponse) ProtoMessage() {}
 
 func (x *RotateTriggerSecretResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_casare_v1_trigger_proto_msgTypes[10]
+	mi := &file_casare_v1_trigger_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -746,7 +836,7 @@ func (x *RotateTriggerSecretResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RotateTriggerSecretResponse.ProtoReflect.Descriptor instead.
 func (*RotateTriggerSecretResponse) Descriptor() ([]byte, []int) {
-	return file_casare_v1_trigger_proto_rawDescGZIP(), []int{10}
+	return file_casare_v1_trigger_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *RotateTriggerSecretResponse) GetTrigger() *Trigger {
@@ -809,7 +899,11 @@ const file_casare_v1_trigger_proto_rawDesc = "" +
 	"\rworkflow_name\x18\x03 \x01(\tB\f\xbaH\tr\a\xc8\xc6'\x01\x18\x80\x01R\fworkflowName\"n\n" +
 	"\x14ListTriggersResponse\x12.\n" +
 	"\btriggers\x18\x01 \x03(\v2\x12.casare.v1.TriggerR\btriggers\x12&\n" +
-	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\":\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"L\n" +
+	"\x14UpdateTriggerRequest\x124\n" +
+	"\atrigger\x18\x01 \x01(\v2\x12.casare.v1.TriggerB\x06\xbaH\x03\xc8\x01\x01R\atrigger\"E\n" +
+	"\x15UpdateTriggerResponse\x12,\n" +
+	"\atrigger\x18\x01 \x01(\v2\x12.casare.v1.TriggerR\atrigger\":\n" +
 	"\x14DeleteTriggerRequest\x12\"\n" +
 	"\x04name\x18\x01 \x01(\tB\x0e\xbaH\vr\t\xc8\xc6'\x01\x10\x01\x18\x80\x01R\x04name\"E\n" +
 	"\x15DeleteTriggerResponse\x12,\n" +
@@ -838,7 +932,7 @@ func file_casare_v1_trigger_proto_rawDescGZIP() []byte {
 }
 
 var file_casare_v1_trigger_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_casare_v1_trigger_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
+var file_casare_v1_trigger_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
 var file_casare_v1_trigger_proto_goTypes = []any{
 	(TriggerAuth)(0),                    // 0: casare.v1.TriggerAuth
 	(*Trigger)(nil),                     // 1: casare.v1.Trigger
@@ -848,36 +942,40 @@ var file_casare_v1_trigger_proto_goTypes = []any{
 	(*GetTriggerResponse)(nil),          // 5: casare.v1.GetTriggerResponse
 	(*ListTriggersRequest)(nil),         // 6: casare.v1.ListTriggersRequest
 	(*ListTriggersResponse)(nil),        // 7: casare.v1.ListTriggersResponse
-	(*DeleteTriggerRequest)(nil),        // 8: casare.v1.DeleteTriggerRequest
-	(*DeleteTriggerResponse)(nil),       // 9: casare.v1.DeleteTriggerResponse
-	(*RotateTriggerSecretRequest)(nil),  // 10: casare.v1.RotateTriggerSecretRequest
-	(*RotateTriggerSecretResponse)(nil), // 11: casare.v1.RotateTriggerSecretResponse
-	nil,                                 // 12: casare.v1.Trigger.InputsEntry
-	(JobPriority)(0),                    // 13: casare.v1.JobPriority
-	(*Requirements)(nil),                // 14: casare.v1.Requirements
-	(*timestamppb.Timestamp)(nil),       // 15: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),         // 16: google.protobuf.Duration
+	(*UpdateTriggerRequest)(nil),        // 8: casare.v1.UpdateTriggerRequest
+	(*UpdateTriggerResponse)(nil),       // 9: casare.v1.UpdateTriggerResponse
+	(*DeleteTriggerRequest)(nil),        // 10: casare.v1.DeleteTriggerRequest
+	(*DeleteTriggerResponse)(nil),       // 11: casare.v1.DeleteTriggerResponse
+	(*RotateTriggerSecretRequest)(nil),  // 12: casare.v1.RotateTriggerSecretRequest
+	(*RotateTriggerSecretResponse)(nil), // 13: casare.v1.RotateTriggerSecretResponse
+	nil,                                 // 14: casare.v1.Trigger.InputsEntry
+	(JobPriority)(0),                    // 15: casare.v1.JobPriority
+	(*Requirements)(nil),                // 16: casare.v1.Requirements
+	(*timestamppb.Timestamp)(nil),       // 17: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),         // 18: google.protobuf.Duration
 }
 var file_casare_v1_trigger_proto_depIdxs = []int32{
-	12, // 0: casare.v1.Trigger.inputs:type_name -> casare.v1.Trigger.InputsEntry
-	13, // 1: casare.v1.Trigger.priority:type_name -> casare.v1.JobPriority
-	14, // 2: casare.v1.Trigger.requires:type_name -> casare.v1.Requirements
+	14, // 0: casare.v1.Trigger.inputs:type_name -> casare.v1.Trigger.InputsEntry
+	15, // 1: casare.v1.Trigger.priority:type_name -> casare.v1.JobPriority
+	16, // 2: casare.v1.Trigger.requires:type_name -> casare.v1.Requirements
 	0,  // 3: casare.v1.Trigger.auth:type_name -> casare.v1.TriggerAuth
-	15, // 4: casare.v1.Trigger.created_at:type_name -> google.protobuf.Timestamp
-	15, // 5: casare.v1.Trigger.updated_at:type_name -> google.protobuf.Timestamp
-	15, // 6: casare.v1.Trigger.previous_secret_expires_at:type_name -> google.protobuf.Timestamp
+	17, // 4: casare.v1.Trigger.created_at:type_name -> google.protobuf.Timestamp
+	17, // 5: casare.v1.Trigger.updated_at:type_name -> google.protobuf.Timestamp
+	17, // 6: casare.v1.Trigger.previous_secret_expires_at:type_name -> google.protobuf.Timestamp
 	1,  // 7: casare.v1.CreateTriggerRequest.trigger:type_name -> casare.v1.Trigger
 	1,  // 8: casare.v1.CreateTriggerResponse.trigger:type_name -> casare.v1.Trigger
 	1,  // 9: casare.v1.GetTriggerResponse.trigger:type_name -> casare.v1.Trigger
 	1,  // 10: casare.v1.ListTriggersResponse.triggers:type_name -> casare.v1.Trigger
-	1,  // 11: casare.v1.DeleteTriggerResponse.trigger:type_name -> casare.v1.Trigger
-	16, // 12: casare.v1.RotateTriggerSecretRequest.grace:type_name -> google.protobuf.Duration
-	1,  // 13: casare.v1.RotateTriggerSecretResponse.trigger:type_name -> casare.v1.Trigger
-	14, // [14:14] is the sub-list for method output_type
-	14, // [14:14] is the sub-list for method input_type
-	14, // [14:14] is the sub-list for extension type_name
-	14, // [14:14] is the sub-list for extension extendee
-	0,  // [0:14] is the sub-list for field type_name
+	1,  // 11: casare.v1.UpdateTriggerRequest.trigger:type_name -> casare.v1.Trigger
+	1,  // 12: casare.v1.UpdateTriggerResponse.trigger:type_name -> casare.v1.Trigger
+	1,  // 13: casare.v1.DeleteTriggerResponse.trigger:type_name -> casare.v1.Trigger
+	18, // 14: casare.v1.RotateTriggerSecretRequest.grace:type_name -> google.protobuf.Duration
+	1,  // 15: casare.v1.RotateTriggerSecretResponse.trigger:type_name -> casare.v1.Trigger
+	16, // [16:16] is the sub-list for method output_type
+	16, // [16:16] is the sub-list for method input_type
+	16, // [16:16] is the sub-list for extension type_name
+	16, // [16:16] is the sub-list for extension extendee
+	0,  // [0:16] is the sub-list for field type_name
 }
 
 func init() { file_casare_v1_trigger_proto_init() }
@@ -894,7 +992,7 @@ func file_casare_v1_trigger_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_casare_v1_trigger_proto_rawDesc), len(file_casare_v1_trigger_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   12,
+			NumMessages:   14,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -24,12 +24,13 @@ var File_casare_v1_webhook_proto protoreflect.FileDescriptor
 
 const file_casare_v1_webhook_proto_rawDesc = "" +
 	"\n" +
-	"\x17casare/v1/webhook.proto\x12\tcasare.v1\x1a\x16casare/v1/common.proto\x1a\x17casare/v1/trigger.proto2\xea\x03\n" +
+	"\x17casare/v1/webhook.proto\x12\tcasare.v1\x1a\x16casare/v1/common.proto\x1a\x17casare/v1/trigger.proto2\xc8\x04\n" +
 	"\x0eWebhookService\x12\\\n" +
 	"\rCreateTrigger\x12\x1f.casare.v1.CreateTriggerRequest\x1a .casare.v1.CreateTriggerResponse\"\b\x88\xb5\x18\x02\x90\xb5\x18\x01\x12R\n" +
 	"\n" +
 	"GetTrigger\x12\x1c.casare.v1.GetTriggerRequest\x1a\x1d.casare.v1.GetTriggerResponse\"\a\x88\xb5\x18\x01\x90\x02\x01\x12X\n" +
 	"\fListTriggers\x12\x1e.casare.v1.ListTriggersRequest\x1a\x1f.casare.v1.ListTriggersResponse\"\a\x88\xb5\x18\x01\x90\x02\x01\x12\\\n" +
+	"\rUpdateTrigger\x12\x1f.casare.v1.UpdateTriggerRequest\x1a .casare.v1.UpdateTriggerResponse\"\b\x88\xb5\x18\x02\x90\xb5\x18\x01\x12\\\n" +
 	"\rDeleteTrigger\x12\x1f.casare.v1.DeleteTriggerRequest\x1a .casare.v1.DeleteTriggerResponse\"\b\x88\xb5\x18\x02\x90\xb5\x18\x01\x12n\n" +
 	"\x13RotateTriggerSecret\x12%.casare.v1.RotateTriggerSecretRequest\x1a&.casare.v1.RotateTriggerSecretResponse\"\b\x88\xb5\x18\x02\x90\xb5\x18\x01B4Z2github.com/casarerpa/casare/rpc/casare/v1;casarev1b\x06proto3"
 
@@ -37,30 +38,34 @@ var file_casare_v1_webhook_proto_goTypes = []any{
 	(*CreateTriggerRequest)(nil),        // 0: casare.v1.CreateTriggerRequest
 	(*GetTriggerRequest)(nil),           // 1: casare.v1.GetTriggerRequest
 	(*ListTriggersRequest)(nil),         // 2: casare.v1.ListTriggersRequest
-	(*DeleteTriggerRequest)(nil),        // 3: casare.v1.DeleteTriggerRequest
-	(*RotateTriggerSecretRequest)(nil),  // 4: casare.v1.RotateTriggerSecretRequest
-	(*CreateTriggerResponse)(nil),       // 5: casare.v1.CreateTriggerResponse
-	(*GetTriggerResponse)(nil),          // 6: casare.v1.GetTriggerResponse
-	(*ListTriggersResponse)(nil),        // 7: casare.v1.ListTriggersResponse
-	(*DeleteTriggerResponse)(nil),       // 8: casare.v1.DeleteTriggerResponse
-	(*RotateTriggerSecretResponse)(nil), // 9: casare.v1.RotateTriggerSecretResponse
+	(*UpdateTriggerRequest)(nil),        // 3: casare.v1.UpdateTriggerRequest
+	(*DeleteTriggerRequest)(nil),        // 4: casare.v1.DeleteTriggerRequest
+	(*RotateTriggerSecretRequest)(nil),  // 5: casare.v1.RotateTriggerSecretRequest
+	(*CreateTriggerResponse)(nil),       // 6: casare.v1.CreateTriggerResponse
+	(*GetTriggerResponse)(nil),          // 7: casare.v1.GetTriggerResponse
+	(*ListTriggersResponse)(nil),        // 8: casare.v1.ListTriggersResponse
+	(*UpdateTriggerResponse)(nil),       // 9: casare.v1.UpdateTriggerResponse
+	(*DeleteTriggerResponse)(nil),       // 10: casare.v1.DeleteTriggerResponse
+	(*RotateTriggerSecretResponse)(nil), // 11: casare.v1.RotateTriggerSecretResponse
 }
 var file_casare_v1_webhook_proto_depIdxs = []int32{
-	0, // 0: casare.v1.WebhookService.CreateTrigger:input_type -> casare.v1.CreateTriggerRequest
-	1, // 1: casare.v1.WebhookService.GetTrigger:input_type -> casare.v1.GetTriggerRequest
-	2, // 2: casare.v1.WebhookService.ListTriggers:input_type -> casare.v1.ListTriggersRequest
-	3, // 3: casare.v1.WebhookService.DeleteTrigger:input_type -> casare.v1.DeleteTriggerRequest
-	4, // 4: casare.v1.WebhookService.RotateTriggerSecret:input_type -> casare.v1.RotateTriggerSecretRequest
-	5, // 5: casare.v1.WebhookService.CreateTrigger:output_type -> casare.v1.CreateTriggerResponse
-	6, // 6: casare.v1.WebhookService.GetTrigger:output_type -> casare.v1.GetTriggerResponse
-	7, // 7: casare.v1.WebhookService.ListTriggers:output_type -> casare.v1.ListTriggersResponse
-	8, // 8: casare.v1.WebhookService.DeleteTrigger:output_type -> casare.v1.DeleteTriggerResponse
-	9, // 9: casare.v1.WebhookService.RotateTriggerSecret:output_type -> casare.v1.RotateTriggerSecretResponse
-	5, // [5:10] is the sub-list for method output_type
-	0, // [0:5] is the sub-list for method input_type
-	0, // [0:0] is the sub-list for extension type_name
-	0, // [0:0] is the sub-list for extension extendee
-	0, // [0:0] is the sub-list for field type_name
+	0,  // 0: casare.v1.WebhookService.CreateTrigger:input_type -> casare.v1.CreateTriggerRequest
+	1,  // 1: casare.v1.WebhookService.GetTrigger:input_type -> casare.v1.GetTriggerRequest
+	2,  // 2: casare.v1.WebhookService.ListTriggers:input_type -> casare.v1.ListTriggersRequest
+	3,  // 3: casare.v1.WebhookService.UpdateTrigger:input_type -> casare.v1.UpdateTriggerRequest
+	4,  // 4: casare.v1.WebhookService.DeleteTrigger:input_type -> casare.v1.DeleteTriggerRequest
+	5,  // 5: casare.v1.WebhookService.RotateTriggerSecret:input_type -> casare.v1.RotateTriggerSecretRequest
+	6,  // 6: casare.v1.WebhookService.CreateTrigger:output_type -> casare.v1.CreateTriggerResponse
+	7,  // 7: casare.v1.WebhookService.GetTrigger:output_type -> casare.v1.GetTriggerResponse
+	8,  // 8: casare.v1.WebhookService.ListTriggers:output_type -> casare.v1.ListTriggersResponse
+	9,  // 9: casare.v1.WebhookService.UpdateTrigger:output_type -> casare.v1.UpdateTriggerResponse
+	10, // 10: casare.v1.WebhookService.DeleteTrigger:output_type -> casare.v1.DeleteTriggerResponse
+	11, // 11: casare.v1.WebhookService.RotateTriggerSecret:output_type -> casare.v1.RotateTriggerSecretResponse
+	6,  // [6:12] is the sub-list for method output_type
+	0,  // [0:6] is the sub-list for method input_type
+	0,  // [0:0] is the sub-list for extension type_name
+	0,  // [0:0] is the sub-list for extension extendee
+	0,  // [0:0] is the sub-list for field type_name
 }
 
 func init() { file_casare_v1_webhook_proto_init() }

@@ -32,6 +32,9 @@ const (
 	// WebhookServiceListTriggersProcedure is the procedure name of the WebhookService's ListTriggers
 	// RPC.
 	WebhookServiceListTriggersProcedure = "/casare.v1.WebhookService/ListTriggers"
+	// WebhookServiceUpdateTriggerProcedure is the procedure name of the WebhookService's UpdateTrigger
+	// RPC.
+	WebhookServiceUpdateTriggerProcedure = "/casare.v1.WebhookService/UpdateTrigger"
 	// WebhookServiceDeleteTriggerProcedure is the procedure name of the WebhookService's DeleteTrigger
 	// RPC.
 	WebhookServiceDeleteTriggerProcedure = "/casare.v1.WebhookService/DeleteTrigger"
@@ -64,6 +67,13 @@ var (
 			IdempotencyLevel: connect.IdempotencyNoSideEffects,
 		}
 	})
+	webhookServiceUpdateTriggerSpec = sync.OnceValue(func() connect.Spec {
+		return connect.Spec{
+			StreamType: connect.StreamTypeUnary,
+			Schema:     v1.File_casare_v1_webhook_proto.Services().ByName("WebhookService").Methods().ByName("UpdateTrigger"),
+			Procedure:  WebhookServiceUpdateTriggerProcedure,
+		}
+	})
 	webhookServiceDeleteTriggerSpec = sync.OnceValue(func() connect.Spec {
 		return connect.Spec{
 			StreamType: connect.StreamTypeUnary,
@@ -89,6 +99,9 @@ type WebhookServiceClient interface {
 	GetTrigger(context.Context, *v1.GetTriggerRequest) (*v1.GetTriggerResponse, error)
 	// ListTriggers lists triggers by name, without their secrets.
 	ListTriggers(context.Context, *v1.ListTriggersRequest) (*v1.ListTriggersResponse, error)
+	// UpdateTrigger changes a trigger's workflow, mapping, job options or
+	// rate, checked as CreateTrigger checks them; its URL and secret stay.
+	UpdateTrigger(context.Context, *v1.UpdateTriggerRequest) (*v1.UpdateTriggerResponse, error)
 	// DeleteTrigger deletes a trigger; its URL answers 404 from then on.
 	DeleteTrigger(context.Context, *v1.DeleteTriggerRequest) (*v1.DeleteTriggerResponse, error)
 	// RotateTriggerSecret gives a trigger a new secret; the old one stays
@@ -111,6 +124,9 @@ type WebhookServiceHandler interface {
 	GetTrigger(context.Context, *v1.GetTriggerRequest) (*v1.GetTriggerResponse, error)
 	// ListTriggers lists triggers by name, without their secrets.
 	ListTriggers(context.Context, *v1.ListTriggersRequest) (*v1.ListTriggersResponse, error)
+	// UpdateTrigger changes a trigger's workflow, mapping, job options or
+	// rate, checked as CreateTrigger checks them; its URL and secret stay.
+	UpdateTrigger(context.Context, *v1.UpdateTriggerRequest) (*v1.UpdateTriggerResponse, error)
 	// DeleteTrigger deletes a trigger; its URL answers 404 from then on.
 	DeleteTrigger(context.Context, *v1.DeleteTriggerRequest) (*v1.DeleteTriggerResponse, error)
 	// RotateTriggerSecret gives a trigger a new secret; the old one stays
@@ -126,6 +142,7 @@ func RegisterWebhookServiceHandler(server *connect.Server, svc WebhookServiceHan
 		connect.Method{Spec: webhookServiceCreateTriggerSpec(), Handler: adapter.createTrigger},
 		connect.Method{Spec: webhookServiceGetTriggerSpec(), Handler: adapter.getTrigger},
 		connect.Method{Spec: webhookServiceListTriggersSpec(), Handler: adapter.listTriggers},
+		connect.Method{Spec: webhookServiceUpdateTriggerSpec(), Handler: adapter.updateTrigger},
 		connect.Method{Spec: webhookServiceDeleteTriggerSpec(), Handler: adapter.deleteTrigger},
 		connect.Method{Spec: webhookServiceRotateTriggerSecretSpec(), Handler: adapter.rotateTriggerSecret},
 	)
@@ -144,6 +161,10 @@ func (UnimplementedWebhookServiceHandler) GetTrigger(context.Context, *v1.GetTri
 
 func (UnimplementedWebhookServiceHandler) ListTriggers(context.Context, *v1.ListTriggersRequest) (*v1.ListTriggersResponse, error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, "casare.v1.WebhookService.ListTriggers is not implemented")
+}
+
+func (UnimplementedWebhookServiceHandler) UpdateTrigger(context.Context, *v1.UpdateTriggerRequest) (*v1.UpdateTriggerResponse, error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, "casare.v1.WebhookService.UpdateTrigger is not implemented")
 }
 
 func (UnimplementedWebhookServiceHandler) DeleteTrigger(context.Context, *v1.DeleteTriggerRequest) (*v1.DeleteTriggerResponse, error) {
@@ -177,6 +198,14 @@ func (c *webhookServiceClient) GetTrigger(ctx context.Context, req *v1.GetTrigge
 func (c *webhookServiceClient) ListTriggers(ctx context.Context, req *v1.ListTriggersRequest) (*v1.ListTriggersResponse, error) {
 	var res v1.ListTriggersResponse
 	if err := c.client.CallUnary(ctx, webhookServiceListTriggersSpec(), req, &res); err != nil {
+		return nil, err
+	}
+	return &res, nil
+}
+
+func (c *webhookServiceClient) UpdateTrigger(ctx context.Context, req *v1.UpdateTriggerRequest) (*v1.UpdateTriggerResponse, error) {
+	var res v1.UpdateTriggerResponse
+	if err := c.client.CallUnary(ctx, webhookServiceUpdateTriggerSpec(), req, &res); err != nil {
 		return nil, err
 	}
 	return &res, nil
@@ -230,6 +259,18 @@ func (h webhookServiceHandler) listTriggers(ctx context.Context, _ connect.Spec,
 		return err
 	}
 	res, err := h.svc.ListTriggers(ctx, &req)
+	if err != nil {
+		return err
+	}
+	return stream.Send(res)
+}
+
+func (h webhookServiceHandler) updateTrigger(ctx context.Context, _ connect.Spec, stream connect.ServerStream) error {
+	var req v1.UpdateTriggerRequest
+	if err := stream.Receive(&req); err != nil {
+		return err
+	}
+	res, err := h.svc.UpdateTrigger(ctx, &req)
 	if err != nil {
 		return err
 	}
