@@ -48,14 +48,71 @@ func formatRate(perSecond float64) string {
 	return strconv.FormatFloat(perSecond, 'g', 4, 64) + "/s"
 }
 
+// triggerFlags are the flags that say what a trigger starts and how, for
+// create and update.
+type triggerFlags struct {
+	workflow, auth, rate, priority string
+	version, burst, maxAttempts    int32
+	inputs                         []string
+}
+
+func (f *triggerFlags) register(cmd *cobra.Command) {
+	fs := cmd.Flags()
+	fs.StringVar(&f.workflow, "workflow", "", "stored workflow the trigger starts")
+	fs.Int32Var(&f.version, "version", 0, "workflow version to run (default: the latest at each request)")
+	fs.StringArrayVar(&f.inputs, "input", nil, "input as name=CEL expression over body, headers and query (repeatable)")
+	fs.StringVar(&f.rate, "rate", "", "requests accepted per replica, like 10/s, 600/m or 3600/h (default: the server's)")
+	fs.Int32Var(&f.burst, "burst", 0, "requests accepted at once above the rate (default: the rate per second, rounded up)")
+	fs.StringVar(&f.priority, "priority", "", "priority of the jobs: low, normal, high or critical")
+	fs.Int32Var(&f.maxAttempts, "max-attempts", 0, "attempts per job (default: the server's)")
+}
+
+// apply sets on t what the flags given say.
+func (f *triggerFlags) apply(cmd *cobra.Command, t *casarev1.Trigger) error {
+	changed := cmd.Flags().Changed
+	if changed("workflow") {
+		t.WorkflowName = f.workflow
+	}
+	if changed("version") {
+		t.WorkflowVersion = f.version
+	}
+	if changed("burst") {
+		t.Burst = f.burst
+	}
+	if changed("max-attempts") {
+		t.MaxAttempts = f.maxAttempts
+	}
+	for _, kv := range f.inputs {
+		name, src, ok := strings.Cut(kv, "=")
+		if !ok || name == "" {
+			return usageError("--input: want name=CEL, got %q", kv)
+		}
+		if t.Inputs == nil {
+			t.Inputs = map[string]string{}
+		}
+		t.Inputs[name] = src
+	}
+	if changed("rate") {
+		r, err := parseRate(f.rate)
+		if err != nil {
+			return usageError("--rate: %v", err)
+		}
+		t.RatePerSecond = r
+	}
+	if changed("priority") {
+		p, ok := casarev1.JobPriority_value["JOB_PRIORITY_"+strings.ToUpper(f.priority)]
+		if !ok || p == 0 {
+			return usageError("--priority: want low, normal, high or critical, got %q", f.priority)
+		}
+		t.Priority = casarev1.JobPriority(p)
+	}
+	return nil
+}
+
 func (a *app) triggersCommand() *cobra.Command {
 	cmd := &cobra.Command{Use: "triggers", Aliases: []string{"trigger"}, Short: "Manage inbound webhook triggers that start workflows"}
 
-	var (
-		workflowName, authName, rateText, priorityName string
-		version, burst, maxAttempts                    int32
-		inputs                                         []string
-	)
+	var cf triggerFlags
 	create := &cobra.Command{
 		Use:   "create NAME --workflow W [--input name='CEL']... [--auth standard-webhooks|bearer] [--rate 10/s]",
 		Short: "Create a trigger; its URL and secret are printed, the secret only this once",
@@ -65,38 +122,17 @@ func (a *app) triggersCommand() *cobra.Command {
 		Example: "  casarectl triggers create shop-orders --workflow invoice-sync --input url='body.invoice.url' --rate 5/s",
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			t := &casarev1.Trigger{Name: args[0], WorkflowName: workflowName, WorkflowVersion: version, Burst: burst, MaxAttempts: maxAttempts}
-			for _, kv := range inputs {
-				name, src, ok := strings.Cut(kv, "=")
-				if !ok || name == "" {
-					return usageError("--input: want name=CEL, got %q", kv)
-				}
-				if t.Inputs == nil {
-					t.Inputs = map[string]string{}
-				}
-				t.Inputs[name] = src
+			t := &casarev1.Trigger{Name: args[0]}
+			if err := cf.apply(cmd, t); err != nil {
+				return err
 			}
-			switch authName {
+			switch cf.auth {
 			case "standard-webhooks":
 				t.Auth = casarev1.TriggerAuth_TRIGGER_AUTH_STANDARD_WEBHOOKS
 			case "bearer":
 				t.Auth = casarev1.TriggerAuth_TRIGGER_AUTH_BEARER
 			default:
-				return usageError("--auth: want standard-webhooks or bearer, got %q", authName)
-			}
-			if rateText != "" {
-				r, err := parseRate(rateText)
-				if err != nil {
-					return usageError("--rate: %v", err)
-				}
-				t.RatePerSecond = r
-			}
-			if priorityName != "" {
-				p, ok := casarev1.JobPriority_value["JOB_PRIORITY_"+strings.ToUpper(priorityName)]
-				if !ok || p == 0 {
-					return usageError("--priority: want low, normal, high or critical, got %q", priorityName)
-				}
-				t.Priority = casarev1.JobPriority(p)
+				return usageError("--auth: want standard-webhooks or bearer, got %q", cf.auth)
 			}
 			conn, err := a.connect()
 			if err != nil {
@@ -114,16 +150,44 @@ func (a *app) triggersCommand() *cobra.Command {
 			})
 		},
 	}
-	f := create.Flags()
-	f.StringVar(&workflowName, "workflow", "", "stored workflow the trigger starts (required)")
-	f.Int32Var(&version, "version", 0, "workflow version to run (default: the latest at each request)")
-	f.StringArrayVar(&inputs, "input", nil, "input as name=CEL expression over body, headers and query (repeatable)")
-	f.StringVar(&authName, "auth", "standard-webhooks", "how senders prove themselves: standard-webhooks (HMAC signatures) or bearer")
-	f.StringVar(&rateText, "rate", "", "requests accepted per replica, like 10/s, 600/m or 3600/h (default: the server's)")
-	f.Int32Var(&burst, "burst", 0, "requests accepted at once above the rate (default: the rate per second, rounded up)")
-	f.StringVar(&priorityName, "priority", "", "priority of the jobs: low, normal, high or critical")
-	f.Int32Var(&maxAttempts, "max-attempts", 0, "attempts per job (default: the server's)")
+	cf.register(create)
+	create.Flags().StringVar(&cf.auth, "auth", "standard-webhooks", "how senders prove themselves: standard-webhooks (HMAC signatures) or bearer")
 	_ = create.MarkFlagRequired("workflow")
+
+	var uf triggerFlags
+	update := &cobra.Command{
+		Use:   "update NAME [--workflow W] [--input name='CEL']... [--rate 10/s] ...",
+		Short: "Change what a trigger starts and how; its URL and secret stay",
+		Long:  "Change a trigger: the flags given replace what it has (--input, given at all, replaces every input).",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			conn, err := a.connect()
+			if err != nil {
+				return err
+			}
+			got, err := conn.webhooks.GetTrigger(cmd.Context(), &casarev1.GetTriggerRequest{Name: args[0]})
+			if err != nil {
+				return a.apiError(err)
+			}
+			t := got.GetTrigger()
+			if cmd.Flags().Changed("input") {
+				t.Inputs = nil
+			}
+			if err := uf.apply(cmd, t); err != nil {
+				return err
+			}
+			// Fields the server sets are not the request's to say.
+			t.Id, t.UrlPath, t.CreatedAt, t.CreatedBy, t.UpdatedAt, t.PreviousSecretExpiresAt = "", "", nil, "", nil, nil
+			res, err := conn.webhooks.UpdateTrigger(cmd.Context(), &casarev1.UpdateTriggerRequest{Trigger: t})
+			if err != nil {
+				return a.apiError(err)
+			}
+			return a.print(res.GetTrigger(), func(w io.Writer) {
+				fmt.Fprintf(w, "trigger %s updated\n", res.GetTrigger().GetName())
+			})
+		},
+	}
+	uf.register(update)
 
 	var listWorkflow string
 	list := &cobra.Command{
@@ -247,6 +311,6 @@ func (a *app) triggersCommand() *cobra.Command {
 	}
 	rotate.Flags().DurationVar(&grace, "grace", 24*time.Hour, "how long the old secret stays valid")
 
-	cmd.AddCommand(create, list, get, del, rotate)
+	cmd.AddCommand(create, update, list, get, del, rotate)
 	return cmd
 }
