@@ -171,6 +171,11 @@ func fail(status int, outcome, format string, args ...any) *failure {
 	return &failure{status: status, outcome: outcome, msg: fmt.Sprintf(format, args...)}
 }
 
+// ServeHTTP answers a request to a trigger: 202 with {"jobId": …} for a
+// new job, 200 with the job a delivery made before, or an error status
+// with {"error": …} saying what is wrong (404 no trigger, 401 not
+// authentic, 429 over the rate, 413 too large, 400 not what it says it is,
+// 422 inputs the mapping or the workflow refuse, 503 database down).
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := h.opts.Now()
 	// The API port has no read timeout, for its streams; a hook's request
