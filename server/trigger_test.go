@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -275,6 +276,32 @@ func testWebhookTriggers(t *testing.T, s *triggerServer) {
 		}
 		if ev := audit.GetEvents(); len(ev) != 1 || ev[0].GetActor() != "trigger/orders-hook" || ev[0].GetAction() != "POST "+path {
 			t.Fatalf("audit of the job: %v; want one event by the trigger", ev)
+		}
+	})
+
+	t.Run("ConcurrentRetriesMakeOneJob", func(t *testing.T) {
+		before := s.countJobs(t, "orders")
+		d := delivery{id: "msg_burst", body: `{"order": 5}`, secret: secret}
+		answers := make([]answer, 16)
+		var wg sync.WaitGroup
+		for i := range answers {
+			wg.Go(func() { answers[i] = s.post(t, path, d) })
+		}
+		wg.Wait()
+		created := 0
+		for _, a := range answers {
+			switch {
+			case a.status == http.StatusAccepted:
+				created++
+			case a.status != http.StatusOK:
+				t.Fatalf("a concurrent retry: %+v", a)
+			}
+			if a.jobID != answers[0].jobID {
+				t.Fatalf("concurrent retries answered jobs %s and %s", answers[0].jobID, a.jobID)
+			}
+		}
+		if created != 1 || s.countJobs(t, "orders") != before+1 {
+			t.Fatalf("%d answers said created, %d new jobs; want 1 of each", created, s.countJobs(t, "orders")-before)
 		}
 	})
 
