@@ -158,6 +158,7 @@ func (s *Services) Register(server *connect.Server) {
 	casarev1connect.RegisterRobotServiceHandler(server, &robotService{Services: s})
 	casarev1connect.RegisterAdminServiceHandler(server, &adminService{s})
 	casarev1connect.RegisterWebhookServiceHandler(server, &webhookService{Services: s})
+	casarev1connect.RegisterScheduleServiceHandler(server, &scheduleService{Services: s})
 }
 
 // actor names the caller for job events and created_by columns.
