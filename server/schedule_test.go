@@ -19,6 +19,7 @@ import (
 
 	casarev1 "github.com/casarerpa/casare/rpc/casare/v1"
 	"github.com/casarerpa/casare/rpc/casare/v1/casarev1connect"
+	"github.com/casarerpa/casare/server/auth"
 	"github.com/casarerpa/casare/server/logtest"
 	"github.com/casarerpa/casare/server/queue/queuetest"
 	"github.com/casarerpa/casare/server/registry/registrytest"
@@ -217,4 +218,87 @@ func TestScheduleFiresEverySecond(t *testing.T) {
 			t.Errorf("casare_schedule_fires_total{outcome=created} = %v, want at least the %d jobs", created, len(jobs))
 		}
 	})
+}
+
+// TestScheduleOverlapPolicies: with no robot the first job stays pending,
+// so every later fire overlaps it.
+func TestScheduleOverlapPolicies(t *testing.T) {
+	forEachStore(t, func(t *testing.T, start func() *scheduling) {
+		ctx := context.Background()
+		sc := start()
+		sc.create(t, "skip", "@every 1s", casarev1.OverlapPolicy_OVERLAP_POLICY_UNSPECIFIED)
+		sc.create(t, "queue", "@every 1s", casarev1.OverlapPolicy_OVERLAP_POLICY_QUEUE_ONE)
+		sc.create(t, "cancel", "@every 1s", casarev1.OverlapPolicy_OVERLAP_POLICY_CANCEL_PREVIOUS)
+
+		// skip (the default) and queue_one both skip once a fire waits;
+		// two skips each means both saw the overlap.
+		waitUntil(t, "fires skipped for the pending job", 30*time.Second, func() bool { return sc.fires("skipped_overlap") >= 4 })
+		if jobs := sc.scheduledJobs(t, "skip"); len(jobs) != 1 {
+			t.Errorf("skip made %d jobs while the first was pending, want 1", len(jobs))
+		}
+		queued := sc.scheduledJobs(t, "queue")
+		if len(queued) != 1 {
+			t.Fatalf("queue_one made %d jobs while the first was pending, want 1", len(queued))
+		}
+		// The fire held back runs once the job before it ends.
+		if _, err := sc.jobs.CancelJob(ctx, &casarev1.CancelJobRequest{Id: queued[0].GetId()}); err != nil {
+			t.Fatal(err)
+		}
+		waitUntil(t, "the held fire's job after the first ended", 30*time.Second, func() bool { return len(sc.scheduledJobs(t, "queue")) == 2 })
+		queued = sc.scheduledJobs(t, "queue")
+		if !(queued[0].GetIdempotencyKey() < queued[1].GetIdempotencyKey()) {
+			t.Errorf("the held fire %s is not after the first %s", queued[1].GetIdempotencyKey(), queued[0].GetIdempotencyKey())
+		}
+
+		// cancel_previous: each fire cancels the job before it.
+		waitUntil(t, "three jobs of cancel_previous", 30*time.Second, func() bool { return len(sc.scheduledJobs(t, "cancel")) >= 3 })
+		jobs := sc.scheduledJobs(t, "cancel")
+		for _, j := range jobs[:len(jobs)-1] {
+			got, err := sc.jobs.GetJob(ctx, &casarev1.GetJobRequest{Id: j.GetId()})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got.GetJob().GetStatus() != casarev1.JobStatus_JOB_STATUS_CANCELLED || !strings.Contains(got.GetJob().GetStatusMessage(), "schedule cancel") {
+				t.Errorf("job %s before the last is %s (%q), want cancelled by the schedule", j.GetId(), got.GetJob().GetStatus(), got.GetJob().GetStatusMessage())
+			}
+		}
+		for _, name := range []string{"skip", "queue", "cancel"} {
+			checkOneJobPerInstant(t, sc.scheduledJobs(t, name))
+		}
+	})
+}
+
+// leads reads casare_scheduler_leader.
+func (sc *scheduling) leads() bool {
+	return testutil.ToFloat64(sc.srv.scheduler.Collectors()[2].(prometheus.Gauge)) == 1
+}
+
+// TestSchedulerFailover: two control planes on one PostgreSQL database;
+// one leads, and when it stops the other takes over, and no instant has
+// two jobs.
+func TestSchedulerFailover(t *testing.T) {
+	db, redis := registrytest.DatabaseURL(t), queuetest.RedisURL(t, scheduleRedisDB)
+	token := auth.NewToken()
+	a := startScheduling(t, t.TempDir(), db, redis, token)
+	b := startScheduling(t, t.TempDir(), db, redis, token)
+	a.create(t, "shared", "@every 1s", casarev1.OverlapPolicy_OVERLAP_POLICY_ALLOW)
+	waitUntil(t, "one of the two leads", 30*time.Second, func() bool { return a.leads() != b.leads() })
+	leader, other := a, b
+	if b.leads() {
+		leader, other = b, a
+	}
+	waitUntil(t, "jobs from the first leader", 30*time.Second, func() bool { return len(other.scheduledJobs(t, "shared")) >= 2 })
+	for range 5 {
+		if a.leads() && b.leads() {
+			t.Fatal("both control planes lead")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	before := len(other.scheduledJobs(t, "shared"))
+	leader.stop()
+	stopped := time.Now()
+	waitUntil(t, "the other takes the lead", 30*time.Second, other.leads)
+	t.Logf("took over %v after the leader stopped (tick %v)", time.Since(stopped).Round(10*time.Millisecond), other.srv.cfg.SchedulerTick)
+	waitUntil(t, "jobs from the new leader", 30*time.Second, func() bool { return len(other.scheduledJobs(t, "shared")) >= before+2 })
+	checkOneJobPerInstant(t, other.scheduledJobs(t, "shared"))
 }
