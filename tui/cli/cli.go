@@ -138,6 +138,8 @@ func (a *app) rootCommand() *cobra.Command {
 		a.workflowsCommand(),
 		a.robotsCommand(),
 		a.tokensCommand(),
+		a.schedulesCommand(),
+		a.calendarsCommand(),
 		a.whoamiCommand(),
 		a.configCommand(),
 		a.versionCommand(),
