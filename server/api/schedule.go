@@ -328,11 +328,7 @@ func (s *scheduleService) DeleteSchedule(ctx context.Context, req *casarev1.Dele
 func (s *scheduleService) setPaused(ctx context.Context, name string, paused bool) (*casarev1.Schedule, error) {
 	auth.SetAuditTarget(ctx, "schedule/"+name)
 	now := time.Now().UTC()
-	next := func(sch *registry.Schedule) (*time.Time, error) {
-		cals, err := s.reg.GetCalendars(ctx, sch.Calendars)
-		if err != nil {
-			return nil, err
-		}
+	next := func(sch *registry.Schedule, cals map[string]*registry.Calendar) (*time.Time, error) {
 		spec, err := schedule.SpecOf(sch, cals, now)
 		if err != nil {
 			return nil, err

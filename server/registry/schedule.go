@@ -296,10 +296,11 @@ func (r *Registry) DeleteSchedule(ctx context.Context, name string, audit *Audit
 }
 
 // SetSchedulePaused pauses or resumes the named schedule. next computes the
-// next fire of a schedule resumed (nil when it never fires again); a paused
+// next fire of a schedule resumed (nil when it never fires again) from the
+// calendars it uses, read in the same transaction; a paused
 // schedule has none, nor a fire held back. It returns the schedule as
 // stored, or ErrNotFound.
-func (r *Registry) SetSchedulePaused(ctx context.Context, name string, paused bool, next func(*Schedule) (*time.Time, error), audit *AuditEvent) (*Schedule, error) {
+func (r *Registry) SetSchedulePaused(ctx context.Context, name string, paused bool, next func(*Schedule, map[string]*Calendar) (*time.Time, error), audit *AuditEvent) (*Schedule, error) {
 	var s *Schedule
 	err := r.db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
 		var err error
@@ -310,7 +311,13 @@ func (r *Registry) SetSchedulePaused(ctx context.Context, name string, paused bo
 		s.UpdatedAt = now()
 		s.NextFireTime, s.QueuedFireTime = nil, nil
 		if !paused {
-			if s.NextFireTime, err = next(s); err != nil {
+			// Read within the transaction: on SQLite it holds the one
+			// connection.
+			cals, err := calendarsIn(ctx, tx, s.Calendars)
+			if err != nil {
+				return err
+			}
+			if s.NextFireTime, err = next(s, cals); err != nil {
 				return err
 			}
 			s.NextFireTime = normalizePtr(s.NextFireTime)
@@ -475,12 +482,16 @@ func (r *Registry) GetCalendar(ctx context.Context, name string) (*Calendar, err
 // GetCalendars returns the named calendars by name; ErrNotFound names the
 // first missing.
 func (r *Registry) GetCalendars(ctx context.Context, names []string) (map[string]*Calendar, error) {
+	return calendarsIn(ctx, r.db, names)
+}
+
+func calendarsIn(ctx context.Context, db bun.IDB, names []string) (map[string]*Calendar, error) {
 	out := make(map[string]*Calendar, len(names))
 	if len(names) == 0 {
 		return out, nil
 	}
 	var list []*Calendar
-	if err := r.db.NewSelect().Model(&list).Where("name IN (?)", bun.In(names)).Scan(ctx); err != nil {
+	if err := db.NewSelect().Model(&list).Where("name IN (?)", bun.In(names)).Scan(ctx); err != nil {
 		return nil, fmt.Errorf("get calendars: %w", err)
 	}
 	for _, c := range list {

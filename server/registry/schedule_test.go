@@ -96,7 +96,7 @@ func TestScheduleLifecycle(t *testing.T) {
 		if err != nil || len(due) != 1 || due[0].Name != "later" {
 			t.Fatalf("DueSchedules with one paused = %+v, %v", due, err)
 		}
-		resumed, err := r.SetSchedulePaused(ctx, "nightly", false, func(*Schedule) (*time.Time, error) { return &next, nil }, nil)
+		resumed, err := r.SetSchedulePaused(ctx, "nightly", false, func(*Schedule, map[string]*Calendar) (*time.Time, error) { return &next, nil }, nil)
 		if err != nil || resumed.Paused || !resumed.NextFireTime.Equal(next) || resumed.LastJobID != "job-1" {
 			t.Fatalf("resume = %+v, %v", resumed, err)
 		}
