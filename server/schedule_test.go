@@ -39,7 +39,7 @@ type scheduling struct {
 
 // startScheduling starts a control plane on the database and Redis given
 // ("" for the embedded ones) in dataDir, and stores a workflow "tick".
-func startScheduling(t *testing.T, dataDir, dbURL, redisURL, adminToken string) *scheduling {
+func startScheduling(t testing.TB, dataDir, dbURL, redisURL, adminToken string) *scheduling {
 	t.Helper()
 	cfg, err := ConfigFromEnv()
 	if err != nil {
@@ -101,7 +101,7 @@ func (sc *scheduling) fires(outcome string) float64 {
 	return testutil.ToFloat64(sc.srv.scheduler.Collectors()[0].(*prometheus.CounterVec).WithLabelValues(outcome))
 }
 
-func mustStruct(t *testing.T, m map[string]any) *structpb.Struct {
+func mustStruct(t testing.TB, m map[string]any) *structpb.Struct {
 	t.Helper()
 	s, err := structpb.NewStruct(m)
 	if err != nil {

@@ -128,6 +128,11 @@ func (s *Services) resolveWorkflow(ctx context.Context, req *casarev1.SubmitJobR
 		return wf, wf.GetName(), 0, nil
 	}
 	name := req.GetWorkflowName()
+	if v := req.GetWorkflowVersion(); v > 0 {
+		if wf := s.versions.get(name, v); wf != nil {
+			return wf, name, v, nil
+		}
+	}
 	stored, err := s.reg.GetWorkflow(ctx, name, req.GetWorkflowVersion())
 	if errors.Is(err, registry.ErrNotFound) {
 		if req.GetWorkflowVersion() != 0 {
@@ -142,6 +147,7 @@ func (s *Services) resolveWorkflow(ctx context.Context, req *casarev1.SubmitJobR
 	if err != nil {
 		return nil, "", 0, toConnect(err)
 	}
+	s.versions.put(stored.Name, stored.Version, wf)
 	return wf, stored.Name, stored.Version, nil
 }
 

@@ -95,7 +95,10 @@ type Services struct {
 	jobLogs            ChangeFeed
 	dispatch           Dispatch
 	robotStaleAfter    time.Duration
-	version, revision  string
+	// versions keeps the stored workflow versions jobs were submitted
+	// with, decoded.
+	versions          versionCache
+	version, revision string
 
 	// stopping closes when the server starts to shut down: watch and log
 	// streams never go idle on their own, and a graceful shutdown waits

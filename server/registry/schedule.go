@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/uptrace/bun"
 )
 
@@ -397,22 +398,85 @@ type ScheduleFired struct {
 	QueuedFireTime *time.Time
 }
 
-// RecordScheduleFired stores what handling the due fires of a schedule
-// came to. It reports false when the schedule changed or went meanwhile,
-// and so kept what the change wrote.
-func (r *Registry) RecordScheduleFired(ctx context.Context, f ScheduleFired) (bool, error) {
-	q := r.db.NewUpdate().Model((*Schedule)(nil)).
-		Set("next_fire_time = ?", normalizePtr(f.NextFireTime)).
-		Set("queued_fire_time = ?", normalizePtr(f.QueuedFireTime))
-	if f.LastJobID != "" {
-		q = q.Set("last_fire_time = ?", normalizePtr(f.LastFireTime)).Set("last_job_id = ?", f.LastJobID)
+// RecordSchedulesFired stores what handling the due fires of schedules
+// came to, all in one transaction (on PostgreSQL one statement, whatever
+// their number). A schedule changed or gone meanwhile keeps what the
+// change wrote. It returns how many were stored.
+func (r *Registry) RecordSchedulesFired(ctx context.Context, fired []ScheduleFired) (int, error) {
+	if len(fired) == 0 {
+		return 0, nil
 	}
-	res, err := q.Where("id = ? AND updated_at = ?", f.ID, f.UpdatedAt.UTC().Truncate(time.Microsecond)).Exec(ctx)
+	if r.dialect == "postgres" {
+		var c scheduleFiredColumns
+		for i := range fired {
+			c.add(&fired[i])
+		}
+		res, err := r.db.DB.ExecContext(ctx, recordFiredQuery, append([]any{pgx.QueryExecModeCacheStatement}, c.args()...)...)
+		if err != nil {
+			return 0, fmt.Errorf("record schedules fired: %w", err)
+		}
+		n, _ := res.RowsAffected()
+		return int(n), nil
+	}
+	stored := 0
+	err := r.db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+		stored = 0
+		for _, f := range fired {
+			q := tx.NewUpdate().Model((*Schedule)(nil)).
+				Set("next_fire_time = ?", normalizePtr(f.NextFireTime)).
+				Set("queued_fire_time = ?", normalizePtr(f.QueuedFireTime))
+			if f.LastJobID != "" {
+				q = q.Set("last_fire_time = ?", normalizePtr(f.LastFireTime)).Set("last_job_id = ?", f.LastJobID)
+			}
+			res, err := q.Where("id = ? AND updated_at = ?", f.ID, f.UpdatedAt.UTC().Truncate(time.Microsecond)).Exec(ctx)
+			if err != nil {
+				return err
+			}
+			n, _ := res.RowsAffected()
+			stored += int(n)
+		}
+		return nil
+	})
 	if err != nil {
-		return false, fmt.Errorf("record schedule %s fired: %w", f.ID, err)
+		return 0, fmt.Errorf("record schedules fired: %w", err)
 	}
-	n, _ := res.RowsAffected()
-	return n == 1, nil
+	return stored, nil
+}
+
+// RecordScheduleFired stores what handling the due fires of one schedule
+// came to; see RecordSchedulesFired. It reports false when the schedule
+// changed or went meanwhile.
+func (r *Registry) RecordScheduleFired(ctx context.Context, f ScheduleFired) (bool, error) {
+	n, err := r.RecordSchedulesFired(ctx, []ScheduleFired{f})
+	return n == 1, err
+}
+
+// recordFiredQuery is RecordSchedulesFired's statement on PostgreSQL: the
+// values go as one array a column, so its text is the same for every batch.
+const recordFiredQuery = `UPDATE schedules AS s SET
+	next_fire_time = f.next_fire_time,
+	queued_fire_time = f.queued_fire_time,
+	last_fire_time = CASE WHEN f.last_job_id <> '' THEN f.last_fire_time ELSE s.last_fire_time END,
+	last_job_id = CASE WHEN f.last_job_id <> '' THEN f.last_job_id ELSE s.last_job_id END
+FROM unnest($1::text[], $2::timestamptz[], $3::timestamptz[], $4::timestamptz[], $5::timestamptz[], $6::text[])
+	AS f(id, updated_at, next_fire_time, queued_fire_time, last_fire_time, last_job_id)
+WHERE s.id = f.id AND s.updated_at = f.updated_at`
+
+type scheduleFiredColumns struct {
+	id                     []string
+	updatedAt              []time.Time
+	next, queued, lastFire []*time.Time
+	lastJobID              []string
+}
+
+func (c *scheduleFiredColumns) add(f *ScheduleFired) {
+	c.id, c.updatedAt = append(c.id, f.ID), append(c.updatedAt, f.UpdatedAt.UTC().Truncate(time.Microsecond))
+	c.next, c.queued = append(c.next, normalizePtr(f.NextFireTime)), append(c.queued, normalizePtr(f.QueuedFireTime))
+	c.lastFire, c.lastJobID = append(c.lastFire, normalizePtr(f.LastFireTime)), append(c.lastJobID, f.LastJobID)
+}
+
+func (c *scheduleFiredColumns) args() []any {
+	return []any{c.id, c.updatedAt, c.next, c.queued, c.lastFire, c.lastJobID}
 }
 
 // RecordScheduleTriggered names the job a "run now" made as the schedule's

@@ -61,9 +61,9 @@ type Options struct {
 	// older ones are missed and follow the schedule's misfire policy. 0
 	// means 1 minute.
 	MisfireGrace time.Duration
-	// BatchSize is how many due schedules are read at once; 0 means 500.
+	// BatchSize is how many due schedules are read at once; 0 means 1000.
 	BatchSize int
-	// Workers is how many schedules of a batch fire at once; 0 means 32.
+	// Workers is how many schedules of a batch fire at once; 0 means 64.
 	Workers int
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
@@ -96,10 +96,10 @@ func New(opts Options) *Scheduler {
 		opts.MisfireGrace = time.Minute
 	}
 	if opts.BatchSize <= 0 {
-		opts.BatchSize = 500
+		opts.BatchSize = 1000
 	}
 	if opts.Workers <= 0 {
-		opts.Workers = 32
+		opts.Workers = 64
 	}
 	if opts.Now == nil {
 		opts.Now = time.Now
@@ -200,7 +200,9 @@ func (s *Scheduler) fireDue(ctx context.Context) {
 		if len(due) == 0 {
 			break
 		}
-		s.each(ctx, due, func(sch *registry.Schedule, cals map[string]*registry.Calendar) { s.fireSchedule(ctx, sch, cals, now) })
+		s.each(ctx, due, func(sch *registry.Schedule, p *pass) (*registry.ScheduleFired, bool) {
+			return s.fireSchedule(ctx, sch, p, now)
+		})
 		if len(due) < s.batch {
 			break
 		}
@@ -212,32 +214,49 @@ func (s *Scheduler) fireDue(ctx context.Context) {
 		}
 		return
 	}
-	s.each(ctx, queued, func(sch *registry.Schedule, cals map[string]*registry.Calendar) { s.fireQueued(ctx, sch) })
+	s.each(ctx, queued, func(sch *registry.Schedule, p *pass) (*registry.ScheduleFired, bool) {
+		return s.fireQueued(ctx, sch, p)
+	})
 }
 
 // each runs f on every schedule of list with the calendars they use, on
-// the scheduler's workers, and returns when all are done.
-func (s *Scheduler) each(ctx context.Context, list []*registry.Schedule, f func(*registry.Schedule, map[string]*registry.Calendar)) {
+// the scheduler's workers, then stores what they came to in one write.
+// A schedule whose f stores nothing stays as it was, due.
+func (s *Scheduler) each(ctx context.Context, list []*registry.Schedule, f func(*registry.Schedule, *pass) (*registry.ScheduleFired, bool)) {
 	if len(list) == 0 {
 		return
 	}
 	var names []string
+	p := &pass{versions: map[string]int32{}}
 	for _, sch := range list {
 		names = append(names, sch.Calendars...)
+		if sch.WorkflowVersion == 0 {
+			p.versions[sch.WorkflowName] = 0
+		}
 	}
-	cals, err := s.reg.GetCalendars(ctx, names)
-	if err != nil {
+	var err error
+	if p.calendars, err = s.reg.GetCalendars(ctx, names); err != nil {
 		if ctx.Err() == nil {
 			s.logger.Warn("scheduler: read calendars", "err", err)
 		}
 		return
 	}
+	// The latest version of each workflow is read once for the pass, not
+	// once a job; a workflow gone is left to Submit to report.
+	for name := range p.versions {
+		if v, err := s.reg.GetWorkflow(ctx, name, 0); err == nil {
+			p.versions[name] = v.Version
+		}
+	}
 	work := make(chan *registry.Schedule)
+	results := make(chan registry.ScheduleFired, len(list))
 	var wg sync.WaitGroup
 	for range min(s.workers, len(list)) {
 		wg.Go(func() {
 			for sch := range work {
-				f(sch, cals)
+				if fired, ok := f(sch, p); ok {
+					results <- *fired
+				}
 			}
 		})
 	}
@@ -246,6 +265,21 @@ func (s *Scheduler) each(ctx context.Context, list []*registry.Schedule, f func(
 	}
 	close(work)
 	wg.Wait()
+	close(results)
+	fired := make([]registry.ScheduleFired, 0, len(list))
+	for r := range results {
+		fired = append(fired, r)
+	}
+	if _, err := s.reg.RecordSchedulesFired(ctx, fired); err != nil && ctx.Err() == nil {
+		s.logger.Warn("scheduler: record fires; they fire again and their keys keep them to one job each", "schedules", len(fired), "err", err)
+	}
+}
+
+// pass is what the schedules of one batch share: the calendars they use
+// and the latest version of each workflow they run at its latest.
+type pass struct {
+	calendars map[string]*registry.Calendar
+	versions  map[string]int32
 }
 
 // SpecOf returns the timing of a stored schedule, with the calendars it
@@ -313,16 +347,15 @@ const maxDue = 10_000
 // overlap policies, and stores its next fire. A failure that may pass
 // (the database or Redis unreachable) stores nothing: the next pass
 // fires the same instants, and their keys keep them to one job each.
-func (s *Scheduler) fireSchedule(ctx context.Context, sch *registry.Schedule, cals map[string]*registry.Calendar, now time.Time) {
-	spec, err := SpecOf(sch, cals, now)
+func (s *Scheduler) fireSchedule(ctx context.Context, sch *registry.Schedule, p *pass, now time.Time) (*registry.ScheduleFired, bool) {
+	spec, err := SpecOf(sch, p.calendars, now)
 	if err != nil {
 		// Stored schedules were checked; a zone gone from the time zone
 		// database or a calendar changed under it stops the schedule
 		// until it is updated.
 		s.logger.Error("scheduler: schedule can no longer fire; update it", "schedule", sch.Name, "err", err)
 		s.fires.WithLabelValues(OutcomeFailed).Inc()
-		s.record(ctx, sch, nil, fireState{lastJobID: sch.LastJobID, lastFire: sch.LastFireTime})
-		return
+		return fired(sch, nil, fireState{}), true
 	}
 	var due []time.Time
 	at, more := *sch.NextFireTime, true
@@ -366,11 +399,11 @@ func (s *Scheduler) fireSchedule(ctx context.Context, sch *registry.Schedule, ca
 	}
 	state := fireState{lastJobID: sch.LastJobID, lastFire: sch.LastFireTime, queued: sch.QueuedFireTime}
 	for _, at := range fire {
-		if err := s.fireWithOverlap(ctx, sch, at, &state); err != nil {
-			return
+		if err := s.fireWithOverlap(ctx, sch, p, at, &state); err != nil {
+			return nil, false
 		}
 	}
-	s.record(ctx, sch, next, state)
+	return fired(sch, next, state), true
 }
 
 // recordMissed is where every fire missed while no scheduler ran is
@@ -387,7 +420,7 @@ func (s *Scheduler) recordMissed(sch *registry.Schedule, missed []time.Time) {
 // fireWithOverlap fires one instant unless the previous job is still
 // pending or running, in which case the overlap policy decides. An error
 // means the pass should stop for this schedule and leave it due.
-func (s *Scheduler) fireWithOverlap(ctx context.Context, sch *registry.Schedule, at time.Time, state *fireState) error {
+func (s *Scheduler) fireWithOverlap(ctx context.Context, sch *registry.Schedule, p *pass, at time.Time, state *fireState) error {
 	key := IdempotencyKey(sch.ID, at)
 	if sch.OverlapPolicy != OverlapAllow && state.lastJobID != "" {
 		last, err := s.reg.GetJob(ctx, state.lastJobID)
@@ -425,7 +458,7 @@ func (s *Scheduler) fireWithOverlap(ctx context.Context, sch *registry.Schedule,
 			}
 		}
 	}
-	return s.fire(ctx, sch, at, state)
+	return s.fire(ctx, sch, p, at, state)
 }
 
 func (s *Scheduler) skipped(sch *registry.Schedule, at time.Time, running *registry.Job) {
@@ -435,9 +468,12 @@ func (s *Scheduler) skipped(sch *registry.Schedule, at time.Time, running *regis
 }
 
 // fire makes the job of one instant.
-func (s *Scheduler) fire(ctx context.Context, sch *registry.Schedule, at time.Time, state *fireState) error {
+func (s *Scheduler) fire(ctx context.Context, sch *registry.Schedule, p *pass, at time.Time, state *fireState) error {
 	req, err := JobRequest(sch, IdempotencyKey(sch.ID, at))
 	if err == nil {
+		if req.WorkflowVersion == 0 {
+			req.WorkflowVersion = p.versions[sch.WorkflowName]
+		}
 		var job *registry.Job
 		var existing bool
 		job, existing, err = s.jobs.Submit(ctx, req, "schedule/"+sch.Name)
@@ -475,31 +511,31 @@ func transient(err error) bool {
 
 // fireQueued makes the job of the fire a schedule held back (queue_one)
 // once the job before it has ended.
-func (s *Scheduler) fireQueued(ctx context.Context, sch *registry.Schedule) {
+func (s *Scheduler) fireQueued(ctx context.Context, sch *registry.Schedule, p *pass) (*registry.ScheduleFired, bool) {
 	if sch.LastJobID != "" {
 		last, err := s.reg.GetJob(ctx, sch.LastJobID)
 		if err != nil && !errors.Is(err, registry.ErrNotFound) {
-			return
+			return nil, false
 		}
 		if err == nil && !last.Status.Finished() {
-			return
+			return nil, false
 		}
 	}
 	state := fireState{lastJobID: sch.LastJobID, lastFire: sch.LastFireTime}
-	if err := s.fire(ctx, sch, *sch.QueuedFireTime, &state); err != nil {
-		return
+	if err := s.fire(ctx, sch, p, *sch.QueuedFireTime, &state); err != nil {
+		return nil, false
 	}
-	s.record(ctx, sch, sch.NextFireTime, state)
+	return fired(sch, sch.NextFireTime, state), true
 }
 
-// record stores the outcome of a pass over a schedule. A schedule changed
-// meanwhile (updated, paused, deleted) keeps what the change wrote.
-func (s *Scheduler) record(ctx context.Context, sch *registry.Schedule, next *time.Time, state fireState) {
-	f := registry.ScheduleFired{ID: sch.ID, UpdatedAt: sch.UpdatedAt, NextFireTime: next, QueuedFireTime: state.queued}
+// fired is what a pass over a schedule stores: its next fire, the fire it
+// holds back, and the job it made last when it made one. Stored against
+// the version read, so a schedule changed meanwhile (updated, paused,
+// deleted) keeps what the change wrote.
+func fired(sch *registry.Schedule, next *time.Time, state fireState) *registry.ScheduleFired {
+	f := &registry.ScheduleFired{ID: sch.ID, UpdatedAt: sch.UpdatedAt, NextFireTime: next, QueuedFireTime: state.queued}
 	if state.changed {
 		f.LastFireTime, f.LastJobID = state.lastFire, state.lastJobID
 	}
-	if _, err := s.reg.RecordScheduleFired(ctx, f); err != nil && ctx.Err() == nil {
-		s.logger.Warn("scheduler: record the fire; it fires again and its key keeps it to one job", "schedule", sch.Name, "err", err)
-	}
+	return f
 }
