@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"connectrpc.com/connect/v2"
@@ -463,8 +464,11 @@ func calendarFromProto(p *casarev1.Calendar, now time.Time) (*registry.Calendar,
 }
 
 func calendarNotFound(name string, err error) error {
-	if errors.Is(err, registry.ErrNotFound) {
+	switch {
+	case errors.Is(err, registry.ErrNotFound):
 		return connect.Errorf(connect.CodeNotFound, "calendar %q not found", name)
+	case errors.Is(err, registry.ErrConflict):
+		return connect.NewError(connect.CodeFailedPrecondition, strings.TrimSuffix(err.Error(), ": "+registry.ErrConflict.Error()))
 	}
 	return toConnect(err)
 }

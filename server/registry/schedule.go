@@ -687,6 +687,9 @@ func (r *Registry) DeleteCalendar(ctx context.Context, name string, audit *Audit
 		}
 		return insertAudit(ctx, tx, audit)
 	})
+	if errors.Is(err, ErrConflict) {
+		return err
+	}
 	if err != nil {
 		return fmt.Errorf("delete calendar %s: %w", name, err)
 	}

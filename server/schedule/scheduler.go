@@ -200,10 +200,12 @@ func (s *Scheduler) fireDue(ctx context.Context) {
 		if len(due) == 0 {
 			break
 		}
-		s.each(ctx, due, func(sch *registry.Schedule, p *pass) (*registry.ScheduleFired, bool) {
+		stored := s.each(ctx, due, func(sch *registry.Schedule, p *pass) (*registry.ScheduleFired, bool) {
 			return s.fireSchedule(ctx, sch, p, now)
 		})
-		if len(due) < s.batch {
+		// A full batch of which nothing could be stored would come back
+		// as it was; the next pass tries it again.
+		if len(due) < s.batch || stored == 0 {
 			break
 		}
 	}
@@ -220,11 +222,12 @@ func (s *Scheduler) fireDue(ctx context.Context) {
 }
 
 // each runs f on every schedule of list with the calendars they use, on
-// the scheduler's workers, then stores what they came to in one write.
-// A schedule whose f stores nothing stays as it was, due.
-func (s *Scheduler) each(ctx context.Context, list []*registry.Schedule, f func(*registry.Schedule, *pass) (*registry.ScheduleFired, bool)) {
+// the scheduler's workers, then stores what they came to in one write,
+// and returns how many it stored. A schedule whose f stores nothing stays
+// as it was, due.
+func (s *Scheduler) each(ctx context.Context, list []*registry.Schedule, f func(*registry.Schedule, *pass) (*registry.ScheduleFired, bool)) int {
 	if len(list) == 0 {
-		return
+		return 0
 	}
 	var names []string
 	p := &pass{versions: map[string]int32{}}
@@ -239,7 +242,7 @@ func (s *Scheduler) each(ctx context.Context, list []*registry.Schedule, f func(
 		if ctx.Err() == nil {
 			s.logger.Warn("scheduler: read calendars", "err", err)
 		}
-		return
+		return 0
 	}
 	// The latest version of each workflow is read once for the pass, not
 	// once a job; a workflow gone is left to Submit to report.
@@ -270,9 +273,11 @@ func (s *Scheduler) each(ctx context.Context, list []*registry.Schedule, f func(
 	for r := range results {
 		fired = append(fired, r)
 	}
-	if _, err := s.reg.RecordSchedulesFired(ctx, fired); err != nil && ctx.Err() == nil {
+	stored, err := s.reg.RecordSchedulesFired(ctx, fired)
+	if err != nil && ctx.Err() == nil {
 		s.logger.Warn("scheduler: record fires; they fire again and their keys keep them to one job each", "schedules", len(fired), "err", err)
 	}
+	return stored
 }
 
 // pass is what the schedules of one batch share: the calendars they use
