@@ -137,3 +137,47 @@ func TestScheduleLifecycle(t *testing.T) {
 		}
 	})
 }
+
+// TestRecordSchedulesFiredInOneWrite: a batch of fires is stored at once;
+// the schedule changed since it was read keeps what the change wrote, and
+// one that made no job keeps its last job.
+func TestRecordSchedulesFiredInOneWrite(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, r *Registry) {
+		ctx := context.Background()
+		base := time.Date(2026, 12, 7, 10, 0, 0, 0, time.UTC)
+		var list []*Schedule
+		for i := range 3 {
+			s := newSchedule(fmt.Sprintf("s%d", i), base)
+			s.LastJobID = "old"
+			if err := r.CreateSchedule(ctx, s, nil); err != nil {
+				t.Fatal(err)
+			}
+			list = append(list, s)
+		}
+		// s2 is paused after it was read.
+		if _, err := r.SetSchedulePaused(ctx, "s2", true, nil, nil); err != nil {
+			t.Fatal(err)
+		}
+		next, queued := base.Add(time.Minute), base.Add(30*time.Second)
+		n, err := r.RecordSchedulesFired(ctx, []ScheduleFired{
+			{ID: list[0].ID, UpdatedAt: list[0].UpdatedAt, NextFireTime: &next, LastFireTime: &base, LastJobID: "job-0"},
+			{ID: list[1].ID, UpdatedAt: list[1].UpdatedAt, NextFireTime: &next, QueuedFireTime: &queued},
+			{ID: list[2].ID, UpdatedAt: list[2].UpdatedAt, NextFireTime: &next},
+		})
+		if err != nil || n != 2 {
+			t.Fatalf("RecordSchedulesFired = %d, %v; want 2 stored", n, err)
+		}
+		s0, _ := r.GetSchedule(ctx, "s0")
+		if !s0.NextFireTime.Equal(next) || s0.LastJobID != "job-0" || !s0.LastFireTime.Equal(base) || s0.QueuedFireTime != nil {
+			t.Errorf("s0 = %+v", s0)
+		}
+		s1, _ := r.GetSchedule(ctx, "s1")
+		if !s1.NextFireTime.Equal(next) || s1.LastJobID != "old" || s1.LastFireTime != nil || !s1.QueuedFireTime.Equal(queued) {
+			t.Errorf("s1 = %+v", s1)
+		}
+		s2, _ := r.GetSchedule(ctx, "s2")
+		if !s2.Paused || s2.NextFireTime != nil {
+			t.Errorf("s2, paused after it was read, = %+v; want it as the pause left it", s2)
+		}
+	})
+}
