@@ -92,6 +92,13 @@ type Config struct {
 	// RetainArtifacts removes the artifacts of finished jobs this long
 	// after they finished, keeping the jobs; zero keeps them.
 	RetainArtifacts Age `env:"CASARE_RETAIN_ARTIFACTS"`
+	// SchedulerTick is how often a replica that does not run the scheduler
+	// tries to take it over, and the longest the one that runs it waits
+	// between looks at the due schedules.
+	SchedulerTick time.Duration `env:"CASARE_SCHEDULER_TICK" envDefault:"1s"`
+	// MisfireGrace is how late a schedule's fire may be and still run as
+	// on time; older fires follow the schedule's misfire policy.
+	MisfireGrace time.Duration `env:"CASARE_MISFIRE_GRACE" envDefault:"1m"`
 	// PruneInterval is how often what retention lets go is removed.
 	PruneInterval time.Duration `env:"CASARE_PRUNE_INTERVAL" envDefault:"10m"`
 	// LogLevel is debug, info, warn or error.
@@ -208,6 +215,12 @@ func (c Config) Check() error {
 	}
 	if _, err := ParseRobotPools(c.RobotPools); err != nil {
 		return err
+	}
+	if c.SchedulerTick < 10*time.Millisecond || c.SchedulerTick > time.Minute {
+		return fmt.Errorf("--scheduler-tick: between 10ms and 1m, got %s", c.SchedulerTick)
+	}
+	if c.MisfireGrace < time.Second {
+		return fmt.Errorf("--misfire-grace: at least 1s, got %s", c.MisfireGrace)
 	}
 	if c.PruneInterval < time.Second {
 		return fmt.Errorf("--prune-interval: at least 1s, got %s", c.PruneInterval)

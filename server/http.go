@@ -58,6 +58,7 @@ func (s *Server) newHTTPServer() *http.Server {
 		Revision:           s.cfg.Build.revision(),
 	})
 	services.Register(apiServer)
+	s.services = services
 
 	// Health and reflection answer without a token: probes and grpcurl
 	// carry none, and neither reveals more than the published schema.

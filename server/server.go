@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/quic-go/quic-go"
 
+	"github.com/casarerpa/casare/server/api"
 	"github.com/casarerpa/casare/server/auth"
 	"github.com/casarerpa/casare/server/dispatch"
 	"github.com/casarerpa/casare/server/gateway"
@@ -23,6 +24,7 @@ import (
 	"github.com/casarerpa/casare/server/pki"
 	"github.com/casarerpa/casare/server/queue"
 	"github.com/casarerpa/casare/server/registry"
+	"github.com/casarerpa/casare/server/schedule"
 )
 
 // AdminTokenFile is the name, in the data dir, of the admin token written
@@ -49,6 +51,9 @@ type Server struct {
 	pruned      *prometheus.CounterVec
 	listener    net.Listener
 	http        *http.Server
+	// services are the API's; the scheduler makes its jobs through them.
+	services  *api.Services
+	scheduler *schedule.Scheduler
 }
 
 // New opens the registry (applying migrations) and the queue, creates the
@@ -128,6 +133,14 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (_ *Server, err e
 	s.pruned = newPrunedCounter()
 	s.metrics.MustRegister(s.pruned)
 	s.http = s.newHTTPServer()
+	s.scheduler = schedule.New(schedule.Options{
+		Registry:     s.reg,
+		Jobs:         s.services,
+		Logger:       logger,
+		Tick:         cfg.SchedulerTick,
+		MisfireGrace: cfg.MisfireGrace,
+	})
+	s.metrics.MustRegister(s.scheduler.Collectors()...)
 	if s.listener, err = net.Listen("tcp", cfg.HTTPAddr); err != nil {
 		return nil, fmt.Errorf("--http-addr: %w", err)
 	}
@@ -319,7 +332,8 @@ func (s *Server) Addr() string {
 //
 //  1. HTTP: no call is taken any more, and those in flight finish within
 //     the shutdown timeout; no submit, cancel or drain reaches the
-//     dispatcher after.
+//     dispatcher after. With it the scheduler, the other maker of jobs:
+//     it gives up the lead for another replica and fires no more.
 //  2. The gateway: the robots here are recorded offline and their
 //     connections closed; the dispatcher hears each robot go (its grace
 //     period starts) and no robot's message after.
@@ -337,7 +351,8 @@ func (s *Server) Run(ctx context.Context) error {
 	intakeCtx, stopIntake := context.WithCancel(base)
 	dispatchCtx, stopDispatcher := context.WithCancel(base)
 	restCtx, stopRest := context.WithCancel(base)
-	var robots, intake, dispatching, rest sync.WaitGroup
+	schedulerCtx, stopScheduler := context.WithCancel(base)
+	var scheduling, robots, intake, dispatching, rest sync.WaitGroup
 	rest.Go(func() { s.auth.Run(restCtx, 30*time.Second) })
 	rest.Go(func() { s.runRetention(restCtx) })
 	rest.Go(func() { s.jobChanges.Run(restCtx) })
@@ -362,6 +377,7 @@ func (s *Server) Run(ctx context.Context) error {
 		}
 	})
 	robots.Go(func() { s.gateway.Run(gatewayCtx) })
+	scheduling.Go(func() { s.scheduler.Run(schedulerCtx) })
 	s.logger.Info("robot gateway listening", "quic", s.gateway.Addr())
 
 	serveErr := make(chan error, 1)
@@ -383,7 +399,7 @@ func (s *Server) Run(ctx context.Context) error {
 	for _, part := range []struct {
 		stop context.CancelFunc
 		wg   *sync.WaitGroup
-	}{{stopGateway, &robots}, {stopIntake, &intake}, {stopDispatcher, &dispatching}, {stopRest, &rest}} {
+	}{{stopScheduler, &scheduling}, {stopGateway, &robots}, {stopIntake, &intake}, {stopDispatcher, &dispatching}, {stopRest, &rest}} {
 		part.stop()
 		part.wg.Wait()
 	}

@@ -84,6 +84,8 @@ func newRootCommand() *cobra.Command {
 	flags.Var(&cfg.RetainJobs, "retain-jobs", "remove finished jobs with their events, logs and artifacts this long after they finished, e.g. 30d; 0 keeps them (CASARE_RETAIN_JOBS)")
 	flags.Var(&cfg.RetainLogs, "retain-logs", "remove finished jobs' log lines this long after they finished, e.g. 7d; 0 keeps them (CASARE_RETAIN_LOGS)")
 	flags.Var(&cfg.RetainArtifacts, "retain-artifacts", "remove finished jobs' artifacts this long after they finished, e.g. 14d; 0 keeps them (CASARE_RETAIN_ARTIFACTS)")
+	flags.DurationVar(&cfg.SchedulerTick, "scheduler-tick", cfg.SchedulerTick, "how often a replica tries to take over the scheduler, and the longest the scheduler waits between looks at due schedules (CASARE_SCHEDULER_TICK)")
+	flags.DurationVar(&cfg.MisfireGrace, "misfire-grace", cfg.MisfireGrace, "how late a schedule's fire may be and still run as on time; older ones follow the schedule's misfire policy (CASARE_MISFIRE_GRACE)")
 	flags.DurationVar(&cfg.PruneInterval, "prune-interval", cfg.PruneInterval, "how often what the --retain-* flags let go is removed (CASARE_PRUNE_INTERVAL)")
 	flags.StringVar(&cfg.LogLevel, "log-level", cfg.LogLevel, "debug, info, warn or error (CASARE_LOG_LEVEL)")
 	flags.StringVar(&cfg.LogFormat, "log-format", cfg.LogFormat, "text or json (CASARE_LOG_FORMAT)")

@@ -128,6 +128,11 @@ func (s *Services) resolveWorkflow(ctx context.Context, req *casarev1.SubmitJobR
 		return wf, wf.GetName(), 0, nil
 	}
 	name := req.GetWorkflowName()
+	if v := req.GetWorkflowVersion(); v > 0 {
+		if wf := s.versions.get(name, v); wf != nil {
+			return wf, name, v, nil
+		}
+	}
 	stored, err := s.reg.GetWorkflow(ctx, name, req.GetWorkflowVersion())
 	if errors.Is(err, registry.ErrNotFound) {
 		if req.GetWorkflowVersion() != 0 {
@@ -142,6 +147,7 @@ func (s *Services) resolveWorkflow(ctx context.Context, req *casarev1.SubmitJobR
 	if err != nil {
 		return nil, "", 0, toConnect(err)
 	}
+	s.versions.put(stored.Name, stored.Version, wf)
 	return wf, stored.Name, stored.Version, nil
 }
 
@@ -275,7 +281,7 @@ func (s *jobService) CancelJob(ctx context.Context, req *casarev1.CancelJobReque
 	if reason == "" {
 		reason = "cancelled by " + actor(ctx)
 	}
-	job, err := s.jobs.Cancel(ctx, req.GetId(), reason, actor(ctx), auth.AuditEvent(ctx, "job/"+req.GetId(), map[string]any{"reason": reason}))
+	job, err := s.Cancel(ctx, req.GetId(), reason, actor(ctx), auth.AuditEvent(ctx, "job/"+req.GetId(), map[string]any{"reason": reason}))
 	switch {
 	case errors.Is(err, registry.ErrNotFound):
 		return nil, connect.Errorf(connect.CodeNotFound, "job %q not found", req.GetId())
@@ -285,6 +291,19 @@ func (s *jobService) CancelJob(ctx context.Context, req *casarev1.CancelJobReque
 	case err != nil:
 		return nil, toConnect(err)
 	}
+	return &casarev1.CancelJobResponse{Job: jobToProto(job)}, nil
+}
+
+// Cancel cancels a job that has not finished, whoever asks: CancelJob, or
+// a schedule whose overlap policy cancels its previous job. A pending
+// job's task leaves the queue; a job on a robot is stopped there. It
+// returns the registry's errors: ErrNotFound, or ErrConflict with the job
+// when it has finished already.
+func (s *Services) Cancel(ctx context.Context, id, reason, actor string, audit *registry.AuditEvent) (*registry.Job, error) {
+	job, err := s.jobs.Cancel(ctx, id, reason, actor, audit)
+	if err != nil {
+		return job, err
+	}
 	task := queue.Task{JobID: job.ID, Attempt: job.Attempt, Priority: job.Priority}
 	if err := s.queue.Remove(ctx, task); err != nil && !errors.Is(err, queue.ErrTaskActive) {
 		// The job row says cancelled; a task left behind is dropped when
@@ -293,7 +312,7 @@ func (s *jobService) CancelJob(ctx context.Context, req *casarev1.CancelJobReque
 	}
 	s.queue.PublishJobChange(ctx, job.ID)
 	s.queue.PublishJobStop(job.ID)
-	return &casarev1.CancelJobResponse{Job: jobToProto(job)}, nil
+	return job, nil
 }
 
 // WatchJobs sends the jobs matching the filter, newest first, then SYNCED,

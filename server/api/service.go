@@ -95,7 +95,10 @@ type Services struct {
 	jobLogs            ChangeFeed
 	dispatch           Dispatch
 	robotStaleAfter    time.Duration
-	version, revision  string
+	// versions keeps the stored workflow versions jobs were submitted
+	// with, decoded.
+	versions          versionCache
+	version, revision string
 
 	// stopping closes when the server starts to shut down: watch and log
 	// streams never go idle on their own, and a graceful shutdown waits
@@ -158,6 +161,7 @@ func (s *Services) Register(server *connect.Server) {
 	casarev1connect.RegisterRobotServiceHandler(server, &robotService{Services: s})
 	casarev1connect.RegisterAdminServiceHandler(server, &adminService{s})
 	casarev1connect.RegisterWebhookServiceHandler(server, &webhookService{Services: s})
+	casarev1connect.RegisterScheduleServiceHandler(server, &scheduleService{Services: s})
 }
 
 // actor names the caller for job events and created_by columns.

@@ -26,7 +26,14 @@ type jobInserter struct {
 type jobInsert struct {
 	job   *Job
 	audit *AuditEvent
-	done  chan error
+	done  chan insertResult
+}
+
+// insertResult is the outcome of one submit of a batch: existing when a
+// job already had its idempotency key and nothing was written for it.
+type insertResult struct {
+	existing bool
+	err      error
 }
 
 const (
@@ -45,23 +52,24 @@ func newJobInserter(db *bun.DB) *jobInserter {
 }
 
 // insert commits the job, its first event and its audit event, returning
-// once they are durable.
-func (ins *jobInserter) insert(ctx context.Context, job *Job, audit *AuditEvent) error {
-	req := &jobInsert{job: job, audit: audit, done: make(chan error, 1)}
+// once they are durable. A job whose idempotency key another job has is
+// not written, and existing is true.
+func (ins *jobInserter) insert(ctx context.Context, job *Job, audit *AuditEvent) (existing bool, err error) {
+	req := &jobInsert{job: job, audit: audit, done: make(chan insertResult, 1)}
 	select {
 	case ins.queue <- req:
 	case <-ctx.Done():
-		return ctx.Err()
+		return false, ctx.Err()
 	case <-ins.stop:
-		return errors.New("registry closed")
+		return false, errors.New("registry closed")
 	}
 	select {
-	case err := <-req.done:
-		return err
+	case res := <-req.done:
+		return res.existing, res.err
 	case <-ctx.Done():
 		// The batch may still commit; the job then exists, as it would
 		// had the connection dropped after a commit.
-		return ctx.Err()
+		return false, ctx.Err()
 	}
 }
 
@@ -96,15 +104,16 @@ func (ins *jobInserter) run() {
 // submit is tried on its own, so one bad row cannot fail the others.
 func (ins *jobInserter) commit(batch []*jobInsert) {
 	ctx := context.Background()
-	err := ins.exec(ctx, batch)
+	inserted, err := ins.exec(ctx, batch)
 	if err == nil || len(batch) == 1 {
 		for _, req := range batch {
-			req.done <- err
+			req.done <- insertResult{existing: err == nil && !inserted[req.job.ID], err: err}
 		}
 		return
 	}
 	for _, req := range batch {
-		req.done <- ins.exec(ctx, []*jobInsert{req})
+		inserted, err := ins.exec(ctx, []*jobInsert{req})
+		req.done <- insertResult{existing: err == nil && !inserted[req.job.ID], err: err}
 	}
 }
 
@@ -113,37 +122,64 @@ func (ins *jobInserter) commit(batch []*jobInsert) {
 // none. The values go as one array a column, so the statement's text is
 // the same for every batch: each connection prepares it once, where values
 // written into the text by bun would make every batch a new statement to
-// parse and plan, and a long string to build here.
-func (ins *jobInserter) exec(ctx context.Context, batch []*jobInsert) error {
+// parse and plan, and a long string to build here. It returns the ids of
+// the jobs written: a job whose idempotency key another has (committed
+// before, or earlier in the batch) is not, nor are its events.
+func (ins *jobInserter) exec(ctx context.Context, batch []*jobInsert) (map[string]bool, error) {
 	var jobs jobColumns
 	var events eventColumns
 	var audits auditColumns
+	var auditJobs []string
 	for _, req := range batch {
 		jobs.add(req.job)
 		events.add(firstEvent(req.job))
 		if req.audit != nil {
 			req.audit.Time = normalize(req.audit.Time)
 			audits.add(req.audit)
+			auditJobs = append(auditJobs, req.job.ID)
 		}
 	}
 	args := append([]any{pgx.QueryExecModeCacheStatement}, jobs.args()...)
 	args = append(args, events.args()...)
 	args = append(args, audits.args()...)
-	if _, err := ins.db.DB.ExecContext(ctx, insertJobsQuery, args...); err != nil {
-		return fmt.Errorf("create job: %w", err)
+	args = append(args, auditJobs)
+	rows, err := ins.db.DB.QueryContext(ctx, insertJobsQuery, args...)
+	if err != nil {
+		return nil, fmt.Errorf("create job: %w", err)
 	}
-	return nil
+	defer rows.Close()
+	inserted := make(map[string]bool, len(batch))
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			return nil, fmt.Errorf("create job: %w", err)
+		}
+		inserted[id] = true
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("create job: %w", err)
+	}
+	return inserted, nil
 }
 
 // insertJobsQuery is exec's statement; its parameters are the arrays of
-// jobColumns, eventColumns and auditColumns, in order.
+// jobColumns, eventColumns and auditColumns, in order, then the job of
+// each audit event.
 const insertJobsQuery = `WITH job AS (INSERT INTO jobs (` + jobColumnNames + `)
 	SELECT * FROM unnest($1::text[], $2::text[], $3::int[], $4::text[], $5::text[], $6::text[], $7::int[], $8::int[], $9::int[], $10::text[], $11::text[], $12::text[], $13::text[],
-		$14::bigint[], $15::text[], $16::text[], $17::timestamptz[], $18::timestamptz[], $19::timestamptz[], $20::timestamptz[], $21::int[], $22::text[])),
+		$14::bigint[], $15::text[], $16::text[], $17::timestamptz[], $18::timestamptz[], $19::timestamptz[], $20::timestamptz[], $21::int[], $22::text[])
+	ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+	RETURNING id),
 event AS (INSERT INTO job_events (job_id, time, from_status, to_status, attempt, robot_id, reason, actor)
-	SELECT * FROM unnest($23::text[], $24::timestamptz[], $25::text[], $26::text[], $27::int[], $28::text[], $29::text[], $30::text[]))
-INSERT INTO audit_events (time, actor, actor_token_id, action, target, outcome, details, peer)
-	SELECT * FROM unnest($31::timestamptz[], $32::text[], $33::text[], $34::text[], $35::text[], $36::text[], $37::text[], $38::text[])`
+	SELECT e.* FROM unnest($23::text[], $24::timestamptz[], $25::text[], $26::text[], $27::int[], $28::text[], $29::text[], $30::text[])
+		AS e(job_id, time, from_status, to_status, attempt, robot_id, reason, actor)
+	WHERE e.job_id IN (SELECT id FROM job)),
+audit AS (INSERT INTO audit_events (time, actor, actor_token_id, action, target, outcome, details, peer)
+	SELECT a.time, a.actor, a.actor_token_id, a.action, a.target, a.outcome, a.details, a.peer
+	FROM unnest($31::timestamptz[], $32::text[], $33::text[], $34::text[], $35::text[], $36::text[], $37::text[], $38::text[], $39::text[])
+		AS a(time, actor, actor_token_id, action, target, outcome, details, peer, job_id)
+	WHERE a.job_id IN (SELECT id FROM job))
+SELECT id FROM job`
 
 // jobColumnNames are the columns of jobs in the order of jobColumns.args.
 const jobColumnNames = "id, workflow_name, workflow_version, workflow, status, status_message, priority, attempt, max_attempts, robot_id, " +

@@ -2,6 +2,7 @@ package registry
 
 import (
 	"context"
+	"errors"
 	"reflect"
 	"strings"
 	"testing"
@@ -44,8 +45,20 @@ func TestBatchInsertStoresEveryField(t *testing.T) {
 		StartedAt: &started, FinishedAt: &finished, Progress: 50, CurrentStep: "step-1",
 	}
 	audit := &AuditEvent{Time: at, Actor: "tester", ActorTokenID: "t1", Action: "submit", Target: "job/" + want.ID, Outcome: "ok", Details: `{"c":3}`, Peer: "127.0.0.1"}
-	if err := r.inserter.insert(ctx, want, audit); err != nil {
-		t.Fatal(err)
+	if existing, err := r.inserter.insert(ctx, want, audit); err != nil || existing {
+		t.Fatalf("insert = %v, %v", existing, err)
+	}
+	// The same key again writes nothing: no job, no event, no audit.
+	again := *want
+	again.ID = NewID()
+	if existing, err := r.inserter.insert(ctx, &again, &AuditEvent{Actor: "tester", Action: "submit", Target: "job/" + again.ID, Outcome: "ok"}); err != nil || !existing {
+		t.Fatalf("insert with a key used = %v, %v; want existing", existing, err)
+	}
+	if _, err := r.GetJob(ctx, again.ID); !errors.Is(err, ErrNotFound) {
+		t.Errorf("the second job with the key was stored: %v", err)
+	}
+	if audits, _, err := r.ListAudit(ctx, AuditFilter{Target: "job/" + again.ID}, Page{}); err != nil || len(audits) != 0 {
+		t.Errorf("audit of the submit that wrote nothing = %v, %v", audits, err)
 	}
 	got, err := r.GetJob(ctx, want.ID)
 	if err != nil {

@@ -20,8 +20,15 @@ import (
 func (r *Registry) CreateJob(ctx context.Context, job *Job, audit *AuditEvent) (saved *Job, existing bool, err error) {
 	job.CreatedAt = normalize(job.CreatedAt)
 	job.UpdatedAt = job.CreatedAt
-	if job.IdempotencyKey == nil && r.inserter != nil {
-		return job, false, r.inserter.insert(ctx, job, audit)
+	if r.inserter != nil {
+		existing, err = r.inserter.insert(ctx, job, audit)
+		if err != nil {
+			return nil, false, err
+		}
+		if !existing {
+			return job, false, nil
+		}
+		return r.jobByIdempotencyKey(ctx, *job.IdempotencyKey)
 	}
 	err = r.db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
 		insert := tx.NewInsert().Model(job)
@@ -47,10 +54,15 @@ func (r *Registry) CreateJob(ctx context.Context, job *Job, audit *AuditEvent) (
 	if !existing {
 		return job, false, nil
 	}
+	return r.jobByIdempotencyKey(ctx, *job.IdempotencyKey)
+}
+
+// jobByIdempotencyKey returns the job a submit with key found already made.
+func (r *Registry) jobByIdempotencyKey(ctx context.Context, key string) (*Job, bool, error) {
 	found := new(Job)
-	err = r.db.NewSelect().Model(found).Where("idempotency_key = ?", *job.IdempotencyKey).Scan(ctx)
+	err := r.db.NewSelect().Model(found).Where("idempotency_key = ?", key).Scan(ctx)
 	if err != nil {
-		return nil, false, fmt.Errorf("create job: read the job with idempotency key %q: %w", *job.IdempotencyKey, err)
+		return nil, false, fmt.Errorf("create job: read the job with idempotency key %q: %w", key, err)
 	}
 	return found, true, nil
 }

@@ -139,6 +139,8 @@ func (a *app) rootCommand() *cobra.Command {
 		a.robotsCommand(),
 		a.tokensCommand(),
 		a.triggersCommand(),
+		a.schedulesCommand(),
+		a.calendarsCommand(),
 		a.whoamiCommand(),
 		a.configCommand(),
 		a.versionCommand(),

@@ -26,6 +26,7 @@ type connection struct {
 	robots    casarev1connect.RobotServiceClient
 	admin     casarev1connect.AdminServiceClient
 	webhooks  casarev1connect.WebhookServiceClient
+	schedules casarev1connect.ScheduleServiceClient
 }
 
 // connect resolves the server and token, each from its flag, else the
@@ -65,6 +66,7 @@ func (a *app) connect() (*connection, error) {
 		robots:    casarev1connect.NewRobotServiceClient(client),
 		admin:     casarev1connect.NewAdminServiceClient(client),
 		webhooks:  casarev1connect.NewWebhookServiceClient(client),
+		schedules: casarev1connect.NewScheduleServiceClient(client),
 	}
 	return &a.conn, nil
 }

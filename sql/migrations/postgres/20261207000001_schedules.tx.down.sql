@@ -1,0 +1,5 @@
+DROP TABLE schedule_calendars;
+--bun:split
+DROP TABLE schedules;
+--bun:split
+DROP TABLE calendars;
