@@ -24,6 +24,7 @@ type Clients struct {
 	Robots    casarev1connect.RobotServiceClient
 	Workflows casarev1connect.WorkflowServiceClient
 	Admin     casarev1connect.AdminServiceClient
+	Schedules casarev1connect.ScheduleServiceClient
 }
 
 // Options configure the dashboard.
@@ -66,6 +67,7 @@ const (
 	viewJobs
 	viewQueues
 	viewWorkflows
+	viewSchedules
 	viewJob
 	viewRobot
 	viewLogs
@@ -77,6 +79,7 @@ var viewNames = map[string]viewID{
 	"jobs": viewJobs, "job": viewJobs, "jo": viewJobs,
 	"queues": viewQueues, "queue": viewQueues, "qu": viewQueues,
 	"workflows": viewWorkflows, "workflow": viewWorkflows, "wf": viewWorkflows,
+	"schedules": viewSchedules, "schedule": viewSchedules, "sc": viewSchedules, "sched": viewSchedules,
 }
 
 // cursor is where a list view is: the selected row, the filter and the sort.
@@ -125,6 +128,8 @@ type Model struct {
 	workflows    []*casarev1.WorkflowSummary
 	workflowsErr string
 
+	schedules schedulesState
+
 	detailJob    string
 	detailStatus casarev1.JobStatus
 	events       []*casarev1.JobEvent
@@ -172,7 +177,7 @@ func New(ctx context.Context, opts Options) *Model {
 	if m.loc == nil {
 		m.loc = time.Local
 	}
-	for _, v := range []viewID{viewRobots, viewJobs, viewQueues, viewWorkflows} {
+	for _, v := range []viewID{viewRobots, viewJobs, viewQueues, viewWorkflows, viewSchedules} {
 		m.curs[v] = &cursor{}
 	}
 	m.curs[viewJobs].sortCol = 6 // AGE: newest first
@@ -227,7 +232,7 @@ func (m *Model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 		if m.flash != "" && m.now().Sub(m.flashAt) > 8*time.Second {
 			m.flash = ""
 		}
-		cmd = tea.Batch(cmd, tick())
+		cmd = tea.Batch(cmd, m.pollSchedules(), tick())
 	case batch:
 		cmd = m.apply(msg)
 	case tea.KeyPressMsg:
@@ -245,6 +250,10 @@ func (m *Model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 		} else {
 			m.workflows = msg.workflows
 		}
+	case schedulesMsg:
+		m.takeSchedules(msg)
+	case reloadSchedulesMsg:
+		cmd = m.loadSchedules()
 	case eventsMsg:
 		if msg.jobID == m.detailJob {
 			m.eventsErr = ""
@@ -343,8 +352,11 @@ func (m *Model) apply(b batch) tea.Cmd {
 			// Back after an outage: the token may have changed hands, and
 			// the workflows list is as old as the outage.
 			cmds = append(cmds, m.whoami())
-			if m.view == viewWorkflows {
+			switch m.view {
+			case viewWorkflows:
 				cmds = append(cmds, m.loadWorkflows())
+			case viewSchedules:
+				cmds = append(cmds, m.loadSchedules())
 			}
 		}
 		m.connected = up
@@ -418,7 +430,7 @@ func clamp(v, lo, hi int) int {
 
 func (m *Model) isList() bool {
 	switch m.view {
-	case viewRobots, viewJobs, viewQueues, viewWorkflows:
+	case viewRobots, viewJobs, viewQueues, viewWorkflows, viewSchedules:
 		return true
 	}
 	return false
@@ -442,6 +454,8 @@ func (m *Model) rowCount() int {
 		return len(m.queueRows())
 	case viewWorkflows:
 		return len(m.shownWorkflows())
+	case viewSchedules:
+		return len(m.shownSchedules())
 	}
 	return 0
 }
@@ -464,6 +478,12 @@ func (m *Model) indexOf(id string) int {
 	case viewWorkflows:
 		for i, w := range m.shownWorkflows() {
 			if w.GetName() == id {
+				return i
+			}
+		}
+	case viewSchedules:
+		for i, s := range m.shownSchedules() {
+			if s.GetName() == id {
 				return i
 			}
 		}
@@ -490,6 +510,10 @@ func (m *Model) idAt(i int) string {
 		}
 	case viewWorkflows:
 		if rows := m.shownWorkflows(); i < len(rows) {
+			return rows[i].GetName()
+		}
+	case viewSchedules:
+		if rows := m.shownSchedules(); i < len(rows) {
 			return rows[i].GetName()
 		}
 	}
@@ -590,7 +614,7 @@ func (m *Model) command(text string) tea.Cmd {
 	}
 	v, ok := viewNames[name]
 	if !ok {
-		m.say(fmt.Sprintf("no view %q: try robots, jobs, queues or workflows", name), nil)
+		m.say(fmt.Sprintf("no view %q: try robots, jobs, queues, workflows or schedules", name), nil)
 		m.flashBad = true
 		return nil
 	}
@@ -603,8 +627,11 @@ func (m *Model) show(v viewID) tea.Cmd {
 	m.stack = nil
 	m.view = v
 	m.help = false
-	if v == viewWorkflows {
+	switch v {
+	case viewWorkflows:
 		return m.loadWorkflows()
+	case viewSchedules:
+		return m.loadSchedules()
 	}
 	return nil
 }
@@ -729,6 +756,8 @@ func (m *Model) open() tea.Cmd {
 	switch m.view {
 	case viewJobs:
 		return m.openJob(id)
+	case viewSchedules:
+		return m.openSchedule()
 	case viewRobots:
 		m.detailRobot = id
 		m.push(viewRobot)

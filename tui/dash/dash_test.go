@@ -251,6 +251,22 @@ func TestViewsGolden(t *testing.T) {
 				{Name: "report", LatestVersion: 1, UpdatedAt: ago(5 * time.Minute)},
 			}})
 		}},
+		{name: "schedules", w: 120, h: 12, do: func(m *Model) {
+			typeText(m, ":schedules")
+			press(m, "enter")
+			send(m, schedulesMsg{schedules: fixtureSchedules()})
+		}},
+		{name: "schedules_80x24", w: 80, h: 24, do: func(m *Model) {
+			typeText(m, ":sc")
+			press(m, "enter")
+			send(m, schedulesMsg{schedules: fixtureSchedules()})
+		}},
+		{name: "confirm_pause_schedule", w: 120, h: 10, do: func(m *Model) {
+			typeText(m, ":schedules")
+			press(m, "enter")
+			send(m, schedulesMsg{schedules: fixtureSchedules()})
+			press(m, "p")
+		}},
 		{name: "help", w: 100, h: 30, do: func(m *Model) { press(m, "?") }},
 		{name: "confirm_cancel", w: 120, h: 12, do: func(m *Model) {
 			typeText(m, ":jobs")

@@ -55,6 +55,14 @@ func (m *Model) render() string {
 		if len(rows) == 0 && m.workflowsErr != "" {
 			content = append(content, m.th.bad.Render("  cannot list workflows: "+m.workflowsErr))
 		}
+	case m.view == viewSchedules:
+		rows := m.shownSchedules()
+		content = m.listLines(scheduleColumns, len(rows), func(i int, cells []string) {
+			scheduleCells(rows[i], now, cells)
+		}, 4)
+		if m.schedules.err != "" {
+			content = append(content, m.th.bad.Render("  cannot list schedules: "+m.schedules.err))
+		}
 	case m.view == viewJob:
 		content = m.jobLines(now, body)
 	case m.view == viewRobot:
@@ -123,6 +131,8 @@ func (m *Model) titleLine() string {
 		return m.listTitle("Queues", max(0, len(m.queueRows())-1), max(0, len(m.queues)-1), nil)
 	case viewWorkflows:
 		return m.listTitle("Workflows", len(m.shownWorkflows()), len(m.workflows), nil)
+	case viewSchedules:
+		return m.listTitle("Schedules", len(m.shownSchedules()), len(m.schedules.list), nil)
 	case viewJob:
 		return m.th.title.Render("Job " + m.detailJob)
 	case viewRobot:
@@ -363,7 +373,7 @@ func (m *Model) helpLines() []string {
 		out = append(out, "  "+m.th.key.Render(fmt.Sprintf("%-16s", keys))+" "+b.help)
 	}
 	out = append(out, "", "  Filter fields — jobs: id workflow status priority robot step message by;",
-		"  robots: id name status label version os host cap. Views: robots jobs queues workflows.")
+		"  robots: id name status label version os host cap. Views: robots jobs queues workflows schedules.")
 	return out
 }
 
