@@ -176,6 +176,7 @@ func (a *app) runDashboard(ctx context.Context) error {
 		Server: conn.server,
 		Clients: dashboard.Clients{
 			Jobs: conn.jobs, Robots: conn.robots, Workflows: conn.workflows, Admin: conn.admin,
+			Schedules: conn.schedules,
 		},
 		NoColor: a.env.Getenv("NO_COLOR") != "",
 	}, a.env.Stdin, a.env.Stdout)
