@@ -21,12 +21,18 @@ func (r *Registry) DueSubscriptions(ctx context.Context, now time.Time) ([]strin
 		Where("delivery.next_attempt_at <= ?", normalize(now)).
 		Where("(delivery.lease_until IS NULL OR delivery.lease_until < ?)", normalize(now)).
 		Where("s.enabled").
+		Where(headOfResource).
 		Scan(ctx, &ids)
 	if err != nil {
 		return nil, fmt.Errorf("due subscriptions: %w", err)
 	}
 	return ids, nil
 }
+
+// headOfResource holds for a delivery no earlier event of its resource
+// waits before, for the same subscription.
+const headOfResource = `NOT EXISTS (SELECT 1 FROM webhook_deliveries AS p WHERE p.subscription_id = delivery.subscription_id
+	AND p.resource_id = delivery.resource_id AND p.state = 'pending' AND p.event_seq < delivery.event_seq)`
 
 // Claim is a delivery a worker holds, with what it needs to make it.
 type Claim struct {
@@ -48,8 +54,7 @@ func (r *Registry) ClaimDeliveries(ctx context.Context, subscriptionID, owner st
 		Where("delivery.state = ?", DeliveryPending).
 		Where("delivery.next_attempt_at <= ?", now).
 		Where("(delivery.lease_until IS NULL OR delivery.lease_until < ?)", now).
-		Where(`NOT EXISTS (SELECT 1 FROM webhook_deliveries AS p WHERE p.subscription_id = delivery.subscription_id
-			AND p.resource_id = delivery.resource_id AND p.state = 'pending' AND p.event_seq < delivery.event_seq)`).
+		Where(headOfResource).
 		OrderExpr("delivery.next_attempt_at ASC, delivery.id ASC").Limit(int64(limit))
 	if r.dialect == "postgres" {
 		due = due.For("UPDATE SKIP LOCKED")
