@@ -21,28 +21,29 @@ import (
 // CreateSubscription stores a subscription and returns its signing secret,
 // which reads never show again.
 func (s *webhookService) CreateSubscription(ctx context.Context, req *casarev1.CreateSubscriptionRequest) (*casarev1.CreateSubscriptionResponse, error) {
-	auth.SetAuditTarget(ctx, "subscription/"+req.GetName())
-	if err := checkReceiverURL(req.GetUrl()); err != nil {
-		return nil, invalid("url", "%v", err)
+	in := req.GetSubscription()
+	auth.SetAuditTarget(ctx, "subscription/"+in.GetName())
+	if err := checkReceiverURL(in.GetUrl()); err != nil {
+		return nil, invalid("subscription.url", "%v", err)
 	}
 	secret := event.NewSecret()
 	sub := &registry.Subscription{
 		ID:           registry.NewID(),
-		Name:         req.GetName(),
-		URL:          req.GetUrl(),
-		EventTypes:   registry.JoinEventTypes(req.GetEventTypes()),
-		WorkflowName: req.GetWorkflowName(),
+		Name:         in.GetName(),
+		URL:          in.GetUrl(),
+		EventTypes:   registry.JoinEventTypes(in.GetEventTypes()),
+		WorkflowName: in.GetWorkflowName(),
 		Secret:       secret,
 		Enabled:      true,
 		CreatedBy:    actor(ctx),
 	}
 	// The secret stays out of the audit log like everything else it could
 	// be read from.
-	audit := auth.AuditEvent(ctx, "subscription/"+sub.ID, map[string]any{"name": sub.Name, "url": sub.URL, "event_types": req.GetEventTypes(),
+	audit := auth.AuditEvent(ctx, "subscription/"+sub.ID, map[string]any{"name": sub.Name, "url": sub.URL, "event_types": in.GetEventTypes(),
 		"workflow_name": sub.WorkflowName})
 	err := s.reg.CreateSubscription(ctx, sub, audit)
 	if errors.Is(err, registry.ErrAlreadyExists) {
-		return nil, connect.Errorf(connect.CodeAlreadyExists, "name: a subscription named %q exists; delete it first or pick another name", req.GetName())
+		return nil, connect.Errorf(connect.CodeAlreadyExists, "subscription.name: a subscription named %q exists; delete it first or pick another name", in.GetName())
 	}
 	if err != nil {
 		return nil, toConnect(err)

@@ -25,6 +25,7 @@ type connection struct {
 	workflows casarev1connect.WorkflowServiceClient
 	robots    casarev1connect.RobotServiceClient
 	admin     casarev1connect.AdminServiceClient
+	webhooks  casarev1connect.WebhookServiceClient
 }
 
 // connect resolves the server and token, each from its flag, else the
@@ -63,6 +64,7 @@ func (a *app) connect() (*connection, error) {
 		workflows: casarev1connect.NewWorkflowServiceClient(client),
 		robots:    casarev1connect.NewRobotServiceClient(client),
 		admin:     casarev1connect.NewAdminServiceClient(client),
+		webhooks:  casarev1connect.NewWebhookServiceClient(client),
 	}
 	return &a.conn, nil
 }

@@ -28,8 +28,9 @@ const (
 // secret shown once at creation. The secret is never returned again.
 type Subscription struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
-	Name  string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	// Set by the control plane; ignored in CreateSubscription.
+	Id   string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Name string `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
 	// http or https URL the events are posted to.
 	Url string `protobuf:"bytes,3,opt,name=url,proto3" json:"url,omitempty"`
 	// Event types it gets: job.succeeded, job.failed, job.cancelled,
@@ -37,7 +38,8 @@ type Subscription struct {
 	EventTypes []string `protobuf:"bytes,4,rep,name=event_types,json=eventTypes,proto3" json:"event_types,omitempty"`
 	// When set, job events only of jobs of this workflow.
 	WorkflowName string `protobuf:"bytes,5,opt,name=workflow_name,json=workflowName,proto3" json:"workflow_name,omitempty"`
-	// False once disabled, by an operator or after too many failures.
+	// False once disabled, by an operator or after too many failures. Set
+	// by the control plane, as are the fields below.
 	Enabled bool `protobuf:"varint,6,opt,name=enabled,proto3" json:"enabled,omitempty"`
 	// Why it was disabled.
 	DisabledReason string `protobuf:"bytes,7,opt,name=disabled_reason,json=disabledReason,proto3" json:"disabled_reason,omitempty"`
@@ -257,11 +259,9 @@ func (x *DeliveryAttempt) GetOutcome() string {
 
 type CreateSubscriptionRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	// http or https only.
-	Url           string   `protobuf:"bytes,2,opt,name=url,proto3" json:"url,omitempty"`
-	EventTypes    []string `protobuf:"bytes,3,rep,name=event_types,json=eventTypes,proto3" json:"event_types,omitempty"`
-	WorkflowName  string   `protobuf:"bytes,4,opt,name=workflow_name,json=workflowName,proto3" json:"workflow_name,omitempty"`
+	// Its name, url, event_types and workflow_name; the rest is set by the
+	// control plane.
+	Subscription  *Subscription `protobuf:"bytes,1,opt,name=subscription,proto3" json:"subscription,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -296,32 +296,11 @@ func (*CreateSubscriptionRequest) Descriptor() ([]byte, []int) {
 	return file_casare_v1_event_proto_rawDescGZIP(), []int{2}
 }
 
-func (x *CreateSubscriptionRequest) GetName() string {
+func (x *CreateSubscriptionRequest) GetSubscription() *Subscription {
 	if x != nil {
-		return x.Name
-	}
-	return ""
-}
-
-func (x *CreateSubscriptionRequest) GetUrl() string {
-	if x != nil {
-		return x.Url
-	}
-	return ""
-}
-
-func (x *CreateSubscriptionRequest) GetEventTypes() []string {
-	if x != nil {
-		return x.EventTypes
+		return x.Subscription
 	}
 	return nil
-}
-
-func (x *CreateSubscriptionRequest) GetWorkflowName() string {
-	if x != nil {
-		return x.WorkflowName
-	}
-	return ""
 }
 
 type CreateSubscriptionResponse struct {
@@ -1065,19 +1044,20 @@ var File_casare_v1_event_proto protoreflect.FileDescriptor
 
 const file_casare_v1_event_proto_rawDesc = "" +
 	"\n" +
-	"\x15casare/v1/event.proto\x12\tcasare.v1\x1a\x1bbuf/validate/validate.proto\x1a\x15casare/v1/rules.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x95\x03\n" +
-	"\fSubscription\x12\x0e\n" +
-	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
-	"\x04name\x18\x02 \x01(\tR\x04name\x12\x10\n" +
-	"\x03url\x18\x03 \x01(\tR\x03url\x12\x1f\n" +
-	"\vevent_types\x18\x04 \x03(\tR\n" +
-	"eventTypes\x12#\n" +
-	"\rworkflow_name\x18\x05 \x01(\tR\fworkflowName\x12\x18\n" +
-	"\aenabled\x18\x06 \x01(\bR\aenabled\x12'\n" +
-	"\x0fdisabled_reason\x18\a \x01(\tR\x0edisabledReason\x121\n" +
-	"\x14consecutive_failures\x18\b \x01(\x05R\x13consecutiveFailures\x12\x1d\n" +
+	"\x15casare/v1/event.proto\x12\tcasare.v1\x1a\x1bbuf/validate/validate.proto\x1a\x15casare/v1/rules.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x90\x05\n" +
+	"\fSubscription\x12\x1b\n" +
+	"\x02id\x18\x01 \x01(\tB\v\xbaH\br\x06\xc8\xc6'\x01\x18@R\x02id\x12@\n" +
+	"\x04name\x18\x02 \x01(\tB,\xbaH)r'\xc8\xc6'\x01\x10\x01\x18\x80\x012\x1c^[A-Za-z0-9][A-Za-z0-9._-]*$R\x04name\x12 \n" +
+	"\x03url\x18\x03 \x01(\tB\x0e\xbaH\vr\t\xc8\xc6'\x01\x10\x01\x18\x80\x10R\x03url\x12\xa4\x01\n" +
+	"\vevent_types\x18\x04 \x03(\tB\x82\x01\xbaH\x7f\x92\x01|\b\x01\x10\x10\x18\x01\"trr\xc8\xc6'\x01R\rjob.succeededR\n" +
+	"job.failedR\rjob.cancelledR\vjob.waitingR\rrobot.offlineR\x0fschedule.missedR\x15subscription.disabledR\n" +
+	"eventTypes\x121\n" +
+	"\rworkflow_name\x18\x05 \x01(\tB\f\xbaH\tr\a\xc8\xc6'\x01\x18\x80\x02R\fworkflowName\x12\x18\n" +
+	"\aenabled\x18\x06 \x01(\bR\aenabled\x125\n" +
+	"\x0fdisabled_reason\x18\a \x01(\tB\f\xbaH\tr\a\xc8\xc6'\x01\x18\x80 R\x0edisabledReason\x121\n" +
+	"\x14consecutive_failures\x18\b \x01(\x05R\x13consecutiveFailures\x12+\n" +
 	"\n" +
-	"created_by\x18\t \x01(\tR\tcreatedBy\x129\n" +
+	"created_by\x18\t \x01(\tB\f\xbaH\tr\a\xc8\xc6'\x01\x18\x80\x01R\tcreatedBy\x129\n" +
 	"\n" +
 	"created_at\x18\n" +
 	" \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x129\n" +
@@ -1093,14 +1073,9 @@ const file_casare_v1_event_proto_rawDesc = "" +
 	"\n" +
 	"latency_ms\x18\x05 \x01(\x03R\tlatencyMs\x12\x14\n" +
 	"\x05error\x18\x06 \x01(\tR\x05error\x12\x18\n" +
-	"\aoutcome\x18\a \x01(\tR\aoutcome\"\xd9\x02\n" +
-	"\x19CreateSubscriptionRequest\x12@\n" +
-	"\x04name\x18\x01 \x01(\tB,\xbaH)r'\xc8\xc6'\x01\x10\x01\x18\x80\x012\x1c^[A-Za-z0-9][A-Za-z0-9._-]*$R\x04name\x12 \n" +
-	"\x03url\x18\x02 \x01(\tB\x0e\xbaH\vr\t\xc8\xc6'\x01\x10\x01\x18\x80\x10R\x03url\x12\xa4\x01\n" +
-	"\vevent_types\x18\x03 \x03(\tB\x82\x01\xbaH\x7f\x92\x01|\b\x01\x10\x10\x18\x01\"trr\xc8\xc6'\x01R\rjob.succeededR\n" +
-	"job.failedR\rjob.cancelledR\vjob.waitingR\rrobot.offlineR\x0fschedule.missedR\x15subscription.disabledR\n" +
-	"eventTypes\x121\n" +
-	"\rworkflow_name\x18\x04 \x01(\tB\f\xbaH\tr\a\xc8\xc6'\x01\x18\x80\x02R\fworkflowName\"q\n" +
+	"\aoutcome\x18\a \x01(\tR\aoutcome\"`\n" +
+	"\x19CreateSubscriptionRequest\x12C\n" +
+	"\fsubscription\x18\x01 \x01(\v2\x17.casare.v1.SubscriptionB\x06\xbaH\x03\xc8\x01\x01R\fsubscription\"q\n" +
 	"\x1aCreateSubscriptionResponse\x12;\n" +
 	"\fsubscription\x18\x01 \x01(\v2\x17.casare.v1.SubscriptionR\fsubscription\x12\x16\n" +
 	"\x06secret\x18\x02 \x01(\tR\x06secret\"<\n" +
@@ -1185,17 +1160,18 @@ var file_casare_v1_event_proto_depIdxs = []int32{
 	18, // 0: casare.v1.Subscription.created_at:type_name -> google.protobuf.Timestamp
 	18, // 1: casare.v1.Subscription.updated_at:type_name -> google.protobuf.Timestamp
 	18, // 2: casare.v1.DeliveryAttempt.time:type_name -> google.protobuf.Timestamp
-	0,  // 3: casare.v1.CreateSubscriptionResponse.subscription:type_name -> casare.v1.Subscription
-	0,  // 4: casare.v1.GetSubscriptionResponse.subscription:type_name -> casare.v1.Subscription
-	0,  // 5: casare.v1.ListSubscriptionsResponse.subscriptions:type_name -> casare.v1.Subscription
-	0,  // 6: casare.v1.DeleteSubscriptionResponse.subscription:type_name -> casare.v1.Subscription
-	0,  // 7: casare.v1.SetSubscriptionEnabledResponse.subscription:type_name -> casare.v1.Subscription
-	1,  // 8: casare.v1.ListDeliveriesResponse.attempts:type_name -> casare.v1.DeliveryAttempt
-	9,  // [9:9] is the sub-list for method output_type
-	9,  // [9:9] is the sub-list for method input_type
-	9,  // [9:9] is the sub-list for extension type_name
-	9,  // [9:9] is the sub-list for extension extendee
-	0,  // [0:9] is the sub-list for field type_name
+	0,  // 3: casare.v1.CreateSubscriptionRequest.subscription:type_name -> casare.v1.Subscription
+	0,  // 4: casare.v1.CreateSubscriptionResponse.subscription:type_name -> casare.v1.Subscription
+	0,  // 5: casare.v1.GetSubscriptionResponse.subscription:type_name -> casare.v1.Subscription
+	0,  // 6: casare.v1.ListSubscriptionsResponse.subscriptions:type_name -> casare.v1.Subscription
+	0,  // 7: casare.v1.DeleteSubscriptionResponse.subscription:type_name -> casare.v1.Subscription
+	0,  // 8: casare.v1.SetSubscriptionEnabledResponse.subscription:type_name -> casare.v1.Subscription
+	1,  // 9: casare.v1.ListDeliveriesResponse.attempts:type_name -> casare.v1.DeliveryAttempt
+	10, // [10:10] is the sub-list for method output_type
+	10, // [10:10] is the sub-list for method input_type
+	10, // [10:10] is the sub-list for extension type_name
+	10, // [10:10] is the sub-list for extension extendee
+	0,  // [0:10] is the sub-list for field type_name
 }
 
 func init() { file_casare_v1_event_proto_init() }
