@@ -277,3 +277,37 @@ func TestTwoWorkersNeverClaimOneDelivery(t *testing.T) {
 		t.Fatalf("claimed %d deliveries; want %d", len(seen), events)
 	}
 }
+
+func TestRobotLostIsAnEvent(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, r *Registry) {
+		ctx := context.Background()
+		sub := newSubscription(t, r, "fleet", "", EventRobotOffline)
+		since := now().Add(-time.Minute)
+		for _, id := range []string{"lost", "handed-over"} {
+			rb := &Robot{ID: id, Name: id, Labels: "{}", Capabilities: "[]", Status: RobotIdle, MaxJobs: 1, ConnectedSince: &since}
+			if err := r.UpsertRobot(ctx, rb); err != nil {
+				t.Fatal(err)
+			}
+		}
+		err := r.RobotsOffline(ctx, map[string]RobotSession{
+			"lost":        {ConnectedSince: since, LastSeen: now(), Lost: true},
+			"handed-over": {ConnectedSince: since, LastSeen: now()},
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n := countRows(t, r, (*Delivery)(nil), "subscription_id = ? AND resource_id = ?", sub.ID, "lost"); n != 1 {
+			t.Errorf("lost robot: %d deliveries; want 1", n)
+		}
+		if n := countRows(t, r, (*Event)(nil), "resource_id = ?", "handed-over"); n != 0 {
+			t.Errorf("robot handed over at a shutdown: %d events; want 0", n)
+		}
+		// A second report of the same session changes nothing and says nothing.
+		if err := r.RobotsOffline(ctx, map[string]RobotSession{"lost": {ConnectedSince: since, LastSeen: now(), Lost: true}}); err != nil {
+			t.Fatal(err)
+		}
+		if n := countRows(t, r, (*Event)(nil), "resource_id = ?", "lost"); n != 1 {
+			t.Errorf("lost robot reported twice: %d events; want 1", n)
+		}
+	})
+}
