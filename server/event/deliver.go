@@ -23,8 +23,8 @@ import (
 type Store interface {
 	DueSubscriptions(ctx context.Context, now time.Time) ([]string, error)
 	ClaimDeliveries(ctx context.Context, subscriptionID, owner string, now time.Time, lease time.Duration, limit int) ([]registry.Claim, error)
-	FixPayload(ctx context.Context, seq int64, payload string) (string, error)
-	FinishDelivery(ctx context.Context, o registry.Outcome) (*registry.Subscription, error)
+	FixPayloads(ctx context.Context, payloads map[int64]string) (map[int64]string, error)
+	FinishDeliveries(ctx context.Context, outcomes []registry.Outcome) (disabled *registry.Subscription, held int, err error)
 	CountPendingDeliveries(ctx context.Context) (int, error)
 	AppendWaitingJobEvents(ctx context.Context, olderThan time.Time, limit int) (int, error)
 }
@@ -46,7 +46,7 @@ type Options struct {
 	// AttemptTimeout bounds one try (10s).
 	AttemptTimeout time.Duration
 	// Concurrency is how many deliveries to one subscription are in flight
-	// at once on this replica (4).
+	// at once on this replica (8).
 	Concurrency int
 	// InitialBackoff and MaxBackoff bound the wait before a retry, which
 	// doubles each try, with jitter (5s, 1h).
@@ -91,7 +91,7 @@ func New(opts Options) *Service {
 	opts.InitialBackoff = or(opts.InitialBackoff, 5*time.Second)
 	opts.MaxBackoff = or(opts.MaxBackoff, time.Hour)
 	opts.MaxAge = or(opts.MaxAge, 24*time.Hour)
-	opts.Concurrency = or(opts.Concurrency, 4)
+	opts.Concurrency = or(opts.Concurrency, 8)
 	opts.MaxFailures = or(opts.MaxFailures, 50)
 	if opts.Now == nil {
 		opts.Now = time.Now
@@ -197,15 +197,24 @@ func (s *Service) run(ctx context.Context) {
 				}
 			})
 		}
-		select {
-		case <-ctx.Done():
-			return
-		case id := <-laneDone:
-			delete(lanes, id)
-		case <-poll.C:
-		case <-s.wake:
-		case <-waiting:
-			s.appendWaiting(ctx)
+		// A lane that ended lets the next poll start another: a
+		// subscription whose due deliveries all wait behind earlier ones
+		// of their resources costs a claim a poll, not a busy loop.
+	idle:
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case id := <-laneDone:
+				delete(lanes, id)
+			case <-poll.C:
+				break idle
+			case <-s.wake:
+				break idle
+			case <-waiting:
+				s.appendWaiting(ctx)
+				break idle
+			}
 		}
 	}
 }
@@ -220,33 +229,97 @@ func (s *Service) appendWaiting(ctx context.Context) {
 	}
 }
 
-// lane delivers a subscription's due deliveries, Concurrency at a time,
-// until none is due. A receiver that hangs holds its own lane only.
+// lane delivers a subscription's due deliveries until none is due: two
+// batch loops share its Concurrency slots, so that one's round trips to
+// the database overlap the other's sends. A receiver that hangs holds its
+// own lane only.
 func (s *Service) lane(ctx context.Context, subscriptionID string) {
+	slots := make(chan struct{}, s.opts.Concurrency)
 	var wg sync.WaitGroup
-	for range s.opts.Concurrency {
-		wg.Go(func() {
-			for ctx.Err() == nil {
-				claims, err := s.opts.Store.ClaimDeliveries(ctx, subscriptionID, s.owner, s.opts.Now(), s.lease(), 1)
-				if err != nil {
-					if ctx.Err() == nil {
-						s.opts.Logger.Warn("event deliveries: claim", "subscription", subscriptionID, "err", err)
-					}
-					return
-				}
-				if len(claims) == 0 {
-					return
-				}
-				s.deliver(ctx, &claims[0])
-			}
-		})
+	for range 2 {
+		wg.Go(func() { s.batches(ctx, subscriptionID, slots) })
 	}
 	wg.Wait()
 }
 
-// lease is how long a claim keeps other workers off: past the try's
-// timeout and the writing of its outcome.
-func (s *Service) lease() time.Duration { return s.opts.AttemptTimeout + 30*time.Second }
+// batches claims a batch, sends it taking slots, and records the outcomes
+// in one commit, until none is due.
+func (s *Service) batches(ctx context.Context, subscriptionID string, slots chan struct{}) {
+	for ctx.Err() == nil {
+		claims, err := s.opts.Store.ClaimDeliveries(ctx, subscriptionID, s.owner, s.opts.Now(), s.lease(), s.batch())
+		if err != nil {
+			if ctx.Err() == nil {
+				s.opts.Logger.Warn("event deliveries: claim", "subscription", subscriptionID, "err", err)
+			}
+			return
+		}
+		if len(claims) == 0 {
+			return
+		}
+		s.fixPayloads(ctx, claims)
+		var mu sync.Mutex
+		var ended []registry.Outcome // in the order the tries ended
+		var wg sync.WaitGroup
+	send:
+		for i := range claims {
+			select {
+			case slots <- struct{}{}:
+			case <-ctx.Done():
+				break send
+			}
+			wg.Go(func() {
+				defer func() { <-slots }()
+				o := s.try(ctx, &claims[i])
+				mu.Lock()
+				ended = append(ended, o)
+				mu.Unlock()
+			})
+		}
+		wg.Wait()
+		if ctx.Err() != nil {
+			return // stopping: the leases run out and the deliveries are tried again
+		}
+		disabled, held, err := s.opts.Store.FinishDeliveries(ctx, ended)
+		if err != nil {
+			if ctx.Err() == nil {
+				s.opts.Logger.Warn("event deliveries: record tries", "subscription", subscriptionID, "err", err)
+			}
+			return
+		}
+		if held < len(ended) {
+			// Their leases ran out and another worker has them; its
+			// outcomes count.
+			s.opts.Logger.Warn("event deliveries: tries outlived their lease", "subscription", subscriptionID, "tries", len(ended)-held)
+		}
+		for _, o := range ended {
+			s.deliveries.WithLabelValues(outcomeLabel(o)).Inc()
+		}
+		if disabled != nil {
+			s.opts.Logger.Warn("webhook subscription disabled", "subscription", disabled.Name, "reason", disabled.DisabledReason)
+			return
+		}
+	}
+}
+
+func outcomeLabel(o registry.Outcome) string {
+	switch {
+	case o.Delivered:
+		return "delivered"
+	case o.RetryAt.IsZero():
+		return "failed"
+	}
+	return "retry"
+}
+
+// batch is how many deliveries a batch loop claims at once.
+func (s *Service) batch() int { return 4 * s.opts.Concurrency }
+
+// lease is how long a claim keeps other workers off: past the tries of a
+// whole batch, each up to its timeout, while the lane's other batch takes
+// slots too, and the writing of their outcomes.
+func (s *Service) lease() time.Duration {
+	return time.Duration(2*s.batch()/s.opts.Concurrency)*s.opts.AttemptTimeout + 30*time.Second
+}
 
 // envelope is the body of every delivery.
 type envelope struct {
@@ -256,76 +329,71 @@ type envelope struct {
 	Data      json.RawMessage `json:"data"`
 }
 
-// payload returns the event's body, rendering and storing it on the first
-// try.
-func (s *Service) payload(ctx context.Context, e *registry.Event) ([]byte, error) {
-	if e.Payload != "" {
-		return []byte(e.Payload), nil
+// fixPayloads renders the bodies of the claimed events that have none
+// yet and stores them, all in one commit. An event that cannot be
+// rendered now keeps no body; its try fails and is retried.
+func (s *Service) fixPayloads(ctx context.Context, claims []registry.Claim) {
+	rendered := map[int64]string{}
+	for i := range claims {
+		e := &claims[i].Event
+		if e.Payload != "" {
+			continue
+		}
+		if _, ok := rendered[e.Seq]; ok {
+			continue
+		}
+		data, err := s.opts.Render(ctx, e)
+		if err != nil {
+			if ctx.Err() == nil {
+				s.opts.Logger.Warn("event deliveries: render event", "event", e.ID, "err", err)
+			}
+			continue
+		}
+		b, err := json.Marshal(envelope{ID: e.ID, Type: e.Type, Timestamp: e.Time.UTC().Format(time.RFC3339Nano), Data: data})
+		if err != nil {
+			continue
+		}
+		rendered[e.Seq] = string(b)
 	}
-	data, err := s.opts.Render(ctx, e)
+	stored, err := s.opts.Store.FixPayloads(ctx, rendered)
 	if err != nil {
-		return nil, fmt.Errorf("render event: %w", err)
+		if ctx.Err() == nil {
+			s.opts.Logger.Warn("event deliveries: store payloads", "err", err)
+		}
+		return
 	}
-	b, err := json.Marshal(envelope{ID: e.ID, Type: e.Type, Timestamp: e.Time.UTC().Format(time.RFC3339Nano), Data: data})
-	if err != nil {
-		return nil, fmt.Errorf("render event: %w", err)
+	for i := range claims {
+		if p, ok := stored[claims[i].Event.Seq]; ok {
+			claims[i].Event.Payload = p
+		}
 	}
-	stored, err := s.opts.Store.FixPayload(ctx, e.Seq, string(b))
-	if err != nil {
-		return nil, err
-	}
-	return []byte(stored), nil
 }
 
-// deliver makes one try of a claimed delivery and records its outcome.
-func (s *Service) deliver(ctx context.Context, c *registry.Claim) {
+// try makes one try of a claimed delivery and says how it ended.
+func (s *Service) try(ctx context.Context, c *registry.Claim) registry.Outcome {
 	start := s.opts.Now()
-	code, tryErr := s.send(ctx, c)
-	if ctx.Err() != nil {
-		return // stopping: the lease runs out and the delivery is tried again
-	}
-	latency := s.opts.Now().Sub(start)
-	s.latency.Observe(latency.Seconds())
-	o := registry.Outcome{Claim: c, Owner: s.owner, At: s.opts.Now(), StatusCode: int32(code), Latency: latency,
-		Delivered: tryErr == nil, MaxFailures: s.opts.MaxFailures}
-	outcome := "delivered"
-	if tryErr != nil {
-		o.Error = tryErr.Error()
-		if o.At.Sub(c.Event.Time) < s.opts.MaxAge {
-			o.RetryAt = o.At.Add(s.backoff(c.Delivery.Attempts + 1))
-			outcome = "retry"
-		} else {
-			outcome = "failed"
+	code, err := s.send(ctx, c)
+	end := s.opts.Now()
+	s.latency.Observe(end.Sub(start).Seconds())
+	o := registry.Outcome{Claim: c, Owner: s.owner, At: end, StatusCode: int32(code), Latency: end.Sub(start),
+		Delivered: err == nil, MaxFailures: s.opts.MaxFailures}
+	if err != nil {
+		o.Error = err.Error()
+		if end.Sub(c.Event.Time) < s.opts.MaxAge {
+			o.RetryAt = end.Add(s.backoff(c.Delivery.Attempts + 1))
 		}
+		s.opts.Logger.Debug("event delivery failed", "subscription", c.Subscription.Name, "event", c.Event.ID, "err", err)
 	}
-	disabled, err := s.opts.Store.FinishDelivery(ctx, o)
-	switch {
-	case errors.Is(err, registry.ErrConflict):
-		// The lease ran out and another worker has it; its outcome counts.
-		s.opts.Logger.Warn("event deliveries: a try outlived its lease", "delivery", c.Delivery.ID)
-		return
-	case err != nil:
-		if ctx.Err() == nil {
-			s.opts.Logger.Warn("event deliveries: record a try", "delivery", c.Delivery.ID, "err", err)
-		}
-		return
-	}
-	s.deliveries.WithLabelValues(outcome).Inc()
-	if tryErr != nil {
-		s.opts.Logger.Debug("event delivery failed", "subscription", c.Subscription.Name, "event", c.Event.ID, "err", tryErr, "outcome", outcome)
-	}
-	if disabled != nil {
-		s.opts.Logger.Warn("webhook subscription disabled", "subscription", disabled.Name, "reason", disabled.DisabledReason)
-	}
+	return o
 }
 
 // send posts the event to the subscription's URL and returns the status
 // code (0 when no answer came) and why it was not delivered, or nil.
 func (s *Service) send(ctx context.Context, c *registry.Claim) (int, error) {
-	body, err := s.payload(ctx, &c.Event)
-	if err != nil {
-		return 0, err
+	if c.Event.Payload == "" {
+		return 0, errors.New("the event's payload could not be rendered; see the server log")
 	}
+	body := []byte(c.Event.Payload)
 	ctx, cancel := context.WithTimeout(ctx, s.opts.AttemptTimeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.Subscription.URL, bytes.NewReader(body))

@@ -12,7 +12,9 @@ import (
 )
 
 // DueSubscriptions returns the enabled subscriptions with a delivery due
-// at now that no worker holds. It locks nothing: a worker then claims.
+// at now that no worker holds. It locks nothing and does not look at the
+// order of resources (a due delivery may wait behind an earlier one of its
+// resource): a worker then claims what is due.
 func (r *Registry) DueSubscriptions(ctx context.Context, now time.Time) ([]string, error) {
 	var ids []string
 	err := r.db.NewSelect().Model((*Delivery)(nil)).ColumnExpr("DISTINCT delivery.subscription_id").
@@ -21,7 +23,6 @@ func (r *Registry) DueSubscriptions(ctx context.Context, now time.Time) ([]strin
 		Where("delivery.next_attempt_at <= ?", normalize(now)).
 		Where("(delivery.lease_until IS NULL OR delivery.lease_until < ?)", normalize(now)).
 		Where("s.enabled").
-		Where(headOfResource).
 		Scan(ctx, &ids)
 	if err != nil {
 		return nil, fmt.Errorf("due subscriptions: %w", err)
@@ -54,10 +55,22 @@ func (r *Registry) ClaimDeliveries(ctx context.Context, subscriptionID, owner st
 		Where("delivery.state = ?", DeliveryPending).
 		Where("delivery.next_attempt_at <= ?", now).
 		Where("(delivery.lease_until IS NULL OR delivery.lease_until < ?)", now).
-		Where(headOfResource).
+		// A subscription disabled meanwhile gets nothing more.
+		Where("EXISTS (SELECT 1 FROM webhook_subscriptions AS s WHERE s.id = ? AND s.enabled)", subscriptionID).
 		OrderExpr("delivery.next_attempt_at ASC, delivery.id ASC").Limit(int64(limit))
 	if r.dialect == "postgres" {
-		due = due.For("UPDATE SKIP LOCKED")
+		// The oldest pending delivery of each resource, in one pass over
+		// the subscription's pending deliveries in index order, made an
+		// array once: a correlated NOT EXISTS, or IN over the subquery, is
+		// planned as a nested loop running it again for every row until
+		// the table's statistics catch up (a new table, a burst).
+		heads := r.db.NewSelect().Model((*Delivery)(nil)).ModelTableExpr("webhook_deliveries AS h").
+			DistinctOn("h.resource_id").Column("h.id").
+			Where("h.subscription_id = ?", subscriptionID).Where("h.state = ?", DeliveryPending).
+			OrderExpr("h.resource_id, h.event_seq")
+		due = due.Where("delivery.id = ANY (ARRAY(?))", heads).For("UPDATE OF delivery SKIP LOCKED")
+	} else {
+		due = due.Where(headOfResource)
 	}
 	var claimed []Delivery
 	_, err := r.db.NewUpdate().Model((*Delivery)(nil)).
@@ -95,20 +108,36 @@ func (r *Registry) ClaimDeliveries(ctx context.Context, subscriptionID, owner st
 	return out, nil
 }
 
-// FixPayload stores payload as the event's body unless one was stored
-// already, and returns the body stored: every try and every subscription
-// sends the same bytes.
-func (r *Registry) FixPayload(ctx context.Context, seq int64, payload string) (string, error) {
-	_, err := r.db.NewUpdate().Model((*Event)(nil)).Set("payload = ?", payload).
-		Where("seq = ?", seq).Where("payload = ''").Exec(ctx)
+// FixPayloads stores each payload (by event seq) as its event's body
+// unless one was stored already, in one transaction, and returns the
+// bodies stored: every try and every subscription sends the same bytes.
+func (r *Registry) FixPayloads(ctx context.Context, payloads map[int64]string) (map[int64]string, error) {
+	if len(payloads) == 0 {
+		return nil, nil
+	}
+	seqs := make([]int64, 0, len(payloads))
+	err := r.db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+		for seq, payload := range payloads {
+			seqs = append(seqs, seq)
+			if _, err := tx.NewUpdate().Model((*Event)(nil)).Set("payload = ?", payload).
+				Where("seq = ?", seq).Where("payload = ''").Exec(ctx); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
 	if err != nil {
-		return "", fmt.Errorf("store event payload: %w", err)
+		return nil, fmt.Errorf("store event payloads: %w", err)
 	}
-	var stored string
-	if err := r.db.NewSelect().Model((*Event)(nil)).Column("payload").Where("seq = ?", seq).Scan(ctx, &stored); err != nil {
-		return "", fmt.Errorf("store event payload: %w", err)
+	var stored []Event
+	if err := r.db.NewSelect().Model(&stored).Column("seq", "payload").Where("seq IN (?)", bun.In(seqs)).Scan(ctx); err != nil {
+		return nil, fmt.Errorf("store event payloads: %w", err)
 	}
-	return stored, nil
+	out := make(map[int64]string, len(stored))
+	for _, e := range stored {
+		out[e.Seq] = e.Payload
+	}
+	return out, nil
 }
 
 // Outcome is how a try of a delivery ended; see FinishDelivery.
@@ -128,80 +157,118 @@ type Outcome struct {
 	MaxFailures int32
 }
 
-// FinishDelivery records a try: its history row, the delivery's new state
-// and the subscription's count of failures in a row, in one transaction.
-// A subscription that reaches MaxFailures, or gives up on a delivery, is
-// disabled in that transaction with a subscription.disabled event and an
-// audit event, and returned. ErrConflict when owner no longer holds the
-// delivery (its lease ran out and another worker took it): nothing is
-// written.
+// FinishDelivery records one try; see FinishDeliveries. ErrConflict when
+// o.Owner no longer holds the delivery.
 func (r *Registry) FinishDelivery(ctx context.Context, o Outcome) (disabled *Subscription, err error) {
-	at := normalize(o.At)
-	d := &o.Claim.Delivery
+	disabled, held, err := r.FinishDeliveries(ctx, []Outcome{o})
+	if err == nil && held == 0 {
+		err = fmt.Errorf("finish delivery %d: no longer held by %s: %w", o.Claim.Delivery.ID, o.Owner, ErrConflict)
+	}
+	return disabled, err
+}
+
+// FinishDeliveries records tries of one subscription's deliveries, in the
+// order they ended, in one transaction: their history rows, each
+// delivery's new state and the subscription's count of failures in a row.
+// A try whose owner no longer holds its delivery (its lease ran out and
+// another worker took it) is left out; held counts the others. A
+// subscription that reaches MaxFailures, or gives up on a delivery, is
+// disabled in that transaction with a subscription.disabled event and an
+// audit event, and returned.
+func (r *Registry) FinishDeliveries(ctx context.Context, outcomes []Outcome) (disabled *Subscription, held int, err error) {
+	if len(outcomes) == 0 {
+		return nil, 0, nil
+	}
+	subID := outcomes[0].Claim.Delivery.SubscriptionID
 	err = r.db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
-		state, outcome := DeliveryPending, "retry"
-		next := d.NextAttemptAt
-		var finished *time.Time
+		held = 0
+		var attempts []DeliveryAttempt
+		// failures counts those after the last success; reset says a
+		// success came, so the count starts again from there.
+		failures, reset := int32(0), false
+		var last *Outcome
+		gaveUp := false
+		for i := range outcomes {
+			o := &outcomes[i]
+			d := &o.Claim.Delivery
+			at := normalize(o.At)
+			state, outcome := DeliveryPending, "retry"
+			next := d.NextAttemptAt
+			var finished *time.Time
+			switch {
+			case o.Delivered:
+				state, outcome, finished = DeliveryDelivered, "delivered", &at
+			case o.RetryAt.IsZero():
+				state, outcome, finished = DeliveryFailed, "failed", &at
+			default:
+				next = normalize(o.RetryAt)
+			}
+			res, err := tx.NewUpdate().Model((*Delivery)(nil)).
+				Set("state = ?", state).
+				Set("attempts = attempts + 1").
+				Set("next_attempt_at = ?", next).
+				Set("finished_at = ?", finished).
+				Set("lease_owner = ''").
+				Set("lease_until = NULL").
+				Where("id = ?", d.ID).Where("lease_owner = ?", o.Owner).Where("state = ?", DeliveryPending).
+				Exec(ctx)
+			if err != nil {
+				return err
+			}
+			if n, _ := res.RowsAffected(); n == 0 {
+				continue
+			}
+			held++
+			attempts = append(attempts, DeliveryAttempt{DeliveryID: d.ID, SubscriptionID: d.SubscriptionID, EventSeq: d.EventSeq, Time: at,
+				StatusCode: o.StatusCode, LatencyMillis: o.Latency.Milliseconds(), Error: CleanText(o.Error), Outcome: outcome})
+			if o.Delivered {
+				failures, reset = 0, true
+				continue
+			}
+			failures++
+			last = o
+			gaveUp = gaveUp || o.RetryAt.IsZero()
+		}
+		if held == 0 {
+			return nil
+		}
+		if _, err := tx.NewInsert().Model(&attempts).Exec(ctx); err != nil {
+			return err
+		}
+		q := tx.NewUpdate().Model((*Subscription)(nil)).Where("id = ?", subID)
 		switch {
-		case o.Delivered:
-			state, outcome, finished = DeliveryDelivered, "delivered", &at
-		case o.RetryAt.IsZero():
-			state, outcome, finished = DeliveryFailed, "failed", &at
+		case reset && failures == 0:
+			_, err := q.Set("consecutive_failures = 0").Where("consecutive_failures <> 0").Exec(ctx)
+			return err
+		case reset:
+			q = q.Set("consecutive_failures = ?", failures)
 		default:
-			next = normalize(o.RetryAt)
-		}
-		res, err := tx.NewUpdate().Model((*Delivery)(nil)).
-			Set("state = ?", state).
-			Set("attempts = attempts + 1").
-			Set("next_attempt_at = ?", next).
-			Set("finished_at = ?", finished).
-			Set("lease_owner = ''").
-			Set("lease_until = NULL").
-			Where("id = ?", d.ID).Where("lease_owner = ?", o.Owner).Where("state = ?", DeliveryPending).
-			Exec(ctx)
-		if err != nil {
-			return err
-		}
-		if n, _ := res.RowsAffected(); n == 0 {
-			return fmt.Errorf("delivery %d is no longer held by %s: %w", d.ID, o.Owner, ErrConflict)
-		}
-		attempt := &DeliveryAttempt{DeliveryID: d.ID, SubscriptionID: d.SubscriptionID, EventSeq: d.EventSeq, Time: at,
-			StatusCode: o.StatusCode, LatencyMillis: o.Latency.Milliseconds(), Error: CleanText(o.Error), Outcome: outcome}
-		if _, err := tx.NewInsert().Model(attempt).Exec(ctx); err != nil {
-			return err
-		}
-		if o.Delivered {
-			_, err := tx.NewUpdate().Model((*Subscription)(nil)).Set("consecutive_failures = 0").
-				Where("id = ?", d.SubscriptionID).Where("consecutive_failures <> 0").Exec(ctx)
-			return err
+			q = q.Set("consecutive_failures = consecutive_failures + ?", failures)
 		}
 		sub := new(Subscription)
-		_, err = tx.NewUpdate().Model(sub).Set("consecutive_failures = consecutive_failures + 1").
-			Where("id = ?", d.SubscriptionID).Returning("*").Exec(ctx)
-		if err != nil && !errors.Is(err, sql.ErrNoRows) {
+		if _, err := q.Returning("*").Exec(ctx, sub); err != nil && !errors.Is(err, sql.ErrNoRows) {
 			return err
 		}
-		if sub.ID == "" {
-			return nil // deleted meanwhile
+		if sub.ID == "" || !sub.Enabled || last == nil {
+			return nil // deleted or disabled meanwhile
 		}
 		var reason string
 		switch {
-		case !sub.Enabled:
-			return nil
-		case o.MaxFailures > 0 && sub.ConsecutiveFailures >= o.MaxFailures:
-			reason = fmt.Sprintf("%d deliveries in a row failed; the last: %s", sub.ConsecutiveFailures, o.Error)
-		case o.RetryAt.IsZero():
-			reason = fmt.Sprintf("event %s could not be delivered in time; the last error: %s", o.Claim.Event.ID, o.Error)
+		case last.MaxFailures > 0 && sub.ConsecutiveFailures >= last.MaxFailures:
+			reason = fmt.Sprintf("%d deliveries in a row failed; the last: %s", sub.ConsecutiveFailures, last.Error)
+		case gaveUp:
+			reason = fmt.Sprintf("an event could not be delivered in time; the last error: %s", last.Error)
 		default:
 			return nil
 		}
-		disabled, err = disableSubscription(ctx, tx, sub, CleanText(reason), at)
+		var err error
+		disabled, err = disableSubscription(ctx, tx, sub, CleanText(reason), normalize(last.At))
 		return err
 	})
 	if err != nil {
-		return nil, fmt.Errorf("finish delivery %d: %w", d.ID, err)
+		return nil, 0, fmt.Errorf("finish deliveries: %w", err)
 	}
-	return disabled, nil
+	return disabled, held, nil
 }
 
 // disableSubscription disables sub in tx, which tells the subscriptions
