@@ -311,3 +311,45 @@ func TestRobotLostIsAnEvent(t *testing.T) {
 		}
 	})
 }
+
+func TestJobWaitingOncePerJob(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, r *Registry) {
+		ctx := context.Background()
+		job := newJob("slow-queue")
+		job.CreatedAt = time.Now().Add(-time.Hour)
+		if _, _, err := r.CreateJob(ctx, job, nil); err != nil {
+			t.Fatal(err)
+		}
+		cutoff := time.Now().Add(-10 * time.Minute)
+		if n, err := r.AppendWaitingJobEvents(ctx, cutoff, 100); err != nil || n != 0 {
+			t.Fatalf("with no subscription: AppendWaitingJobEvents() = %d, %v; want 0", n, err)
+		}
+		newSubscription(t, r, "waiting", "", EventJobWaiting)
+		// Two replicas look at once, and again later.
+		var wg sync.WaitGroup
+		for range 2 {
+			wg.Go(func() {
+				if _, err := r.AppendWaitingJobEvents(ctx, cutoff, 100); err != nil {
+					t.Error(err)
+				}
+			})
+		}
+		wg.Wait()
+		if _, err := r.AppendWaitingJobEvents(ctx, cutoff, 100); err != nil {
+			t.Fatal(err)
+		}
+		if n := countRows(t, r, (*Event)(nil), "resource_id = ? AND type = ?", job.ID, EventJobWaiting); n != 1 {
+			t.Fatalf("%d job.waiting events; want 1", n)
+		}
+		fresh := newJob("slow-queue")
+		if _, _, err := r.CreateJob(ctx, fresh, nil); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := r.AppendWaitingJobEvents(ctx, cutoff, 100); err != nil {
+			t.Fatal(err)
+		}
+		if n := countRows(t, r, (*Event)(nil), "resource_id = ?", fresh.ID); n != 0 {
+			t.Fatalf("a job pending for less than the threshold has %d events; want 0", n)
+		}
+	})
+}
