@@ -27,6 +27,7 @@ type Store interface {
 	FinishDeliveries(ctx context.Context, outcomes []registry.Outcome) (disabled *registry.Subscription, held int, err error)
 	CountPendingDeliveries(ctx context.Context) (int, error)
 	AppendWaitingJobEvents(ctx context.Context, olderThan time.Time, limit int) (int, error)
+	PruneEvents(ctx context.Context, before time.Time, limit int) (int, error)
 }
 
 // Render returns the data of an event's payload: the resource as the API
@@ -59,6 +60,9 @@ type Options struct {
 	// WaitingAfter is how long a job may wait pending before a job.waiting
 	// event; 0 sends none.
 	WaitingAfter time.Duration
+	// KeepEvents is how long an event and its delivery history are kept
+	// once nothing is left to deliver (7 days).
+	KeepEvents time.Duration
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 }
@@ -93,6 +97,7 @@ func New(opts Options) *Service {
 	opts.MaxAge = or(opts.MaxAge, 24*time.Hour)
 	opts.Concurrency = or(opts.Concurrency, 8)
 	opts.MaxFailures = or(opts.MaxFailures, 50)
+	opts.KeepEvents = or(opts.KeepEvents, 7*24*time.Hour)
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
@@ -173,6 +178,8 @@ func (s *Service) run(ctx context.Context) {
 	laneDone := make(chan string)
 	poll := time.NewTicker(s.opts.PollInterval)
 	defer poll.Stop()
+	prune := time.NewTicker(pruneInterval)
+	defer prune.Stop()
 	var waiting <-chan time.Time
 	if s.opts.WaitingAfter > 0 {
 		t := time.NewTicker(max(s.opts.WaitingAfter/4, time.Second))
@@ -214,8 +221,35 @@ func (s *Service) run(ctx context.Context) {
 			case <-waiting:
 				s.appendWaiting(ctx)
 				break idle
+			case <-prune.C:
+				s.prune(ctx)
 			}
 		}
+	}
+}
+
+// pruneInterval is how often old events are removed.
+const pruneInterval = time.Hour
+
+// prune removes the events older than KeepEvents that have nothing left to
+// deliver, a batch at a time.
+func (s *Service) prune(ctx context.Context) {
+	total := 0
+	for ctx.Err() == nil {
+		n, err := s.opts.Store.PruneEvents(ctx, s.opts.Now().Add(-s.opts.KeepEvents), 1000)
+		if err != nil {
+			if ctx.Err() == nil {
+				s.opts.Logger.Warn("event deliveries: prune old events", "err", err)
+			}
+			break
+		}
+		total += n
+		if n < 1000 {
+			break
+		}
+	}
+	if total > 0 {
+		s.opts.Logger.Info("pruned delivered events", "events", total, "older_than", s.opts.KeepEvents)
 	}
 }
 

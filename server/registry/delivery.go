@@ -290,3 +290,21 @@ func disableSubscription(ctx context.Context, tx bun.IDB, sub *Subscription, rea
 	}
 	return sub, nil
 }
+
+// PruneEvents removes up to limit events that happened before before and
+// have no delivery left to make, with their deliveries and tries, and
+// returns how many it removed: the history of deliveries is kept that
+// long. Replicas may prune together: a row goes once.
+func (r *Registry) PruneEvents(ctx context.Context, before time.Time, limit int) (int, error) {
+	done := r.db.NewSelect().Model((*Event)(nil)).Column("event.seq").
+		Where("event.time < ?", normalize(before)).
+		Where("NOT EXISTS (SELECT 1 FROM webhook_deliveries AS d WHERE d.event_seq = event.seq AND d.state = ?)", DeliveryPending).
+		OrderExpr("event.seq ASC").Limit(int64(limit))
+	// Deliveries and their tries go with the event (ON DELETE CASCADE).
+	res, err := r.db.NewDelete().Model((*Event)(nil)).Where("seq IN (?)", done).Exec(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("prune events: %w", err)
+	}
+	n, _ := res.RowsAffected()
+	return int(n), nil
+}

@@ -353,3 +353,45 @@ func TestJobWaitingOncePerJob(t *testing.T) {
 		}
 	})
 }
+
+func TestPruneEventsKeepsWhatWaits(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, r *Registry) {
+		ctx := context.Background()
+		sub := newSubscription(t, r, "prune", "", EventRobotOffline)
+		old := time.Now().Add(-30 * 24 * time.Hour)
+		err := r.DB().RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+			return AppendEvents(ctx, tx,
+				Event{Type: EventRobotOffline, ResourceKind: ResourceRobot, ResourceID: "delivered", Time: old},
+				Event{Type: EventRobotOffline, ResourceKind: ResourceRobot, ResourceID: "waiting", Time: old},
+				Event{Type: EventRobotOffline, ResourceKind: ResourceRobot, ResourceID: "recent"})
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		claims, err := r.ClaimDeliveries(ctx, sub.ID, "w", time.Now().Add(time.Second), time.Minute, 10)
+		if err != nil || len(claims) != 3 {
+			t.Fatalf("ClaimDeliveries() = %d, %v", len(claims), err)
+		}
+		var outcomes []Outcome
+		for i := range claims {
+			o := Outcome{Claim: &claims[i], Owner: "w", Delivered: true, StatusCode: 200}
+			if claims[i].Event.ResourceID == "waiting" {
+				o = Outcome{Claim: &claims[i], Owner: "w", StatusCode: 503, Error: "HTTP 503", RetryAt: time.Now().Add(time.Hour)}
+			}
+			outcomes = append(outcomes, o)
+		}
+		if _, _, err := r.FinishDeliveries(ctx, outcomes); err != nil {
+			t.Fatal(err)
+		}
+		n, err := r.PruneEvents(ctx, time.Now().Add(-7*24*time.Hour), 100)
+		if err != nil || n != 1 {
+			t.Fatalf("PruneEvents() = %d, %v; want 1, the old delivered one", n, err)
+		}
+		if n := countRows(t, r, (*DeliveryAttempt)(nil), "subscription_id = ?", sub.ID); n != 2 {
+			t.Fatalf("%d tries left; want 2, the pruned event's went with it", n)
+		}
+		if n := countRows(t, r, (*Event)(nil), "resource_id IN (?)", bun.In([]string{"waiting", "recent"})); n != 2 {
+			t.Fatalf("%d of the waiting and recent events left; want 2", n)
+		}
+	})
+}
