@@ -101,6 +101,15 @@ type Config struct {
 	MisfireGrace time.Duration `env:"CASARE_MISFIRE_GRACE" envDefault:"1m"`
 	// PruneInterval is how often what retention lets go is removed.
 	PruneInterval time.Duration `env:"CASARE_PRUNE_INTERVAL" envDefault:"10m"`
+	// EventJobWaitingAfter is how long a job waits pending before a
+	// job.waiting event goes to the subscriptions that want it; 0 sends
+	// none.
+	EventJobWaitingAfter time.Duration `env:"CASARE_EVENT_JOB_WAITING_AFTER" envDefault:"10m"`
+	// WebhookAttemptTimeout bounds one try of an event delivery.
+	WebhookAttemptTimeout time.Duration `env:"CASARE_WEBHOOK_ATTEMPT_TIMEOUT" envDefault:"10s"`
+	// WebhookMaxFailures disables a subscription after that many failed
+	// tries in a row.
+	WebhookMaxFailures int32 `env:"CASARE_WEBHOOK_MAX_FAILURES" envDefault:"50"`
 	// LogLevel is debug, info, warn or error.
 	LogLevel string `env:"CASARE_LOG_LEVEL" envDefault:"info"`
 	// LogFormat is text or json.
@@ -224,6 +233,15 @@ func (c Config) Check() error {
 	}
 	if c.PruneInterval < time.Second {
 		return fmt.Errorf("--prune-interval: at least 1s, got %s", c.PruneInterval)
+	}
+	if c.EventJobWaitingAfter < 0 {
+		return fmt.Errorf("--event-job-waiting-after: must not be negative, got %s", c.EventJobWaitingAfter)
+	}
+	if c.WebhookAttemptTimeout < 100*time.Millisecond || c.WebhookAttemptTimeout > 5*time.Minute {
+		return fmt.Errorf("--webhook-attempt-timeout: 100ms to 5m, got %s", c.WebhookAttemptTimeout)
+	}
+	if c.WebhookMaxFailures < 1 || c.WebhookMaxFailures > 100000 {
+		return fmt.Errorf("--webhook-max-failures: 1 to 100000, got %d", c.WebhookMaxFailures)
 	}
 	if _, err := c.logLevel(); err != nil {
 		return err

@@ -56,7 +56,9 @@ func (s *Server) newHTTPServer() *http.Server {
 		RobotStaleAfter:    gateway.StaleAfter(s.cfg.HeartbeatInterval),
 		Version:            s.cfg.Build.version(),
 		Revision:           s.cfg.Build.revision(),
+		Deliveries:         s.events,
 	})
+	s.services = services
 	services.Register(apiServer)
 	s.services = services
 

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -19,6 +20,7 @@ import (
 	"github.com/casarerpa/casare/server/api"
 	"github.com/casarerpa/casare/server/auth"
 	"github.com/casarerpa/casare/server/dispatch"
+	"github.com/casarerpa/casare/server/event"
 	"github.com/casarerpa/casare/server/gateway"
 	"github.com/casarerpa/casare/server/jobs"
 	"github.com/casarerpa/casare/server/pki"
@@ -51,9 +53,12 @@ type Server struct {
 	pruned      *prometheus.CounterVec
 	listener    net.Listener
 	http        *http.Server
-	// services are the API's; the scheduler makes its jobs through them.
+	// services are the API's; the scheduler makes its jobs through them
+	// and the event deliveries render their resources with them.
 	services  *api.Services
 	scheduler *schedule.Scheduler
+	// events delivers the outbox's events to webhook subscriptions.
+	events *event.Service
 }
 
 // New opens the registry (applying migrations) and the queue, creates the
@@ -129,6 +134,18 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (_ *Server, err e
 	s.jobLogs = s.queue.JobLogs()
 	s.jobStops = s.queue.JobStops()
 	s.jobsWaiting = s.queue.JobsWaiting()
+	s.events = event.New(event.Options{
+		Store:          s.reg,
+		Logger:         logger,
+		AttemptTimeout: cfg.WebhookAttemptTimeout,
+		MaxFailures:    cfg.WebhookMaxFailures,
+		WaitingAfter:   cfg.EventJobWaitingAfter,
+		// The API's services render events; they are made with the HTTP
+		// server below, before any event can be sent.
+		Render: func(ctx context.Context, e *registry.Event) (json.RawMessage, error) {
+			return s.services.RenderEvent(ctx, e)
+		},
+	})
 	s.metrics = s.newMetrics()
 	s.pruned = newPrunedCounter()
 	s.metrics.MustRegister(s.pruned)
@@ -342,7 +359,9 @@ func (s *Server) Addr() string {
 //  4. The dispatcher, in the order dispatch.Dispatcher.Run documents:
 //     once it returns, nothing of it writes.
 //  5. The rest: the notice fan-outs the dispatcher and the API published
-//     into and listened on, token refresh and retention.
+//     into and listened on, token refresh, retention and the event
+//     deliveries (a try in flight is cut off and records nothing; its
+//     lease runs out and it is sent again, so none is lost).
 //
 // Close then releases the queue and the registry.
 func (s *Server) Run(ctx context.Context) error {
@@ -355,6 +374,11 @@ func (s *Server) Run(ctx context.Context) error {
 	var scheduling, robots, intake, dispatching, rest sync.WaitGroup
 	rest.Go(func() { s.auth.Run(restCtx, 30*time.Second) })
 	rest.Go(func() { s.runRetention(restCtx) })
+	rest.Go(func() {
+		s.events.Start(restCtx)
+		<-restCtx.Done()
+		s.events.Stop()
+	})
 	rest.Go(func() { s.jobChanges.Run(restCtx) })
 	rest.Go(func() { s.jobLogs.Run(restCtx) })
 	rest.Go(func() { s.jobStops.Run(restCtx) })

@@ -87,6 +87,9 @@ func newRootCommand() *cobra.Command {
 	flags.DurationVar(&cfg.SchedulerTick, "scheduler-tick", cfg.SchedulerTick, "how often a replica tries to take over the scheduler, and the longest the scheduler waits between looks at due schedules (CASARE_SCHEDULER_TICK)")
 	flags.DurationVar(&cfg.MisfireGrace, "misfire-grace", cfg.MisfireGrace, "how late a schedule's fire may be and still run as on time; older ones follow the schedule's misfire policy (CASARE_MISFIRE_GRACE)")
 	flags.DurationVar(&cfg.PruneInterval, "prune-interval", cfg.PruneInterval, "how often what the --retain-* flags let go is removed (CASARE_PRUNE_INTERVAL)")
+	flags.DurationVar(&cfg.EventJobWaitingAfter, "event-job-waiting-after", cfg.EventJobWaitingAfter, "send a job.waiting event for a job pending this long; 0 sends none (CASARE_EVENT_JOB_WAITING_AFTER)")
+	flags.DurationVar(&cfg.WebhookAttemptTimeout, "webhook-attempt-timeout", cfg.WebhookAttemptTimeout, "how long one try of an event delivery may take (CASARE_WEBHOOK_ATTEMPT_TIMEOUT)")
+	flags.Int32Var(&cfg.WebhookMaxFailures, "webhook-max-failures", cfg.WebhookMaxFailures, "disable a webhook subscription after this many failed deliveries in a row (CASARE_WEBHOOK_MAX_FAILURES)")
 	flags.StringVar(&cfg.LogLevel, "log-level", cfg.LogLevel, "debug, info, warn or error (CASARE_LOG_LEVEL)")
 	flags.StringVar(&cfg.LogFormat, "log-format", cfg.LogFormat, "text or json (CASARE_LOG_FORMAT)")
 

@@ -22,6 +22,7 @@ import (
 //	server stop            stop it with SIGTERM
 //	setenv-from NAME FILE  set NAME to the first line of FILE ($WORK relative)
 //	setenv-json NAME FILE PATH  set NAME to a field of a JSON file, PATH like job.id
+//	receiver …             a webhook receiver that checks signatures; see cmdReceiver
 func TestCasarectl(t *testing.T) {
 	t.Parallel()
 	testscript.Run(t, testscript.Params{
@@ -31,12 +32,14 @@ func TestCasarectl(t *testing.T) {
 			env.Setenv("HOME", env.WorkDir)
 			env.Setenv("XDG_CONFIG_HOME", filepath.Join(env.WorkDir, ".config"))
 			env.Values["server"] = &serverHolder{}
+			env.Values["receiver"] = &receiverHolder{}
 			return nil
 		},
 		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){
 			"server":      cmdServer,
 			"setenv-from": cmdSetenvFrom,
 			"setenv-json": cmdSetenvJSON,
+			"receiver":    cmdReceiver,
 		},
 		RequireExplicitExec: true,
 	})

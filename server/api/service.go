@@ -55,6 +55,12 @@ type RobotControl interface {
 	Subscribe() (<-chan string, func())
 }
 
+// Deliveries sends the events of the outbox.
+type Deliveries interface {
+	// Wake looks for deliveries due now, after one was queued.
+	Wake()
+}
+
 // Options configures the services.
 type Options struct {
 	Registry *registry.Registry
@@ -78,6 +84,8 @@ type Options struct {
 	RobotStaleAfter time.Duration
 	// Version and Revision say which build serves, for GetVersion.
 	Version, Revision string
+	// Deliveries, when set, hears of pings and redeliveries queued.
+	Deliveries Deliveries
 }
 
 // Services holds the implementations of the casare.v1 services.
@@ -99,6 +107,7 @@ type Services struct {
 	// with, decoded.
 	versions          versionCache
 	version, revision string
+	deliveries        Deliveries
 
 	// stopping closes when the server starts to shut down: watch and log
 	// streams never go idle on their own, and a graceful shutdown waits
@@ -151,6 +160,7 @@ func New(opts Options) *Services {
 		robotStaleAfter:    opts.RobotStaleAfter,
 		version:            opts.Version,
 		revision:           opts.Revision,
+		deliveries:         opts.Deliveries,
 	}
 }
 

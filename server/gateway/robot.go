@@ -304,7 +304,7 @@ func (g *Gateway) detach(ctx context.Context, s *session, lastSeen time.Time, lo
 	if g.opts.Jobs != nil {
 		g.opts.Jobs.RobotDown(id, lost, reason)
 	}
-	if err := g.opts.Store.RobotsOffline(context.WithoutCancel(ctx), map[string]registry.RobotSession{id: {ConnectedSince: s.connectedSince, LastSeen: lastSeen}}); err != nil {
+	if err := g.opts.Store.RobotsOffline(context.WithoutCancel(ctx), map[string]registry.RobotSession{id: {ConnectedSince: s.connectedSince, LastSeen: lastSeen, Lost: true}}); err != nil {
 		g.opts.Logger.Warn("record robot offline", "robot", id, "err", err)
 	}
 	g.Changed(id)

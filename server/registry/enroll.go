@@ -113,6 +113,10 @@ func (r *Registry) RobotProtocolRefused(ctx context.Context, id, version string,
 type RobotSession struct {
 	ConnectedSince time.Time
 	LastSeen       time.Time
+	// Lost says the robot went away (its connection ended or timed out),
+	// which is a robot.offline event; a replica shutting down hands its
+	// robots to another and says nothing.
+	Lost bool
 }
 
 // RobotsOffline marks robots offline with the time they were last seen on
@@ -132,17 +136,38 @@ func (r *Registry) RobotsOffline(ctx context.Context, sessions map[string]RobotS
 	for id, s := range sessions {
 		rows = append(rows, ended{ID: id, ConnectedSince: normalize(s.ConnectedSince), LastSeen: normalize(s.LastSeen)})
 	}
-	_, err := r.db.NewUpdate().
-		With("_data", r.db.NewValues(&rows)).
-		Model((*Robot)(nil)).
-		TableExpr("_data").
-		Set("last_seen = _data.last_seen").
-		Set("status = 'offline'").
-		Set("connected_since = NULL").
-		Set("updated_at = ?", now()).
-		Where("robot.id = _data.id").
-		Where("robot.connected_since = _data.connected_since").
-		Exec(ctx)
+	// The change and its robot.offline events commit together.
+	err := r.db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+		var changed []string
+		// SQLite's RETURNING takes the updated table's columns unqualified;
+		// on PostgreSQL _data's id would make that ambiguous.
+		returning := "robot.id"
+		if r.dialect == "sqlite" {
+			returning = "id"
+		}
+		_, err := tx.NewUpdate().
+			With("_data", tx.NewValues(&rows)).
+			Model((*Robot)(nil)).
+			TableExpr("_data").
+			Set("last_seen = _data.last_seen").
+			Set("status = 'offline'").
+			Set("connected_since = NULL").
+			Set("updated_at = ?", now()).
+			Where("robot.id = _data.id").
+			Where("robot.connected_since = _data.connected_since").
+			Returning(returning).
+			Exec(ctx, &changed)
+		if err != nil {
+			return err
+		}
+		var events []Event
+		for _, id := range changed {
+			if s := sessions[id]; s.Lost {
+				events = append(events, Event{Type: EventRobotOffline, ResourceKind: ResourceRobot, ResourceID: id, Time: s.LastSeen})
+			}
+		}
+		return AppendEvents(ctx, tx, events...)
+	})
 	if err != nil {
 		return fmt.Errorf("record robots offline: %w", err)
 	}

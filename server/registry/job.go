@@ -191,6 +191,9 @@ func (r *Registry) TransitionJob(ctx context.Context, t Transition, audit *Audit
 		if err != nil || conflict != nil {
 			return err
 		}
+		if err := appendJobEvents(ctx, tx, job); err != nil {
+			return err
+		}
 		return insertAudit(ctx, tx, audit)
 	})
 	if err != nil {
@@ -299,6 +302,7 @@ func (t *Transition) clean() {
 func (r *Registry) transitionTx(ctx context.Context, ts []Transition) ([]TransitionResult, error) {
 	out := make([]TransitionResult, len(ts))
 	err := r.db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+		var applied []*Job
 		for i, t := range ts {
 			job := new(Job)
 			conflict, err := r.transitionInTx(ctx, tx, t, normalize(t.Now), job)
@@ -309,9 +313,14 @@ func (r *Registry) transitionTx(ctx context.Context, ts []Transition) ([]Transit
 				return err
 			default:
 				out[i] = TransitionResult{Job: job, Err: conflict}
+				if conflict == nil {
+					applied = append(applied, job)
+				}
 			}
 		}
-		return nil
+		// The events of the jobs that ended, with one read of the
+		// subscriptions for the batch.
+		return appendJobEvents(ctx, tx, applied...)
 	})
 	return out, err
 }
@@ -522,8 +531,9 @@ type transitionInput struct {
 }
 
 // transitionQuery is transitionStatement's statement; its parameters are
-// the arrays of transitionInput in order.
-const transitionQuery = `WITH input AS (SELECT * FROM unnest($1::int[], $2::text[], $3::text[], $4::int[], $5::text[], $6::text[], $7::bool[], $8::bool[], $9::text[], $10::text[], $11::text[], $12::text[], $13::bool[], $14::text[], $15::timestamptz[])
+// the arrays of transitionInput in order. jobEventsCTE writes the events
+// of the jobs it finishes.
+var transitionQuery = `WITH input AS (SELECT * FROM unnest($1::int[], $2::text[], $3::text[], $4::int[], $5::text[], $6::text[], $7::bool[], $8::bool[], $9::text[], $10::text[], $11::text[], $12::text[], $13::bool[], $14::text[], $15::timestamptz[])
 		AS input (n, id, from_statuses, attempt, robot, to_status, next_attempt, set_robot, robot_id, message, reason, actor, set_result, result, at)),
 old AS (SELECT j.id, j.status, j.attempt, j.robot_id FROM jobs AS j JOIN input AS i ON i.id = j.id ORDER BY j.id FOR UPDATE OF j),
 upd AS (UPDATE jobs AS j SET
@@ -544,7 +554,7 @@ upd AS (UPDATE jobs AS j SET
 		AND (i.robot = '' OR old.robot_id = i.robot)
 	RETURNING j.*, old.status AS from_status, i.n AS input_n, i.reason AS input_reason, i.actor AS input_actor),
 event AS (INSERT INTO job_events (job_id, time, from_status, to_status, attempt, robot_id, reason, actor)
-	SELECT id, updated_at, from_status, status, attempt, robot_id, input_reason, input_actor FROM upd)
+	SELECT id, updated_at, from_status, status, attempt, robot_id, input_reason, input_actor FROM upd)` + jobEventsCTE + `
 SELECT * FROM upd`
 
 // PendingJob is a pending job as the reconciler needs it.

@@ -141,6 +141,7 @@ func (a *app) rootCommand() *cobra.Command {
 		a.triggersCommand(),
 		a.schedulesCommand(),
 		a.calendarsCommand(),
+		a.webhooksCommand(),
 		a.whoamiCommand(),
 		a.configCommand(),
 		a.versionCommand(),

@@ -41,6 +41,30 @@ const (
 	// WebhookServiceRotateTriggerSecretProcedure is the procedure name of the WebhookService's
 	// RotateTriggerSecret RPC.
 	WebhookServiceRotateTriggerSecretProcedure = "/casare.v1.WebhookService/RotateTriggerSecret"
+	// WebhookServiceCreateSubscriptionProcedure is the procedure name of the WebhookService's
+	// CreateSubscription RPC.
+	WebhookServiceCreateSubscriptionProcedure = "/casare.v1.WebhookService/CreateSubscription"
+	// WebhookServiceGetSubscriptionProcedure is the procedure name of the WebhookService's
+	// GetSubscription RPC.
+	WebhookServiceGetSubscriptionProcedure = "/casare.v1.WebhookService/GetSubscription"
+	// WebhookServiceListSubscriptionsProcedure is the procedure name of the WebhookService's
+	// ListSubscriptions RPC.
+	WebhookServiceListSubscriptionsProcedure = "/casare.v1.WebhookService/ListSubscriptions"
+	// WebhookServiceDeleteSubscriptionProcedure is the procedure name of the WebhookService's
+	// DeleteSubscription RPC.
+	WebhookServiceDeleteSubscriptionProcedure = "/casare.v1.WebhookService/DeleteSubscription"
+	// WebhookServiceSetSubscriptionEnabledProcedure is the procedure name of the WebhookService's
+	// SetSubscriptionEnabled RPC.
+	WebhookServiceSetSubscriptionEnabledProcedure = "/casare.v1.WebhookService/SetSubscriptionEnabled"
+	// WebhookServiceTestSubscriptionProcedure is the procedure name of the WebhookService's
+	// TestSubscription RPC.
+	WebhookServiceTestSubscriptionProcedure = "/casare.v1.WebhookService/TestSubscription"
+	// WebhookServiceListDeliveriesProcedure is the procedure name of the WebhookService's
+	// ListDeliveries RPC.
+	WebhookServiceListDeliveriesProcedure = "/casare.v1.WebhookService/ListDeliveries"
+	// WebhookServiceRedeliverEventProcedure is the procedure name of the WebhookService's
+	// RedeliverEvent RPC.
+	WebhookServiceRedeliverEventProcedure = "/casare.v1.WebhookService/RedeliverEvent"
 )
 
 var (
@@ -88,6 +112,65 @@ var (
 			Procedure:  WebhookServiceRotateTriggerSecretProcedure,
 		}
 	})
+	webhookServiceCreateSubscriptionSpec = sync.OnceValue(func() connect.Spec {
+		return connect.Spec{
+			StreamType: connect.StreamTypeUnary,
+			Schema:     v1.File_casare_v1_webhook_proto.Services().ByName("WebhookService").Methods().ByName("CreateSubscription"),
+			Procedure:  WebhookServiceCreateSubscriptionProcedure,
+		}
+	})
+	webhookServiceGetSubscriptionSpec = sync.OnceValue(func() connect.Spec {
+		return connect.Spec{
+			StreamType:       connect.StreamTypeUnary,
+			Schema:           v1.File_casare_v1_webhook_proto.Services().ByName("WebhookService").Methods().ByName("GetSubscription"),
+			Procedure:        WebhookServiceGetSubscriptionProcedure,
+			IdempotencyLevel: connect.IdempotencyNoSideEffects,
+		}
+	})
+	webhookServiceListSubscriptionsSpec = sync.OnceValue(func() connect.Spec {
+		return connect.Spec{
+			StreamType:       connect.StreamTypeUnary,
+			Schema:           v1.File_casare_v1_webhook_proto.Services().ByName("WebhookService").Methods().ByName("ListSubscriptions"),
+			Procedure:        WebhookServiceListSubscriptionsProcedure,
+			IdempotencyLevel: connect.IdempotencyNoSideEffects,
+		}
+	})
+	webhookServiceDeleteSubscriptionSpec = sync.OnceValue(func() connect.Spec {
+		return connect.Spec{
+			StreamType: connect.StreamTypeUnary,
+			Schema:     v1.File_casare_v1_webhook_proto.Services().ByName("WebhookService").Methods().ByName("DeleteSubscription"),
+			Procedure:  WebhookServiceDeleteSubscriptionProcedure,
+		}
+	})
+	webhookServiceSetSubscriptionEnabledSpec = sync.OnceValue(func() connect.Spec {
+		return connect.Spec{
+			StreamType: connect.StreamTypeUnary,
+			Schema:     v1.File_casare_v1_webhook_proto.Services().ByName("WebhookService").Methods().ByName("SetSubscriptionEnabled"),
+			Procedure:  WebhookServiceSetSubscriptionEnabledProcedure,
+		}
+	})
+	webhookServiceTestSubscriptionSpec = sync.OnceValue(func() connect.Spec {
+		return connect.Spec{
+			StreamType: connect.StreamTypeUnary,
+			Schema:     v1.File_casare_v1_webhook_proto.Services().ByName("WebhookService").Methods().ByName("TestSubscription"),
+			Procedure:  WebhookServiceTestSubscriptionProcedure,
+		}
+	})
+	webhookServiceListDeliveriesSpec = sync.OnceValue(func() connect.Spec {
+		return connect.Spec{
+			StreamType:       connect.StreamTypeUnary,
+			Schema:           v1.File_casare_v1_webhook_proto.Services().ByName("WebhookService").Methods().ByName("ListDeliveries"),
+			Procedure:        WebhookServiceListDeliveriesProcedure,
+			IdempotencyLevel: connect.IdempotencyNoSideEffects,
+		}
+	})
+	webhookServiceRedeliverEventSpec = sync.OnceValue(func() connect.Spec {
+		return connect.Spec{
+			StreamType: connect.StreamTypeUnary,
+			Schema:     v1.File_casare_v1_webhook_proto.Services().ByName("WebhookService").Methods().ByName("RedeliverEvent"),
+			Procedure:  WebhookServiceRedeliverEventProcedure,
+		}
+	})
 )
 
 // WebhookServiceClient is a client for the casare.v1.WebhookService service.
@@ -107,6 +190,25 @@ type WebhookServiceClient interface {
 	// RotateTriggerSecret gives a trigger a new secret; the old one stays
 	// valid for a grace period.
 	RotateTriggerSecret(context.Context, *v1.RotateTriggerSecretRequest) (*v1.RotateTriggerSecretResponse, error)
+	// CreateSubscription subscribes a URL to events; the signing secret is
+	// returned only here.
+	CreateSubscription(context.Context, *v1.CreateSubscriptionRequest) (*v1.CreateSubscriptionResponse, error)
+	// GetSubscription returns one subscription by id or name, without its
+	// secret.
+	GetSubscription(context.Context, *v1.GetSubscriptionRequest) (*v1.GetSubscriptionResponse, error)
+	// ListSubscriptions lists subscriptions by name, without their secrets.
+	ListSubscriptions(context.Context, *v1.ListSubscriptionsRequest) (*v1.ListSubscriptionsResponse, error)
+	// DeleteSubscription deletes a subscription with its deliveries.
+	DeleteSubscription(context.Context, *v1.DeleteSubscriptionRequest) (*v1.DeleteSubscriptionResponse, error)
+	// SetSubscriptionEnabled disables a subscription or enables it again.
+	SetSubscriptionEnabled(context.Context, *v1.SetSubscriptionEnabledRequest) (*v1.SetSubscriptionEnabledResponse, error)
+	// TestSubscription sends the subscription a ping event.
+	TestSubscription(context.Context, *v1.TestSubscriptionRequest) (*v1.TestSubscriptionResponse, error)
+	// ListDeliveries lists the tries of deliveries to a subscription, newest
+	// first: time, status code, latency, error.
+	ListDeliveries(context.Context, *v1.ListDeliveriesRequest) (*v1.ListDeliveriesResponse, error)
+	// RedeliverEvent sends one event again.
+	RedeliverEvent(context.Context, *v1.RedeliverEventRequest) (*v1.RedeliverEventResponse, error)
 }
 
 // NewWebhookServiceClient constructs a client for the casare.v1.WebhookService service. Multiple
@@ -132,6 +234,25 @@ type WebhookServiceHandler interface {
 	// RotateTriggerSecret gives a trigger a new secret; the old one stays
 	// valid for a grace period.
 	RotateTriggerSecret(context.Context, *v1.RotateTriggerSecretRequest) (*v1.RotateTriggerSecretResponse, error)
+	// CreateSubscription subscribes a URL to events; the signing secret is
+	// returned only here.
+	CreateSubscription(context.Context, *v1.CreateSubscriptionRequest) (*v1.CreateSubscriptionResponse, error)
+	// GetSubscription returns one subscription by id or name, without its
+	// secret.
+	GetSubscription(context.Context, *v1.GetSubscriptionRequest) (*v1.GetSubscriptionResponse, error)
+	// ListSubscriptions lists subscriptions by name, without their secrets.
+	ListSubscriptions(context.Context, *v1.ListSubscriptionsRequest) (*v1.ListSubscriptionsResponse, error)
+	// DeleteSubscription deletes a subscription with its deliveries.
+	DeleteSubscription(context.Context, *v1.DeleteSubscriptionRequest) (*v1.DeleteSubscriptionResponse, error)
+	// SetSubscriptionEnabled disables a subscription or enables it again.
+	SetSubscriptionEnabled(context.Context, *v1.SetSubscriptionEnabledRequest) (*v1.SetSubscriptionEnabledResponse, error)
+	// TestSubscription sends the subscription a ping event.
+	TestSubscription(context.Context, *v1.TestSubscriptionRequest) (*v1.TestSubscriptionResponse, error)
+	// ListDeliveries lists the tries of deliveries to a subscription, newest
+	// first: time, status code, latency, error.
+	ListDeliveries(context.Context, *v1.ListDeliveriesRequest) (*v1.ListDeliveriesResponse, error)
+	// RedeliverEvent sends one event again.
+	RedeliverEvent(context.Context, *v1.RedeliverEventRequest) (*v1.RedeliverEventResponse, error)
 }
 
 // RegisterWebhookServiceHandler registers svc as the casare.v1.WebhookService implementation on
@@ -145,6 +266,14 @@ func RegisterWebhookServiceHandler(server *connect.Server, svc WebhookServiceHan
 		connect.Method{Spec: webhookServiceUpdateTriggerSpec(), Handler: adapter.updateTrigger},
 		connect.Method{Spec: webhookServiceDeleteTriggerSpec(), Handler: adapter.deleteTrigger},
 		connect.Method{Spec: webhookServiceRotateTriggerSecretSpec(), Handler: adapter.rotateTriggerSecret},
+		connect.Method{Spec: webhookServiceCreateSubscriptionSpec(), Handler: adapter.createSubscription},
+		connect.Method{Spec: webhookServiceGetSubscriptionSpec(), Handler: adapter.getSubscription},
+		connect.Method{Spec: webhookServiceListSubscriptionsSpec(), Handler: adapter.listSubscriptions},
+		connect.Method{Spec: webhookServiceDeleteSubscriptionSpec(), Handler: adapter.deleteSubscription},
+		connect.Method{Spec: webhookServiceSetSubscriptionEnabledSpec(), Handler: adapter.setSubscriptionEnabled},
+		connect.Method{Spec: webhookServiceTestSubscriptionSpec(), Handler: adapter.testSubscription},
+		connect.Method{Spec: webhookServiceListDeliveriesSpec(), Handler: adapter.listDeliveries},
+		connect.Method{Spec: webhookServiceRedeliverEventSpec(), Handler: adapter.redeliverEvent},
 	)
 }
 
@@ -173,6 +302,38 @@ func (UnimplementedWebhookServiceHandler) DeleteTrigger(context.Context, *v1.Del
 
 func (UnimplementedWebhookServiceHandler) RotateTriggerSecret(context.Context, *v1.RotateTriggerSecretRequest) (*v1.RotateTriggerSecretResponse, error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, "casare.v1.WebhookService.RotateTriggerSecret is not implemented")
+}
+
+func (UnimplementedWebhookServiceHandler) CreateSubscription(context.Context, *v1.CreateSubscriptionRequest) (*v1.CreateSubscriptionResponse, error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, "casare.v1.WebhookService.CreateSubscription is not implemented")
+}
+
+func (UnimplementedWebhookServiceHandler) GetSubscription(context.Context, *v1.GetSubscriptionRequest) (*v1.GetSubscriptionResponse, error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, "casare.v1.WebhookService.GetSubscription is not implemented")
+}
+
+func (UnimplementedWebhookServiceHandler) ListSubscriptions(context.Context, *v1.ListSubscriptionsRequest) (*v1.ListSubscriptionsResponse, error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, "casare.v1.WebhookService.ListSubscriptions is not implemented")
+}
+
+func (UnimplementedWebhookServiceHandler) DeleteSubscription(context.Context, *v1.DeleteSubscriptionRequest) (*v1.DeleteSubscriptionResponse, error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, "casare.v1.WebhookService.DeleteSubscription is not implemented")
+}
+
+func (UnimplementedWebhookServiceHandler) SetSubscriptionEnabled(context.Context, *v1.SetSubscriptionEnabledRequest) (*v1.SetSubscriptionEnabledResponse, error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, "casare.v1.WebhookService.SetSubscriptionEnabled is not implemented")
+}
+
+func (UnimplementedWebhookServiceHandler) TestSubscription(context.Context, *v1.TestSubscriptionRequest) (*v1.TestSubscriptionResponse, error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, "casare.v1.WebhookService.TestSubscription is not implemented")
+}
+
+func (UnimplementedWebhookServiceHandler) ListDeliveries(context.Context, *v1.ListDeliveriesRequest) (*v1.ListDeliveriesResponse, error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, "casare.v1.WebhookService.ListDeliveries is not implemented")
+}
+
+func (UnimplementedWebhookServiceHandler) RedeliverEvent(context.Context, *v1.RedeliverEventRequest) (*v1.RedeliverEventResponse, error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, "casare.v1.WebhookService.RedeliverEvent is not implemented")
 }
 
 type webhookServiceClient struct {
@@ -222,6 +383,70 @@ func (c *webhookServiceClient) DeleteTrigger(ctx context.Context, req *v1.Delete
 func (c *webhookServiceClient) RotateTriggerSecret(ctx context.Context, req *v1.RotateTriggerSecretRequest) (*v1.RotateTriggerSecretResponse, error) {
 	var res v1.RotateTriggerSecretResponse
 	if err := c.client.CallUnary(ctx, webhookServiceRotateTriggerSecretSpec(), req, &res); err != nil {
+		return nil, err
+	}
+	return &res, nil
+}
+
+func (c *webhookServiceClient) CreateSubscription(ctx context.Context, req *v1.CreateSubscriptionRequest) (*v1.CreateSubscriptionResponse, error) {
+	var res v1.CreateSubscriptionResponse
+	if err := c.client.CallUnary(ctx, webhookServiceCreateSubscriptionSpec(), req, &res); err != nil {
+		return nil, err
+	}
+	return &res, nil
+}
+
+func (c *webhookServiceClient) GetSubscription(ctx context.Context, req *v1.GetSubscriptionRequest) (*v1.GetSubscriptionResponse, error) {
+	var res v1.GetSubscriptionResponse
+	if err := c.client.CallUnary(ctx, webhookServiceGetSubscriptionSpec(), req, &res); err != nil {
+		return nil, err
+	}
+	return &res, nil
+}
+
+func (c *webhookServiceClient) ListSubscriptions(ctx context.Context, req *v1.ListSubscriptionsRequest) (*v1.ListSubscriptionsResponse, error) {
+	var res v1.ListSubscriptionsResponse
+	if err := c.client.CallUnary(ctx, webhookServiceListSubscriptionsSpec(), req, &res); err != nil {
+		return nil, err
+	}
+	return &res, nil
+}
+
+func (c *webhookServiceClient) DeleteSubscription(ctx context.Context, req *v1.DeleteSubscriptionRequest) (*v1.DeleteSubscriptionResponse, error) {
+	var res v1.DeleteSubscriptionResponse
+	if err := c.client.CallUnary(ctx, webhookServiceDeleteSubscriptionSpec(), req, &res); err != nil {
+		return nil, err
+	}
+	return &res, nil
+}
+
+func (c *webhookServiceClient) SetSubscriptionEnabled(ctx context.Context, req *v1.SetSubscriptionEnabledRequest) (*v1.SetSubscriptionEnabledResponse, error) {
+	var res v1.SetSubscriptionEnabledResponse
+	if err := c.client.CallUnary(ctx, webhookServiceSetSubscriptionEnabledSpec(), req, &res); err != nil {
+		return nil, err
+	}
+	return &res, nil
+}
+
+func (c *webhookServiceClient) TestSubscription(ctx context.Context, req *v1.TestSubscriptionRequest) (*v1.TestSubscriptionResponse, error) {
+	var res v1.TestSubscriptionResponse
+	if err := c.client.CallUnary(ctx, webhookServiceTestSubscriptionSpec(), req, &res); err != nil {
+		return nil, err
+	}
+	return &res, nil
+}
+
+func (c *webhookServiceClient) ListDeliveries(ctx context.Context, req *v1.ListDeliveriesRequest) (*v1.ListDeliveriesResponse, error) {
+	var res v1.ListDeliveriesResponse
+	if err := c.client.CallUnary(ctx, webhookServiceListDeliveriesSpec(), req, &res); err != nil {
+		return nil, err
+	}
+	return &res, nil
+}
+
+func (c *webhookServiceClient) RedeliverEvent(ctx context.Context, req *v1.RedeliverEventRequest) (*v1.RedeliverEventResponse, error) {
+	var res v1.RedeliverEventResponse
+	if err := c.client.CallUnary(ctx, webhookServiceRedeliverEventSpec(), req, &res); err != nil {
 		return nil, err
 	}
 	return &res, nil
@@ -295,6 +520,102 @@ func (h webhookServiceHandler) rotateTriggerSecret(ctx context.Context, _ connec
 		return err
 	}
 	res, err := h.svc.RotateTriggerSecret(ctx, &req)
+	if err != nil {
+		return err
+	}
+	return stream.Send(res)
+}
+
+func (h webhookServiceHandler) createSubscription(ctx context.Context, _ connect.Spec, stream connect.ServerStream) error {
+	var req v1.CreateSubscriptionRequest
+	if err := stream.Receive(&req); err != nil {
+		return err
+	}
+	res, err := h.svc.CreateSubscription(ctx, &req)
+	if err != nil {
+		return err
+	}
+	return stream.Send(res)
+}
+
+func (h webhookServiceHandler) getSubscription(ctx context.Context, _ connect.Spec, stream connect.ServerStream) error {
+	var req v1.GetSubscriptionRequest
+	if err := stream.Receive(&req); err != nil {
+		return err
+	}
+	res, err := h.svc.GetSubscription(ctx, &req)
+	if err != nil {
+		return err
+	}
+	return stream.Send(res)
+}
+
+func (h webhookServiceHandler) listSubscriptions(ctx context.Context, _ connect.Spec, stream connect.ServerStream) error {
+	var req v1.ListSubscriptionsRequest
+	if err := stream.Receive(&req); err != nil {
+		return err
+	}
+	res, err := h.svc.ListSubscriptions(ctx, &req)
+	if err != nil {
+		return err
+	}
+	return stream.Send(res)
+}
+
+func (h webhookServiceHandler) deleteSubscription(ctx context.Context, _ connect.Spec, stream connect.ServerStream) error {
+	var req v1.DeleteSubscriptionRequest
+	if err := stream.Receive(&req); err != nil {
+		return err
+	}
+	res, err := h.svc.DeleteSubscription(ctx, &req)
+	if err != nil {
+		return err
+	}
+	return stream.Send(res)
+}
+
+func (h webhookServiceHandler) setSubscriptionEnabled(ctx context.Context, _ connect.Spec, stream connect.ServerStream) error {
+	var req v1.SetSubscriptionEnabledRequest
+	if err := stream.Receive(&req); err != nil {
+		return err
+	}
+	res, err := h.svc.SetSubscriptionEnabled(ctx, &req)
+	if err != nil {
+		return err
+	}
+	return stream.Send(res)
+}
+
+func (h webhookServiceHandler) testSubscription(ctx context.Context, _ connect.Spec, stream connect.ServerStream) error {
+	var req v1.TestSubscriptionRequest
+	if err := stream.Receive(&req); err != nil {
+		return err
+	}
+	res, err := h.svc.TestSubscription(ctx, &req)
+	if err != nil {
+		return err
+	}
+	return stream.Send(res)
+}
+
+func (h webhookServiceHandler) listDeliveries(ctx context.Context, _ connect.Spec, stream connect.ServerStream) error {
+	var req v1.ListDeliveriesRequest
+	if err := stream.Receive(&req); err != nil {
+		return err
+	}
+	res, err := h.svc.ListDeliveries(ctx, &req)
+	if err != nil {
+		return err
+	}
+	return stream.Send(res)
+}
+
+func (h webhookServiceHandler) redeliverEvent(ctx context.Context, _ connect.Spec, stream connect.ServerStream) error {
+	var req v1.RedeliverEventRequest
+	if err := stream.Receive(&req); err != nil {
+		return err
+	}
+	res, err := h.svc.RedeliverEvent(ctx, &req)
 	if err != nil {
 		return err
 	}
