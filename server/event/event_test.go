@@ -35,7 +35,7 @@ func TestSignMatchesTheStandardWebhooksVector(t *testing.T) {
 		now            time.Time
 		ok             bool
 	}{
-		{name: "Valid", id: "msg_p5jXN8AQM9LWM0D4loKWxJek", sigs: "v1,bm9wZQ== " + got, body: body, now: ts, ok: true},
+		{name: "Valid", id: "msg_p5jXN8AQM9LWM0D4loKWxJek", sigs: "v1,AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA= " + got, body: body, now: ts, ok: true},
 		{name: "ErrBodyChanged", id: "msg_p5jXN8AQM9LWM0D4loKWxJek", sigs: got, body: []byte(`{"test": 1}`), now: ts},
 		{name: "ErrOtherID", id: "msg_other", sigs: got, body: body, now: ts},
 		{name: "ErrReplayedLater", id: "msg_p5jXN8AQM9LWM0D4loKWxJek", sigs: got, body: body, now: ts.Add(time.Hour)},
