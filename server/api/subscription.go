@@ -231,6 +231,11 @@ func (s *Services) RenderEvent(ctx context.Context, e *registry.Event) (json.Raw
 		if rb, err = s.reg.GetRobot(ctx, e.ResourceID); err == nil {
 			msg = robotToProto(rb)
 		}
+	case registry.ResourceSchedule:
+		var sch *registry.Schedule
+		if sch, err = s.reg.GetScheduleByID(ctx, e.ResourceID); err == nil {
+			msg = scheduleToProto(sch, "")
+		}
 	case registry.ResourceSubscription:
 		var sub *registry.Subscription
 		if sub, err = s.reg.GetSubscription(ctx, e.ResourceID); err == nil {

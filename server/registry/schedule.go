@@ -195,9 +195,19 @@ func (r *Registry) GetSchedule(ctx context.Context, name string) (*Schedule, err
 	return getSchedule(ctx, r.db, name)
 }
 
+// GetScheduleByID returns the schedule with the id, or ErrNotFound: events
+// name their schedule by id, which stays when it is renamed.
+func (r *Registry) GetScheduleByID(ctx context.Context, id string) (*Schedule, error) {
+	return getScheduleWhere(ctx, r.db, "id", id)
+}
+
 func getSchedule(ctx context.Context, db bun.IDB, name string) (*Schedule, error) {
+	return getScheduleWhere(ctx, db, "name", name)
+}
+
+func getScheduleWhere(ctx context.Context, db bun.IDB, column, name string) (*Schedule, error) {
 	s := new(Schedule)
-	err := db.NewSelect().Model(s).Where("name = ?", name).Scan(ctx)
+	err := db.NewSelect().Model(s).Where("? = ?", bun.Ident(column), name).Scan(ctx)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, fmt.Errorf("schedule %q: %w", name, ErrNotFound)
 	}
@@ -396,6 +406,10 @@ type ScheduleFired struct {
 	LastFireTime   *time.Time
 	LastJobID      string
 	QueuedFireTime *time.Time
+	// Missed are the instants that went without a job because no
+	// scheduler ran then and the misfire policy made none up; they become
+	// one schedule.missed event, in the same commit.
+	Missed []time.Time
 }
 
 // RecordSchedulesFired stores what handling the due fires of schedules
@@ -406,17 +420,35 @@ func (r *Registry) RecordSchedulesFired(ctx context.Context, fired []ScheduleFir
 	if len(fired) == 0 {
 		return 0, nil
 	}
+	missed := missedEvents(fired)
 	if r.dialect == "postgres" {
 		var c scheduleFiredColumns
 		for i := range fired {
 			c.add(&fired[i])
 		}
-		res, err := r.db.DB.ExecContext(ctx, recordFiredQuery, append([]any{pgx.QueryExecModeCacheStatement}, c.args()...)...)
+		args := append([]any{pgx.QueryExecModeCacheStatement}, c.args()...)
+		if len(missed) == 0 {
+			res, err := r.db.DB.ExecContext(ctx, recordFiredQuery, args...)
+			if err != nil {
+				return 0, fmt.Errorf("record schedules fired: %w", err)
+			}
+			n, _ := res.RowsAffected()
+			return int(n), nil
+		}
+		stored := 0
+		err := r.db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+			res, err := tx.Tx.ExecContext(ctx, recordFiredQuery, args...)
+			if err != nil {
+				return err
+			}
+			n, _ := res.RowsAffected()
+			stored = int(n)
+			return AppendEvents(ctx, tx, missed...)
+		})
 		if err != nil {
 			return 0, fmt.Errorf("record schedules fired: %w", err)
 		}
-		n, _ := res.RowsAffected()
-		return int(n), nil
+		return stored, nil
 	}
 	stored := 0
 	err := r.db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
@@ -435,12 +467,28 @@ func (r *Registry) RecordSchedulesFired(ctx context.Context, fired []ScheduleFir
 			n, _ := res.RowsAffected()
 			stored += int(n)
 		}
-		return nil
+		return AppendEvents(ctx, tx, missed...)
 	})
 	if err != nil {
 		return 0, fmt.Errorf("record schedules fired: %w", err)
 	}
 	return stored, nil
+}
+
+// missedEvents are the schedule.missed events of fired: one a schedule,
+// at its latest missed instant, keyed by its first so a pass that is
+// repeated after a failure tells subscribers once.
+func missedEvents(fired []ScheduleFired) []Event {
+	var out []Event
+	for _, f := range fired {
+		if len(f.Missed) == 0 {
+			continue
+		}
+		key := EventScheduleMissed + "/" + f.ID + "/" + f.Missed[0].UTC().Format(time.RFC3339Nano)
+		out = append(out, Event{Type: EventScheduleMissed, ResourceKind: ResourceSchedule, ResourceID: f.ID,
+			Time: f.Missed[len(f.Missed)-1], DedupeKey: &key})
+	}
+	return out
 }
 
 // RecordScheduleFired stores what handling the due fires of one schedule

@@ -181,3 +181,40 @@ func TestRecordSchedulesFiredInOneWrite(t *testing.T) {
 		}
 	})
 }
+
+// TestMissedFiresAreOneEvent: fires missed while no scheduler ran become
+// one schedule.missed event, committed with the schedule's next fire, once
+// however often the pass is stored again.
+func TestMissedFiresAreOneEvent(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, r *Registry) {
+		ctx := context.Background()
+		base := time.Date(2026, 12, 7, 10, 0, 0, 0, time.UTC)
+		s := newSchedule("nightly", base)
+		if err := r.CreateSchedule(ctx, s, nil); err != nil {
+			t.Fatal(err)
+		}
+		newSubscription(t, r, "ops", "", EventScheduleMissed)
+		next := base.Add(3 * time.Hour)
+		f := ScheduleFired{ID: s.ID, UpdatedAt: s.UpdatedAt, NextFireTime: &next,
+			Missed: []time.Time{base, base.Add(time.Hour), base.Add(2 * time.Hour)}}
+		for range 2 {
+			if _, err := r.RecordSchedulesFired(ctx, []ScheduleFired{f}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		var events []Event
+		if err := r.db.NewSelect().Model(&events).Where("type = ?", EventScheduleMissed).Scan(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if len(events) != 1 || events[0].ResourceID != s.ID || events[0].ResourceKind != ResourceSchedule || !events[0].Time.Equal(base.Add(2*time.Hour)) {
+			t.Fatalf("events = %+v; want one schedule.missed for %s at the last missed instant", events, s.ID)
+		}
+		if got := countRows(t, r, (*Delivery)(nil), "event_seq = ?", events[0].Seq); got != 1 {
+			t.Errorf("%d deliveries, want 1 to the subscription", got)
+		}
+		got, err := r.GetScheduleByID(ctx, s.ID)
+		if err != nil || got.Name != "nightly" || !got.NextFireTime.Equal(next) {
+			t.Errorf("GetScheduleByID = %+v, %v", got, err)
+		}
+	})
+}

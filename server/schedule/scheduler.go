@@ -400,7 +400,6 @@ func (s *Scheduler) fireSchedule(ctx context.Context, sch *registry.Schedule, p 
 			fire = append(missed[keep:len(missed):len(missed)], onTime...)
 			missed = missed[:keep]
 		}
-		s.recordMissed(sch, missed)
 	}
 	state := fireState{lastJobID: sch.LastJobID, lastFire: sch.LastFireTime, queued: sch.QueuedFireTime}
 	for _, at := range fire {
@@ -408,11 +407,15 @@ func (s *Scheduler) fireSchedule(ctx context.Context, sch *registry.Schedule, p 
 			return nil, false
 		}
 	}
-	return fired(sch, next, state), true
+	s.recordMissed(sch, missed)
+	f := fired(sch, next, state)
+	f.Missed = missed
+	return f, true
 }
 
-// recordMissed is where every fire missed while no scheduler ran is
-// recorded: counted, logged, and the place to tell subscribers of it.
+// recordMissed counts and logs the fires missed while no scheduler ran;
+// subscribers hear of them through the schedule.missed event that is
+// stored with the schedule's next fire.
 func (s *Scheduler) recordMissed(sch *registry.Schedule, missed []time.Time) {
 	if len(missed) == 0 {
 		return
