@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -24,6 +25,10 @@ import (
 	"github.com/casarerpa/casare/server/queue/queuetest"
 	"github.com/casarerpa/casare/server/registry/registrytest"
 )
+
+// schedulerLockClass is the first key of the scheduler's advisory lock
+// (schedule.lockClass), to find the session that holds it.
+const schedulerLockClass = 0x63617372
 
 // scheduleRedisDB is the Redis database of this file's tests; they run one
 // after the other.
@@ -277,10 +282,10 @@ func (sc *scheduling) leads() bool {
 // one leads, and when it stops the other takes over, and no instant has
 // two jobs.
 func TestSchedulerFailover(t *testing.T) {
-	db, redis := registrytest.DatabaseURL(t), queuetest.RedisURL(t, scheduleRedisDB)
+	dbURL, redis := registrytest.DatabaseURL(t), queuetest.RedisURL(t, scheduleRedisDB)
 	token := auth.NewToken()
-	a := startScheduling(t, t.TempDir(), db, redis, token)
-	b := startScheduling(t, t.TempDir(), db, redis, token)
+	a := startScheduling(t, t.TempDir(), dbURL, redis, token)
+	b := startScheduling(t, t.TempDir(), dbURL, redis, token)
 	a.create(t, "shared", "@every 1s", casarev1.OverlapPolicy_OVERLAP_POLICY_ALLOW)
 	waitUntil(t, "one of the two leads", 30*time.Second, func() bool { return a.leads() != b.leads() })
 	leader, other := a, b
@@ -294,6 +299,48 @@ func TestSchedulerFailover(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+	// Cutting the connection that holds the lock loses the lead: one of
+	// the two (either) holds it again on a new connection, never both.
+	db, err := sql.Open("pgx", dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	holders := func() []int {
+		t.Helper()
+		rows, err := db.Query(`SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted
+			AND classid = $1 AND objid::bigint = (hashtext(current_schema())::bigint & 4294967295)`, schedulerLockClass)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer rows.Close()
+		var pids []int
+		for rows.Next() {
+			var pid int
+			if err := rows.Scan(&pid); err != nil {
+				t.Fatal(err)
+			}
+			pids = append(pids, pid)
+		}
+		return pids
+	}
+	cut := holders()
+	if len(cut) != 1 {
+		t.Fatalf("sessions holding the scheduler's lock: %v, want one", cut)
+	}
+	if _, err := db.Exec("SELECT pg_terminate_backend($1)", cut[0]); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, "the lock held again on another connection", 30*time.Second, func() bool {
+		now := holders()
+		return len(now) == 1 && now[0] != cut[0]
+	})
+	waitUntil(t, "one of the two leads after the cut", 30*time.Second, func() bool { return a.leads() != b.leads() })
+	leader, other = a, b
+	if b.leads() {
+		leader, other = b, a
+	}
+
 	before := len(other.scheduledJobs(t, "shared"))
 	leader.stop()
 	stopped := time.Now()

@@ -13,6 +13,7 @@ import (
 	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/casarerpa/casare/agent/workflow"
 	casarev1 "github.com/casarerpa/casare/rpc/casare/v1"
 	"github.com/casarerpa/casare/rpc/casare/v1/casarev1connect"
 	"github.com/casarerpa/casare/server/auth"
@@ -189,7 +190,7 @@ func (s *scheduleService) scheduleFromProto(ctx context.Context, p *casarev1.Sch
 	if _, err := checkInputs(wf, p.GetInputs()); err != nil {
 		return nil, prefixed("schedule.", err)
 	}
-	if _, err := mergeRequirements(nil, p.GetRequires()); err != nil {
+	if _, err := mergeRequirements(workflow.Requirements(wf, stepCatalogue), p.GetRequires()); err != nil {
 		return nil, prefixed("schedule.", err)
 	}
 	inputs := p.GetInputs()
