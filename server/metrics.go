@@ -27,6 +27,7 @@ func (s *Server) newMetrics() *prometheus.Registry {
 		dependencyCollector{pings: map[string]func(context.Context) error{"database": s.reg.Ping, "redis": s.queue.Ping}},
 	)
 	reg.MustRegister(s.dispatcher.Collectors()...)
+	reg.MustRegister(s.auth.Collector())
 	s.countFinishedJobs(reg)
 	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "casare_build_info",
