@@ -61,7 +61,7 @@ type failureLimiter struct {
 }
 
 func newFailureLimiter(logger *slog.Logger) *failureLimiter {
-	return &failureLimiter{
+	l := &failureLimiter{
 		logger: logger,
 		failures: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "casare_auth_failures_total",
@@ -70,6 +70,12 @@ func newFailureLimiter(logger *slog.Logger) *failureLimiter {
 		logs:  rate.NewLimiter(rate.Every(100*time.Millisecond), 50),
 		peers: map[string]*peerState{},
 	}
+	// Every reason from zero, so that a rate over the first failure has a
+	// series to start from.
+	for _, reason := range []string{ReasonMissing, ReasonMalformed, ReasonUnknown, ReasonRevoked, ReasonExpired, ReasonRateLimited} {
+		l.failures.WithLabelValues(reason)
+	}
+	return l
 }
 
 // peerIP is the address a call came from, without its port: one client
