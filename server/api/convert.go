@@ -146,7 +146,7 @@ func workflowVersionToProto(v *registry.WorkflowVersion) *casarev1.WorkflowVersi
 		Name:      v.Name,
 		Version:   v.Version,
 		Digest:    v.Digest,
-		Workflow:  readable(v.DecodeDefinition()),
+		Workflow:  hideSecretDefaults(readable(v.DecodeDefinition())),
 		CreatedAt: timestamp(v.CreatedAt),
 		CreatedBy: v.CreatedBy,
 	}

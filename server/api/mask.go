@@ -9,6 +9,7 @@ import (
 
 	"github.com/casarerpa/casare/agent/workflow/expr"
 	"github.com/casarerpa/casare/agent/workflow/secret"
+	casarev1 "github.com/casarerpa/casare/rpc/casare/v1"
 	"github.com/casarerpa/casare/server/registry"
 )
 
@@ -95,4 +96,16 @@ func (s jobSecrets) result(r *structpb.Struct) *structpb.Struct {
 		return &structpb.Struct{Fields: map[string]*structpb.Value{}}
 	}
 	return masked
+}
+
+// hideSecretDefaults shows the default of each secret input of wf as
+// secret.Mask: a workflow read back must not show the value a job would
+// take as its secret. The digest still names the stored definition.
+func hideSecretDefaults(wf *casarev1.Workflow) *casarev1.Workflow {
+	for _, spec := range wf.GetInputs() {
+		if spec.GetSecret() && spec.GetDefault() != nil {
+			spec.Default = structpb.NewStringValue(secret.Mask)
+		}
+	}
+	return wf
 }

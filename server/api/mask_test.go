@@ -61,3 +61,14 @@ func BenchmarkJobToProto(b *testing.B) {
 		})
 	}
 }
+
+func TestWorkflowReadsHideSecretDefaults(t *testing.T) {
+	v := &registry.WorkflowVersion{Name: "w", Version: 1, Definition: `{"name":"w","inputs":{"pw":{"type":"string","secret":true,"default":"hunter2"},"n":{"type":"number","default":3}},"steps":[{"id":"a","uses":"log"}]}`}
+	got := workflowVersionToProto(v).GetWorkflow().GetInputs()
+	if d := got["pw"].GetDefault().GetStringValue(); d != "***" {
+		t.Errorf("the secret input's default shows %q, want ***", d)
+	}
+	if d := got["n"].GetDefault().GetNumberValue(); d != 3 {
+		t.Errorf("a plain input's default shows %v, want 3", d)
+	}
+}
