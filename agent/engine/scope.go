@@ -185,9 +185,12 @@ func count(names []string, name string) int {
 }
 
 // hide adds the text of a value derived from a secret, and of each string
-// in it, to what the run masks.
+// in it, to what the run masks. A boolean or null tells too little to
+// hide, and hiding every "true" in the log would hide the log.
 func (x *run) hide(v any) {
 	switch v := v.(type) {
+	case bool, nil:
+		return
 	case map[string]any:
 		for _, item := range v {
 			x.hide(item)

@@ -37,6 +37,11 @@ func TestDerivedSecretsAreMasked(t *testing.T) {
 			logStep("fromvar", "var ${{ vars.half.reverse() }} for ${{ vars.who }}"),
 			func() *casarev1.Step { s := action("cred", "vault.read", nil); s.Secret = true; return s }(),
 			logStep("token", "token ${{ steps.cred.outputs.token.lowerAscii() }}"),
+			func() *casarev1.Step {
+				s := logStep("checked", "the check was true or false")
+				s.If = "size(inputs.pw) > 3"
+				return s
+			}(),
 			logStep("clean", "hello ${{ inputs.user.upperAscii() }}"),
 			action("boom", "fail", map[string]any{"message": "refused ${{ inputs.pw.substring(2) }}", "business": true}),
 		},
@@ -51,6 +56,7 @@ func TestDerivedSecretsAreMasked(t *testing.T) {
 		"info b64: basic ***",
 		"info fromvar: var *** for ann",
 		"info token: token ***",
+		"info checked: the check was true or false",
 		"info clean: hello ANN",
 	}
 	if got := r.logged(); !reflect.DeepEqual(got, want) {
