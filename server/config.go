@@ -54,6 +54,17 @@ type Config struct {
 	DatabaseURL string `env:"CASARE_DATABASE_URL"`
 	// RedisURL is redis://…; empty means an embedded Redis in-process.
 	RedisURL string `env:"CASARE_REDIS_URL"`
+	// TLSCert and TLSKey are PEM files of the API port's certificate
+	// (its chain first) and key: the port serves HTTPS, HTTP/2 and
+	// HTTP/1.1, and reads the files again when they change.
+	TLSCert string `env:"CASARE_TLS_CERT"`
+	TLSKey  string `env:"CASARE_TLS_KEY"`
+	// TLSSelfSigned serves HTTPS with a certificate the control plane's
+	// CA issues on start, for localhost, loopback, the host of HTTPAddr
+	// and TLSSANs; clients trust it with the CA file (ca.crt).
+	TLSSelfSigned bool `env:"CASARE_TLS_SELF_SIGNED"`
+	// TLSSANs are more names for the self-signed certificate.
+	TLSSANs []string `env:"CASARE_TLS_SAN" envSeparator:","`
 	// CORSOrigins are the browser origins allowed to call the API.
 	CORSOrigins []string `env:"CASARE_CORS_ORIGINS" envSeparator:","`
 	// Environment labels the metrics (production, staging, …).
@@ -192,6 +203,20 @@ func (c Config) Check() error {
 	}
 	if (c.CACert == "") != (c.CAKey == "") {
 		return fmt.Errorf("--ca-cert and --ca-key: give both or neither")
+	}
+	if (c.TLSCert == "") != (c.TLSKey == "") {
+		return fmt.Errorf("--tls-cert and --tls-key: give both or neither")
+	}
+	if c.TLSSelfSigned && c.TLSCert != "" {
+		return fmt.Errorf("--tls-self-signed: give it or --tls-cert, not both")
+	}
+	if len(c.TLSSANs) > 0 && !c.TLSSelfSigned {
+		return fmt.Errorf("--tls-san: names go into the certificate of --tls-self-signed, which is not set")
+	}
+	for _, san := range c.TLSSANs {
+		if san == "" || len(san) > 253 || strings.ContainsFunc(san, func(r rune) bool { return r <= ' ' || r == 0x7f || r == ',' || r == '/' }) {
+			return fmt.Errorf("--tls-san: %q is not a host name or IP address", san)
+		}
 	}
 	if c.MaxEnrollConns < 1 || c.MaxEnrollConns > 100000 {
 		return fmt.Errorf("--max-enroll-conns: 1 to 100000, got %d", c.MaxEnrollConns)

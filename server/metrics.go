@@ -28,6 +28,7 @@ func (s *Server) newMetrics() *prometheus.Registry {
 	)
 	reg.MustRegister(s.dispatcher.Collectors()...)
 	reg.MustRegister(s.events.Collectors()...)
+	reg.MustRegister(s.auth.Collector())
 	s.countFinishedJobs(reg)
 	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "casare_build_info",

@@ -158,6 +158,9 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (_ *Server, err e
 		MisfireGrace: cfg.MisfireGrace,
 	})
 	s.metrics.MustRegister(s.scheduler.Collectors()...)
+	if s.http.TLSConfig, err = apiTLSConfig(cfg, ca, logger); err != nil {
+		return nil, err
+	}
 	if s.listener, err = net.Listen("tcp", cfg.HTTPAddr); err != nil {
 		return nil, fmt.Errorf("--http-addr: %w", err)
 	}
@@ -405,8 +408,15 @@ func (s *Server) Run(ctx context.Context) error {
 	s.logger.Info("robot gateway listening", "quic", s.gateway.Addr())
 
 	serveErr := make(chan error, 1)
-	go func() { serveErr <- s.http.Serve(s.listener) }()
-	s.logger.Info("control plane listening", "addr", s.Addr(), "connect", "http://"+s.Addr())
+	scheme := "http"
+	if s.http.TLSConfig != nil {
+		// ServeTLS offers h2 and http/1.1 by ALPN on the same port.
+		scheme = "https"
+		go func() { serveErr <- s.http.ServeTLS(s.listener, "", "") }()
+	} else {
+		go func() { serveErr <- s.http.Serve(s.listener) }()
+	}
+	s.logger.Info("control plane listening", "addr", s.Addr(), "connect", scheme+"://"+s.Addr())
 
 	var err error
 	select {

@@ -14,6 +14,7 @@ import (
 	"github.com/casarerpa/casare/agent/step"
 	"github.com/casarerpa/casare/agent/step/core"
 	"github.com/casarerpa/casare/agent/workflow/expr"
+	"github.com/casarerpa/casare/agent/workflow/secret"
 	casarev1 "github.com/casarerpa/casare/rpc/casare/v1"
 )
 
@@ -81,15 +82,23 @@ type run struct {
 	e   *engine
 	r   Reporter
 	env *step.Env
-	ms  masker
+	// ms hides the secret inputs and what the run derives from them; it
+	// grows as tainted expressions give values.
+	ms *secret.Masker
+	// secretInputs names the inputs declared secret.
+	secretInputs map[string]bool
 
-	// mu guards vars and the steps maps of every frame: foreach
-	// iterations may run at once. Expressions read them under RLock for
-	// the whole evaluation.
+	// mu guards vars, the steps maps of every frame and the taint of
+	// vars and steps: foreach iterations may run at once. Expressions
+	// read them under RLock for the whole evaluation.
 	mu     sync.RWMutex
 	inputs map[string]any
 	vars   map[string]any
 	job    map[string]any
+	// taintedVars and taintedSteps name the variables and the steps whose
+	// outputs hold values derived from a secret.
+	taintedVars  map[string]bool
+	taintedSteps map[string]bool
 }
 
 func (e *engine) Run(ctx context.Context, wf *casarev1.Workflow, inputs map[string]any, env *step.Env, r Reporter) (map[string]any, error) {
@@ -102,8 +111,14 @@ func (e *engine) Run(ctx context.Context, wf *casarev1.Workflow, inputs map[stri
 		return nil, err
 	}
 	x := &run{
-		e: e, env: env, ms: newMasker(secrets),
+		e: e, env: env, ms: secret.New(secrets...), secretInputs: map[string]bool{},
 		inputs: in, vars: map[string]any{}, job: map[string]any{"id": env.JobID, "attempt": int64(env.Attempt)},
+		taintedVars: map[string]bool{}, taintedSteps: map[string]bool{},
+	}
+	for name, spec := range wf.GetInputs() {
+		if spec.GetSecret() {
+			x.secretInputs[name] = true
+		}
 	}
 	// Masked first: a cut could split a secret and leave part of it.
 	x.r = maskedReporter{cappedReporter{r}, x.ms}
@@ -111,12 +126,12 @@ func (e *engine) Run(ctx context.Context, wf *casarev1.Workflow, inputs map[stri
 		// Lines steps write through the env are masked and cut too; the
 		// env is the caller's, so it gets its own function back.
 		orig := env.Log
-		env.Log = func(level, message string) { orig(level, expr.Truncate(x.ms.mask(message), MaxLogLine)) }
+		env.Log = func(level, message string) { orig(level, expr.Truncate(x.ms.String(message), MaxLogLine)) }
 		defer func() { env.Log = orig }()
 	}
 	outputs, err := x.workflow(ctx, wf)
 	if err != nil {
-		return nil, capError(x.ms.maskError(err))
+		return nil, capError(maskError(x.ms, err))
 	}
 	x.r.Progress("", 100, "done")
 	return outputs, nil
@@ -156,11 +171,17 @@ func (f *frame) workflow(ctx context.Context, wf *casarev1.Workflow) (map[string
 	outputs := map[string]any{}
 	names := slices.Sorted(maps.Keys(wf.GetOutputs()))
 	for _, name := range names {
-		v, err := f.expand(ctx, wf.GetOutputs()[name])
+		v, tainted, err := f.expand(ctx, wf.GetOutputs()[name])
 		if err != nil {
 			return nil, &Error{Message: "outputs." + name + ": " + err.Error(), Business: true}
 		}
-		outputs[name] = v
+		// An output computed from a secret is one, however short or
+		// disguised; any other output has the secrets in it hidden.
+		if tainted {
+			outputs[name] = secret.Mask
+		} else {
+			outputs[name] = f.run.ms.Value(v)
+		}
 	}
 	if err := checkOutputs(outputs, names); err != nil {
 		return nil, err
@@ -180,6 +201,8 @@ type frame struct {
 	item   any
 	index  int64
 	err    map[string]any // in error handlers: message and step
+	// itemTainted says item comes from a list derived from a secret.
+	itemTainted bool
 }
 
 // timedOut is the cause given to deadlines the workflow sets, so that a
@@ -236,7 +259,9 @@ func (f *frame) onError(ctx context.Context, steps []*casarev1.Step, cause error
 	if errors.As(cause, &ee) {
 		failed = ee.StepID
 	}
-	handler.err = map[string]any{"message": cause.Error(), "step": failed}
+	// The message is shown masked, so a handler that logs it shows
+	// nothing the failure would not.
+	handler.err = map[string]any{"message": f.run.ms.String(cause.Error()), "step": failed}
 	for _, s := range steps {
 		if err := handler.step(ctx, s); err != nil {
 			f.run.r.Log("error", s.GetId(), "on_error step failed: "+err.Error())
@@ -263,7 +288,7 @@ func (f *frame) body(ctx context.Context, s *casarev1.Step) error {
 		}
 		return err
 	}
-	items, err := f.list(ctx, s.GetForeach())
+	items, tainted, err := f.list(ctx, s.GetForeach())
 	if err != nil {
 		return &Error{StepID: id, Message: "foreach: " + err.Error(), Business: true}
 	}
@@ -273,7 +298,9 @@ func (f *frame) body(ctx context.Context, s *casarev1.Step) error {
 			return &Error{StepID: id, Message: stopReason(ctx).Error()}
 		}
 		f.run.r.Log("debug", id, fmt.Sprintf("item %d of %d", i+1, len(items)))
-		out, err := f.iteration(items[i], i).attempts(ctx, s)
+		it := f.iteration(items[i], i)
+		it.itemTainted = tainted
+		out, err := it.attempts(ctx, s)
 		if err != nil {
 			return err
 		}
@@ -389,7 +416,12 @@ func (f *frame) once(ctx context.Context, s *casarev1.Step) (any, error) {
 			if rec, ok := f.steps[child.GetId()].(map[string]any); ok {
 				outputs[child.GetId()] = rec["outputs"]
 			}
+			tainted := f.run.taintedSteps[child.GetId()]
 			f.run.mu.RUnlock()
+			if tainted {
+				// A group's outputs hold its children's.
+				f.run.taintStep(id)
+			}
 		}
 		return outputs, nil
 	}
@@ -424,16 +456,41 @@ func (f *frame) call(ctx context.Context, s *casarev1.Step) (map[string]any, err
 		return nil, &Error{Message: fmt.Sprintf("%s needs a robot with the %q capability, and this one does not have it", action.Name, c), Business: true}
 	}
 	with := map[string]any{}
+	tainted := map[string]bool{}
 	for _, k := range slices.Sorted(maps.Keys(s.GetWith().GetFields())) {
-		v, err := f.expand(ctx, s.GetWith().GetFields()[k].AsInterface())
+		v, secret, err := f.expand(ctx, s.GetWith().GetFields()[k].AsInterface())
 		if err != nil {
 			return nil, &Error{Message: "with." + k + ": " + err.Error(), Business: true}
 		}
 		with[k] = v
+		tainted[k] = secret
 	}
-	ctx = core.WithScope(ctx, stepScope{f, s.GetId()})
+	ctx = core.WithScope(ctx, stepScope{f, s.GetId(), tainted})
 	ctx = core.WithCondition(ctx, f.assertion)
-	return action.Run(ctx, f.run.env, with)
+	outputs, err := action.Run(ctx, f.run.env, with)
+	if err == nil && (s.GetSecret() || f.run.holdsSecret(outputs)) {
+		f.run.taintStep(s.GetId())
+		if s.GetSecret() {
+			f.run.hide(map[string]any(outputs))
+		}
+	}
+	return outputs, err
+}
+
+// taintStep marks the step's outputs as derived from a secret.
+func (x *run) taintStep(id string) {
+	x.mu.Lock()
+	x.taintedSteps[id] = true
+	x.mu.Unlock()
+}
+
+// holdsSecret reports whether outputs show a text the run hides: a step
+// that echoes a secret back has outputs derived from it.
+func (x *run) holdsSecret(outputs map[string]any) bool {
+	if len(outputs) == 0 || x.ms.Empty() {
+		return false
+	}
+	return x.ms.Contains(expr.Format(outputs))
 }
 
 // stepScope is what core steps see of the run: log lines under their
@@ -441,14 +498,27 @@ func (f *frame) call(ctx context.Context, s *casarev1.Step) (map[string]any, err
 type stepScope struct {
 	f  *frame
 	id string
+	// tainted names the keys of with derived from a secret.
+	tainted map[string]bool
 }
 
 func (s stepScope) Log(level, message string) { s.f.run.r.Log(level, s.id, message) }
 
+// SetVars sets variables; one set from a value derived from a secret is
+// derived from it too, and one set again from a clean value is clean.
 func (s stepScope) SetVars(vars map[string]any) {
-	s.f.run.mu.Lock()
-	maps.Copy(s.f.run.vars, vars)
-	s.f.run.mu.Unlock()
+	x := s.f.run
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	maps.Copy(x.vars, vars)
+	for k := range vars {
+		if s.tainted[k] {
+			x.taintedVars[k] = true
+			x.taintedSteps[s.id] = true
+		} else {
+			delete(x.taintedVars, k)
+		}
+	}
 }
 
 // assertion evaluates the condition of an assert step written as an

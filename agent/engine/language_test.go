@@ -15,6 +15,7 @@ import (
 
 	"github.com/casarerpa/casare/agent/step"
 	"github.com/casarerpa/casare/agent/step/core"
+	"github.com/casarerpa/casare/agent/workflow/secret"
 	casarev1 "github.com/casarerpa/casare/rpc/casare/v1"
 )
 
@@ -399,16 +400,17 @@ func BenchmarkExpression(b *testing.B) {
 			x := &run{
 				e:      &engine{cache: newCache()},
 				inputs: map[string]any{"n": int64(3), "user": map[string]any{"name": "ada"}, "tags": []any{"a", "b"}},
+				ms:     secret.New(),
 				vars:   map[string]any{},
 			}
 			f := &frame{run: x, steps: map[string]any{}}
 			ctx := context.Background()
-			if _, err := f.eval(ctx, bc.src); err != nil {
+			if _, _, err := f.eval(ctx, bc.src); err != nil {
 				b.Fatal(err)
 			}
 			b.ReportAllocs()
 			for b.Loop() {
-				if _, err := f.eval(ctx, bc.src); err != nil {
+				if _, _, err := f.eval(ctx, bc.src); err != nil {
 					b.Fatal(err)
 				}
 			}

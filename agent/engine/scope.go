@@ -11,6 +11,7 @@ import (
 	"cel.dev/cel-go/interpreter"
 
 	"github.com/casarerpa/casare/agent/workflow/expr"
+	"github.com/casarerpa/casare/agent/workflow/secret"
 )
 
 // ResolveName gives expressions the frame's variables: inputs, vars,
@@ -103,38 +104,118 @@ func (x *run) template(s string) (expr.Template, error) {
 	return t, nil
 }
 
-// eval evaluates one expression in the frame.
-func (f *frame) eval(ctx context.Context, src string) (any, error) {
+// eval evaluates one expression in the frame. tainted says the
+// expression read a secret, or a value derived from one: its value is then
+// a secret too, and its text is hidden wherever the run shows it.
+func (f *frame) eval(ctx context.Context, src string) (v any, tainted bool, err error) {
 	p, err := f.run.program(src)
 	if err != nil {
-		return nil, fmt.Errorf("${{ %s }}: %w", src, err)
+		return nil, false, fmt.Errorf("${{ %s }}: %w", src, err)
 	}
+	tainted = f.touches(p.Refs())
 	f.run.mu.RLock()
-	v, err := p.Eval(f)
+	v, err = p.Eval(f)
 	f.run.mu.RUnlock()
 	if err != nil {
 		if err.Error() == "no such overload" {
 			// Mostly 2 + 1.0: CEL has no implicit conversions, and every
 			// number that came through JSON is a double.
-			return nil, fmt.Errorf("${{ %s }}: %w (numbers are doubles unless declared integer: write 1.0, or int(x))", src, err)
+			return nil, tainted, fmt.Errorf("${{ %s }}: %w (numbers are doubles unless declared integer: write 1.0, or int(x))", src, err)
 		}
-		return nil, fmt.Errorf("${{ %s }}: %w", src, err)
+		return nil, tainted, fmt.Errorf("${{ %s }}: %w", src, err)
 	}
-	return v, nil
+	if tainted {
+		f.run.hide(v)
+	}
+	return v, tainted, nil
+}
+
+// touches reports whether an expression with refs reads a secret input, a
+// variable or step output derived from one, or a foreach item of a
+// secret list. An expression that reads inputs, vars or steps as a whole
+// (inputs[name], vars.all(...)) reads whatever secret they hold.
+func (f *frame) touches(r expr.Refs) bool {
+	x := f.run
+	if len(x.secretInputs) > 0 {
+		for _, in := range r.Inputs {
+			if x.secretInputs[in] {
+				return true
+			}
+		}
+		if count(r.Idents, expr.Inputs) > len(r.Inputs) {
+			return true
+		}
+	}
+	if f.itemTainted && slices.Contains(r.Idents, expr.Item) {
+		return true
+	}
+	x.mu.RLock()
+	defer x.mu.RUnlock()
+	if len(x.taintedVars) > 0 {
+		for _, v := range r.Vars {
+			if x.taintedVars[v] {
+				return true
+			}
+		}
+		if count(r.Idents, expr.Vars) > len(r.Vars) {
+			return true
+		}
+	}
+	if len(x.taintedSteps) > 0 {
+		for _, s := range r.Steps {
+			if x.taintedSteps[s] {
+				return true
+			}
+		}
+		if count(r.Idents, expr.Steps) > len(r.Steps) {
+			return true
+		}
+	}
+	return false
+}
+
+func count(names []string, name string) int {
+	n := 0
+	for _, s := range names {
+		if s == name {
+			n++
+		}
+	}
+	return n
+}
+
+// hide adds the text of a value derived from a secret, and of each string
+// in it, to what the run masks. A boolean or null tells too little to
+// hide, and hiding every "true" in the log would hide the log.
+func (x *run) hide(v any) {
+	switch v := v.(type) {
+	case bool, nil:
+		return
+	case map[string]any:
+		for _, item := range v {
+			x.hide(item)
+		}
+	case []any:
+		for _, item := range v {
+			x.hide(item)
+		}
+	}
+	x.ms.AddDerived(expr.Format(v))
 }
 
 // expand evaluates the ${{ }} expressions in every string of v. A string
 // that is one expression keeps the value's type, so numbers and maps pass
 // through steps unchanged; others get the values written into the text.
-func (f *frame) expand(ctx context.Context, v any) (any, error) {
+// tainted says an expression in v read a secret.
+func (f *frame) expand(ctx context.Context, v any) (_ any, tainted bool, _ error) {
 	switch v := v.(type) {
 	case string:
 		if !strings.Contains(v, "${{") {
-			return v, nil
+			return v, false, nil
 		}
 		t, err := f.run.template(v)
 		if err != nil {
-			return nil, err
+			return nil, false, err
 		}
 		if t.Lone() {
 			return f.eval(ctx, t.Pieces[0].Expr)
@@ -146,47 +227,50 @@ func (f *frame) expand(ctx context.Context, v any) (any, error) {
 		for _, p := range t.Pieces {
 			text := p.Text
 			if p.IsExpr {
-				val, err := f.eval(ctx, p.Expr)
+				val, secret, err := f.eval(ctx, p.Expr)
 				if err != nil {
-					return nil, err
+					return nil, tainted || secret, err
 				}
+				tainted = tainted || secret
 				text = expr.Format(val)
 			}
 			if size := b.Len() + len(text); size > expr.MaxValueBytes {
-				return nil, &expr.TooLargeError{What: "the text", Size: size, Limit: expr.MaxValueBytes}
+				return nil, tainted, &expr.TooLargeError{What: "the text", Size: size, Limit: expr.MaxValueBytes}
 			}
 			b.WriteString(text)
 		}
-		return b.String(), nil
+		return b.String(), tainted, nil
 	case map[string]any:
 		out := make(map[string]any, len(v))
 		for k, item := range v {
-			e, err := f.expand(ctx, item)
+			e, secret, err := f.expand(ctx, item)
+			tainted = tainted || secret
 			if err != nil {
-				return nil, err
+				return nil, tainted, err
 			}
 			out[k] = e
 		}
-		return out, nil
+		return out, tainted, nil
 	case []any:
 		out := make([]any, len(v))
 		for i, item := range v {
-			e, err := f.expand(ctx, item)
+			e, secret, err := f.expand(ctx, item)
+			tainted = tainted || secret
 			if err != nil {
-				return nil, err
+				return nil, tainted, err
 			}
 			out[i] = e
 		}
-		return out, nil
+		return out, tainted, nil
 	}
-	return v, nil
+	return v, false, nil
 }
 
 // condition evaluates an if: a CEL expression, bare or in ${{ }}, that
 // must give true or false.
 func (f *frame) condition(ctx context.Context, src string) (bool, error) {
 	e := expr.Bare(src)
-	v, err := f.eval(ctx, e)
+	v, _, err := f.eval(ctx, e)
 	if err != nil {
 		return false, err
 	}
@@ -198,69 +282,50 @@ func (f *frame) condition(ctx context.Context, src string) (bool, error) {
 }
 
 // list evaluates a foreach: a CEL expression giving a list. A map gives
-// its keys, sorted, so that runs repeat.
-func (f *frame) list(ctx context.Context, src string) ([]any, error) {
+// its keys, sorted, so that runs repeat. tainted says the list is derived
+// from a secret, and so is each item.
+func (f *frame) list(ctx context.Context, src string) (_ []any, tainted bool, _ error) {
 	e := expr.Bare(src)
-	v, err := f.eval(ctx, e)
+	v, tainted, err := f.eval(ctx, e)
 	if err != nil {
-		return nil, err
+		return nil, tainted, err
 	}
 	switch v := v.(type) {
 	case []any:
-		return v, nil
+		return v, tainted, nil
 	case map[string]any:
 		keys := make([]any, 0, len(v))
 		for _, k := range slices.Sorted(maps.Keys(v)) {
 			keys = append(keys, k)
 		}
-		return keys, nil
+		return keys, tainted, nil
 	}
-	return nil, fmt.Errorf("%s is %s, not a list", e, expr.Describe(v))
+	return nil, tainted, fmt.Errorf("%s is %s, not a list", e, expr.Describe(v))
 }
 
-// masker hides secret values in everything the run says.
-type masker struct {
-	secrets []string
-}
-
-func newMasker(secrets []string) masker {
-	// Longest first, so a secret that contains another is hidden whole.
-	s := slices.Clone(secrets)
-	slices.SortFunc(s, func(a, b string) int { return len(b) - len(a) })
-	return masker{secrets: slices.Compact(s)}
-}
-
-func (m masker) mask(s string) string {
-	for _, secret := range m.secrets {
-		if strings.Contains(s, secret) {
-			s = strings.ReplaceAll(s, secret, "***")
-		}
-	}
-	return s
-}
-
-func (m masker) maskError(err error) error {
-	if len(m.secrets) == 0 {
+// maskError hides the run's secrets in err's message.
+func maskError(ms *secret.Masker, err error) error {
+	if ms.Empty() {
 		return err
 	}
 	if ee, ok := err.(*Error); ok {
 		masked := *ee
-		masked.Message = m.mask(ee.Message)
+		masked.Message = ms.String(ee.Message)
 		return &masked
 	}
-	return &Error{Message: m.mask(err.Error())}
+	return &Error{Message: ms.String(err.Error())}
 }
 
 // maskedReporter passes on what the run says with secrets hidden.
 type maskedReporter struct {
 	r  Reporter
-	ms masker
+	ms *secret.Masker
 }
 
 func (m maskedReporter) Log(level, stepID, message string) {
-	m.r.Log(level, stepID, m.ms.mask(message))
+	m.r.Log(level, stepID, m.ms.String(message))
 }
 
 func (m maskedReporter) Progress(stepID string, percent int32, message string) {
-	m.r.Progress(stepID, percent, m.ms.mask(message))
+	m.r.Progress(stepID, percent, m.ms.String(message))
 }

@@ -21,7 +21,7 @@ func newHealthCommand(cfg *server.Config) *cobra.Command {
 			if ready {
 				path = "/health/ready"
 			}
-			if err := server.CheckHealth(cmd.Context(), cfg.HTTPAddr, path); err != nil {
+			if err := server.CheckHealth(cmd.Context(), cfg.HTTPAddr, path, cfg.TLSCert != "" || cfg.TLSSelfSigned); err != nil {
 				return err
 			}
 			fmt.Fprintln(cmd.OutOrStdout(), "ok")

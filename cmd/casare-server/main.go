@@ -69,6 +69,10 @@ func newRootCommand() *cobra.Command {
 	flags.StringVar(&cfg.DataDir, "data-dir", cfg.DataDir, "directory for the SQLite database and the admin token (CASARE_DATA_DIR)")
 	flags.StringVar(&cfg.DatabaseURL, "database-url", cfg.DatabaseURL, "PostgreSQL URL postgres://…; empty uses SQLite in the data dir (CASARE_DATABASE_URL)")
 	flags.StringVar(&cfg.RedisURL, "redis-url", cfg.RedisURL, "Redis URL redis://…; empty runs an embedded Redis (CASARE_REDIS_URL)")
+	flags.StringVar(&cfg.TLSCert, "tls-cert", cfg.TLSCert, "serve the API over HTTPS with this certificate (PEM, chain first), read again when it changes (CASARE_TLS_CERT)")
+	flags.StringVar(&cfg.TLSKey, "tls-key", cfg.TLSKey, "private key (PEM) of --tls-cert (CASARE_TLS_KEY)")
+	flags.BoolVar(&cfg.TLSSelfSigned, "tls-self-signed", cfg.TLSSelfSigned, "serve the API over HTTPS with a certificate from the control plane's CA, for localhost, 127.0.0.1, the host of --http-addr and --tls-san; clients trust ca.crt of the data dir (CASARE_TLS_SELF_SIGNED)")
+	flags.StringSliceVar(&cfg.TLSSANs, "tls-san", cfg.TLSSANs, "more host names or addresses for the --tls-self-signed certificate, comma separated (CASARE_TLS_SAN)")
 	flags.StringSliceVar(&cfg.CORSOrigins, "cors-origins", cfg.CORSOrigins, "browser origins allowed to call the API, comma separated (CASARE_CORS_ORIGINS)")
 	flags.StringVar(&cfg.Environment, "environment", cfg.Environment, "environment label on metrics (CASARE_ENVIRONMENT)")
 	flags.StringSliceVar(&cfg.RobotPools, "robot-pool", cfg.RobotPools, "a pool of robots alike whose runnable pending jobs casare_pool_pending_jobs{pool} counts, for an autoscaler: "+server.RobotPoolSyntax+

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"github.com/casarerpa/casare/server/logtest"
@@ -51,6 +52,7 @@ type syncBuffer = logtest.Buffer
 type serverProc struct {
 	t       testing.TB
 	addr    string
+	scheme  string // http, or https when it serves TLS
 	dataDir string
 	args    []string
 	cmd     *exec.Cmd
@@ -93,11 +95,11 @@ func (s *serverProc) start() {
 			s.t.Fatalf("casare-server exited before it was ready: %v\n%s", err, s.log.String())
 		default:
 		}
-		if s.addr = listenAddr(s.log.String()); s.addr == "" {
+		if s.addr, s.scheme = listenAddr(s.log.String()); s.addr == "" {
 			time.Sleep(20 * time.Millisecond)
 			continue
 		}
-		res, err := http.Get(s.url() + "/health/ready")
+		res, err := probe.Get(s.url() + "/health/ready")
 		if err == nil {
 			res.Body.Close()
 			if res.StatusCode == http.StatusOK {
@@ -109,20 +111,30 @@ func (s *serverProc) start() {
 	s.t.Fatalf("casare-server not ready within 60s\n%s", s.log.String())
 }
 
-func (s *serverProc) url() string { return "http://" + s.addr }
+func (s *serverProc) url() string { return s.scheme + "://" + s.addr }
 
 var (
-	listening     = regexp.MustCompile(`msg="control plane listening" addr=(\S+)`)
+	listening     = regexp.MustCompile(`msg="control plane listening" addr=(\S+) connect=(https?)://`)
 	quicListening = regexp.MustCompile(`msg="robot gateway listening" quic=(\S+)`)
 )
 
-// listenAddr finds the address the server logged it listens on.
-func listenAddr(log string) string {
+// listenAddr finds the address the server logged it listens on, and
+// whether it serves http or https there.
+func listenAddr(log string) (addr, scheme string) {
 	if m := listening.FindStringSubmatch(log); m != nil {
-		return m[1]
+		return m[1], m[2]
 	}
-	return ""
+	return "", ""
 }
+
+// probe asks whether a server is ready, over HTTP or HTTPS: it checks the
+// process the test started, not the certificate, which the tests of TLS
+// check themselves.
+var probe = &http.Client{Timeout: 5 * time.Second, Transport: func() *http.Transport {
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.TLSClientConfig = &tls.Config{InsecureSkipVerify: true}
+	return tr
+}()}
 
 // adminToken reads the token the server wrote on first start.
 func (s *serverProc) adminToken() string {

@@ -85,13 +85,20 @@ func marshalJSON(m proto.Message) (string, error) {
 // paths that act on a column (dispatch, submit) take the error instead.
 func readable[T any](v T, _ error) T { return v }
 
+// jobToProto is every answer's view of a job: the values of its secret
+// inputs show as secret.Mask wherever they appear (inputs, result, status
+// message), whoever asks.
 func jobToProto(j *registry.Job) *casarev1.Job {
+	return secretsOf(j).job(j)
+}
+
+func (s jobSecrets) job(j *registry.Job) *casarev1.Job {
 	out := &casarev1.Job{
 		Id:              j.ID,
 		WorkflowName:    j.WorkflowName,
 		WorkflowVersion: j.WorkflowVersion,
 		Status:          jobStatusToProto(j.Status),
-		StatusMessage:   j.StatusMessage,
+		StatusMessage:   s.text(j.StatusMessage),
 		Priority:        casarev1.JobPriority(j.Priority),
 		Attempt:         j.Attempt,
 		MaxAttempts:     j.MaxAttempts,
@@ -105,9 +112,9 @@ func jobToProto(j *registry.Job) *casarev1.Job {
 		CurrentStep:     j.CurrentStep,
 	}
 	if j.Inputs != "" {
-		out.Inputs = readable(j.DecodeInputs())
+		out.Inputs = s.inputs(readable(j.DecodeInputs()))
 	}
-	out.Result = readable(j.DecodeResult())
+	out.Result = s.result(readable(j.DecodeResult()))
 	if j.Requires != "" {
 		out.Requires = readable(j.DecodeRequires())
 	}
@@ -120,7 +127,7 @@ func jobToProto(j *registry.Job) *casarev1.Job {
 	return out
 }
 
-func jobEventToProto(e *registry.JobEvent) *casarev1.JobEvent {
+func (s jobSecrets) event(e *registry.JobEvent) *casarev1.JobEvent {
 	return &casarev1.JobEvent{
 		Id:         e.ID,
 		JobId:      e.JobID,
@@ -129,7 +136,7 @@ func jobEventToProto(e *registry.JobEvent) *casarev1.JobEvent {
 		ToStatus:   jobStatusToProto(e.ToStatus),
 		Attempt:    e.Attempt,
 		RobotId:    e.RobotID,
-		Reason:     e.Reason,
+		Reason:     s.text(e.Reason),
 		Actor:      e.Actor,
 	}
 }
@@ -139,7 +146,7 @@ func workflowVersionToProto(v *registry.WorkflowVersion) *casarev1.WorkflowVersi
 		Name:      v.Name,
 		Version:   v.Version,
 		Digest:    v.Digest,
-		Workflow:  readable(v.DecodeDefinition()),
+		Workflow:  hideSecretDefaults(readable(v.DecodeDefinition())),
 		CreatedAt: timestamp(v.CreatedAt),
 		CreatedBy: v.CreatedBy,
 	}

@@ -250,9 +250,10 @@ func (s *jobService) GetJob(ctx context.Context, req *casarev1.GetJobRequest) (*
 	if err != nil {
 		return nil, toConnect(err)
 	}
-	res := &casarev1.GetJobResponse{Job: jobToProto(job), Events: make([]*casarev1.JobEvent, len(events))}
+	secrets := secretsOf(job)
+	res := &casarev1.GetJobResponse{Job: secrets.job(job), Events: make([]*casarev1.JobEvent, len(events))}
 	for i := range events {
-		res.Events[i] = jobEventToProto(&events[i])
+		res.Events[i] = secrets.event(&events[i])
 	}
 	return res, nil
 }

@@ -38,6 +38,7 @@ func (s *jobService) StreamJobLogs(ctx context.Context, req *casarev1.StreamJobL
 	if err != nil {
 		return toConnect(err)
 	}
+	secrets := secretsOf(job)
 	after := req.GetAfterSeq()
 	// sendNew sends every line stored after the last one sent.
 	sendNew := func() error {
@@ -52,6 +53,7 @@ func (s *jobService) StreamJobLogs(ctx context.Context, req *casarev1.StreamJobL
 			msg := &casarev1.StreamJobLogsResponse{Lines: make([]*casarev1.LogLine, len(lines))}
 			for i := range lines {
 				msg.Lines[i] = logLineToProto(&lines[i])
+				msg.Lines[i].Message = secrets.text(msg.Lines[i].Message)
 			}
 			if err := stream.Send(msg); err != nil {
 				return err
@@ -122,7 +124,8 @@ func (s *jobService) ExplainJob(ctx context.Context, req *casarev1.ExplainJobReq
 	if err != nil {
 		return nil, toConnect(err)
 	}
-	res := &casarev1.ExplainJobResponse{Job: jobToProto(job)}
+	secrets := secretsOf(job)
+	res := &casarev1.ExplainJobResponse{Job: secrets.job(job)}
 	switch job.Status {
 	case registry.JobPending:
 	case registry.JobAssigned:
@@ -134,7 +137,7 @@ func (s *jobService) ExplainJob(ctx context.Context, req *casarev1.ExplainJobReq
 	default:
 		res.Summary = "the job has ended: " + string(job.Status)
 		if job.StatusMessage != "" {
-			res.Summary += ": " + job.StatusMessage
+			res.Summary += ": " + secrets.text(job.StatusMessage)
 		}
 		return res, nil
 	}

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"connectrpc.com/connect/v2"
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 
@@ -69,6 +70,8 @@ type Authenticator struct {
 	lastUsed map[string]time.Time
 
 	rules sync.Map // procedure -> methodRule
+
+	limit *failureLimiter
 }
 
 // NewAuthenticator returns an Authenticator that looks tokens up in store.
@@ -79,8 +82,12 @@ func NewAuthenticator(store TokenStore, logger *slog.Logger) *Authenticator {
 		now:      time.Now,
 		cache:    make(map[string]cached),
 		lastUsed: make(map[string]time.Time),
+		limit:    newFailureLimiter(logger),
 	}
 }
+
+// Collector is casare_auth_failures_total, for the server's metrics.
+func (a *Authenticator) Collector() prometheus.Collector { return a.limit.failures }
 
 // Interceptor returns the server interceptor that authenticates the caller,
 // records the audit event of a mutation, and then checks the caller's role
@@ -89,8 +96,25 @@ func (a *Authenticator) Interceptor() connect.ServerInterceptor {
 	return func(next connect.ServerFunc) connect.ServerFunc {
 		return func(ctx context.Context, spec connect.Spec, stream connect.ServerStream) error {
 			info, _ := connect.CallInfoForServerContext(ctx)
-			principal, err := a.authenticate(ctx, info)
+			var peer string
+			if info != nil {
+				peer = peerIP(info.PeerAddr)
+			}
+			// A peer over its limit is refused before its token is read,
+			// so that a right guess in the window tells it nothing.
+			if wait := a.limit.blocked(peer, a.now()); wait > 0 {
+				a.limit.refuse()
+				if info != nil {
+					info.ResponseHeader().Set("Retry-After", retryAfter(wait))
+				}
+				return connect.Errorf(connect.CodeResourceExhausted,
+					"too many failed authentications from %s: retry in %s", peer, wait.Round(time.Second))
+			}
+			principal, reason, err := a.authenticate(ctx, info)
 			if err != nil {
+				if reason != "" {
+					a.limit.failed(peer, reason, a.now())
+				}
 				return err
 			}
 			ctx = WithPrincipal(ctx, principal)
@@ -122,37 +146,40 @@ func (a *Authenticator) Interceptor() connect.ServerInterceptor {
 	}
 }
 
-func (a *Authenticator) authenticate(ctx context.Context, info *connect.CallInfo) (Principal, error) {
+// authenticate returns the caller, or an error and the reason of
+// casare_auth_failures_total it counts under ("" when the token could not
+// be checked, which is no failure of the caller's).
+func (a *Authenticator) authenticate(ctx context.Context, info *connect.CallInfo) (Principal, string, error) {
 	var header string
 	if info != nil {
 		header = info.RequestHeader().Get("Authorization")
 	}
 	if header == "" {
-		return Principal{}, connect.NewError(connect.CodeUnauthenticated,
+		return Principal{}, ReasonMissing, connect.NewError(connect.CodeUnauthenticated,
 			"missing bearer token: send \"Authorization: Bearer <token>\" (casarectl: --token or CASARE_TOKEN)")
 	}
 	scheme, secret, _ := strings.Cut(header, " ")
 	if !strings.EqualFold(scheme, "Bearer") || !WellFormed(strings.TrimSpace(secret)) {
-		return Principal{}, connect.NewError(connect.CodeUnauthenticated, "invalid bearer token")
+		return Principal{}, ReasonMalformed, connect.NewError(connect.CodeUnauthenticated, "invalid bearer token")
 	}
 	hash := HashToken(strings.TrimSpace(secret))
 	token, err := a.lookup(ctx, hash)
 	if err != nil {
-		return Principal{}, connect.NewError(connect.CodeUnavailable, "cannot check the token now").WithCause(err)
+		return Principal{}, "", connect.NewError(connect.CodeUnavailable, "cannot check the token now").WithCause(err)
 	}
 	now := a.now()
 	switch {
 	case token == nil:
-		return Principal{}, connect.NewError(connect.CodeUnauthenticated, "invalid bearer token")
+		return Principal{}, ReasonUnknown, connect.NewError(connect.CodeUnauthenticated, "invalid bearer token")
 	case token.RevokedAt != nil:
-		return Principal{}, connect.Errorf(connect.CodeUnauthenticated, "token %q was revoked", token.Name)
+		return Principal{}, ReasonRevoked, connect.Errorf(connect.CodeUnauthenticated, "token %q was revoked", token.Name)
 	case token.ExpiresAt != nil && !now.Before(*token.ExpiresAt):
-		return Principal{}, connect.Errorf(connect.CodeUnauthenticated, "token %q expired at %s", token.Name, token.ExpiresAt.UTC().Format(time.RFC3339))
+		return Principal{}, ReasonExpired, connect.Errorf(connect.CodeUnauthenticated, "token %q expired at %s", token.Name, token.ExpiresAt.UTC().Format(time.RFC3339))
 	}
 	a.mu.Lock()
 	a.lastUsed[token.ID] = now
 	a.mu.Unlock()
-	return Principal{TokenID: token.ID, Name: token.Name, Role: RoleToProto(token.Role)}, nil
+	return Principal{TokenID: token.ID, Name: token.Name, Role: RoleToProto(token.Role)}, "", nil
 }
 
 // lookup returns the token with the hash, or nil when there is none.

@@ -37,6 +37,15 @@ func (j *Job) DecodeInputs() (*structpb.Struct, error) {
 	return out, nil
 }
 
+// DecodeWorkflow returns the workflow definition the job runs.
+func (j *Job) DecodeWorkflow() (*casarev1.Workflow, error) {
+	out, err := decodeProto("workflow", j.Workflow, &casarev1.Workflow{})
+	if err != nil {
+		return nil, fmt.Errorf("job %s %w", j.ID, err)
+	}
+	return out, nil
+}
+
 // DecodeResult returns the job's result, nil until it succeeded.
 func (j *Job) DecodeResult() (*structpb.Struct, error) {
 	if j.Result == "" {

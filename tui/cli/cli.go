@@ -87,11 +87,13 @@ func Run(ctx context.Context, args []string, env Env) int {
 type app struct {
 	env Env
 
-	serverFlag  string
-	tokenFlag   string
-	outputFlag  string
-	contextFlag string
-	configFlag  string
+	serverFlag   string
+	tokenFlag    string
+	outputFlag   string
+	contextFlag  string
+	configFlag   string
+	caFileFlag   string
+	insecureFlag bool
 
 	conn connection
 }
@@ -126,9 +128,11 @@ func (a *app) rootCommand() *cobra.Command {
 	root.SetVersionTemplate("{{.Version}}\n")
 	flags := root.PersistentFlags()
 	flags.StringVar(&a.serverFlag, "server", "", "control plane URL (CASARE_SERVER; default http://127.0.0.1:8080)")
-	flags.StringVar(&a.tokenFlag, "token", "", "API token (CASARE_TOKEN)")
+	flags.StringVar(&a.tokenFlag, "token", "", "API token (CASARE_TOKEN; the flag shows in the process list, the variable and a context do not)")
 	flags.StringVarP(&a.outputFlag, "output", "o", "table", "output format: table, json or yaml")
 	flags.StringVar(&a.contextFlag, "context", "", "named context from the config file")
+	flags.StringVar(&a.caFileFlag, "ca-file", "", "PEM file of the CA that signed an https server's certificate (CASARE_CA_FILE)")
+	flags.BoolVar(&a.insecureFlag, "insecure-skip-tls-verify", false, "trust any certificate an https server shows (testing only)")
 	flags.StringVar(&a.configFlag, "config", "", "config file (CASARE_CONFIG; default ~/.config/casare/config.yaml)")
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error {
 		return usageError("%v", err)

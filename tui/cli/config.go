@@ -3,6 +3,7 @@ package cli
 import (
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -24,6 +25,12 @@ type Config struct {
 type Context struct {
 	Server string `json:"server,omitempty"`
 	Token  string `json:"token,omitempty"`
+	// CAFile is a PEM file of the CA that signed an https server's
+	// certificate, for a server whose certificate the system does not
+	// trust (--tls-self-signed).
+	CAFile string `json:"ca-file,omitempty"`
+	// InsecureSkipTLSVerify trusts any certificate the server shows.
+	InsecureSkipTLSVerify bool `json:"insecure-skip-tls-verify,omitempty"`
 }
 
 // configPath is --config, CASARE_CONFIG, or the XDG default.
@@ -85,12 +92,26 @@ func (a *app) saveConfig(cfg *Config) error {
 func (a *app) configCommand() *cobra.Command {
 	cmd := &cobra.Command{Use: "config", Short: "Manage named contexts (server and token pairs)"}
 
-	var server, token string
+	var server, token, caFile string
+	var tokenStdin, insecure bool
 	set := &cobra.Command{
-		Use:   "set-context NAME [--server URL] [--token TOKEN]",
+		Use:   "set-context NAME [--server URL] [--token-stdin] [--ca-file F] [--insecure-skip-tls-verify]",
 		Short: "Create or update a context",
-		Args:  cobra.ExactArgs(1),
+		Long: "Create or update a context. --token-stdin reads the token from standard input\n" +
+			"(echo \"$TOKEN\" | casarectl config set-context prod --token-stdin), so that it\n" +
+			"never shows in the process list or the shell history as --token would.",
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if tokenStdin && cmd.Flags().Changed("token") {
+				return usageError("--token-stdin: give it or --token, not both")
+			}
+			if tokenStdin {
+				read, err := readToken(a.env.Stdin)
+				if err != nil {
+					return err
+				}
+				token = read
+			}
 			cfg, err := a.loadConfig()
 			if err != nil {
 				return err
@@ -103,8 +124,24 @@ func (a *app) configCommand() *cobra.Command {
 			if cmd.Flags().Changed("server") {
 				c.Server = strings.TrimRight(server, "/")
 			}
-			if cmd.Flags().Changed("token") {
+			if cmd.Flags().Changed("token") || tokenStdin {
 				c.Token = token
+			}
+			if cmd.Flags().Changed("ca-file") {
+				if caFile != "" {
+					abs, err := filepath.Abs(caFile)
+					if err != nil {
+						return usageError("--ca-file: %v", err)
+					}
+					if _, err := loadCAFile(abs); err != nil {
+						return err
+					}
+					caFile = abs
+				}
+				c.CAFile = caFile
+			}
+			if cmd.Flags().Changed("insecure-skip-tls-verify") {
+				c.InsecureSkipTLSVerify = insecure
 			}
 			if cfg.CurrentContext == "" {
 				cfg.CurrentContext = args[0]
@@ -117,7 +154,10 @@ func (a *app) configCommand() *cobra.Command {
 		},
 	}
 	set.Flags().StringVar(&server, "server", "", "control plane URL")
-	set.Flags().StringVar(&token, "token", "", "API token")
+	set.Flags().StringVar(&token, "token", "", "API token (shows in the process list: prefer --token-stdin)")
+	set.Flags().BoolVar(&tokenStdin, "token-stdin", false, "read the API token from standard input")
+	set.Flags().StringVar(&caFile, "ca-file", "", "PEM file of the CA that signed the server's certificate (ca.crt of its data dir for --tls-self-signed)")
+	set.Flags().BoolVar(&insecure, "insecure-skip-tls-verify", false, "trust any certificate the server shows (testing only)")
 
 	use := &cobra.Command{
 		Use:   "use-context NAME",
@@ -201,6 +241,33 @@ func (a *app) configCommand() *cobra.Command {
 	}
 	cmd.AddCommand(set, use, get, current, del)
 	return cmd
+}
+
+// maxTokenBytes bounds what --token-stdin reads: tokens are short, and a
+// file piped by mistake should fail, not fill the config.
+const maxTokenBytes = 4096
+
+// readToken reads a token from r: its first line, without surrounding
+// space.
+func readToken(r io.Reader) (string, error) {
+	b, err := io.ReadAll(io.LimitReader(r, maxTokenBytes+1))
+	if err != nil {
+		return "", usageError("--token-stdin: %v", err)
+	}
+	if len(b) > maxTokenBytes {
+		return "", usageError("--token-stdin: more than %d bytes on standard input; pipe the token alone", maxTokenBytes)
+	}
+	line, rest, _ := strings.Cut(string(b), "\n")
+	line = strings.TrimSpace(line)
+	switch {
+	case line == "":
+		return "", usageError("--token-stdin: standard input holds no token")
+	case strings.TrimSpace(rest) != "":
+		return "", usageError("--token-stdin: standard input holds more than one line; pipe the token alone")
+	case strings.ContainsFunc(line, func(r rune) bool { return r < ' ' || r == 0x7f || r == ' ' }):
+		return "", usageError("--token-stdin: the token holds a space or control character")
+	}
+	return line, nil
 }
 
 func contextNames(cfg *Config) []string {

@@ -2,9 +2,13 @@ package cli
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
+	"os"
 	"strings"
 	"syscall"
 
@@ -57,7 +61,15 @@ func (a *app) connect() (*connection, error) {
 	if !strings.HasPrefix(server, "http://") && !strings.HasPrefix(server, "https://") {
 		return nil, usageError("--server: want http://host:port or https://host, got %q", server)
 	}
-	client := connect.NewClient(connecthttp.NewTransport(a.env.HTTPClient, server), bearer(token))
+	httpClient := a.env.HTTPClient
+	caFile := first(a.caFileFlag, a.env.Getenv("CASARE_CA_FILE"), ctxCfg.CAFile)
+	insecure := a.insecureFlag || ctxCfg.InsecureSkipTLSVerify
+	if strings.HasPrefix(server, "https://") && (caFile != "" || insecure) {
+		if httpClient, err = tlsClient(httpClient, caFile, insecure); err != nil {
+			return nil, err
+		}
+	}
+	client := connect.NewClient(connecthttp.NewTransport(httpClient, server), bearer(token))
 	a.conn = connection{
 		server:    server,
 		token:     token,
@@ -69,6 +81,45 @@ func (a *app) connect() (*connection, error) {
 		schedules: casarev1connect.NewScheduleServiceClient(client),
 	}
 	return &a.conn, nil
+}
+
+// tlsClient returns base with a transport that trusts the CA in caFile,
+// or any certificate with insecure.
+func tlsClient(base *http.Client, caFile string, insecure bool) (*http.Client, error) {
+	tr, ok := base.Transport.(*http.Transport)
+	if !ok || tr == nil {
+		tr = http.DefaultTransport.(*http.Transport)
+	}
+	tr = tr.Clone()
+	conf := &tls.Config{MinVersion: tls.VersionTLS12}
+	if tr.TLSClientConfig != nil {
+		conf = tr.TLSClientConfig.Clone()
+	}
+	if caFile != "" {
+		pool, err := loadCAFile(caFile)
+		if err != nil {
+			return nil, err
+		}
+		conf.RootCAs = pool
+	}
+	conf.InsecureSkipVerify = insecure
+	tr.TLSClientConfig = conf
+	out := *base
+	out.Transport = tr
+	return &out, nil
+}
+
+// loadCAFile reads a PEM file of CA certificates.
+func loadCAFile(path string) (*x509.CertPool, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, usageError("--ca-file: %v", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(b) {
+		return nil, usageError("--ca-file: %s holds no PEM certificate", path)
+	}
+	return pool, nil
 }
 
 func first(values ...string) string {
@@ -97,6 +148,9 @@ func bearer(token string) connect.ClientInterceptor {
 // apiError turns an error from a call into what the user reads, with a
 // hint where there is something to do about it. Exit code 2.
 func (a *app) apiError(err error) error {
+	if hint := tlsHint(err); hint != "" {
+		return &exitError{code: ExitError, err: fmt.Errorf("cannot trust the server at %s: %v (%s)", a.conn.server, rootCause(err), hint)}
+	}
 	var opErr *net.OpError
 	if errors.As(err, &opErr) || errors.Is(err, syscall.ECONNREFUSED) {
 		return &exitError{code: ExitError, err: fmt.Errorf(
@@ -118,6 +172,26 @@ func (a *app) apiError(err error) error {
 		text = fmt.Sprintf("calling %s: %s", a.conn.server, text)
 	}
 	return &exitError{code: ExitError, err: errors.New(text)}
+}
+
+// tlsHint says what to do about a certificate the client cannot trust,
+// or "" when err is not about one.
+func tlsHint(err error) string {
+	var (
+		unknown  x509.UnknownAuthorityError
+		hostname x509.HostnameError
+		invalid  x509.CertificateInvalidError
+		verify   *tls.CertificateVerificationError
+	)
+	switch {
+	case errors.As(err, &hostname):
+		return "the certificate does not name this host: connect by a name it holds, or have it issued for this one (--tls-san)"
+	case errors.As(err, &unknown), errors.As(err, &verify):
+		return "pass --ca-file with the CA that signed it (ca.crt of the server's data dir for --tls-self-signed), or --insecure-skip-tls-verify to trust any certificate"
+	case errors.As(err, &invalid):
+		return "the certificate is expired or not valid for a server"
+	}
+	return ""
 }
 
 func rootCause(err error) error {

@@ -248,8 +248,9 @@ func issuesError(iss *cel.Issues) error {
 
 // Program is an expression ready to evaluate.
 type Program struct {
-	src string
-	prg cel.Program
+	src  string
+	prg  cel.Program
+	refs Refs
 }
 
 // Compile parses src into a program limited to costLimit units per
@@ -274,11 +275,15 @@ func Compile(src string, costLimit uint64) (*Program, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Program{src: src, prg: prg}, nil
+	return &Program{src: src, prg: prg, refs: References(parsed)}, nil
 }
 
 // Source is the text the program was compiled from.
 func (p *Program) Source() string { return p.src }
+
+// Refs lists what the program refers to, so the engine can tell which
+// values an evaluation reads without watching it.
+func (p *Program) Refs() Refs { return p.refs }
 
 // ErrTooCostly says an evaluation went past its cost limit.
 var ErrTooCostly = errors.New("the expression does too much work (cost limit exceeded)")
@@ -308,6 +313,8 @@ type Refs struct {
 	Steps []string
 	// Inputs are the inputs read as inputs.NAME.
 	Inputs []string
+	// Vars are the variables read as vars.NAME.
+	Vars []string
 	// Idents are the top-level names used (item, index, error, ...).
 	Idents []string
 }
@@ -336,6 +343,8 @@ func References(a *cel.Ast) Refs {
 					r.Steps = append(r.Steps, sel.FieldName())
 				case Inputs:
 					r.Inputs = append(r.Inputs, sel.FieldName())
+				case Vars:
+					r.Vars = append(r.Vars, sel.FieldName())
 				}
 			}
 		}

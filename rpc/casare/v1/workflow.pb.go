@@ -252,7 +252,12 @@ type Step struct {
 	// When true a failure of this step is logged and the workflow goes on.
 	ContinueOnError bool `protobuf:"varint,11,opt,name=continue_on_error,json=continueOnError,proto3" json:"continue_on_error,omitempty"`
 	// Steps run when this step fails (a try/catch around the step).
-	OnError       []*Step `protobuf:"bytes,12,rep,name=on_error,json=onError,proto3" json:"on_error,omitempty"`
+	OnError []*Step `protobuf:"bytes,12,rep,name=on_error,json=onError,proto3" json:"on_error,omitempty"`
+	// When true the step's outputs are secrets (a password read from a
+	// vault, a session token): like a secret input's value, they and every
+	// value computed from them are masked in logs, messages, errors and the
+	// job's outputs.
+	Secret        bool `protobuf:"varint,13,opt,name=secret,proto3" json:"secret,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -369,6 +374,13 @@ func (x *Step) GetOnError() []*Step {
 		return x.OnError
 	}
 	return nil
+}
+
+func (x *Step) GetSecret() bool {
+	if x != nil {
+		return x.Secret
+	}
+	return false
 }
 
 // Retry says how a step is retried after an application error. Business
@@ -907,7 +919,7 @@ const file_casare_v1_workflow_proto_rawDesc = "" +
 	"\brequired\x18\x02 \x01(\bR\brequired\x120\n" +
 	"\adefault\x18\x03 \x01(\v2\x16.google.protobuf.ValueR\adefault\x12.\n" +
 	"\vdescription\x18\x04 \x01(\tB\f\xbaH\tr\a\xc8\xc6'\x01\x18\x80 R\vdescription\x12\x16\n" +
-	"\x06secret\x18\x05 \x01(\bR\x06secret\"\xdc\x04\n" +
+	"\x06secret\x18\x05 \x01(\bR\x06secret\"\xf4\x04\n" +
 	"\x04Step\x127\n" +
 	"\x02id\x18\x01 \x01(\tB'\xbaH$r\"\xc8\xc6'\x01\x10\x01\x18@2\x18^[A-Za-z_][A-Za-z0-9_]*$R\x02id\x12#\n" +
 	"\x04name\x18\x02 \x01(\tB\x0f\xbaH\f\xd8\x01\x01r\a\xc8\xc6'\x01\x18\x80\x02R\x04name\x12M\n" +
@@ -921,7 +933,8 @@ const file_casare_v1_workflow_proto_rawDesc = "" +
 	"\atimeout\x18\n" +
 	" \x01(\v2\x19.google.protobuf.DurationB\b\xbaH\x05\xaa\x01\x02*\x00R\atimeout\x12*\n" +
 	"\x11continue_on_error\x18\v \x01(\bR\x0fcontinueOnError\x124\n" +
-	"\bon_error\x18\f \x03(\v2\x0f.casare.v1.StepB\b\xbaH\x05\x92\x01\x02\x10dR\aonError\"r\n" +
+	"\bon_error\x18\f \x03(\v2\x0f.casare.v1.StepB\b\xbaH\x05\x92\x01\x02\x10dR\aonError\x12\x16\n" +
+	"\x06secret\x18\r \x01(\bR\x06secret\"r\n" +
 	"\x05Retry\x12%\n" +
 	"\battempts\x18\x01 \x01(\x05B\t\xbaH\x06\x1a\x04\x18d(\x01R\battempts\x12B\n" +
 	"\abackoff\x18\x02 \x01(\v2\x19.google.protobuf.DurationB\r\xbaH\n" +
