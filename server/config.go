@@ -81,8 +81,8 @@ type Config struct {
 	// rate of its own accepts on each replica.
 	TriggerRate float64 `env:"CASARE_TRIGGER_RATE" envDefault:"10"`
 	// TriggerMaxBodyBytes limits the body of a request to a webhook
-	// trigger.
-	TriggerMaxBodyBytes int64 `env:"CASARE_TRIGGER_MAX_BODY_BYTES" envDefault:"1048576"`
+	// trigger; 0 means 1 MiB, or --max-request-bytes when that is less.
+	TriggerMaxBodyBytes int64 `env:"CASARE_TRIGGER_MAX_BODY_BYTES" envDefault:"0"`
 	// ShutdownTimeout bounds the graceful shutdown on SIGTERM.
 	ShutdownTimeout time.Duration `env:"CASARE_SHUTDOWN_TIMEOUT" envDefault:"20s"`
 	// DefaultMaxAttempts applies to jobs submitted without max_attempts.
@@ -227,7 +227,7 @@ func (c Config) Check() error {
 	if c.TriggerRate <= 0 || c.TriggerRate > 10000 {
 		return fmt.Errorf("--trigger-rate: between 0 and 10000 requests a second, got %g", c.TriggerRate)
 	}
-	if c.TriggerMaxBodyBytes < 1024 || c.TriggerMaxBodyBytes > int64(c.MaxRequestBytes)*2 {
+	if c.TriggerMaxBodyBytes != 0 && (c.TriggerMaxBodyBytes < 1024 || c.TriggerMaxBodyBytes > int64(c.MaxRequestBytes)*2) {
 		return fmt.Errorf("--trigger-max-body-bytes: at least 1024 and at most twice --max-request-bytes, got %d", c.TriggerMaxBodyBytes)
 	}
 	if c.AcceptTimeout <= 0 {
@@ -315,4 +315,15 @@ func (c Config) GracePeriod() time.Duration {
 		return c.RobotGracePeriod
 	}
 	return 3 * c.HeartbeatInterval
+}
+
+// TriggerBodyLimit is the largest body a webhook trigger reads: the
+// operator's --trigger-max-body-bytes, else 1 MiB or the API's own
+// request limit when that is less, so a server whose operator lowered
+// --max-request-bytes need not lower this too.
+func (c Config) TriggerBodyLimit() int64 {
+	if c.TriggerMaxBodyBytes > 0 {
+		return c.TriggerMaxBodyBytes
+	}
+	return min(1<<20, int64(c.MaxRequestBytes))
 }

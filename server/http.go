@@ -87,7 +87,7 @@ func (s *Server) newHTTPServer() *http.Server {
 		Logger:       s.logger,
 		Metrics:      s.metrics,
 		DefaultRate:  s.cfg.TriggerRate,
-		MaxBodyBytes: s.cfg.TriggerMaxBodyBytes,
+		MaxBodyBytes: s.cfg.TriggerBodyLimit(),
 	}))
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.metrics, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /health/live", func(w http.ResponseWriter, _ *http.Request) {

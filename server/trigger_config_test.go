@@ -37,3 +37,26 @@ func TestTriggerConfig(t *testing.T) {
 		})
 	}
 }
+
+// Left at its default, the trigger body limit follows a lowered
+// --max-request-bytes instead of refusing to start.
+func TestTriggerBodyLimitFollowsTheRequestLimit(t *testing.T) {
+	cfg, err := ConfigFromEnv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := cfg.TriggerBodyLimit(); got != 1<<20 {
+		t.Errorf("default limit %d, want 1 MiB", got)
+	}
+	cfg.MaxRequestBytes = 64 << 10
+	if err := cfg.Check(); err != nil {
+		t.Fatalf("Check with a lowered --max-request-bytes: %v", err)
+	}
+	if got := cfg.TriggerBodyLimit(); got != 64<<10 {
+		t.Errorf("limit %d, want --max-request-bytes' 65536", got)
+	}
+	cfg.TriggerMaxBodyBytes = 100 << 10
+	if got := cfg.TriggerBodyLimit(); got != 100<<10 {
+		t.Errorf("limit %d, want the flag's 102400", got)
+	}
+}

@@ -80,7 +80,7 @@ func newRootCommand() *cobra.Command {
 	flags.DurationVar(&cfg.ReconcileInterval, "reconcile-interval", cfg.ReconcileInterval, "how often pending jobs missing from Redis are queued again (CASARE_RECONCILE_INTERVAL)")
 	flags.IntVar(&cfg.MaxRequestBytes, "max-request-bytes", cfg.MaxRequestBytes, "largest request message accepted (CASARE_MAX_REQUEST_BYTES)")
 	flags.Float64Var(&cfg.TriggerRate, "trigger-rate", cfg.TriggerRate, "requests a second a webhook trigger without a rate of its own accepts on each replica (CASARE_TRIGGER_RATE)")
-	flags.Int64Var(&cfg.TriggerMaxBodyBytes, "trigger-max-body-bytes", cfg.TriggerMaxBodyBytes, "largest body of a request to a webhook trigger, POST /hooks/ID (CASARE_TRIGGER_MAX_BODY_BYTES)")
+	flags.Int64Var(&cfg.TriggerMaxBodyBytes, "trigger-max-body-bytes", cfg.TriggerMaxBodyBytes, "largest body of a request to a webhook trigger, POST /hooks/ID; 0 means 1 MiB or --max-request-bytes if less (CASARE_TRIGGER_MAX_BODY_BYTES)")
 	flags.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", cfg.ShutdownTimeout, "how long calls in flight may run after SIGTERM (CASARE_SHUTDOWN_TIMEOUT)")
 	flags.Int32Var(&cfg.DefaultMaxAttempts, "default-max-attempts", cfg.DefaultMaxAttempts, "attempts for jobs submitted without max_attempts (CASARE_DEFAULT_MAX_ATTEMPTS)")
 	flags.DurationVar(&cfg.AcceptTimeout, "accept-timeout", cfg.AcceptTimeout, "how long a robot has to accept a job before it goes to another (CASARE_ACCEPT_TIMEOUT)")

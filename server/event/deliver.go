@@ -106,6 +106,11 @@ func New(opts Options) *Service {
 		Name: "casare_webhook_deliveries_total",
 		Help: "Tries to deliver an event to a subscription, by outcome: delivered, retry (failed, tried again later) or failed (given up).",
 	}, []string{"outcome"})
+	// Every outcome is exported from the start, so a rate over it reads 0
+	// rather than nothing before the first delivery.
+	for _, o := range []string{"delivered", "retry", "failed"} {
+		s.deliveries.WithLabelValues(o)
+	}
 	s.latency = prometheus.NewHistogram(prometheus.HistogramOpts{
 		Name:    "casare_webhook_delivery_duration_seconds",
 		Help:    "Time from sending an event to the receiver's answer (or the timeout).",
