@@ -395,3 +395,28 @@ func TestPruneEventsKeepsWhatWaits(t *testing.T) {
 		}
 	})
 }
+
+func TestUpdateSubscriptionSaysWhoDisabled(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, r *Registry) {
+		ctx := context.Background()
+		sub := newSubscription(t, r, "manual", "", EventJobFailed)
+		got, err := r.UpdateSubscription(ctx, "manual", SubscriptionChange{Enabled: new(false)}, func(s *Subscription) *AuditEvent {
+			return &AuditEvent{Actor: "ann", Action: "disable", Target: "subscription/" + s.ID, Outcome: "ok"}
+		})
+		if err != nil || got.Enabled || got.DisabledReason != "disabled by ann" {
+			t.Fatalf("UpdateSubscription(disable) = %+v, %v; want disabled by ann", got, err)
+		}
+		if n := countRows(t, r, (*AuditEvent)(nil), "target = ?", "subscription/"+sub.ID); n != 1 {
+			t.Fatalf("%d audit events; want 1", n)
+		}
+		if _, err := r.UpdateSubscription(ctx, "nobody", SubscriptionChange{Enabled: new(true)}, func(*Subscription) *AuditEvent { return nil }); !errors.Is(err, ErrNotFound) {
+			t.Fatalf("UpdateSubscription(unknown) = %v; want ErrNotFound", err)
+		}
+		if _, err := r.DeleteSubscription(ctx, "manual", func(*Subscription) *AuditEvent { return nil }); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := r.GetSubscription(ctx, sub.ID); !errors.Is(err, ErrNotFound) {
+			t.Fatalf("GetSubscription after delete = %v; want ErrNotFound", err)
+		}
+	})
+}

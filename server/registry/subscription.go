@@ -128,19 +128,23 @@ func (r *Registry) UpdateSubscription(ctx context.Context, idOrName string, c Su
 		if c.WorkflowName != nil {
 			s.WorkflowName = *c.WorkflowName
 		}
+		event := audit(s)
 		if c.Enabled != nil {
 			s.Enabled = *c.Enabled
-			if s.Enabled {
+			switch {
+			case s.Enabled:
 				s.ConsecutiveFailures, s.DisabledReason = 0, ""
-			} else {
-				s.DisabledReason = "disabled by " + audit(s).Actor
+			case event != nil:
+				s.DisabledReason = "disabled by " + event.Actor
+			default:
+				s.DisabledReason = "disabled by an operator"
 			}
 		}
 		s.UpdatedAt = now()
 		if _, err := tx.NewUpdate().Model(s).WherePK().Exec(ctx); err != nil {
 			return err
 		}
-		return insertAudit(ctx, tx, audit(s))
+		return insertAudit(ctx, tx, event)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("update subscription %s: %w", idOrName, err)
