@@ -420,3 +420,30 @@ func TestUpdateSubscriptionSaysWhoDisabled(t *testing.T) {
 		}
 	})
 }
+
+func TestJobWaitingCountsFromTheLastReturnToPending(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, r *Registry) {
+		ctx := context.Background()
+		newSubscription(t, r, "waiting", "", EventJobWaiting)
+		job := newJob("retried")
+		job.CreatedAt = time.Now().Add(-time.Hour)
+		if _, _, err := r.CreateJob(ctx, job, nil); err != nil {
+			t.Fatal(err)
+		}
+		// Sent back for another robot a moment ago: it has waited since.
+		for _, tr := range []Transition{
+			{JobID: job.ID, From: []JobStatus{JobPending}, To: JobAssigned, RobotID: new("r1")},
+			{JobID: job.ID, From: []JobStatus{JobAssigned}, To: JobPending, Reason: "rejected"},
+		} {
+			if _, err := r.TransitionJob(ctx, tr, nil); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if n, err := r.AppendWaitingJobEvents(ctx, time.Now().Add(-10*time.Minute), 100); err != nil || n != 0 {
+			t.Fatalf("AppendWaitingJobEvents() = %d, %v; want 0: it became pending again just now", n, err)
+		}
+		if n, err := r.AppendWaitingJobEvents(ctx, time.Now().Add(time.Minute), 100); err != nil || n != 1 {
+			t.Fatalf("AppendWaitingJobEvents(later) = %d, %v; want 1", n, err)
+		}
+	})
+}
