@@ -24,12 +24,13 @@ var File_casare_v1_webhook_proto protoreflect.FileDescriptor
 
 const file_casare_v1_webhook_proto_rawDesc = "" +
 	"\n" +
-	"\x17casare/v1/webhook.proto\x12\tcasare.v1\x1a\x16casare/v1/common.proto\x1a\x15casare/v1/event.proto2\xd7\x06\n" +
+	"\x17casare/v1/webhook.proto\x12\tcasare.v1\x1a\x16casare/v1/common.proto\x1a\x15casare/v1/event.proto2\xc4\a\n" +
 	"\x0eWebhookService\x12k\n" +
 	"\x12CreateSubscription\x12$.casare.v1.CreateSubscriptionRequest\x1a%.casare.v1.CreateSubscriptionResponse\"\b\x88\xb5\x18\x03\x90\xb5\x18\x01\x12a\n" +
 	"\x0fGetSubscription\x12!.casare.v1.GetSubscriptionRequest\x1a\".casare.v1.GetSubscriptionResponse\"\a\x88\xb5\x18\x01\x90\x02\x01\x12g\n" +
 	"\x11ListSubscriptions\x12#.casare.v1.ListSubscriptionsRequest\x1a$.casare.v1.ListSubscriptionsResponse\"\a\x88\xb5\x18\x01\x90\x02\x01\x12k\n" +
-	"\x12DeleteSubscription\x12$.casare.v1.DeleteSubscriptionRequest\x1a%.casare.v1.DeleteSubscriptionResponse\"\b\x88\xb5\x18\x03\x90\xb5\x18\x01\x12w\n" +
+	"\x12DeleteSubscription\x12$.casare.v1.DeleteSubscriptionRequest\x1a%.casare.v1.DeleteSubscriptionResponse\"\b\x88\xb5\x18\x03\x90\xb5\x18\x01\x12k\n" +
+	"\x12UpdateSubscription\x12$.casare.v1.UpdateSubscriptionRequest\x1a%.casare.v1.UpdateSubscriptionResponse\"\b\x88\xb5\x18\x03\x90\xb5\x18\x01\x12w\n" +
 	"\x16SetSubscriptionEnabled\x12(.casare.v1.SetSubscriptionEnabledRequest\x1a).casare.v1.SetSubscriptionEnabledResponse\"\b\x88\xb5\x18\x03\x90\xb5\x18\x01\x12e\n" +
 	"\x10TestSubscription\x12\".casare.v1.TestSubscriptionRequest\x1a#.casare.v1.TestSubscriptionResponse\"\b\x88\xb5\x18\x03\x90\xb5\x18\x01\x12^\n" +
 	"\x0eListDeliveries\x12 .casare.v1.ListDeliveriesRequest\x1a!.casare.v1.ListDeliveriesResponse\"\a\x88\xb5\x18\x01\x90\x02\x01\x12_\n" +
@@ -40,38 +41,42 @@ var file_casare_v1_webhook_proto_goTypes = []any{
 	(*GetSubscriptionRequest)(nil),         // 1: casare.v1.GetSubscriptionRequest
 	(*ListSubscriptionsRequest)(nil),       // 2: casare.v1.ListSubscriptionsRequest
 	(*DeleteSubscriptionRequest)(nil),      // 3: casare.v1.DeleteSubscriptionRequest
-	(*SetSubscriptionEnabledRequest)(nil),  // 4: casare.v1.SetSubscriptionEnabledRequest
-	(*TestSubscriptionRequest)(nil),        // 5: casare.v1.TestSubscriptionRequest
-	(*ListDeliveriesRequest)(nil),          // 6: casare.v1.ListDeliveriesRequest
-	(*RedeliverEventRequest)(nil),          // 7: casare.v1.RedeliverEventRequest
-	(*CreateSubscriptionResponse)(nil),     // 8: casare.v1.CreateSubscriptionResponse
-	(*GetSubscriptionResponse)(nil),        // 9: casare.v1.GetSubscriptionResponse
-	(*ListSubscriptionsResponse)(nil),      // 10: casare.v1.ListSubscriptionsResponse
-	(*DeleteSubscriptionResponse)(nil),     // 11: casare.v1.DeleteSubscriptionResponse
-	(*SetSubscriptionEnabledResponse)(nil), // 12: casare.v1.SetSubscriptionEnabledResponse
-	(*TestSubscriptionResponse)(nil),       // 13: casare.v1.TestSubscriptionResponse
-	(*ListDeliveriesResponse)(nil),         // 14: casare.v1.ListDeliveriesResponse
-	(*RedeliverEventResponse)(nil),         // 15: casare.v1.RedeliverEventResponse
+	(*UpdateSubscriptionRequest)(nil),      // 4: casare.v1.UpdateSubscriptionRequest
+	(*SetSubscriptionEnabledRequest)(nil),  // 5: casare.v1.SetSubscriptionEnabledRequest
+	(*TestSubscriptionRequest)(nil),        // 6: casare.v1.TestSubscriptionRequest
+	(*ListDeliveriesRequest)(nil),          // 7: casare.v1.ListDeliveriesRequest
+	(*RedeliverEventRequest)(nil),          // 8: casare.v1.RedeliverEventRequest
+	(*CreateSubscriptionResponse)(nil),     // 9: casare.v1.CreateSubscriptionResponse
+	(*GetSubscriptionResponse)(nil),        // 10: casare.v1.GetSubscriptionResponse
+	(*ListSubscriptionsResponse)(nil),      // 11: casare.v1.ListSubscriptionsResponse
+	(*DeleteSubscriptionResponse)(nil),     // 12: casare.v1.DeleteSubscriptionResponse
+	(*UpdateSubscriptionResponse)(nil),     // 13: casare.v1.UpdateSubscriptionResponse
+	(*SetSubscriptionEnabledResponse)(nil), // 14: casare.v1.SetSubscriptionEnabledResponse
+	(*TestSubscriptionResponse)(nil),       // 15: casare.v1.TestSubscriptionResponse
+	(*ListDeliveriesResponse)(nil),         // 16: casare.v1.ListDeliveriesResponse
+	(*RedeliverEventResponse)(nil),         // 17: casare.v1.RedeliverEventResponse
 }
 var file_casare_v1_webhook_proto_depIdxs = []int32{
 	0,  // 0: casare.v1.WebhookService.CreateSubscription:input_type -> casare.v1.CreateSubscriptionRequest
 	1,  // 1: casare.v1.WebhookService.GetSubscription:input_type -> casare.v1.GetSubscriptionRequest
 	2,  // 2: casare.v1.WebhookService.ListSubscriptions:input_type -> casare.v1.ListSubscriptionsRequest
 	3,  // 3: casare.v1.WebhookService.DeleteSubscription:input_type -> casare.v1.DeleteSubscriptionRequest
-	4,  // 4: casare.v1.WebhookService.SetSubscriptionEnabled:input_type -> casare.v1.SetSubscriptionEnabledRequest
-	5,  // 5: casare.v1.WebhookService.TestSubscription:input_type -> casare.v1.TestSubscriptionRequest
-	6,  // 6: casare.v1.WebhookService.ListDeliveries:input_type -> casare.v1.ListDeliveriesRequest
-	7,  // 7: casare.v1.WebhookService.RedeliverEvent:input_type -> casare.v1.RedeliverEventRequest
-	8,  // 8: casare.v1.WebhookService.CreateSubscription:output_type -> casare.v1.CreateSubscriptionResponse
-	9,  // 9: casare.v1.WebhookService.GetSubscription:output_type -> casare.v1.GetSubscriptionResponse
-	10, // 10: casare.v1.WebhookService.ListSubscriptions:output_type -> casare.v1.ListSubscriptionsResponse
-	11, // 11: casare.v1.WebhookService.DeleteSubscription:output_type -> casare.v1.DeleteSubscriptionResponse
-	12, // 12: casare.v1.WebhookService.SetSubscriptionEnabled:output_type -> casare.v1.SetSubscriptionEnabledResponse
-	13, // 13: casare.v1.WebhookService.TestSubscription:output_type -> casare.v1.TestSubscriptionResponse
-	14, // 14: casare.v1.WebhookService.ListDeliveries:output_type -> casare.v1.ListDeliveriesResponse
-	15, // 15: casare.v1.WebhookService.RedeliverEvent:output_type -> casare.v1.RedeliverEventResponse
-	8,  // [8:16] is the sub-list for method output_type
-	0,  // [0:8] is the sub-list for method input_type
+	4,  // 4: casare.v1.WebhookService.UpdateSubscription:input_type -> casare.v1.UpdateSubscriptionRequest
+	5,  // 5: casare.v1.WebhookService.SetSubscriptionEnabled:input_type -> casare.v1.SetSubscriptionEnabledRequest
+	6,  // 6: casare.v1.WebhookService.TestSubscription:input_type -> casare.v1.TestSubscriptionRequest
+	7,  // 7: casare.v1.WebhookService.ListDeliveries:input_type -> casare.v1.ListDeliveriesRequest
+	8,  // 8: casare.v1.WebhookService.RedeliverEvent:input_type -> casare.v1.RedeliverEventRequest
+	9,  // 9: casare.v1.WebhookService.CreateSubscription:output_type -> casare.v1.CreateSubscriptionResponse
+	10, // 10: casare.v1.WebhookService.GetSubscription:output_type -> casare.v1.GetSubscriptionResponse
+	11, // 11: casare.v1.WebhookService.ListSubscriptions:output_type -> casare.v1.ListSubscriptionsResponse
+	12, // 12: casare.v1.WebhookService.DeleteSubscription:output_type -> casare.v1.DeleteSubscriptionResponse
+	13, // 13: casare.v1.WebhookService.UpdateSubscription:output_type -> casare.v1.UpdateSubscriptionResponse
+	14, // 14: casare.v1.WebhookService.SetSubscriptionEnabled:output_type -> casare.v1.SetSubscriptionEnabledResponse
+	15, // 15: casare.v1.WebhookService.TestSubscription:output_type -> casare.v1.TestSubscriptionResponse
+	16, // 16: casare.v1.WebhookService.ListDeliveries:output_type -> casare.v1.ListDeliveriesResponse
+	17, // 17: casare.v1.WebhookService.RedeliverEvent:output_type -> casare.v1.RedeliverEventResponse
+	9,  // [9:18] is the sub-list for method output_type
+	0,  // [0:9] is the sub-list for method input_type
 	0,  // [0:0] is the sub-list for extension type_name
 	0,  // [0:0] is the sub-list for extension extendee
 	0,  // [0:0] is the sub-list for field type_name
