@@ -166,6 +166,8 @@ func (s *Service) Stop() {
 	}
 	s.cancel()
 	<-s.done
+	// Kept-alive connections to receivers hold goroutines of their own.
+	s.opts.Client.CloseIdleConnections()
 }
 
 // run starts a lane for each subscription with deliveries due and none
