@@ -116,6 +116,30 @@ func (s *webhookService) DeleteSubscription(ctx context.Context, req *casarev1.D
 	return &casarev1.DeleteSubscriptionResponse{Subscription: subscriptionToProto(sub)}, nil
 }
 
+// UpdateSubscription replaces a subscription's URL, event types and
+// workflow filter.
+func (s *webhookService) UpdateSubscription(ctx context.Context, req *casarev1.UpdateSubscriptionRequest) (*casarev1.UpdateSubscriptionResponse, error) {
+	in := req.GetSubscription()
+	auth.SetAuditTarget(ctx, "subscription/"+in.GetName())
+	if err := checkReceiverURL(in.GetUrl()); err != nil {
+		return nil, invalid("subscription.url", "%v", err)
+	}
+	types := registry.JoinEventTypes(in.GetEventTypes())
+	sub, err := s.reg.UpdateSubscription(ctx, in.GetName(),
+		registry.SubscriptionChange{URL: new(in.GetUrl()), EventTypes: &types, WorkflowName: new(in.GetWorkflowName())},
+		func(sub *registry.Subscription) *registry.AuditEvent {
+			return auth.AuditEvent(ctx, "subscription/"+sub.ID, map[string]any{"name": sub.Name, "url": in.GetUrl(),
+				"event_types": in.GetEventTypes(), "workflow_name": in.GetWorkflowName()})
+		})
+	if errors.Is(err, registry.ErrNotFound) {
+		return nil, connect.Errorf(connect.CodeNotFound, "subscription %q not found", in.GetName())
+	}
+	if err != nil {
+		return nil, toConnect(err)
+	}
+	return &casarev1.UpdateSubscriptionResponse{Subscription: subscriptionToProto(sub)}, nil
+}
+
 func (s *webhookService) SetSubscriptionEnabled(ctx context.Context, req *casarev1.SetSubscriptionEnabledRequest) (*casarev1.SetSubscriptionEnabledResponse, error) {
 	auth.SetAuditTarget(ctx, "subscription/"+req.GetName())
 	sub, err := s.reg.UpdateSubscription(ctx, req.GetName(), registry.SubscriptionChange{Enabled: new(req.GetEnabled())},

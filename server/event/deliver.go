@@ -118,7 +118,7 @@ func New(opts Options) *Service {
 	})
 	pending := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "casare_webhook_outbox_pending",
-		Help: "Event deliveries to enabled subscriptions not made yet.",
+		Help: "Event deliveries to enabled subscriptions not made yet; -1 when the database did not answer.",
 	}, func() float64 {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
@@ -171,6 +171,8 @@ func (s *Service) Stop() {
 	}
 	s.cancel()
 	<-s.done
+	// Kept-alive connections to receivers hold goroutines of their own.
+	s.opts.Client.CloseIdleConnections()
 }
 
 // run starts a lane for each subscription with deliveries due and none

@@ -395,3 +395,55 @@ func TestPruneEventsKeepsWhatWaits(t *testing.T) {
 		}
 	})
 }
+
+func TestUpdateSubscriptionSaysWhoDisabled(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, r *Registry) {
+		ctx := context.Background()
+		sub := newSubscription(t, r, "manual", "", EventJobFailed)
+		got, err := r.UpdateSubscription(ctx, "manual", SubscriptionChange{Enabled: new(false)}, func(s *Subscription) *AuditEvent {
+			return &AuditEvent{Actor: "ann", Action: "disable", Target: "subscription/" + s.ID, Outcome: "ok"}
+		})
+		if err != nil || got.Enabled || got.DisabledReason != "disabled by ann" {
+			t.Fatalf("UpdateSubscription(disable) = %+v, %v; want disabled by ann", got, err)
+		}
+		if n := countRows(t, r, (*AuditEvent)(nil), "target = ?", "subscription/"+sub.ID); n != 1 {
+			t.Fatalf("%d audit events; want 1", n)
+		}
+		if _, err := r.UpdateSubscription(ctx, "nobody", SubscriptionChange{Enabled: new(true)}, func(*Subscription) *AuditEvent { return nil }); !errors.Is(err, ErrNotFound) {
+			t.Fatalf("UpdateSubscription(unknown) = %v; want ErrNotFound", err)
+		}
+		if _, err := r.DeleteSubscription(ctx, "manual", func(*Subscription) *AuditEvent { return nil }); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := r.GetSubscription(ctx, sub.ID); !errors.Is(err, ErrNotFound) {
+			t.Fatalf("GetSubscription after delete = %v; want ErrNotFound", err)
+		}
+	})
+}
+
+func TestJobWaitingCountsFromTheLastReturnToPending(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, r *Registry) {
+		ctx := context.Background()
+		newSubscription(t, r, "waiting", "", EventJobWaiting)
+		job := newJob("retried")
+		job.CreatedAt = time.Now().Add(-time.Hour)
+		if _, _, err := r.CreateJob(ctx, job, nil); err != nil {
+			t.Fatal(err)
+		}
+		// Sent back for another robot a moment ago: it has waited since.
+		for _, tr := range []Transition{
+			{JobID: job.ID, From: []JobStatus{JobPending}, To: JobAssigned, RobotID: new("r1")},
+			{JobID: job.ID, From: []JobStatus{JobAssigned}, To: JobPending, Reason: "rejected"},
+		} {
+			if _, err := r.TransitionJob(ctx, tr, nil); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if n, err := r.AppendWaitingJobEvents(ctx, time.Now().Add(-10*time.Minute), 100); err != nil || n != 0 {
+			t.Fatalf("AppendWaitingJobEvents() = %d, %v; want 0: it became pending again just now", n, err)
+		}
+		if n, err := r.AppendWaitingJobEvents(ctx, time.Now().Add(time.Minute), 100); err != nil || n != 1 {
+			t.Fatalf("AppendWaitingJobEvents(later) = %d, %v; want 1", n, err)
+		}
+	})
+}

@@ -128,19 +128,23 @@ func (r *Registry) UpdateSubscription(ctx context.Context, idOrName string, c Su
 		if c.WorkflowName != nil {
 			s.WorkflowName = *c.WorkflowName
 		}
+		event := audit(s)
 		if c.Enabled != nil {
 			s.Enabled = *c.Enabled
-			if s.Enabled {
+			switch {
+			case s.Enabled:
 				s.ConsecutiveFailures, s.DisabledReason = 0, ""
-			} else {
-				s.DisabledReason = "disabled by " + audit(s).Actor
+			case event != nil:
+				s.DisabledReason = "disabled by " + event.Actor
+			default:
+				s.DisabledReason = "disabled by an operator"
 			}
 		}
 		s.UpdatedAt = now()
 		if _, err := tx.NewUpdate().Model(s).WherePK().Exec(ctx); err != nil {
 			return err
 		}
-		return insertAudit(ctx, tx, audit(s))
+		return insertAudit(ctx, tx, event)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("update subscription %s: %w", idOrName, err)
@@ -262,9 +266,14 @@ func (r *Registry) AppendWaitingJobEvents(ctx context.Context, olderThan time.Ti
 	if err != nil || !wanted {
 		return 0, err
 	}
+	// Pending since the job last became pending (a job sent back for
+	// another robot starts waiting again), from its job events: a pending
+	// job's row changes with its status message too.
+	cutoff := normalize(olderThan)
 	var jobs []Job
 	err = r.db.NewSelect().Model(&jobs).Column("id", "workflow_name").
-		Where("status = ?", JobPending).Where("updated_at < ?", normalize(olderThan)).
+		Where("status = ?", JobPending).Where("created_at < ?", cutoff).
+		Where("(SELECT max(e.time) FROM job_events AS e WHERE e.job_id = job.id AND e.to_status = ?) < ?", JobPending, cutoff).
 		Where("NOT EXISTS (SELECT 1 FROM events AS e WHERE e.dedupe_key = 'job.waiting/' || job.id)").
 		OrderExpr("id ASC").Limit(int64(limit)).Scan(ctx)
 	if err != nil || len(jobs) == 0 {

@@ -44,6 +44,43 @@ func (a *app) webhooksCommand() *cobra.Command {
 	_ = create.MarkFlagRequired("url")
 	_ = create.MarkFlagRequired("events")
 
+	update := &cobra.Command{
+		Use:   "update NAME [--url URL] [--events T,…] [--workflow NAME]",
+		Short: "Change a subscription's URL, events or workflow filter; the secret stays",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			conn, err := a.connect()
+			if err != nil {
+				return err
+			}
+			got, err := conn.webhooks.GetSubscription(cmd.Context(), &casarev1.GetSubscriptionRequest{Name: args[0]})
+			if err != nil {
+				return a.apiError(err)
+			}
+			sub := got.GetSubscription()
+			flags := cmd.Flags()
+			if flags.Changed("url") {
+				sub.Url = url
+			}
+			if flags.Changed("events") {
+				sub.EventTypes = events
+			}
+			if flags.Changed("workflow") {
+				sub.WorkflowName = workflow
+			}
+			res, err := conn.webhooks.UpdateSubscription(cmd.Context(), &casarev1.UpdateSubscriptionRequest{Subscription: &casarev1.Subscription{
+				Name: sub.GetName(), Url: sub.GetUrl(), EventTypes: sub.GetEventTypes(), WorkflowName: sub.GetWorkflowName(),
+			}})
+			if err != nil {
+				return a.apiError(err)
+			}
+			return a.print(res.GetSubscription(), func(w io.Writer) { subscriptionTable(w, res.GetSubscription()) })
+		},
+	}
+	update.Flags().StringVar(&url, "url", "", "http or https URL the events are posted to")
+	update.Flags().StringSliceVar(&events, "events", nil, "event types, replacing those it had")
+	update.Flags().StringVar(&workflow, "workflow", "", "only job events of jobs of this workflow; empty for all")
+
 	list := &cobra.Command{
 		Use:   "list",
 		Short: "List event subscriptions",
@@ -205,7 +242,7 @@ func (a *app) webhooksCommand() *cobra.Command {
 	}
 	redeliver.Flags().StringVar(&to, "to", "", "only to this subscription")
 
-	cmd.AddCommand(create, list, get, del, setEnabled("enable", "Enable a subscription again; what waited is sent", true),
+	cmd.AddCommand(create, update, list, get, del, setEnabled("enable", "Enable a subscription again; what waited is sent", true),
 		setEnabled("disable", "Stop sending to a subscription; events keep waiting for it", false), test, deliveries, redeliver)
 	return cmd
 }

@@ -638,6 +638,96 @@ func (x *DeleteSubscriptionResponse) GetSubscription() *Subscription {
 	return nil
 }
 
+type UpdateSubscriptionRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The subscription named subscription.name takes its url, event_types
+	// and workflow_name; the secret and the rest stay.
+	Subscription  *Subscription `protobuf:"bytes,1,opt,name=subscription,proto3" json:"subscription,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpdateSubscriptionRequest) Reset() {
+	*x = UpdateSubscriptionRequest{}
+	mi := &file_casare_v1_event_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateSubscriptionRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateSubscriptionRequest) ProtoMessage() {}
+
+func (x *UpdateSubscriptionRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_casare_v1_event_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateSubscriptionRequest.ProtoReflect.Descriptor instead.
+func (*UpdateSubscriptionRequest) Descriptor() ([]byte, []int) {
+	return file_casare_v1_event_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *UpdateSubscriptionRequest) GetSubscription() *Subscription {
+	if x != nil {
+		return x.Subscription
+	}
+	return nil
+}
+
+type UpdateSubscriptionResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Subscription  *Subscription          `protobuf:"bytes,1,opt,name=subscription,proto3" json:"subscription,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpdateSubscriptionResponse) Reset() {
+	*x = UpdateSubscriptionResponse{}
+	mi := &file_casare_v1_event_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateSubscriptionResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateSubscriptionResponse) ProtoMessage() {}
+
+func (x *UpdateSubscriptionResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_casare_v1_event_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateSubscriptionResponse.ProtoReflect.Descriptor instead.
+func (*UpdateSubscriptionResponse) Descriptor() ([]byte, []int) {
+	return file_casare_v1_event_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *UpdateSubscriptionResponse) GetSubscription() *Subscription {
+	if x != nil {
+		return x.Subscription
+	}
+	return nil
+}
+
 type SetSubscriptionEnabledRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Subscription id or name.
@@ -651,7 +741,7 @@ type SetSubscriptionEnabledRequest struct {
 
 func (x *SetSubscriptionEnabledRequest) Reset() {
 	*x = SetSubscriptionEnabledRequest{}
-	mi := &file_casare_v1_event_proto_msgTypes[10]
+	mi := &file_casare_v1_event_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -663,7 +753,7 @@ func (x *SetSubscriptionEnabledRequest) String() string {
 func (*SetSubscriptionEnabledRequest) ProtoMessage() {}
 
 func (x *SetSubscriptionEnabledRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_casare_v1_event_proto_msgTypes[10]
+	mi := &file_casare_v1_event_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -676,7 +766,7 @@ func (x *SetSubscriptionEnabledRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetSubscriptionEnabledRequest.ProtoReflect.Descriptor instead.
 func (*SetSubscriptionEnabledRequest) Descriptor() ([]byte, []int) {
-	return file_casare_v1_event_proto_rawDescGZIP(), []int{10}
+	return file_casare_v1_event_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *SetSubscriptionEnabledRequest) GetName() string {
@@ -702,7 +792,7 @@ type SetSubscriptionEnabledResponse struct {
 
 func (x *SetSubscriptionEnabledResponse) Reset() {
 	*x = SetSubscriptionEnabledResponse{}
-	mi := &file_casare_v1_event_proto_msgTypes[11]
+	mi := &file_casare_v1_event_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -714,7 +804,7 @@ func (x *SetSubscriptionEnabledResponse) String() string {
 func (*SetSubscriptionEnabledResponse) ProtoMessage() {}
 
 func (x *SetSubscriptionEnabledResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_casare_v1_event_proto_msgTypes[11]
+	mi := &file_casare_v1_event_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -727,7 +817,7 @@ func (x *SetSubscriptionEnabledResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetSubscriptionEnabledResponse.ProtoReflect.Descriptor instead.
 func (*SetSubscriptionEnabledResponse) Descriptor() ([]byte, []int) {
-	return file_casare_v1_event_proto_rawDescGZIP(), []int{11}
+	return file_casare_v1_event_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *SetSubscriptionEnabledResponse) GetSubscription() *Subscription {
@@ -747,7 +837,7 @@ type TestSubscriptionRequest struct {
 
 func (x *TestSubscriptionRequest) Reset() {
 	*x = TestSubscriptionRequest{}
-	mi := &file_casare_v1_event_proto_msgTypes[12]
+	mi := &file_casare_v1_event_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -759,7 +849,7 @@ func (x *TestSubscriptionRequest) String() string {
 func (*TestSubscriptionRequest) ProtoMessage() {}
 
 func (x *TestSubscriptionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_casare_v1_event_proto_msgTypes[12]
+	mi := &file_casare_v1_event_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -772,7 +862,7 @@ func (x *TestSubscriptionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TestSubscriptionRequest.ProtoReflect.Descriptor instead.
 func (*TestSubscriptionRequest) Descriptor() ([]byte, []int) {
-	return file_casare_v1_event_proto_rawDescGZIP(), []int{12}
+	return file_casare_v1_event_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *TestSubscriptionRequest) GetName() string {
@@ -792,7 +882,7 @@ type TestSubscriptionResponse struct {
 
 func (x *TestSubscriptionResponse) Reset() {
 	*x = TestSubscriptionResponse{}
-	mi := &file_casare_v1_event_proto_msgTypes[13]
+	mi := &file_casare_v1_event_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -804,7 +894,7 @@ func (x *TestSubscriptionResponse) String() string {
 func (*TestSubscriptionResponse) ProtoMessage() {}
 
 func (x *TestSubscriptionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_casare_v1_event_proto_msgTypes[13]
+	mi := &file_casare_v1_event_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -817,7 +907,7 @@ func (x *TestSubscriptionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TestSubscriptionResponse.ProtoReflect.Descriptor instead.
 func (*TestSubscriptionResponse) Descriptor() ([]byte, []int) {
-	return file_casare_v1_event_proto_rawDescGZIP(), []int{13}
+	return file_casare_v1_event_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *TestSubscriptionResponse) GetEventId() string {
@@ -839,7 +929,7 @@ type ListDeliveriesRequest struct {
 
 func (x *ListDeliveriesRequest) Reset() {
 	*x = ListDeliveriesRequest{}
-	mi := &file_casare_v1_event_proto_msgTypes[14]
+	mi := &file_casare_v1_event_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -851,7 +941,7 @@ func (x *ListDeliveriesRequest) String() string {
 func (*ListDeliveriesRequest) ProtoMessage() {}
 
 func (x *ListDeliveriesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_casare_v1_event_proto_msgTypes[14]
+	mi := &file_casare_v1_event_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -864,7 +954,7 @@ func (x *ListDeliveriesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListDeliveriesRequest.ProtoReflect.Descriptor instead.
 func (*ListDeliveriesRequest) Descriptor() ([]byte, []int) {
-	return file_casare_v1_event_proto_rawDescGZIP(), []int{14}
+	return file_casare_v1_event_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *ListDeliveriesRequest) GetName() string {
@@ -899,7 +989,7 @@ type ListDeliveriesResponse struct {
 
 func (x *ListDeliveriesResponse) Reset() {
 	*x = ListDeliveriesResponse{}
-	mi := &file_casare_v1_event_proto_msgTypes[15]
+	mi := &file_casare_v1_event_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -911,7 +1001,7 @@ func (x *ListDeliveriesResponse) String() string {
 func (*ListDeliveriesResponse) ProtoMessage() {}
 
 func (x *ListDeliveriesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_casare_v1_event_proto_msgTypes[15]
+	mi := &file_casare_v1_event_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -924,7 +1014,7 @@ func (x *ListDeliveriesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListDeliveriesResponse.ProtoReflect.Descriptor instead.
 func (*ListDeliveriesResponse) Descriptor() ([]byte, []int) {
-	return file_casare_v1_event_proto_rawDescGZIP(), []int{15}
+	return file_casare_v1_event_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ListDeliveriesResponse) GetAttempts() []*DeliveryAttempt {
@@ -953,7 +1043,7 @@ type RedeliverEventRequest struct {
 
 func (x *RedeliverEventRequest) Reset() {
 	*x = RedeliverEventRequest{}
-	mi := &file_casare_v1_event_proto_msgTypes[16]
+	mi := &file_casare_v1_event_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -965,7 +1055,7 @@ func (x *RedeliverEventRequest) String() string {
 func (*RedeliverEventRequest) ProtoMessage() {}
 
 func (x *RedeliverEventRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_casare_v1_event_proto_msgTypes[16]
+	mi := &file_casare_v1_event_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -978,7 +1068,7 @@ func (x *RedeliverEventRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RedeliverEventRequest.ProtoReflect.Descriptor instead.
 func (*RedeliverEventRequest) Descriptor() ([]byte, []int) {
-	return file_casare_v1_event_proto_rawDescGZIP(), []int{16}
+	return file_casare_v1_event_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *RedeliverEventRequest) GetEventId() string {
@@ -1005,7 +1095,7 @@ type RedeliverEventResponse struct {
 
 func (x *RedeliverEventResponse) Reset() {
 	*x = RedeliverEventResponse{}
-	mi := &file_casare_v1_event_proto_msgTypes[17]
+	mi := &file_casare_v1_event_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1017,7 +1107,7 @@ func (x *RedeliverEventResponse) String() string {
 func (*RedeliverEventResponse) ProtoMessage() {}
 
 func (x *RedeliverEventResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_casare_v1_event_proto_msgTypes[17]
+	mi := &file_casare_v1_event_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1030,7 +1120,7 @@ func (x *RedeliverEventResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RedeliverEventResponse.ProtoReflect.Descriptor instead.
 func (*RedeliverEventResponse) Descriptor() ([]byte, []int) {
-	return file_casare_v1_event_proto_rawDescGZIP(), []int{17}
+	return file_casare_v1_event_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *RedeliverEventResponse) GetDeliveries() int32 {
@@ -1094,6 +1184,10 @@ const file_casare_v1_event_proto_rawDesc = "" +
 	"\x19DeleteSubscriptionRequest\x12\"\n" +
 	"\x04name\x18\x01 \x01(\tB\x0e\xbaH\vr\t\xc8\xc6'\x01\x10\x01\x18\x80\x01R\x04name\"Y\n" +
 	"\x1aDeleteSubscriptionResponse\x12;\n" +
+	"\fsubscription\x18\x01 \x01(\v2\x17.casare.v1.SubscriptionR\fsubscription\"`\n" +
+	"\x19UpdateSubscriptionRequest\x12C\n" +
+	"\fsubscription\x18\x01 \x01(\v2\x17.casare.v1.SubscriptionB\x06\xbaH\x03\xc8\x01\x01R\fsubscription\"Y\n" +
+	"\x1aUpdateSubscriptionResponse\x12;\n" +
 	"\fsubscription\x18\x01 \x01(\v2\x17.casare.v1.SubscriptionR\fsubscription\"]\n" +
 	"\x1dSetSubscriptionEnabledRequest\x12\"\n" +
 	"\x04name\x18\x01 \x01(\tB\x0e\xbaH\vr\t\xc8\xc6'\x01\x10\x01\x18\x80\x01R\x04name\x12\x18\n" +
@@ -1134,7 +1228,7 @@ func file_casare_v1_event_proto_rawDescGZIP() []byte {
 	return file_casare_v1_event_proto_rawDescData
 }
 
-var file_casare_v1_event_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
+var file_casare_v1_event_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
 var file_casare_v1_event_proto_goTypes = []any{
 	(*Subscription)(nil),                   // 0: casare.v1.Subscription
 	(*DeliveryAttempt)(nil),                // 1: casare.v1.DeliveryAttempt
@@ -1146,32 +1240,36 @@ var file_casare_v1_event_proto_goTypes = []any{
 	(*ListSubscriptionsResponse)(nil),      // 7: casare.v1.ListSubscriptionsResponse
 	(*DeleteSubscriptionRequest)(nil),      // 8: casare.v1.DeleteSubscriptionRequest
 	(*DeleteSubscriptionResponse)(nil),     // 9: casare.v1.DeleteSubscriptionResponse
-	(*SetSubscriptionEnabledRequest)(nil),  // 10: casare.v1.SetSubscriptionEnabledRequest
-	(*SetSubscriptionEnabledResponse)(nil), // 11: casare.v1.SetSubscriptionEnabledResponse
-	(*TestSubscriptionRequest)(nil),        // 12: casare.v1.TestSubscriptionRequest
-	(*TestSubscriptionResponse)(nil),       // 13: casare.v1.TestSubscriptionResponse
-	(*ListDeliveriesRequest)(nil),          // 14: casare.v1.ListDeliveriesRequest
-	(*ListDeliveriesResponse)(nil),         // 15: casare.v1.ListDeliveriesResponse
-	(*RedeliverEventRequest)(nil),          // 16: casare.v1.RedeliverEventRequest
-	(*RedeliverEventResponse)(nil),         // 17: casare.v1.RedeliverEventResponse
-	(*timestamppb.Timestamp)(nil),          // 18: google.protobuf.Timestamp
+	(*UpdateSubscriptionRequest)(nil),      // 10: casare.v1.UpdateSubscriptionRequest
+	(*UpdateSubscriptionResponse)(nil),     // 11: casare.v1.UpdateSubscriptionResponse
+	(*SetSubscriptionEnabledRequest)(nil),  // 12: casare.v1.SetSubscriptionEnabledRequest
+	(*SetSubscriptionEnabledResponse)(nil), // 13: casare.v1.SetSubscriptionEnabledResponse
+	(*TestSubscriptionRequest)(nil),        // 14: casare.v1.TestSubscriptionRequest
+	(*TestSubscriptionResponse)(nil),       // 15: casare.v1.TestSubscriptionResponse
+	(*ListDeliveriesRequest)(nil),          // 16: casare.v1.ListDeliveriesRequest
+	(*ListDeliveriesResponse)(nil),         // 17: casare.v1.ListDeliveriesResponse
+	(*RedeliverEventRequest)(nil),          // 18: casare.v1.RedeliverEventRequest
+	(*RedeliverEventResponse)(nil),         // 19: casare.v1.RedeliverEventResponse
+	(*timestamppb.Timestamp)(nil),          // 20: google.protobuf.Timestamp
 }
 var file_casare_v1_event_proto_depIdxs = []int32{
-	18, // 0: casare.v1.Subscription.created_at:type_name -> google.protobuf.Timestamp
-	18, // 1: casare.v1.Subscription.updated_at:type_name -> google.protobuf.Timestamp
-	18, // 2: casare.v1.DeliveryAttempt.time:type_name -> google.protobuf.Timestamp
+	20, // 0: casare.v1.Subscription.created_at:type_name -> google.protobuf.Timestamp
+	20, // 1: casare.v1.Subscription.updated_at:type_name -> google.protobuf.Timestamp
+	20, // 2: casare.v1.DeliveryAttempt.time:type_name -> google.protobuf.Timestamp
 	0,  // 3: casare.v1.CreateSubscriptionRequest.subscription:type_name -> casare.v1.Subscription
 	0,  // 4: casare.v1.CreateSubscriptionResponse.subscription:type_name -> casare.v1.Subscription
 	0,  // 5: casare.v1.GetSubscriptionResponse.subscription:type_name -> casare.v1.Subscription
 	0,  // 6: casare.v1.ListSubscriptionsResponse.subscriptions:type_name -> casare.v1.Subscription
 	0,  // 7: casare.v1.DeleteSubscriptionResponse.subscription:type_name -> casare.v1.Subscription
-	0,  // 8: casare.v1.SetSubscriptionEnabledResponse.subscription:type_name -> casare.v1.Subscription
-	1,  // 9: casare.v1.ListDeliveriesResponse.attempts:type_name -> casare.v1.DeliveryAttempt
-	10, // [10:10] is the sub-list for method output_type
-	10, // [10:10] is the sub-list for method input_type
-	10, // [10:10] is the sub-list for extension type_name
-	10, // [10:10] is the sub-list for extension extendee
-	0,  // [0:10] is the sub-list for field type_name
+	0,  // 8: casare.v1.UpdateSubscriptionRequest.subscription:type_name -> casare.v1.Subscription
+	0,  // 9: casare.v1.UpdateSubscriptionResponse.subscription:type_name -> casare.v1.Subscription
+	0,  // 10: casare.v1.SetSubscriptionEnabledResponse.subscription:type_name -> casare.v1.Subscription
+	1,  // 11: casare.v1.ListDeliveriesResponse.attempts:type_name -> casare.v1.DeliveryAttempt
+	12, // [12:12] is the sub-list for method output_type
+	12, // [12:12] is the sub-list for method input_type
+	12, // [12:12] is the sub-list for extension type_name
+	12, // [12:12] is the sub-list for extension extendee
+	0,  // [0:12] is the sub-list for field type_name
 }
 
 func init() { file_casare_v1_event_proto_init() }
@@ -1186,7 +1284,7 @@ func file_casare_v1_event_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_casare_v1_event_proto_rawDesc), len(file_casare_v1_event_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   18,
+			NumMessages:   20,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -24,7 +24,7 @@ var File_casare_v1_webhook_proto protoreflect.FileDescriptor
 
 const file_casare_v1_webhook_proto_rawDesc = "" +
 	"\n" +
-	"\x17casare/v1/webhook.proto\x12\tcasare.v1\x1a\x16casare/v1/common.proto\x1a\x15casare/v1/event.proto\x1a\x17casare/v1/trigger.proto2\x8f\v\n" +
+	"\x17casare/v1/webhook.proto\x12\tcasare.v1\x1a\x16casare/v1/common.proto\x1a\x15casare/v1/event.proto\x1a\x17casare/v1/trigger.proto2\xfc\v\n" +
 	"\x0eWebhookService\x12\\\n" +
 	"\rCreateTrigger\x12\x1f.casare.v1.CreateTriggerRequest\x1a .casare.v1.CreateTriggerResponse\"\b\x88\xb5\x18\x02\x90\xb5\x18\x01\x12R\n" +
 	"\n" +
@@ -36,7 +36,8 @@ const file_casare_v1_webhook_proto_rawDesc = "" +
 	"\x12CreateSubscription\x12$.casare.v1.CreateSubscriptionRequest\x1a%.casare.v1.CreateSubscriptionResponse\"\b\x88\xb5\x18\x03\x90\xb5\x18\x01\x12a\n" +
 	"\x0fGetSubscription\x12!.casare.v1.GetSubscriptionRequest\x1a\".casare.v1.GetSubscriptionResponse\"\a\x88\xb5\x18\x01\x90\x02\x01\x12g\n" +
 	"\x11ListSubscriptions\x12#.casare.v1.ListSubscriptionsRequest\x1a$.casare.v1.ListSubscriptionsResponse\"\a\x88\xb5\x18\x01\x90\x02\x01\x12k\n" +
-	"\x12DeleteSubscription\x12$.casare.v1.DeleteSubscriptionRequest\x1a%.casare.v1.DeleteSubscriptionResponse\"\b\x88\xb5\x18\x03\x90\xb5\x18\x01\x12w\n" +
+	"\x12DeleteSubscription\x12$.casare.v1.DeleteSubscriptionRequest\x1a%.casare.v1.DeleteSubscriptionResponse\"\b\x88\xb5\x18\x03\x90\xb5\x18\x01\x12k\n" +
+	"\x12UpdateSubscription\x12$.casare.v1.UpdateSubscriptionRequest\x1a%.casare.v1.UpdateSubscriptionResponse\"\b\x88\xb5\x18\x03\x90\xb5\x18\x01\x12w\n" +
 	"\x16SetSubscriptionEnabled\x12(.casare.v1.SetSubscriptionEnabledRequest\x1a).casare.v1.SetSubscriptionEnabledResponse\"\b\x88\xb5\x18\x03\x90\xb5\x18\x01\x12e\n" +
 	"\x10TestSubscription\x12\".casare.v1.TestSubscriptionRequest\x1a#.casare.v1.TestSubscriptionResponse\"\b\x88\xb5\x18\x03\x90\xb5\x18\x01\x12^\n" +
 	"\x0eListDeliveries\x12 .casare.v1.ListDeliveriesRequest\x1a!.casare.v1.ListDeliveriesResponse\"\a\x88\xb5\x18\x01\x90\x02\x01\x12_\n" +
@@ -53,24 +54,26 @@ var file_casare_v1_webhook_proto_goTypes = []any{
 	(*GetSubscriptionRequest)(nil),         // 7: casare.v1.GetSubscriptionRequest
 	(*ListSubscriptionsRequest)(nil),       // 8: casare.v1.ListSubscriptionsRequest
 	(*DeleteSubscriptionRequest)(nil),      // 9: casare.v1.DeleteSubscriptionRequest
-	(*SetSubscriptionEnabledRequest)(nil),  // 10: casare.v1.SetSubscriptionEnabledRequest
-	(*TestSubscriptionRequest)(nil),        // 11: casare.v1.TestSubscriptionRequest
-	(*ListDeliveriesRequest)(nil),          // 12: casare.v1.ListDeliveriesRequest
-	(*RedeliverEventRequest)(nil),          // 13: casare.v1.RedeliverEventRequest
-	(*CreateTriggerResponse)(nil),          // 14: casare.v1.CreateTriggerResponse
-	(*GetTriggerResponse)(nil),             // 15: casare.v1.GetTriggerResponse
-	(*ListTriggersResponse)(nil),           // 16: casare.v1.ListTriggersResponse
-	(*UpdateTriggerResponse)(nil),          // 17: casare.v1.UpdateTriggerResponse
-	(*DeleteTriggerResponse)(nil),          // 18: casare.v1.DeleteTriggerResponse
-	(*RotateTriggerSecretResponse)(nil),    // 19: casare.v1.RotateTriggerSecretResponse
-	(*CreateSubscriptionResponse)(nil),     // 20: casare.v1.CreateSubscriptionResponse
-	(*GetSubscriptionResponse)(nil),        // 21: casare.v1.GetSubscriptionResponse
-	(*ListSubscriptionsResponse)(nil),      // 22: casare.v1.ListSubscriptionsResponse
-	(*DeleteSubscriptionResponse)(nil),     // 23: casare.v1.DeleteSubscriptionResponse
-	(*SetSubscriptionEnabledResponse)(nil), // 24: casare.v1.SetSubscriptionEnabledResponse
-	(*TestSubscriptionResponse)(nil),       // 25: casare.v1.TestSubscriptionResponse
-	(*ListDeliveriesResponse)(nil),         // 26: casare.v1.ListDeliveriesResponse
-	(*RedeliverEventResponse)(nil),         // 27: casare.v1.RedeliverEventResponse
+	(*UpdateSubscriptionRequest)(nil),      // 10: casare.v1.UpdateSubscriptionRequest
+	(*SetSubscriptionEnabledRequest)(nil),  // 11: casare.v1.SetSubscriptionEnabledRequest
+	(*TestSubscriptionRequest)(nil),        // 12: casare.v1.TestSubscriptionRequest
+	(*ListDeliveriesRequest)(nil),          // 13: casare.v1.ListDeliveriesRequest
+	(*RedeliverEventRequest)(nil),          // 14: casare.v1.RedeliverEventRequest
+	(*CreateTriggerResponse)(nil),          // 15: casare.v1.CreateTriggerResponse
+	(*GetTriggerResponse)(nil),             // 16: casare.v1.GetTriggerResponse
+	(*ListTriggersResponse)(nil),           // 17: casare.v1.ListTriggersResponse
+	(*UpdateTriggerResponse)(nil),          // 18: casare.v1.UpdateTriggerResponse
+	(*DeleteTriggerResponse)(nil),          // 19: casare.v1.DeleteTriggerResponse
+	(*RotateTriggerSecretResponse)(nil),    // 20: casare.v1.RotateTriggerSecretResponse
+	(*CreateSubscriptionResponse)(nil),     // 21: casare.v1.CreateSubscriptionResponse
+	(*GetSubscriptionResponse)(nil),        // 22: casare.v1.GetSubscriptionResponse
+	(*ListSubscriptionsResponse)(nil),      // 23: casare.v1.ListSubscriptionsResponse
+	(*DeleteSubscriptionResponse)(nil),     // 24: casare.v1.DeleteSubscriptionResponse
+	(*UpdateSubscriptionResponse)(nil),     // 25: casare.v1.UpdateSubscriptionResponse
+	(*SetSubscriptionEnabledResponse)(nil), // 26: casare.v1.SetSubscriptionEnabledResponse
+	(*TestSubscriptionResponse)(nil),       // 27: casare.v1.TestSubscriptionResponse
+	(*ListDeliveriesResponse)(nil),         // 28: casare.v1.ListDeliveriesResponse
+	(*RedeliverEventResponse)(nil),         // 29: casare.v1.RedeliverEventResponse
 }
 var file_casare_v1_webhook_proto_depIdxs = []int32{
 	0,  // 0: casare.v1.WebhookService.CreateTrigger:input_type -> casare.v1.CreateTriggerRequest
@@ -83,26 +86,28 @@ var file_casare_v1_webhook_proto_depIdxs = []int32{
 	7,  // 7: casare.v1.WebhookService.GetSubscription:input_type -> casare.v1.GetSubscriptionRequest
 	8,  // 8: casare.v1.WebhookService.ListSubscriptions:input_type -> casare.v1.ListSubscriptionsRequest
 	9,  // 9: casare.v1.WebhookService.DeleteSubscription:input_type -> casare.v1.DeleteSubscriptionRequest
-	10, // 10: casare.v1.WebhookService.SetSubscriptionEnabled:input_type -> casare.v1.SetSubscriptionEnabledRequest
-	11, // 11: casare.v1.WebhookService.TestSubscription:input_type -> casare.v1.TestSubscriptionRequest
-	12, // 12: casare.v1.WebhookService.ListDeliveries:input_type -> casare.v1.ListDeliveriesRequest
-	13, // 13: casare.v1.WebhookService.RedeliverEvent:input_type -> casare.v1.RedeliverEventRequest
-	14, // 14: casare.v1.WebhookService.CreateTrigger:output_type -> casare.v1.CreateTriggerResponse
-	15, // 15: casare.v1.WebhookService.GetTrigger:output_type -> casare.v1.GetTriggerResponse
-	16, // 16: casare.v1.WebhookService.ListTriggers:output_type -> casare.v1.ListTriggersResponse
-	17, // 17: casare.v1.WebhookService.UpdateTrigger:output_type -> casare.v1.UpdateTriggerResponse
-	18, // 18: casare.v1.WebhookService.DeleteTrigger:output_type -> casare.v1.DeleteTriggerResponse
-	19, // 19: casare.v1.WebhookService.RotateTriggerSecret:output_type -> casare.v1.RotateTriggerSecretResponse
-	20, // 20: casare.v1.WebhookService.CreateSubscription:output_type -> casare.v1.CreateSubscriptionResponse
-	21, // 21: casare.v1.WebhookService.GetSubscription:output_type -> casare.v1.GetSubscriptionResponse
-	22, // 22: casare.v1.WebhookService.ListSubscriptions:output_type -> casare.v1.ListSubscriptionsResponse
-	23, // 23: casare.v1.WebhookService.DeleteSubscription:output_type -> casare.v1.DeleteSubscriptionResponse
-	24, // 24: casare.v1.WebhookService.SetSubscriptionEnabled:output_type -> casare.v1.SetSubscriptionEnabledResponse
-	25, // 25: casare.v1.WebhookService.TestSubscription:output_type -> casare.v1.TestSubscriptionResponse
-	26, // 26: casare.v1.WebhookService.ListDeliveries:output_type -> casare.v1.ListDeliveriesResponse
-	27, // 27: casare.v1.WebhookService.RedeliverEvent:output_type -> casare.v1.RedeliverEventResponse
-	14, // [14:28] is the sub-list for method output_type
-	0,  // [0:14] is the sub-list for method input_type
+	10, // 10: casare.v1.WebhookService.UpdateSubscription:input_type -> casare.v1.UpdateSubscriptionRequest
+	11, // 11: casare.v1.WebhookService.SetSubscriptionEnabled:input_type -> casare.v1.SetSubscriptionEnabledRequest
+	12, // 12: casare.v1.WebhookService.TestSubscription:input_type -> casare.v1.TestSubscriptionRequest
+	13, // 13: casare.v1.WebhookService.ListDeliveries:input_type -> casare.v1.ListDeliveriesRequest
+	14, // 14: casare.v1.WebhookService.RedeliverEvent:input_type -> casare.v1.RedeliverEventRequest
+	15, // 15: casare.v1.WebhookService.CreateTrigger:output_type -> casare.v1.CreateTriggerResponse
+	16, // 16: casare.v1.WebhookService.GetTrigger:output_type -> casare.v1.GetTriggerResponse
+	17, // 17: casare.v1.WebhookService.ListTriggers:output_type -> casare.v1.ListTriggersResponse
+	18, // 18: casare.v1.WebhookService.UpdateTrigger:output_type -> casare.v1.UpdateTriggerResponse
+	19, // 19: casare.v1.WebhookService.DeleteTrigger:output_type -> casare.v1.DeleteTriggerResponse
+	20, // 20: casare.v1.WebhookService.RotateTriggerSecret:output_type -> casare.v1.RotateTriggerSecretResponse
+	21, // 21: casare.v1.WebhookService.CreateSubscription:output_type -> casare.v1.CreateSubscriptionResponse
+	22, // 22: casare.v1.WebhookService.GetSubscription:output_type -> casare.v1.GetSubscriptionResponse
+	23, // 23: casare.v1.WebhookService.ListSubscriptions:output_type -> casare.v1.ListSubscriptionsResponse
+	24, // 24: casare.v1.WebhookService.DeleteSubscription:output_type -> casare.v1.DeleteSubscriptionResponse
+	25, // 25: casare.v1.WebhookService.UpdateSubscription:output_type -> casare.v1.UpdateSubscriptionResponse
+	26, // 26: casare.v1.WebhookService.SetSubscriptionEnabled:output_type -> casare.v1.SetSubscriptionEnabledResponse
+	27, // 27: casare.v1.WebhookService.TestSubscription:output_type -> casare.v1.TestSubscriptionResponse
+	28, // 28: casare.v1.WebhookService.ListDeliveries:output_type -> casare.v1.ListDeliveriesResponse
+	29, // 29: casare.v1.WebhookService.RedeliverEvent:output_type -> casare.v1.RedeliverEventResponse
+	15, // [15:30] is the sub-list for method output_type
+	0,  // [0:15] is the sub-list for method input_type
 	0,  // [0:0] is the sub-list for extension type_name
 	0,  // [0:0] is the sub-list for extension extendee
 	0,  // [0:0] is the sub-list for field type_name

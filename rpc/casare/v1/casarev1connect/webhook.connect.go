@@ -53,6 +53,9 @@ const (
 	// WebhookServiceDeleteSubscriptionProcedure is the procedure name of the WebhookService's
 	// DeleteSubscription RPC.
 	WebhookServiceDeleteSubscriptionProcedure = "/casare.v1.WebhookService/DeleteSubscription"
+	// WebhookServiceUpdateSubscriptionProcedure is the procedure name of the WebhookService's
+	// UpdateSubscription RPC.
+	WebhookServiceUpdateSubscriptionProcedure = "/casare.v1.WebhookService/UpdateSubscription"
 	// WebhookServiceSetSubscriptionEnabledProcedure is the procedure name of the WebhookService's
 	// SetSubscriptionEnabled RPC.
 	WebhookServiceSetSubscriptionEnabledProcedure = "/casare.v1.WebhookService/SetSubscriptionEnabled"
@@ -142,6 +145,13 @@ var (
 			Procedure:  WebhookServiceDeleteSubscriptionProcedure,
 		}
 	})
+	webhookServiceUpdateSubscriptionSpec = sync.OnceValue(func() connect.Spec {
+		return connect.Spec{
+			StreamType: connect.StreamTypeUnary,
+			Schema:     v1.File_casare_v1_webhook_proto.Services().ByName("WebhookService").Methods().ByName("UpdateSubscription"),
+			Procedure:  WebhookServiceUpdateSubscriptionProcedure,
+		}
+	})
 	webhookServiceSetSubscriptionEnabledSpec = sync.OnceValue(func() connect.Spec {
 		return connect.Spec{
 			StreamType: connect.StreamTypeUnary,
@@ -200,6 +210,9 @@ type WebhookServiceClient interface {
 	ListSubscriptions(context.Context, *v1.ListSubscriptionsRequest) (*v1.ListSubscriptionsResponse, error)
 	// DeleteSubscription deletes a subscription with its deliveries.
 	DeleteSubscription(context.Context, *v1.DeleteSubscriptionRequest) (*v1.DeleteSubscriptionResponse, error)
+	// UpdateSubscription changes a subscription's URL, event types and
+	// workflow filter; events already queued go to the new URL.
+	UpdateSubscription(context.Context, *v1.UpdateSubscriptionRequest) (*v1.UpdateSubscriptionResponse, error)
 	// SetSubscriptionEnabled disables a subscription or enables it again.
 	SetSubscriptionEnabled(context.Context, *v1.SetSubscriptionEnabledRequest) (*v1.SetSubscriptionEnabledResponse, error)
 	// TestSubscription sends the subscription a ping event.
@@ -244,6 +257,9 @@ type WebhookServiceHandler interface {
 	ListSubscriptions(context.Context, *v1.ListSubscriptionsRequest) (*v1.ListSubscriptionsResponse, error)
 	// DeleteSubscription deletes a subscription with its deliveries.
 	DeleteSubscription(context.Context, *v1.DeleteSubscriptionRequest) (*v1.DeleteSubscriptionResponse, error)
+	// UpdateSubscription changes a subscription's URL, event types and
+	// workflow filter; events already queued go to the new URL.
+	UpdateSubscription(context.Context, *v1.UpdateSubscriptionRequest) (*v1.UpdateSubscriptionResponse, error)
 	// SetSubscriptionEnabled disables a subscription or enables it again.
 	SetSubscriptionEnabled(context.Context, *v1.SetSubscriptionEnabledRequest) (*v1.SetSubscriptionEnabledResponse, error)
 	// TestSubscription sends the subscription a ping event.
@@ -270,6 +286,7 @@ func RegisterWebhookServiceHandler(server *connect.Server, svc WebhookServiceHan
 		connect.Method{Spec: webhookServiceGetSubscriptionSpec(), Handler: adapter.getSubscription},
 		connect.Method{Spec: webhookServiceListSubscriptionsSpec(), Handler: adapter.listSubscriptions},
 		connect.Method{Spec: webhookServiceDeleteSubscriptionSpec(), Handler: adapter.deleteSubscription},
+		connect.Method{Spec: webhookServiceUpdateSubscriptionSpec(), Handler: adapter.updateSubscription},
 		connect.Method{Spec: webhookServiceSetSubscriptionEnabledSpec(), Handler: adapter.setSubscriptionEnabled},
 		connect.Method{Spec: webhookServiceTestSubscriptionSpec(), Handler: adapter.testSubscription},
 		connect.Method{Spec: webhookServiceListDeliveriesSpec(), Handler: adapter.listDeliveries},
@@ -318,6 +335,10 @@ func (UnimplementedWebhookServiceHandler) ListSubscriptions(context.Context, *v1
 
 func (UnimplementedWebhookServiceHandler) DeleteSubscription(context.Context, *v1.DeleteSubscriptionRequest) (*v1.DeleteSubscriptionResponse, error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, "casare.v1.WebhookService.DeleteSubscription is not implemented")
+}
+
+func (UnimplementedWebhookServiceHandler) UpdateSubscription(context.Context, *v1.UpdateSubscriptionRequest) (*v1.UpdateSubscriptionResponse, error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, "casare.v1.WebhookService.UpdateSubscription is not implemented")
 }
 
 func (UnimplementedWebhookServiceHandler) SetSubscriptionEnabled(context.Context, *v1.SetSubscriptionEnabledRequest) (*v1.SetSubscriptionEnabledResponse, error) {
@@ -415,6 +436,14 @@ func (c *webhookServiceClient) ListSubscriptions(ctx context.Context, req *v1.Li
 func (c *webhookServiceClient) DeleteSubscription(ctx context.Context, req *v1.DeleteSubscriptionRequest) (*v1.DeleteSubscriptionResponse, error) {
 	var res v1.DeleteSubscriptionResponse
 	if err := c.client.CallUnary(ctx, webhookServiceDeleteSubscriptionSpec(), req, &res); err != nil {
+		return nil, err
+	}
+	return &res, nil
+}
+
+func (c *webhookServiceClient) UpdateSubscription(ctx context.Context, req *v1.UpdateSubscriptionRequest) (*v1.UpdateSubscriptionResponse, error) {
+	var res v1.UpdateSubscriptionResponse
+	if err := c.client.CallUnary(ctx, webhookServiceUpdateSubscriptionSpec(), req, &res); err != nil {
 		return nil, err
 	}
 	return &res, nil
@@ -568,6 +597,18 @@ func (h webhookServiceHandler) deleteSubscription(ctx context.Context, _ connect
 		return err
 	}
 	res, err := h.svc.DeleteSubscription(ctx, &req)
+	if err != nil {
+		return err
+	}
+	return stream.Send(res)
+}
+
+func (h webhookServiceHandler) updateSubscription(ctx context.Context, _ connect.Spec, stream connect.ServerStream) error {
+	var req v1.UpdateSubscriptionRequest
+	if err := stream.Receive(&req); err != nil {
+		return err
+	}
+	res, err := h.svc.UpdateSubscription(ctx, &req)
 	if err != nil {
 		return err
 	}
