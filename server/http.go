@@ -55,6 +55,7 @@ func (s *Server) newHTTPServer() *http.Server {
 		RobotStaleAfter:    gateway.StaleAfter(s.cfg.HeartbeatInterval),
 		Version:            s.cfg.Build.version(),
 		Revision:           s.cfg.Build.revision(),
+		Vault:              s.vault,
 	})
 	services.Register(apiServer)
 

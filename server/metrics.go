@@ -27,6 +27,8 @@ func (s *Server) newMetrics() *prometheus.Registry {
 		dependencyCollector{pings: map[string]func(context.Context) error{"database": s.reg.Ping, "redis": s.queue.Ping}},
 	)
 	reg.MustRegister(s.dispatcher.Collectors()...)
+	reg.MustRegister(s.assigner.Collectors()...)
+	reg.MustRegister(newAssetsGauge(s.reg, s.logger))
 	s.countFinishedJobs(reg)
 	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "casare_build_info",

@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/quic-go/quic-go"
 
+	"github.com/casarerpa/casare/server/asset"
 	"github.com/casarerpa/casare/server/auth"
 	"github.com/casarerpa/casare/server/dispatch"
 	"github.com/casarerpa/casare/server/gateway"
@@ -23,6 +24,7 @@ import (
 	"github.com/casarerpa/casare/server/pki"
 	"github.com/casarerpa/casare/server/queue"
 	"github.com/casarerpa/casare/server/registry"
+	"github.com/casarerpa/casare/server/vault"
 )
 
 // AdminTokenFile is the name, in the data dir, of the admin token written
@@ -45,6 +47,8 @@ type Server struct {
 	jobsWaiting *queue.Notices
 	jobs        *jobs.Service
 	dispatcher  *dispatch.Dispatcher
+	vault       *vault.Vault
+	assigner    *asset.Assigner
 	metrics     *prometheus.Registry
 	pruned      *prometheus.CounterVec
 	listener    net.Listener
@@ -69,6 +73,12 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (_ *Server, err e
 	if s.reg, err = openRegistry(ctx, cfg, logger); err != nil {
 		return nil, err
 	}
+	// Before anything else writes: a server started with the wrong key
+	// stops here having changed nothing.
+	if s.vault, err = OpenVault(ctx, cfg, s.reg, logger, true); err != nil {
+		return nil, err
+	}
+	s.assigner = asset.NewAssigner(asset.AssignerOptions{Store: s.reg, Vault: s.vault, Audit: s.reg.InsertAudit, Logger: logger})
 	s.queue, err = queue.Open(ctx, queue.Options{RedisURL: cfg.RedisURL, Environment: cfg.Environment, Logger: logger})
 	if err != nil {
 		return nil, fmt.Errorf("open queue: %w", err)
@@ -97,6 +107,7 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (_ *Server, err e
 		HeartbeatInterval: cfg.HeartbeatInterval,
 		RobotChanged:      func(id string) { s.gateway.Changed(id) },
 		Environment:       cfg.Environment,
+		Secrets:           s.assigner,
 	})
 	s.queue.KeepHeldOut(s.dispatcher.Holds)
 	resetKey, err := openResetKey(cfg)

@@ -78,6 +78,9 @@ type Options struct {
 	RobotStaleAfter time.Duration
 	// Version and Revision say which build serves, for GetVersion.
 	Version, Revision string
+	// Vault seals secret assets, credentials and secret job inputs; nil
+	// refuses them.
+	Vault Vault
 }
 
 // Services holds the implementations of the casare.v1 services.
@@ -96,6 +99,7 @@ type Services struct {
 	dispatch           Dispatch
 	robotStaleAfter    time.Duration
 	version, revision  string
+	vault              Vault
 
 	// stopping closes when the server starts to shut down: watch and log
 	// streams never go idle on their own, and a graceful shutdown waits
@@ -148,6 +152,7 @@ func New(opts Options) *Services {
 		robotStaleAfter:    opts.RobotStaleAfter,
 		version:            opts.Version,
 		revision:           opts.Revision,
+		vault:              opts.Vault,
 	}
 }
 
@@ -158,6 +163,7 @@ func (s *Services) Register(server *connect.Server) {
 	casarev1connect.RegisterRobotServiceHandler(server, &robotService{Services: s})
 	casarev1connect.RegisterAdminServiceHandler(server, &adminService{s})
 	casarev1connect.RegisterWebhookServiceHandler(server, &webhookService{Services: s})
+	casarev1connect.RegisterAssetServiceHandler(server, &assetService{s})
 }
 
 // actor names the caller for job events and created_by columns.

@@ -130,3 +130,12 @@ func EncodeCapabilities(caps []string) string {
 	b, _ := json.Marshal(caps)
 	return string(b)
 }
+
+// DecodeWorkflow returns the definition the job runs.
+func (j *Job) DecodeWorkflow() (*casarev1.Workflow, error) {
+	out, err := decodeProto("workflow", j.Workflow, &casarev1.Workflow{})
+	if err != nil {
+		return nil, fmt.Errorf("job %s %w", j.ID, err)
+	}
+	return out, nil
+}
