@@ -32,6 +32,10 @@ func (f *frame) ResolveName(name string) (any, bool) {
 		return f.index, f.inLoop
 	case expr.Error:
 		return f.err, f.err != nil
+	case expr.Assets:
+		return f.run.assets, true
+	case expr.Credentials:
+		return f.run.credentials, true
 	}
 	// The validator declares each input as a variable of its own
 	// (inputs.count), and expressions are evaluated the same way.
