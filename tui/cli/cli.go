@@ -138,6 +138,7 @@ func (a *app) rootCommand() *cobra.Command {
 		a.workflowsCommand(),
 		a.robotsCommand(),
 		a.tokensCommand(),
+		a.assetsCommand(),
 		a.whoamiCommand(),
 		a.configCommand(),
 		a.versionCommand(),

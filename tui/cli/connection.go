@@ -25,6 +25,7 @@ type connection struct {
 	workflows casarev1connect.WorkflowServiceClient
 	robots    casarev1connect.RobotServiceClient
 	admin     casarev1connect.AdminServiceClient
+	assets    casarev1connect.AssetServiceClient
 }
 
 // connect resolves the server and token, each from its flag, else the
@@ -63,6 +64,7 @@ func (a *app) connect() (*connection, error) {
 		workflows: casarev1connect.NewWorkflowServiceClient(client),
 		robots:    casarev1connect.NewRobotServiceClient(client),
 		admin:     casarev1connect.NewAdminServiceClient(client),
+		assets:    casarev1connect.NewAssetServiceClient(client),
 	}
 	return &a.conn, nil
 }
