@@ -45,7 +45,7 @@ func (a *app) assetsCommand() *cobra.Command {
 	var typeName, value, username, selector string
 	var valueStdin, passwordStdin bool
 	set := &cobra.Command{
-		Use: "set NAME [--type text|number|bool|json|secret|credential] [--value V | --value-stdin] [--username U --password-stdin] [--for k=v,…]",
+		Use:   "set NAME [--type text|number|bool|json|secret|credential] [--value V | --value-stdin] [--username U --password-stdin] [--for k=v,…]",
 		Short: "Create or replace an asset's value, or with --for its override for robots with those labels",
 		Long: "set stores an asset. Secrets and credentials are sealed on the server and never shown\n" +
 			"again; pass them on stdin (--value-stdin, --password-stdin) so they stay out of the\n" +
