@@ -38,13 +38,14 @@ func (v *Vault) Rotate(ctx context.Context, stores ...Sealed) (RotateResult, err
 	if err != nil {
 		return RotateResult{}, fmt.Errorf("read data keys: %w", err)
 	}
+	first := v.kekList()[0].ID
 	resealed := make([]SealedKey, 0, len(stored))
 	for _, s := range stored {
 		raw, err := v.unwrap(s)
 		if err != nil {
 			return RotateResult{}, err
 		}
-		if s.KEKID == v.keks[0].ID {
+		if s.KEKID == first {
 			continue
 		}
 		if err := v.wrap(&s, raw); err != nil {
@@ -68,7 +69,7 @@ func (v *Vault) Rotate(ctx context.Context, stores ...Sealed) (RotateResult, err
 	v.keys[k.sealed.ID] = k.aead
 	v.active = k.sealed.ID
 	v.mu.Unlock()
-	res := RotateResult{KEK: v.keks[0].ID, DataKey: k.sealed.ID, DataKeys: len(resealed)}
+	res := RotateResult{KEK: first, DataKey: k.sealed.ID, DataKeys: len(resealed)}
 	for _, s := range stores {
 		n, err := s.Reseal(ctx, func(sealed, context string) (string, error) {
 			plain, err := v.Open(ctx, sealed, context)

@@ -56,9 +56,9 @@ const prefix = "v1."
 type Vault struct {
 	source KeySource
 	store  Store
-	keks   []KEK
 
 	mu     sync.RWMutex
+	keks   []KEK                  // the source's keys as last read
 	keys   map[string]cipher.AEAD // data keys by id
 	active string                 // the data key new values are sealed with
 }
@@ -94,10 +94,18 @@ func Open(ctx context.Context, source KeySource, store Store) (*Vault, error) {
 	return v, nil
 }
 
+// kekList is the source's keys as last read.
+func (v *Vault) kekList() []KEK {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	return v.keks
+}
+
 // KEKs lists the ids of the source's keys, the sealing one first.
 func (v *Vault) KEKs() []string {
-	ids := make([]string, len(v.keks))
-	for i, k := range v.keks {
+	keks := v.kekList()
+	ids := make([]string, len(keks))
+	for i, k := range keks {
 		ids[i] = k.ID
 	}
 	return ids
@@ -110,14 +118,26 @@ func (v *Vault) ActiveKey() string {
 	return v.active
 }
 
-// load opens every stored data key; the newest becomes the active one.
+// load opens every stored data key it has not opened yet; the newest
+// becomes the active one.
 func (v *Vault) load(ctx context.Context) error {
 	stored, err := v.store.DataKeys(ctx)
 	if err != nil {
 		return fmt.Errorf("read data keys: %w", err)
 	}
+	v.mu.RLock()
 	keys := make(map[string]cipher.AEAD, len(stored))
+	for id, aead := range v.keys {
+		keys[id] = aead
+	}
+	v.mu.RUnlock()
 	for _, s := range stored {
+		if keys[s.ID] != nil {
+			// Opened already: a rotation may have re-sealed it under a
+			// key this server does not hold yet, which changes nothing
+			// of the data key itself.
+			continue
+		}
 		raw, err := v.unwrap(s)
 		if err != nil {
 			return err
@@ -144,14 +164,29 @@ func (v *Vault) load(ctx context.Context) error {
 	return nil
 }
 
+// reload reads the source's keys again, then the data keys: a rotation
+// under a running server made a data key sealed under the key the source
+// now lists first (a key file changed in place).
+func (v *Vault) reload(ctx context.Context) error {
+	keks, err := v.source.Keys(ctx)
+	if err != nil {
+		return err
+	}
+	v.mu.Lock()
+	v.keks = keks
+	v.mu.Unlock()
+	return v.load(ctx)
+}
+
 // unwrap opens a stored data key with the KEK that sealed it.
 func (v *Vault) unwrap(s SealedKey) ([]byte, error) {
-	i := slices.IndexFunc(v.keks, func(k KEK) bool { return k.ID == s.KEKID })
+	keks := v.kekList()
+	i := slices.IndexFunc(keks, func(k KEK) bool { return k.ID == s.KEKID })
 	if i < 0 {
 		return nil, fmt.Errorf("%w: data key %s is sealed by key %s, which %s does not hold (it holds %s); start with the key that sealed it, listed after the new one while rotating",
 			ErrWrongKey, s.ID, s.KEKID, v.source, strings.Join(v.KEKs(), ", "))
 	}
-	aead, err := newAEAD(v.keks[i].Key)
+	aead, err := newAEAD(keks[i].Key)
 	if err != nil {
 		return nil, err
 	}
@@ -188,7 +223,7 @@ func (v *Vault) newDataKey() (dataKey, error) {
 
 // wrap seals raw as k's data key under the first KEK.
 func (v *Vault) wrap(k *SealedKey, raw []byte) error {
-	kek := v.keks[0]
+	kek := v.kekList()[0]
 	aead, err := newAEAD(kek.Key)
 	if err != nil {
 		return err
@@ -225,7 +260,7 @@ func (v *Vault) Open(ctx context.Context, sealed, context string) ([]byte, error
 	aead := v.keys[id]
 	v.mu.RUnlock()
 	if aead == nil {
-		if err := v.load(ctx); err != nil {
+		if err := v.reload(ctx); err != nil {
 			return nil, err
 		}
 		v.mu.RLock()

@@ -229,6 +229,25 @@ func TestRotation(t *testing.T) {
 	if got, err := both.Open(ctx, late, "asset/late/"); err != nil || string(got) != "late" {
 		t.Errorf("a value sealed under the old data key = %q, %v", got, err)
 	}
+	// The running server holds only the old key: the new data key is
+	// sealed under a key it lacks, and it says so.
+	var c string
+	for c = range values {
+		break
+	}
+	if _, err := running.Open(ctx, values[c], c); !errors.Is(err, ErrWrongKey) {
+		t.Errorf("a server without the new key opens a re-sealed value: %v; want ErrWrongKey", err)
+	}
+	// With its key file changed in place to list the new key, it reads
+	// the keys again on the next unknown data key.
+	file := File{Path: filepath.Join(t.TempDir(), "keys")}
+	if err := os.WriteFile(file.Path, []byte(FormatKey(newKey)+"\n"+FormatKey(oldKey)+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	running.source = file
+	if got, err := running.Open(ctx, values[c], c); err != nil || string(got) != plain[c] {
+		t.Errorf("after the key file changed: %q, %v", got, err)
+	}
 
 	// The new key alone opens everything; the old one alone no longer
 	// starts.
