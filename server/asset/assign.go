@@ -37,7 +37,7 @@ type AssignerOptions struct {
 
 // NewAssigner returns an Assigner.
 func NewAssigner(opts AssignerOptions) *Assigner {
-	return &Assigner{
+	a := &Assigner{
 		resolver: &Resolver{Store: opts.Store, Vault: opts.Vault},
 		vault:    opts.Vault,
 		audit:    opts.Audit,
@@ -47,6 +47,12 @@ func NewAssigner(opts AssignerOptions) *Assigner {
 			Help: "Resolutions of the assets of a job assigned to a robot, by outcome: ok, unresolved (an asset gone or without a value for the robot), error.",
 		}, []string{"outcome"}),
 	}
+	// Each outcome is there from the start, at 0, so that a rate over it
+	// has a series before the first job that reads an asset.
+	for _, o := range []string{"ok", "unresolved", "error"} {
+		a.outcomes.WithLabelValues(o)
+	}
+	return a
 }
 
 // Collectors are the Assigner's metrics.
