@@ -283,3 +283,74 @@ func rotateUnderRunningServer(t *testing.T, s *serverProc, dir string) {
 	s2 := startServer(t, dir, "--secret-key-file", only)
 	s2.stop()
 }
+
+// TestAssetsRefuseBadInput tries what an attacker or a careless script
+// would: each refusal names the field, and nothing is stored.
+func TestAssetsRefuseBadInput(t *testing.T) {
+	t.Parallel()
+	s := startServer(t, t.TempDir())
+	admin := s.adminToken()
+	const put = "/casare.v1.AssetService/PutAsset"
+	huge := strings.Repeat("x", 64<<10+1)
+	for _, tc := range []struct {
+		name, body, code, msg string
+	}{
+		{name: "UnknownType", body: `{"asset":{"name":"a","type":99,"value":"x"}}`, code: "invalid_argument", msg: "asset.type"},
+		{name: "NoType", body: `{"asset":{"name":"a","value":"x"}}`, code: "invalid_argument", msg: "asset.type"},
+		{name: "NotANumber", body: `{"asset":{"name":"a","type":"ASSET_TYPE_NUMBER","value":"abc"}}`, code: "invalid_argument", msg: `asset.value: "abc" is not a number`},
+		{name: "NotABool", body: `{"asset":{"name":"a","type":"ASSET_TYPE_BOOL","value":"yes"}}`, code: "invalid_argument", msg: "asset.value: \"yes\" is not a bool"},
+		{name: "CredentialWithoutPassword", body: `{"asset":{"name":"a","type":"ASSET_TYPE_CREDENTIAL","username":"u"}}`, code: "invalid_argument", msg: "asset.password: a credential needs a password"},
+		{name: "TooLarge", body: `{"asset":{"name":"a","type":"ASSET_TYPE_TEXT","value":"` + huge + `"}}`, code: "invalid_argument", msg: "asset.value"},
+		{name: "SecretTooLarge", body: `{"asset":{"name":"a","type":"ASSET_TYPE_SECRET","value":"` + huge + `"}}`, code: "invalid_argument", msg: "asset.value"},
+		{name: "NUL", body: `{"asset":{"name":"a","type":"ASSET_TYPE_TEXT","value":"a\u0000b"}}`, code: "invalid_argument", msg: "asset.value"},
+		{name: "NameNotAnIdentifier", body: `{"asset":{"name":"mail-host","type":"ASSET_TYPE_TEXT","value":"x"}}`, code: "invalid_argument", msg: "asset.name"},
+		{name: "SelectorDoesNotParse", body: `{"asset":{"name":"a","type":"ASSET_TYPE_TEXT","value":"x","selector":"site"}}`, code: "invalid_argument", msg: `asset.selector: "site" is not key=value`},
+		{name: "SelectorTwice", body: `{"asset":{"name":"a","type":"ASSET_TYPE_TEXT","value":"x","selector":"a=1,a=2"}}`, code: "invalid_argument", msg: "asset.selector: label a is given twice"},
+		{name: "PasswordOnText", body: `{"asset":{"name":"a","type":"ASSET_TYPE_TEXT","value":"x","password":"p"}}`, code: "invalid_argument", msg: "asset.password"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := callErr(t, s.url(), admin, put, tc.body)
+			if e.Code != tc.code || !strings.Contains(e.Message, tc.msg) {
+				t.Errorf("%s: %s %q; want %s naming %q", tc.name, e.Code, e.Message, tc.code, tc.msg)
+			}
+		})
+	}
+	var list struct {
+		Assets []any `json:"assets"`
+	}
+	callOK(t, s.url(), admin, "/casare.v1.AssetService/ListAssets", `{}`, &list)
+	if len(list.Assets) != 0 {
+		t.Errorf("refused puts stored %v", list.Assets)
+	}
+
+	// An override of another type than the asset's is refused.
+	callOK(t, s.url(), admin, put, `{"asset":{"name":"n","type":"ASSET_TYPE_NUMBER","value":"1"}}`, nil)
+	if e := callErr(t, s.url(), admin, put, `{"asset":{"name":"n","type":"ASSET_TYPE_TEXT","value":"x","selector":"a=1"}}`); e.Code != "failed_precondition" || !strings.Contains(e.Message, "asset.type: ") {
+		t.Errorf("override of another type: %s %q", e.Code, e.Message)
+	}
+
+	// Roles: a viewer reads names and metadata, never values, and writes
+	// nothing; an operator writes text, not secrets.
+	var viewer, operator struct {
+		Token string `json:"token"`
+	}
+	callOK(t, s.url(), admin, "/casare.v1.AdminService/CreateToken", `{"name":"v","role":"ROLE_VIEWER"}`, &viewer)
+	callOK(t, s.url(), admin, "/casare.v1.AdminService/CreateToken", `{"name":"o","role":"ROLE_OPERATOR"}`, &operator)
+	callOK(t, s.url(), admin, put, `{"asset":{"name":"sap","type":"ASSET_TYPE_CREDENTIAL","username":"u","password":"pw-not-for-you"}}`, nil)
+	if e := callErr(t, s.url(), viewer.Token, put, `{"asset":{"name":"t","type":"ASSET_TYPE_TEXT","value":"x"}}`); e.Code != "permission_denied" {
+		t.Errorf("a viewer's put: %s %q", e.Code, e.Message)
+	}
+	if e := callErr(t, s.url(), operator.Token, put, `{"asset":{"name":"s","type":"ASSET_TYPE_SECRET","value":"x"}}`); e.Code != "permission_denied" || !strings.Contains(e.Message, "only an admin token writes secret assets") {
+		t.Errorf("an operator's secret: %s %q", e.Code, e.Message)
+	}
+	if e := callErr(t, s.url(), operator.Token, "/casare.v1.AssetService/DeleteAsset", `{"name":"sap"}`); e.Code != "permission_denied" {
+		t.Errorf("an operator's delete of a credential: %s %q", e.Code, e.Message)
+	}
+	callOK(t, s.url(), operator.Token, put, `{"asset":{"name":"t","type":"ASSET_TYPE_TEXT","value":"x"}}`, nil)
+	for _, token := range []string{viewer.Token, operator.Token, admin} {
+		_, b := call(t, s.url(), token, "/casare.v1.AssetService/GetAsset", `{"name":"sap"}`)
+		if bytes.Contains(b, []byte("pw-not-for-you")) || !bytes.Contains(b, []byte(`"password":"***"`)) {
+			t.Errorf("GetAsset shows %s", b)
+		}
+	}
+}
