@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strings"
 
 	"google.golang.org/protobuf/types/known/structpb"
 
@@ -104,6 +105,12 @@ func (w *assetWalk) template(path, s string) {
 }
 
 func (w *assetWalk) expression(path, src string) {
+	// Most expressions name neither: the server lists the uses of every
+	// job it is asked to run, and parsing each expression of a large
+	// workflow again would cost milliseconds.
+	if !strings.Contains(src, expr.Assets) && !strings.Contains(src, expr.Credentials) {
+		return
+	}
 	parsed, err := expr.Parse(src)
 	if err != nil {
 		return

@@ -10,6 +10,7 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 
 	casarev1 "github.com/casarerpa/casare/rpc/casare/v1"
+	"github.com/casarerpa/casare/server/dispatch"
 	"github.com/casarerpa/casare/server/registry"
 	"github.com/casarerpa/casare/server/vault"
 )
@@ -255,6 +256,79 @@ func BenchmarkResolve20(b *testing.B) {
 	robot := map[string]string{"site": "hq", "os": "linux"}
 	for b.Loop() {
 		got, err := r.Resolve(ctx, wf, robot)
+		if err != nil || len(got) != 20 {
+			b.Fatal(len(got), err)
+		}
+	}
+}
+
+func TestForAssign(t *testing.T) {
+	ctx := context.Background()
+	v := newVault(t)
+	store := memStore{
+		{Name: "mail", Type: registry.AssetText, Value: "default"},
+		{Name: "mail", Selector: "site=hq", Type: registry.AssetText, Value: "hq"},
+		sealedRow(t, v, registry.Asset{Name: "sap", Type: registry.AssetCredential, Username: "u"}, "pw"),
+	}
+	var audits []*registry.AuditEvent
+	a := NewAssigner(AssignerOptions{Store: store, Vault: v, Audit: func(_ context.Context, e *registry.AuditEvent) error {
+		audits = append(audits, e)
+		return nil
+	}})
+	job := &registry.Job{ID: "j1", Attempt: 2, Workflow: `{"name":"w","inputs":{"pin":{"type":"string","secret":true}},"steps":[{"id":"a","uses":"log","with":{"message":"${{ assets.mail }} ${{ credentials.sap.password }} ${{ inputs.pin }}"}}]}`}
+	var err error
+	job.SecretInputs, err = v.Seal([]byte(`{"pin":"1234"}`), registry.JobSecretSealContext(job.ID))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		inputs, assets, err := a.ForAssign(ctx, job, dispatch.AssignTarget{ID: "r1", Name: "hq1", Labels: map[string]string{"site": "hq"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if inputs["pin"].GetStringValue() != "1234" {
+			t.Errorf("secret inputs = %v", inputs)
+		}
+		if text := fmt.Sprint(assets); !strings.Contains(text, `"hq"`) || !strings.Contains(text, `"pw"`) {
+			t.Errorf("assets = %s", text)
+		}
+	}
+	if len(audits) != 2 || audits[0].Actor != "robot/hq1" || !strings.Contains(audits[0].Details, `"assets":["mail","sap"]`) || strings.Contains(audits[0].Details, "pw") {
+		t.Errorf("audit events = %+v", audits)
+	}
+
+	// A secret input sealed for another job does not open.
+	other := *job
+	other.ID = "j2"
+	if _, _, err := a.ForAssign(ctx, &other, dispatch.AssignTarget{Name: "hq1"}); !errors.Is(err, vault.ErrCorrupt) {
+		t.Errorf("another job's secret inputs = %v; want ErrCorrupt", err)
+	}
+}
+
+// BenchmarkForAssign20 is what an assignment adds for a job that reads 20
+// assets, half of them sealed, each with an override: the uses of its
+// workflow (cached after the first job), the rows, the opening and the
+// audit event (the target: at most 1 ms).
+func BenchmarkForAssign20(b *testing.B) {
+	ctx := context.Background()
+	v := newVault(b)
+	var store memStore
+	var refs []string
+	for i := range 10 {
+		name := fmt.Sprintf("text%d", i)
+		store = append(store, registry.Asset{Name: name, Type: registry.AssetText, Value: "default"},
+			registry.Asset{Name: name, Selector: "site=hq", Type: registry.AssetText, Value: "hq"})
+		refs = append(refs, "${{ assets."+name+" }}")
+		cred := fmt.Sprintf("cred%d", i)
+		store = append(store, sealedRow(b, v, registry.Asset{Name: cred, Type: registry.AssetCredential, Username: "u"}, "p"),
+			sealedRow(b, v, registry.Asset{Name: cred, Selector: "site=hq", Type: registry.AssetCredential, Username: "u"}, "hq"))
+		refs = append(refs, "${{ credentials."+cred+".password }}")
+	}
+	a := NewAssigner(AssignerOptions{Store: store, Vault: v, Audit: func(context.Context, *registry.AuditEvent) error { return nil }})
+	job := &registry.Job{ID: "j", Workflow: `{"name":"w","steps":[{"id":"a","uses":"log","with":{"message":"` + strings.Join(refs, " ") + `"}}]}`}
+	robot := dispatch.AssignTarget{Name: "r", Labels: map[string]string{"site": "hq", "os": "linux"}}
+	for b.Loop() {
+		_, got, err := a.ForAssign(ctx, job, robot)
 		if err != nil || len(got) != 20 {
 			b.Fatal(len(got), err)
 		}

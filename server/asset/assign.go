@@ -7,10 +7,12 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/protobuf/types/known/structpb"
 
+	"github.com/casarerpa/casare/agent/workflow"
 	agentv1 "github.com/casarerpa/casare/rpc/casare/agent/v1"
 	"github.com/casarerpa/casare/server/dispatch"
 	"github.com/casarerpa/casare/server/registry"
@@ -19,6 +21,7 @@ import (
 // Assigner gives job_assign a job's secret inputs and its assets
 // (dispatch.Secrets), writing an audit event for each robot's read.
 type Assigner struct {
+	uses     *usesCache
 	resolver *Resolver
 	vault    Opener
 	audit    func(ctx context.Context, e *registry.AuditEvent) error
@@ -38,6 +41,7 @@ type AssignerOptions struct {
 // NewAssigner returns an Assigner.
 func NewAssigner(opts AssignerOptions) *Assigner {
 	a := &Assigner{
+		uses:     &usesCache{byWorkflow: map[string]names{}},
 		resolver: &Resolver{Store: opts.Store, Vault: opts.Vault},
 		vault:    opts.Vault,
 		audit:    opts.Audit,
@@ -68,11 +72,11 @@ func (a *Assigner) ForAssign(ctx context.Context, job *registry.Job, robot dispa
 	if err != nil {
 		return nil, nil, err
 	}
-	wf, err := job.DecodeWorkflow()
+	used, err := a.uses.of(job)
 	if err != nil {
 		return nil, nil, err
 	}
-	assets, err := a.resolver.Resolve(ctx, wf, robot.Labels)
+	assets, err := a.resolver.ResolveNames(ctx, used.assets, used.credentials, robot.Labels)
 	switch {
 	case errors.Is(err, ErrUnresolved):
 		a.outcomes.WithLabelValues("unresolved").Inc()
@@ -120,4 +124,39 @@ func OpenSecretInputs(ctx context.Context, v Opener, job *registry.Job) (map[str
 		return nil, fmt.Errorf("job %s: secret inputs: %w", job.ID, err)
 	}
 	return s.GetFields(), nil
+}
+
+// names are the assets and credentials a workflow reads.
+type names struct{ assets, credentials []string }
+
+// usesCache keeps what each workflow reads by the workflow's text: the
+// jobs of one workflow share it, and decoding and parsing it again for
+// every assignment would cost more than the rest of the resolution.
+type usesCache struct {
+	mu         sync.Mutex
+	byWorkflow map[string]names
+}
+
+// maxCachedWorkflows bounds the cache; past it, it starts over.
+const maxCachedWorkflows = 1000
+
+func (c *usesCache) of(job *registry.Job) (names, error) {
+	c.mu.Lock()
+	n, ok := c.byWorkflow[job.Workflow]
+	c.mu.Unlock()
+	if ok {
+		return n, nil
+	}
+	wf, err := job.DecodeWorkflow()
+	if err != nil {
+		return names{}, err
+	}
+	n.assets, n.credentials = workflow.AssetNames(workflow.AssetUses(wf))
+	c.mu.Lock()
+	if len(c.byWorkflow) >= maxCachedWorkflows {
+		c.byWorkflow = map[string]names{}
+	}
+	c.byWorkflow[job.Workflow] = n
+	c.mu.Unlock()
+	return n, nil
 }

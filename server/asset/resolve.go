@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 
 	"google.golang.org/protobuf/types/known/structpb"
@@ -96,10 +97,16 @@ type Resolver struct {
 // the robot.
 func (r *Resolver) Resolve(ctx context.Context, wf *casarev1.Workflow, robot map[string]string) ([]*agentv1.AssignedAsset, error) {
 	assets, creds := workflow.AssetNames(workflow.AssetUses(wf))
+	return r.ResolveNames(ctx, assets, creds, robot)
+}
+
+// ResolveNames is Resolve for the names of the assets and credentials a
+// workflow reads (workflow.AssetNames).
+func (r *Resolver) ResolveNames(ctx context.Context, assets, creds []string, robot map[string]string) ([]*agentv1.AssignedAsset, error) {
 	if len(assets)+len(creds) == 0 {
 		return nil, nil
 	}
-	rows, err := r.Store.AssetRows(ctx, append(assets, creds...)...)
+	rows, err := r.Store.AssetRows(ctx, slices.Concat(assets, creds)...)
 	if err != nil {
 		return nil, err
 	}
@@ -109,7 +116,7 @@ func (r *Resolver) Resolve(ctx context.Context, wf *casarev1.Workflow, robot map
 	}
 	out := make([]*agentv1.AssignedAsset, 0, len(assets)+len(creds))
 	seen := make(map[string]bool, len(assets)+len(creds))
-	for _, name := range append(assets, creds...) {
+	for _, name := range slices.Concat(assets, creds) {
 		if seen[name] {
 			// Read both as an asset and as a credential: CheckUses
 			// refused that for the stored type; the type decides.
