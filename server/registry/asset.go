@@ -4,8 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/uptrace/bun"
+
+	"github.com/casarerpa/casare/server/vault"
 )
 
 // AssetSealContext is the context an asset's sealed value is bound to, so
@@ -84,7 +87,7 @@ func (r *Registry) ListAssets(ctx context.Context, p Page) ([]Asset, string, err
 	var rows []Asset
 	q := r.db.NewSelect().Model(&rows)
 	if after != "" {
-		name, selector, _ := cutKey(after)
+		name, selector, _ := strings.Cut(after, "\x00")
 		q = q.Where("name > ? OR (name = ? AND selector > ?)", name, name, selector)
 	}
 	size := p.size()
@@ -98,15 +101,6 @@ func (r *Registry) ListAssets(ctx context.Context, p Page) ([]Asset, string, err
 		next = encodePageToken(last.Name+"\x00"+last.Selector, query...)
 	}
 	return rows, next, nil
-}
-
-func cutKey(key string) (name, selector string, ok bool) {
-	for i := 0; i < len(key); i++ {
-		if key[i] == 0 {
-			return key[:i], key[i+1:], true
-		}
-	}
-	return key, "", false
 }
 
 // DeleteAsset deletes the override of name for selector, or with all set
@@ -184,7 +178,10 @@ func (s AssetSeals) Reseal(ctx context.Context, reseal func(sealed, context stri
 			if err != nil {
 				return fmt.Errorf("asset %s (%s): %w", row.Name, row.Selector, err)
 			}
-			keyID, _, _ := cutDot(out)
+			keyID, err := vault.KeyOf(out)
+			if err != nil {
+				return err
+			}
 			_, err = tx.NewUpdate().Model((*Asset)(nil)).Set("sealed = ?", out).Set("key_id = ?", keyID).
 				Where("name = ? AND selector = ?", row.Name, row.Selector).Exec(ctx)
 			if err == nil {
@@ -197,21 +194,6 @@ func (s AssetSeals) Reseal(ctx context.Context, reseal func(sealed, context stri
 		}
 	}
 	return n, nil
-}
-
-// cutDot takes the key id out of a sealed value (v1.<key id>.<body>).
-func cutDot(sealed string) (keyID, body string, ok bool) {
-	const prefix = "v1."
-	if len(sealed) < len(prefix) || sealed[:len(prefix)] != prefix {
-		return "", "", false
-	}
-	rest := sealed[len(prefix):]
-	for i := 0; i < len(rest); i++ {
-		if rest[i] == '.' {
-			return rest[:i], rest[i+1:], true
-		}
-	}
-	return "", "", false
 }
 
 // JobSecretSeals re-seals the jobs' secret inputs (vault.Sealed).
