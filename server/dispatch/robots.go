@@ -48,6 +48,13 @@ func (d *Dispatcher) assign(ctx context.Context, j *pendingJob, a *assignment, r
 	if d.opts.Secrets != nil {
 		var secret map[string]*structpb.Value
 		secret, assets, err = d.opts.Secrets.ForAssign(ctx, job, AssignTarget{ID: r.id, Name: r.name, Labels: r.labels})
+		if registry.Unavailable(err) {
+			// The database will be back: the job waits for it in the
+			// queue rather than fail for it.
+			d.log.Warn("a job's assets cannot be read now; it goes back to the queue", "job", job.ID, "robot", r.id, "err", err)
+			d.handBack(ctx, a, "its assets could not be read: the database is unavailable", jobs.HandBack, false)
+			return
+		}
 		if err != nil {
 			// Without its secrets or assets the job cannot run as
 			// written, on this robot or another: it fails, saying why.
