@@ -72,7 +72,9 @@ func TestAssignCarriesSecretsAndAssets(t *testing.T) {
 // TestUnresolvedAssetsFailTheJob: a job whose assets cannot be given to
 // its robot is never sent without them; it fails, saying why.
 func TestUnresolvedAssetsFailTheJob(t *testing.T) {
-	b := setup(t, func(o *Options) { o.Secrets = &fakeSecrets{err: errors.New("asset not resolved: asset mail no longer exists")} })
+	b := setup(t, func(o *Options) {
+		o.Secrets = &fakeSecrets{err: errors.New("asset not resolved: asset mail no longer exists")}
+	})
 	ctx := context.Background()
 	job := b.submit(t, `{}`)
 	var robot sent
