@@ -306,6 +306,7 @@ func TestAssetsRefuseBadInput(t *testing.T) {
 		{name: "NameNotAnIdentifier", body: `{"asset":{"name":"mail-host","type":"ASSET_TYPE_TEXT","value":"x"}}`, code: "invalid_argument", msg: "asset.name"},
 		{name: "SelectorDoesNotParse", body: `{"asset":{"name":"a","type":"ASSET_TYPE_TEXT","value":"x","selector":"site"}}`, code: "invalid_argument", msg: `asset.selector: "site" is not key=value`},
 		{name: "SelectorTwice", body: `{"asset":{"name":"a","type":"ASSET_TYPE_TEXT","value":"x","selector":"a=1,a=2"}}`, code: "invalid_argument", msg: "asset.selector: label a is given twice"},
+		{name: "EmptySecret", body: `{"asset":{"name":"a","type":"ASSET_TYPE_SECRET"}}`, code: "invalid_argument", msg: "asset.value: a secret needs a value"},
 		{name: "PasswordOnText", body: `{"asset":{"name":"a","type":"ASSET_TYPE_TEXT","value":"x","password":"p"}}`, code: "invalid_argument", msg: "asset.password"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -62,6 +62,9 @@ func (s *assetService) PutAsset(ctx context.Context, req *casarev1.PutAssetReque
 		if in.GetUsername() != "" || in.GetPassword() != "" {
 			return nil, invalid("asset.password", "only a credential has a username and a password; a secret has a value")
 		}
+		if in.GetValue() == "" {
+			return nil, invalid("asset.value", "a secret needs a value")
+		}
 		err = s.seal(row, in.GetValue())
 	default:
 		if in.GetUsername() != "" || in.GetPassword() != "" {
