@@ -2,6 +2,7 @@ package deploy
 
 import (
 	"bytes"
+	"encoding/base64"
 	"fmt"
 	"os/exec"
 	"path/filepath"
@@ -302,7 +303,7 @@ func checkSecretRefs(t *testing.T, r rendered, set string) {
 	}
 	existing := map[string]bool{}
 	if set == "existing-secrets" {
-		for _, n := range []string{"casare-db", "casare-redis", "casare-ca", "casare-admin", "casare-quic", "casare-pool"} {
+		for _, n := range []string{"casare-db", "casare-redis", "casare-ca", "casare-admin", "casare-quic", "casare-vault", "casare-pool"} {
 			existing[n] = true
 		}
 	}
@@ -518,6 +519,9 @@ func TestChartGeneratesSecretsOnce(t *testing.T) {
 	}
 	if key := tokens.Data["quic-reset-key"]; len(key) != 64 || strings.Trim(string(key), "0123456789abcdef") != "" {
 		t.Errorf("generated QUIC reset key %q, want 64 hex digits", key)
+	}
+	if key, err := base64.StdEncoding.DecodeString(string(tokens.Data["secret-key"])); err != nil || len(key) != 32 {
+		t.Errorf("generated vault key %q, want the base64 of 32 bytes (%v)", tokens.Data["secret-key"], err)
 	}
 	ca := r.get(t, "Secret", release+"-ca").(*corev1.Secret)
 	if !bytes.HasPrefix(ca.Data["ca.crt"], []byte("-----BEGIN CERTIFICATE-----")) || !bytes.HasPrefix(ca.Data["ca.key"], []byte("-----BEGIN EC PRIVATE KEY-----")) {

@@ -48,6 +48,16 @@ type Config struct {
 	// the database does not know it, and no admin.token is written. Empty
 	// means the first start writes a new one to DataDir.
 	AdminTokenFile string `env:"CASARE_ADMIN_TOKEN_FILE"`
+	// SecretKeyFile holds the key-encryption keys of the vault that seals
+	// credentials, secret assets and secret job inputs: base64 keys, one
+	// a line, the one to seal with first (see README, "Assets and
+	// credentials", for rotation). Empty means SecretKey, or else
+	// secret.key in DataDir, created on first start.
+	SecretKeyFile string `env:"CASARE_SECRET_KEY_FILE"`
+	// SecretKey holds the same keys as text, for platforms that pass
+	// secrets in the environment; it has no flag, which would show it in
+	// the process list.
+	SecretKey string `env:"CASARE_SECRET_KEY"`
 	// DataDir holds the SQLite database, the admin token and, later, the CA.
 	DataDir string `env:"CASARE_DATA_DIR" envDefault:"./casare-data"`
 	// DatabaseURL is postgres://…; empty means SQLite in DataDir.
@@ -188,6 +198,9 @@ func envErrors(err error) error {
 func (c Config) Check() error {
 	if c.DataDir == "" {
 		return fmt.Errorf("--data-dir: must not be empty")
+	}
+	if c.SecretKeyFile != "" && c.SecretKey != "" {
+		return fmt.Errorf("--secret-key-file and CASARE_SECRET_KEY: set one, not both")
 	}
 	if c.DatabaseURL != "" && !strings.HasPrefix(c.DatabaseURL, "postgres://") && !strings.HasPrefix(c.DatabaseURL, "postgresql://") {
 		return fmt.Errorf("--database-url: want postgres://…, got %q", redact(c.DatabaseURL))

@@ -57,10 +57,10 @@ func (s *Server) newHTTPServer() *http.Server {
 		Version:            s.cfg.Build.version(),
 		Revision:           s.cfg.Build.revision(),
 		Deliveries:         s.events,
+		Vault:              s.vault,
 	})
 	s.services = services
 	services.Register(apiServer)
-	s.services = services
 
 	// Health and reflection answer without a token: probes and grpcurl
 	// carry none, and neither reveals more than the published schema.

@@ -29,6 +29,8 @@ func (s *Server) newMetrics() *prometheus.Registry {
 	reg.MustRegister(s.dispatcher.Collectors()...)
 	reg.MustRegister(s.events.Collectors()...)
 	reg.MustRegister(s.auth.Collector())
+	reg.MustRegister(s.assigner.Collectors()...)
+	reg.MustRegister(newAssetsGauge(s.reg, s.logger))
 	s.countFinishedJobs(reg)
 	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "casare_build_info",

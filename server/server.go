@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -18,6 +19,7 @@ import (
 	"github.com/quic-go/quic-go"
 
 	"github.com/casarerpa/casare/server/api"
+	"github.com/casarerpa/casare/server/asset"
 	"github.com/casarerpa/casare/server/auth"
 	"github.com/casarerpa/casare/server/dispatch"
 	"github.com/casarerpa/casare/server/event"
@@ -27,6 +29,7 @@ import (
 	"github.com/casarerpa/casare/server/queue"
 	"github.com/casarerpa/casare/server/registry"
 	"github.com/casarerpa/casare/server/schedule"
+	"github.com/casarerpa/casare/server/vault"
 )
 
 // AdminTokenFile is the name, in the data dir, of the admin token written
@@ -49,6 +52,8 @@ type Server struct {
 	jobsWaiting *queue.Notices
 	jobs        *jobs.Service
 	dispatcher  *dispatch.Dispatcher
+	vault       *vault.Vault
+	assigner    *asset.Assigner
 	metrics     *prometheus.Registry
 	pruned      *prometheus.CounterVec
 	listener    net.Listener
@@ -76,9 +81,12 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (_ *Server, err e
 			s.Close()
 		}
 	}()
-	if s.reg, err = openRegistry(ctx, cfg, logger); err != nil {
+	// Before anything else writes: a server started with the wrong key
+	// stops here having changed nothing.
+	if s.reg, s.vault, err = openRegistryAndVault(ctx, cfg, logger); err != nil {
 		return nil, err
 	}
+	s.assigner = asset.NewAssigner(asset.AssignerOptions{Store: s.reg, Vault: s.vault, Audit: s.reg.InsertAudit, Logger: logger})
 	s.queue, err = queue.Open(ctx, queue.Options{RedisURL: cfg.RedisURL, Environment: cfg.Environment, Logger: logger})
 	if err != nil {
 		return nil, fmt.Errorf("open queue: %w", err)
@@ -107,6 +115,7 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (_ *Server, err e
 		HeartbeatInterval: cfg.HeartbeatInterval,
 		RobotChanged:      func(id string) { s.gateway.Changed(id) },
 		Environment:       cfg.Environment,
+		Secrets:           s.assigner,
 	})
 	s.queue.KeepHeldOut(s.dispatcher.Holds)
 	resetKey, err := openResetKey(cfg)
@@ -208,6 +217,19 @@ func openCA(cfg Config, logger *slog.Logger) (*pki.CA, error) {
 // openRegistry opens the database named by the configuration and brings its
 // schema up to date.
 func openRegistry(ctx context.Context, cfg Config, logger *slog.Logger) (*registry.Registry, error) {
+	reg, err := openDatabase(ctx, cfg, logger)
+	if err != nil {
+		return nil, err
+	}
+	if err := migrate(ctx, reg, logger); err != nil {
+		reg.Close()
+		return nil, err
+	}
+	return reg, nil
+}
+
+// openDatabase opens the database named by the configuration as it is.
+func openDatabase(ctx context.Context, cfg Config, logger *slog.Logger) (*registry.Registry, error) {
 	reg, err := registry.Open(ctx, registry.Options{DatabaseURL: cfg.DatabaseURL, DataDir: cfg.DataDir, Logger: logger})
 	if err != nil {
 		return nil, fmt.Errorf("open database: %w", err)
@@ -217,15 +239,55 @@ func openRegistry(ctx context.Context, cfg Config, logger *slog.Logger) (*regist
 	} else {
 		logger.Info("database: PostgreSQL", "url", redact(cfg.DatabaseURL))
 	}
+	return reg, nil
+}
+
+// migrate brings the schema up to date.
+func migrate(ctx context.Context, reg *registry.Registry, logger *slog.Logger) error {
 	applied, err := reg.Migrate(ctx)
 	if err != nil {
-		reg.Close()
-		return nil, fmt.Errorf("migrate database: %w", err)
+		return fmt.Errorf("migrate database: %w", err)
 	}
 	if len(applied) > 0 {
 		logger.Info("database migrated", "applied", applied)
 	}
-	return reg, nil
+	return nil
+}
+
+// vaultMigration is the name part of the migration that makes the vault's
+// tables.
+const vaultMigration = "_vault"
+
+// openRegistryAndVault opens the database and the vault, and migrates. A
+// database whose schema already has the vault's tables is checked against
+// the keys before any migration runs, so that a start with the wrong keys
+// changes nothing at all.
+func openRegistryAndVault(ctx context.Context, cfg Config, logger *slog.Logger) (*registry.Registry, *vault.Vault, error) {
+	reg, err := openDatabase(ctx, cfg, logger)
+	if err != nil {
+		return nil, nil, err
+	}
+	var v *vault.Vault
+	// A database never migrated has no migration table to read: every
+	// migration is pending then, the vault's among them.
+	pending, err := reg.PendingMigrations(ctx)
+	if err == nil && !slices.ContainsFunc(pending, func(name string) bool { return strings.Contains(name, vaultMigration) }) {
+		if v, err = OpenVault(ctx, cfg, reg, logger, true); err != nil {
+			reg.Close()
+			return nil, nil, err
+		}
+	}
+	if err := migrate(ctx, reg, logger); err != nil {
+		reg.Close()
+		return nil, nil, err
+	}
+	if v == nil {
+		if v, err = OpenVault(ctx, cfg, reg, logger, true); err != nil {
+			reg.Close()
+			return nil, nil, err
+		}
+	}
+	return reg, v, nil
 }
 
 // bootstrapAdminToken makes sure a fresh control plane can be used: it

@@ -36,6 +36,21 @@ type Engine interface {
 	// inputs runs, env.Log is wrapped to mask them, and restored after.
 	// Failures are *Error.
 	Run(ctx context.Context, wf *casarev1.Workflow, inputs map[string]any, env *step.Env, r Reporter) (outputs map[string]any, err error)
+	// RunWithAssets is Run for a job that reads assets: expressions see
+	// them as assets and credentials, and every secret and password
+	// among them is masked like a secret input.
+	RunWithAssets(ctx context.Context, wf *casarev1.Workflow, inputs map[string]any, assets Assets, env *step.Env, r Reporter) (outputs map[string]any, err error)
+}
+
+// Assets are the control plane's assets as a job gets them, resolved for
+// the robot. They live in memory for the run only.
+type Assets struct {
+	// Values are the values of assets.NAME.
+	Values map[string]any
+	// Credentials are credentials.NAME, each with username and password.
+	Credentials map[string]map[string]string
+	// Secrets are the texts to mask: secret values and passwords.
+	Secrets []string
 }
 
 // Options configures an engine.
@@ -99,9 +114,19 @@ type run struct {
 	// outputs hold values derived from a secret.
 	taintedVars  map[string]bool
 	taintedSteps map[string]bool
+	// assets and credentials are read only.
+	assets      map[string]any
+	credentials map[string]any
+	// secretAssets names the assets of type secret: what an expression
+	// derives from them is masked too.
+	secretAssets map[string]bool
 }
 
 func (e *engine) Run(ctx context.Context, wf *casarev1.Workflow, inputs map[string]any, env *step.Env, r Reporter) (map[string]any, error) {
+	return e.RunWithAssets(ctx, wf, inputs, Assets{}, env, r)
+}
+
+func (e *engine) RunWithAssets(ctx context.Context, wf *casarev1.Workflow, inputs map[string]any, assets Assets, env *step.Env, r Reporter) (map[string]any, error) {
 	if env == nil {
 		env = &step.Env{}
 		defer env.Close()
@@ -110,10 +135,28 @@ func (e *engine) Run(ctx context.Context, wf *casarev1.Workflow, inputs map[stri
 	if err != nil {
 		return nil, err
 	}
+	for _, s := range assets.Secrets {
+		if s != "" {
+			secrets = append(secrets, s)
+		}
+	}
+	if assets.Values == nil {
+		assets.Values = map[string]any{}
+	}
+	creds := make(map[string]any, len(assets.Credentials))
+	for name, c := range assets.Credentials {
+		creds[name] = map[string]any{"username": c["username"], "password": c["password"]}
+	}
 	x := &run{
 		e: e, env: env, ms: secret.New(secrets...), secretInputs: map[string]bool{},
 		inputs: in, vars: map[string]any{}, job: map[string]any{"id": env.JobID, "attempt": int64(env.Attempt)},
 		taintedVars: map[string]bool{}, taintedSteps: map[string]bool{},
+		assets: assets.Values, credentials: creds, secretAssets: map[string]bool{},
+	}
+	for name, v := range assets.Values {
+		if text := expr.Format(v); text != "" && slices.Contains(assets.Secrets, text) {
+			x.secretAssets[name] = true
+		}
 	}
 	for name, spec := range wf.GetInputs() {
 		if spec.GetSecret() {

@@ -33,6 +33,10 @@ func (f *frame) ResolveName(name string) (any, bool) {
 		return f.index, f.inLoop
 	case expr.Error:
 		return f.err, f.err != nil
+	case expr.Assets:
+		return f.run.assets, true
+	case expr.Credentials:
+		return f.run.credentials, true
 	}
 	// The validator declares each input as a variable of its own
 	// (inputs.count), and expressions are evaluated the same way.
@@ -148,6 +152,26 @@ func (f *frame) touches(r expr.Refs) bool {
 	}
 	if f.itemTainted && slices.Contains(r.Idents, expr.Item) {
 		return true
+	}
+	// A credential's password, the whole credential and a secret asset
+	// are secrets as much as a secret input is; a username is not.
+	for _, c := range r.Credentials {
+		if c.Field != "username" {
+			return true
+		}
+	}
+	if count(r.Idents, expr.Credentials) > len(r.Credentials) {
+		return true
+	}
+	if len(x.secretAssets) > 0 {
+		for _, a := range r.Assets {
+			if x.secretAssets[a] {
+				return true
+			}
+		}
+		if count(r.Idents, expr.Assets) > len(r.Assets) {
+			return true
+		}
 	}
 	x.mu.RLock()
 	defer x.mu.RUnlock()

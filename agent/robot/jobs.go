@@ -282,7 +282,7 @@ func (r *runner) runWorkflow(ctx context.Context, j *job, assign *agentv1.JobAss
 	rep := reporter{j, r}
 	env := &step.Env{JobID: j.id, Attempt: j.attempt, WorkDir: dir, Roots: r.opts.Abilities.FileRoots, Log: func(level, message string) { rep.Log(level, "", message) }, SaveArtifact: r.artifactSaver(ctx, j)}
 	defer env.Close()
-	outputs, err := r.opts.Engine.Run(ctx, wf, inputs, env, rep)
+	outputs, err := r.opts.Engine.RunWithAssets(ctx, wf, inputs, jobAssets(assign.GetAssets()), env, rep)
 	if err != nil {
 		return nil, err
 	}
@@ -553,4 +553,27 @@ func (r *runner) finishDrain(handedBack bool) {
 	_ = r.send(&agentv1.AgentMessage{Msg: &agentv1.AgentMessage_Drained{Drained: &agentv1.Drained{}}})
 	r.log.Info("drained", "handed_back", handedBack)
 	r.stop()
+}
+
+// jobAssets turns the assets job_assign carried into what the engine
+// takes; they stay in memory for the job's run and no longer.
+func jobAssets(assigned []*agentv1.AssignedAsset) engine.Assets {
+	if len(assigned) == 0 {
+		return engine.Assets{}
+	}
+	a := engine.Assets{Values: map[string]any{}, Credentials: map[string]map[string]string{}}
+	for _, as := range assigned {
+		switch as.GetType() {
+		case "credential":
+			a.Credentials[as.GetName()] = map[string]string{"username": as.GetUsername(), "password": as.GetPassword()}
+			a.Secrets = append(a.Secrets, as.GetPassword())
+		case "secret":
+			v := as.GetValue().GetStringValue()
+			a.Values[as.GetName()] = v
+			a.Secrets = append(a.Secrets, v)
+		default:
+			a.Values[as.GetName()] = as.GetValue().AsInterface()
+		}
+	}
+	return a
 }

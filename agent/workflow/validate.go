@@ -559,6 +559,11 @@ func (v *validation) expression(p site, src string, at where, want *cel.Type) {
 			}
 		}
 	}
+	for _, c := range refs.Credentials {
+		if c.Field != "" && !slices.Contains(CredentialFields, c.Field) {
+			v.addAt(p, "${{ %s }}: credentials.%s.%s: a credential has only username and password", src, c.Name, c.Field)
+		}
+	}
 	for _, id := range refs.Idents {
 		switch {
 		case (id == expr.Item || id == expr.Index) && !at.inLoop:

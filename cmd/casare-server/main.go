@@ -66,6 +66,7 @@ func newRootCommand() *cobra.Command {
 	flags.StringVar(&cfg.CAKey, "ca-key", cfg.CAKey, "CA private key (PEM), with --ca-cert (CASARE_CA_KEY)")
 	flags.DurationVar(&cfg.RobotCertValidity, "robot-cert-validity", cfg.RobotCertValidity, "how long robot certificates last (CASARE_ROBOT_CERT_VALIDITY)")
 	flags.StringVar(&cfg.AdminTokenFile, "admin-token-file", cfg.AdminTokenFile, "file holding an admin API token to accept (csr_…), stored on start; no admin.token is written (CASARE_ADMIN_TOKEN_FILE)")
+	flags.StringVar(&cfg.SecretKeyFile, "secret-key-file", cfg.SecretKeyFile, "key-encryption keys of the vault that seals credentials, secret assets and secret job inputs: base64 32-byte keys, one a line, the one to seal with first; the keys may also come as text in CASARE_SECRET_KEY; default secret.key in the data dir, created on first start (CASARE_SECRET_KEY_FILE)")
 	flags.StringVar(&cfg.DataDir, "data-dir", cfg.DataDir, "directory for the SQLite database and the admin token (CASARE_DATA_DIR)")
 	flags.StringVar(&cfg.DatabaseURL, "database-url", cfg.DatabaseURL, "PostgreSQL URL postgres://…; empty uses SQLite in the data dir (CASARE_DATABASE_URL)")
 	flags.StringVar(&cfg.RedisURL, "redis-url", cfg.RedisURL, "Redis URL redis://…; empty runs an embedded Redis (CASARE_REDIS_URL)")
@@ -116,7 +117,7 @@ func newRootCommand() *cobra.Command {
 			return nil
 		},
 	})
-	root.AddCommand(newTokenCommand(&cfg), newCACommand(&cfg), newHealthCommand(&cfg))
+	root.AddCommand(newTokenCommand(&cfg), newCACommand(&cfg), newHealthCommand(&cfg), newSecretsCommand(&cfg))
 	buildinfo.AddTo(root)
 	return root
 }
@@ -167,4 +168,27 @@ func newTokenCommand(cfg *server.Config) *cobra.Command {
 	_ = create.MarkFlagRequired("role")
 	token.AddCommand(create)
 	return token
+}
+
+func newSecretsCommand(cfg *server.Config) *cobra.Command {
+	secrets := &cobra.Command{Use: "secrets", Short: "Manage the keys of the vault that seals credentials, secret assets and secret inputs"}
+	secrets.AddCommand(&cobra.Command{
+		Use:   "rotate",
+		Short: "Re-seal every data key under the first key of the key file and every sealed value under a new data key",
+		Long: "rotate re-seals every data key under the first key of --secret-key-file (or\n" +
+			"CASARE_SECRET_KEY), makes a new data key and re-seals every credential, secret asset\n" +
+			"and secret job input under it. Running servers keep working: list the new key first\n" +
+			"and the old one after it, restart the servers, run rotate, then remove the old key\n" +
+			"and restart them again.",
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			res, err := server.RotateSecrets(cmd.Context(), *cfg, cfg.NewLogger())
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "data keys re-sealed under %s: %d\nnew data key: %s\nvalues re-sealed: %d\n", res.KEK, res.DataKeys, res.DataKey, res.Values)
+			return nil
+		},
+	})
+	return secrets
 }

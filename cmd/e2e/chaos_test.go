@@ -182,7 +182,7 @@ func (c *chaos) startReplicas() {
 		}
 		if i > 0 {
 			first := c.replicas[0].dataDir
-			r.args = append(r.args, "--ca-cert", filepath.Join(first, "ca.crt"), "--ca-key", filepath.Join(first, "ca.key"))
+			r.args = append(r.args, "--ca-cert", filepath.Join(first, "ca.crt"), "--ca-key", filepath.Join(first, "ca.key"), "--secret-key-file", filepath.Join(first, "secret.key"))
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 		err := r.up(ctx)

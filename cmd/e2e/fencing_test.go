@@ -97,7 +97,7 @@ func frozenReplica(t *testing.T, acceptTimeout, grace, heartbeatA string) {
 		"--accept-timeout", acceptTimeout, "--robot-grace-period", grace}
 	a := startServer(t, t.TempDir(), append(slices.Clone(shared), "--heartbeat-interval", heartbeatA)...)
 	b := startServer(t, t.TempDir(), append(shared, "--heartbeat-interval", "500ms",
-		"--ca-cert", filepath.Join(a.dataDir, "ca.crt"), "--ca-key", filepath.Join(a.dataDir, "ca.key"))...)
+		"--ca-cert", filepath.Join(a.dataDir, "ca.crt"), "--ca-key", filepath.Join(a.dataDir, "ca.key"), "--secret-key-file", filepath.Join(a.dataDir, "secret.key"))...)
 	f := newFleet(t, a)
 	dir := filepath.Join(t.TempDir(), "mover")
 	if out, err := agentCmd("enroll", "--token", enrollmentToken(t, a, "mover", "--labels", "kind=mover"), "--dir", dir); err != nil {

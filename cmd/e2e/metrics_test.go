@@ -56,7 +56,7 @@ func TestRobotMetricsCoverTheWholeFleet(t *testing.T) {
 			back = scraped
 			if tc.replicas {
 				back = startServer(t, t.TempDir(), append(backArgs, "--heartbeat-interval", "200ms",
-					"--ca-cert", filepath.Join(scraped.dataDir, "ca.crt"), "--ca-key", filepath.Join(scraped.dataDir, "ca.key"))...)
+					"--ca-cert", filepath.Join(scraped.dataDir, "ca.crt"), "--ca-key", filepath.Join(scraped.dataDir, "ca.key"), "--secret-key-file", filepath.Join(scraped.dataDir, "secret.key"))...)
 				token, err := os.ReadFile(filepath.Join(scraped.dataDir, "admin.token"))
 				if err != nil {
 					t.Fatal(err)

@@ -21,7 +21,7 @@ func TestJobsReachTheReplicaWithTheRobot(t *testing.T) {
 	shared := []string{"--database-url", dbURL, "--redis-url", redisURL, "--reconcile-interval", "1h"}
 	front := startServer(t, t.TempDir(), shared...)
 	back := startServer(t, t.TempDir(), append(shared,
-		"--ca-cert", filepath.Join(front.dataDir, "ca.crt"), "--ca-key", filepath.Join(front.dataDir, "ca.key"))...)
+		"--ca-cert", filepath.Join(front.dataDir, "ca.crt"), "--ca-key", filepath.Join(front.dataDir, "ca.key"), "--secret-key-file", filepath.Join(front.dataDir, "secret.key"))...)
 
 	f := newFleet(t, front)
 	backQUIC := quicListening.FindStringSubmatch(back.log.String())[1]

@@ -41,7 +41,7 @@ func TestRobotLeavesAFrozenReplicaAndKeepsItsJob(t *testing.T) {
 	shared := []string{"--database-url", dbURL, "--redis-url", redisURL}
 	first := startServer(t, t.TempDir(), shared...)
 	second := startServer(t, t.TempDir(), append(shared,
-		"--ca-cert", filepath.Join(first.dataDir, "ca.crt"), "--ca-key", filepath.Join(first.dataDir, "ca.key"))...)
+		"--ca-cert", filepath.Join(first.dataDir, "ca.crt"), "--ca-key", filepath.Join(first.dataDir, "ca.key"), "--secret-key-file", filepath.Join(first.dataDir, "secret.key"))...)
 	replicas, addrOf := map[string]*serverProc{}, map[*serverProc]string{}
 	var addrs []string
 	for _, s := range []*serverProc{first, second} {

@@ -62,6 +62,9 @@ func (s *Services) Submit(ctx context.Context, req *casarev1.SubmitJobRequest, c
 			return nil, false, err
 		}
 	}
+	if err := s.checkAssetUses(ctx, wf); err != nil {
+		return nil, false, err
+	}
 	requires, err := mergeRequirements(workflow.Requirements(wf, stepCatalogue), req.GetRequires())
 	if err != nil {
 		return nil, false, err
@@ -91,6 +94,9 @@ func (s *Services) Submit(ctx context.Context, req *casarev1.SubmitJobRequest, c
 	}
 	if job.Workflow, err = marshalJSON(wf); err != nil {
 		return nil, false, toConnect(fmt.Errorf("encode workflow: %w", err))
+	}
+	if err := s.sealSecretInputs(job, wf, inputs); err != nil {
+		return nil, false, toConnect(err)
 	}
 	if job.Inputs, err = marshalJSON(inputs); err != nil {
 		return nil, false, toConnect(fmt.Errorf("encode inputs: %w", err))

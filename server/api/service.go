@@ -86,6 +86,9 @@ type Options struct {
 	Version, Revision string
 	// Deliveries, when set, hears of pings and redeliveries queued.
 	Deliveries Deliveries
+	// Vault seals secret assets, credentials and secret job inputs; nil
+	// refuses them.
+	Vault Vault
 }
 
 // Services holds the implementations of the casare.v1 services.
@@ -108,6 +111,7 @@ type Services struct {
 	versions          versionCache
 	version, revision string
 	deliveries        Deliveries
+	vault             Vault
 
 	// stopping closes when the server starts to shut down: watch and log
 	// streams never go idle on their own, and a graceful shutdown waits
@@ -161,6 +165,7 @@ func New(opts Options) *Services {
 		version:            opts.Version,
 		revision:           opts.Revision,
 		deliveries:         opts.Deliveries,
+		vault:              opts.Vault,
 	}
 }
 
@@ -172,6 +177,7 @@ func (s *Services) Register(server *connect.Server) {
 	casarev1connect.RegisterAdminServiceHandler(server, &adminService{s})
 	casarev1connect.RegisterWebhookServiceHandler(server, &webhookService{Services: s})
 	casarev1connect.RegisterScheduleServiceHandler(server, &scheduleService{Services: s})
+	casarev1connect.RegisterAssetServiceHandler(server, &assetService{s})
 }
 
 // actor names the caller for job events and created_by columns.

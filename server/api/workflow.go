@@ -65,6 +65,9 @@ func (s *workflowService) PutWorkflow(ctx context.Context, req *casarev1.PutWork
 	if err := validateWorkflow(ctx, wf); err != nil {
 		return nil, err
 	}
+	if err := s.checkAssetUses(ctx, wf); err != nil {
+		return nil, err
+	}
 	digest, err := workflowDigest(wf)
 	if err != nil {
 		return nil, toConnect(err)

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/protobuf/types/known/structpb"
 
 	agentv1 "github.com/casarerpa/casare/rpc/casare/agent/v1"
 	"github.com/casarerpa/casare/server/gateway"
@@ -79,6 +80,22 @@ type Options struct {
 	// RobotChanged is told when a robot's status (idle, busy) changes.
 	RobotChanged func(robotID string)
 	Environment  string
+	// Secrets, when set, gives job_assign what the job's row does not
+	// hold in plain text.
+	Secrets Secrets
+}
+
+// Secrets gives job_assign the job's secret inputs, opened, and the
+// assets its workflow reads, resolved for the robot it goes to. They
+// travel only inside job_assign, over the robot's mutual-TLS tunnel.
+type Secrets interface {
+	ForAssign(ctx context.Context, job *registry.Job, robot AssignTarget) (inputs map[string]*structpb.Value, assets []*agentv1.AssignedAsset, err error)
+}
+
+// AssignTarget is the robot a job is assigned to.
+type AssignTarget struct {
+	ID, Name string
+	Labels   map[string]string
 }
 
 // Dispatcher matches pending jobs with robots connected to this replica.

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/cenkalti/backoff/v5"
+	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	agentv1 "github.com/casarerpa/casare/rpc/casare/agent/v1"
@@ -43,7 +44,35 @@ func (d *Dispatcher) assign(ctx context.Context, j *pendingJob, a *assignment, r
 		})
 		return
 	}
-	msg := &agentv1.JobAssign{JobId: job.ID, Attempt: job.Attempt, Workflow: []byte(job.Workflow), Inputs: inputs}
+	var assets []*agentv1.AssignedAsset
+	if d.opts.Secrets != nil {
+		var secret map[string]*structpb.Value
+		secret, assets, err = d.opts.Secrets.ForAssign(ctx, job, AssignTarget{ID: r.id, Name: r.name, Labels: r.labels})
+		if registry.Unavailable(err) {
+			// The database will be back: the job waits for it in the
+			// queue rather than fail for it.
+			d.log.Warn("a job's assets cannot be read now; it goes back to the queue", "job", job.ID, "robot", r.id, "err", err)
+			d.handBack(ctx, a, "its assets could not be read: the database is unavailable", jobs.HandBack, false)
+			return
+		}
+		if err != nil {
+			// Without its secrets or assets the job cannot run as
+			// written, on this robot or another: it fails, saying why.
+			d.log.Warn("a job's secrets or assets cannot be given to its robot; failing it", "job", job.ID, "robot", r.id, "err", err)
+			d.complete.take(jobEnd{
+				end:    jobs.End{JobID: a.jobID, Attempt: a.attempt, RobotID: r.id, Failed: true, Error: err.Error()},
+				unsent: a,
+			})
+			return
+		}
+		for k, v := range secret {
+			if inputs.Fields == nil {
+				inputs.Fields = map[string]*structpb.Value{}
+			}
+			inputs.Fields[k] = v
+		}
+	}
+	msg := &agentv1.JobAssign{JobId: job.ID, Attempt: job.Attempt, Workflow: []byte(job.Workflow), Inputs: inputs, Assets: assets}
 	if job.TimeoutMillis > 0 {
 		msg.Deadline = timestamppb.New(time.Now().Add(time.Duration(job.TimeoutMillis) * time.Millisecond))
 	}

@@ -167,23 +167,23 @@ func (ins *jobInserter) exec(ctx context.Context, batch []*jobInsert) (map[strin
 // each audit event.
 const insertJobsQuery = `WITH job AS (INSERT INTO jobs (` + jobColumnNames + `)
 	SELECT * FROM unnest($1::text[], $2::text[], $3::int[], $4::text[], $5::text[], $6::text[], $7::int[], $8::int[], $9::int[], $10::text[], $11::text[], $12::text[], $13::text[],
-		$14::bigint[], $15::text[], $16::text[], $17::timestamptz[], $18::timestamptz[], $19::timestamptz[], $20::timestamptz[], $21::int[], $22::text[])
+		$14::bigint[], $15::text[], $16::text[], $17::timestamptz[], $18::timestamptz[], $19::timestamptz[], $20::timestamptz[], $21::int[], $22::text[], $23::text[])
 	ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
 	RETURNING id),
 event AS (INSERT INTO job_events (job_id, time, from_status, to_status, attempt, robot_id, reason, actor)
-	SELECT e.* FROM unnest($23::text[], $24::timestamptz[], $25::text[], $26::text[], $27::int[], $28::text[], $29::text[], $30::text[])
+	SELECT e.* FROM unnest($24::text[], $25::timestamptz[], $26::text[], $27::text[], $28::int[], $29::text[], $30::text[], $31::text[])
 		AS e(job_id, time, from_status, to_status, attempt, robot_id, reason, actor)
 	WHERE e.job_id IN (SELECT id FROM job)),
 audit AS (INSERT INTO audit_events (time, actor, actor_token_id, action, target, outcome, details, peer)
 	SELECT a.time, a.actor, a.actor_token_id, a.action, a.target, a.outcome, a.details, a.peer
-	FROM unnest($31::timestamptz[], $32::text[], $33::text[], $34::text[], $35::text[], $36::text[], $37::text[], $38::text[], $39::text[])
+	FROM unnest($32::timestamptz[], $33::text[], $34::text[], $35::text[], $36::text[], $37::text[], $38::text[], $39::text[], $40::text[])
 		AS a(time, actor, actor_token_id, action, target, outcome, details, peer, job_id)
 	WHERE a.job_id IN (SELECT id FROM job))
 SELECT id FROM job`
 
 // jobColumnNames are the columns of jobs in the order of jobColumns.args.
 const jobColumnNames = "id, workflow_name, workflow_version, workflow, status, status_message, priority, attempt, max_attempts, robot_id, " +
-	"inputs, requires, result, timeout_ms, idempotency_key, created_by, created_at, updated_at, started_at, finished_at, progress, current_step"
+	"inputs, requires, result, timeout_ms, idempotency_key, created_by, created_at, updated_at, started_at, finished_at, progress, current_step, secret_inputs"
 
 // jobColumns holds a batch of jobs as one array a column.
 type jobColumns struct {
@@ -199,6 +199,7 @@ type jobColumns struct {
 	startedAt, finishedAt             []*time.Time
 	progress                          []int32
 	currentStep                       []string
+	secretInputs                      []string
 }
 
 func (c *jobColumns) add(j *Job) {
@@ -213,12 +214,13 @@ func (c *jobColumns) add(j *Job) {
 	c.createdAt, c.updatedAt = append(c.createdAt, j.CreatedAt), append(c.updatedAt, j.UpdatedAt)
 	c.startedAt, c.finishedAt = append(c.startedAt, j.StartedAt), append(c.finishedAt, j.FinishedAt)
 	c.progress, c.currentStep = append(c.progress, j.Progress), append(c.currentStep, j.CurrentStep)
+	c.secretInputs = append(c.secretInputs, j.SecretInputs)
 }
 
 func (c *jobColumns) args() []any {
 	return []any{c.id, c.workflowName, c.workflowVersion, c.workflow, c.status, c.statusMessage, c.priority, c.attempt, c.maxAttempts,
 		c.robotID, c.inputs, c.requires, c.result, c.timeoutMillis, c.idempotencyKey, c.createdBy, c.createdAt, c.updatedAt,
-		c.startedAt, c.finishedAt, c.progress, c.currentStep}
+		c.startedAt, c.finishedAt, c.progress, c.currentStep, c.secretInputs}
 }
 
 // eventColumns holds a batch of job events, but for their ids, which the

@@ -42,7 +42,7 @@ func TestBatchInsertStoresEveryField(t *testing.T) {
 		StatusMessage: "waiting", Priority: PriorityHigh, Attempt: 3, MaxAttempts: 4, RobotID: "robot-1",
 		Inputs: `{"a":1}`, Requires: `{"capabilities":["browser"]}`, Result: `{"b":2}`, TimeoutMillis: 5000,
 		IdempotencyKey: &key, CreatedBy: "tester", CreatedAt: at, UpdatedAt: at.Add(time.Millisecond),
-		StartedAt: &started, FinishedAt: &finished, Progress: 50, CurrentStep: "step-1",
+		StartedAt: &started, FinishedAt: &finished, Progress: 50, CurrentStep: "step-1", SecretInputs: "v1.dk-1.sealed",
 	}
 	audit := &AuditEvent{Time: at, Actor: "tester", ActorTokenID: "t1", Action: "submit", Target: "job/" + want.ID, Outcome: "ok", Details: `{"c":3}`, Peer: "127.0.0.1"}
 	if existing, err := r.inserter.insert(ctx, want, audit); err != nil || existing {

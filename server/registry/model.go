@@ -81,6 +81,9 @@ type Job struct {
 	FinishedAt      *time.Time `bun:"finished_at"`
 	Progress        int32      `bun:"progress,notnull"`
 	CurrentStep     string     `bun:"current_step,notnull"`
+	// SecretInputs holds the inputs the workflow declares secret, sealed
+	// by the vault as one JSON object; Inputs holds the others.
+	SecretInputs string `bun:"secret_inputs,notnull"`
 }
 
 // JobEvent is a row of job_events: one transition of a job.
@@ -253,4 +256,57 @@ type Trigger struct {
 	CreatedBy               string     `bun:"created_by,notnull"`
 	CreatedAt               time.Time  `bun:"created_at,notnull"`
 	UpdatedAt               time.Time  `bun:"updated_at,notnull"`
+}
+
+// AssetType is an asset's type as stored: the lower-case name of the API
+// enum without its prefix.
+type AssetType string
+
+// Asset types.
+const (
+	AssetText       AssetType = "text"
+	AssetNumber     AssetType = "number"
+	AssetBool       AssetType = "bool"
+	AssetJSON       AssetType = "json"
+	AssetSecret     AssetType = "secret"
+	AssetCredential AssetType = "credential"
+)
+
+// AssetTypes lists every asset type, for metrics that report each.
+var AssetTypes = []AssetType{AssetText, AssetNumber, AssetBool, AssetJSON, AssetSecret, AssetCredential}
+
+// Sealed reports whether values of the type are kept sealed.
+func (t AssetType) Sealed() bool { return t == AssetSecret || t == AssetCredential }
+
+// Asset is a row of assets: a named value, or its override for robots
+// whose labels match Selector. (Name, Selector) is the key; the row with
+// an empty Selector is the value every other robot gets.
+type Asset struct {
+	bun.BaseModel `bun:"table:assets"`
+
+	Name     string    `bun:"name,pk"`
+	Selector string    `bun:"selector,pk"` // canonical: k=v pairs sorted by key, comma-separated
+	Type     AssetType `bun:"type,notnull"`
+	// Value is the value of text, number, bool and JSON assets, in the
+	// text form the API takes; empty for the sealed types.
+	Value    string `bun:"value,notnull"`
+	Username string `bun:"username,notnull"`
+	// Sealed is the secret text or the credential's password, sealed by
+	// the vault under the data key KeyID.
+	Sealed    string    `bun:"sealed,notnull"`
+	KeyID     string    `bun:"key_id,notnull"`
+	CreatedAt time.Time `bun:"created_at,notnull"`
+	UpdatedAt time.Time `bun:"updated_at,notnull"`
+	UpdatedBy string    `bun:"updated_by,notnull"`
+}
+
+// VaultKey is a row of vault_keys: a data key sealed under a
+// key-encryption key.
+type VaultKey struct {
+	bun.BaseModel `bun:"table:vault_keys"`
+
+	ID        string    `bun:"id,pk"`
+	KEKID     string    `bun:"kek_id,notnull"`
+	Sealed    string    `bun:"sealed,notnull"` // base64
+	CreatedAt time.Time `bun:"created_at,notnull"`
 }

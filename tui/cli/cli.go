@@ -146,6 +146,7 @@ func (a *app) rootCommand() *cobra.Command {
 		a.schedulesCommand(),
 		a.calendarsCommand(),
 		a.webhooksCommand(),
+		a.assetsCommand(),
 		a.whoamiCommand(),
 		a.configCommand(),
 		a.versionCommand(),

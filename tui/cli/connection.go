@@ -31,6 +31,7 @@ type connection struct {
 	admin     casarev1connect.AdminServiceClient
 	webhooks  casarev1connect.WebhookServiceClient
 	schedules casarev1connect.ScheduleServiceClient
+	assets    casarev1connect.AssetServiceClient
 }
 
 // connect resolves the server and token, each from its flag, else the
@@ -79,6 +80,7 @@ func (a *app) connect() (*connection, error) {
 		admin:     casarev1connect.NewAdminServiceClient(client),
 		webhooks:  casarev1connect.NewWebhookServiceClient(client),
 		schedules: casarev1connect.NewScheduleServiceClient(client),
+		assets:    casarev1connect.NewAssetServiceClient(client),
 	}
 	return &a.conn, nil
 }

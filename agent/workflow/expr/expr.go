@@ -34,6 +34,11 @@ const (
 	Index  = "index"
 	Job    = "job"
 	Error  = "error"
+	// Assets are the job's assets by name (assets.mail_server) and
+	// Credentials its credentials (credentials.sap.username, .password),
+	// resolved by the control plane for the robot that runs the job.
+	Assets      = "assets"
+	Credentials = "credentials"
 )
 
 // base is the environment every expression is parsed and checked in; an
@@ -49,6 +54,8 @@ var base = func() *cel.Env {
 		cel.Variable(Index, cel.IntType),
 		cel.Variable(Job, dynMap),
 		cel.Variable(Error, dynMap),
+		cel.Variable(Assets, dynMap),
+		cel.Variable(Credentials, cel.MapType(cel.StringType, cel.MapType(cel.StringType, cel.StringType))),
 	}, library()...)...)
 	if err != nil {
 		panic("expr: " + err.Error())
@@ -317,14 +324,35 @@ type Refs struct {
 	Vars []string
 	// Idents are the top-level names used (item, index, error, ...).
 	Idents []string
+	// Assets are the assets read as assets.NAME.
+	Assets []string
+	// Credentials are the credentials read as credentials.NAME, with the
+	// field read after it (username, password) when there is one.
+	Credentials []CredentialRef
+}
+
+// CredentialRef is a credential an expression reads.
+type CredentialRef struct {
+	Name  string
+	Field string // "" when the expression reads the whole credential
 }
 
 // References lists what a parsed or checked expression refers to.
 func References(a *cel.Ast) Refs {
+	return references(a.NativeRep().Expr())
+}
+
+// ReferencesParsed lists what a parsed expression refers to, without
+// type-checking it.
+func ReferencesParsed(p *Parsed) Refs {
+	return references(p.tree.Expr())
+}
+
+func references(root ast.Expr) Refs {
 	var r Refs
 	// A plain visit: navigating the AST would wrap every node first, and
 	// the validator lists the references of a thousand expressions.
-	ast.PostOrderVisit(a.NativeRep().Expr(), ast.NewExprVisitor(func(e ast.Expr) {
+	ast.PostOrderVisit(root, ast.NewExprVisitor(func(e ast.Expr) {
 		switch e.Kind() {
 		case ast.IdentKind:
 			name := e.AsIdent()
@@ -345,6 +373,20 @@ func References(a *cel.Ast) Refs {
 					r.Inputs = append(r.Inputs, sel.FieldName())
 				case Vars:
 					r.Vars = append(r.Vars, sel.FieldName())
+				case Assets:
+					r.Assets = append(r.Assets, sel.FieldName())
+				case Credentials:
+					r.Credentials = append(r.Credentials, CredentialRef{Name: sel.FieldName()})
+				}
+			} else if op.Kind() == ast.SelectKind {
+				// credentials.NAME.FIELD: the inner select was visited
+				// first (post-order) and recorded NAME alone.
+				inner := op.AsSelect()
+				if in := inner.Operand(); in.Kind() == ast.IdentKind && in.AsIdent() == Credentials {
+					n := len(r.Credentials)
+					if n > 0 && r.Credentials[n-1].Name == inner.FieldName() && r.Credentials[n-1].Field == "" {
+						r.Credentials[n-1].Field = sel.FieldName()
+					}
 				}
 			}
 		}

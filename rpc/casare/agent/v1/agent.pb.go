@@ -991,9 +991,12 @@ type JobAssign struct {
 	JobId   string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
 	Attempt int32                  `protobuf:"varint,2,opt,name=attempt,proto3" json:"attempt,omitempty"`
 	// The workflow definition as protojson of casare.v1.Workflow.
-	Workflow      []byte                 `protobuf:"bytes,3,opt,name=workflow,proto3" json:"workflow,omitempty"`
-	Inputs        *structpb.Struct       `protobuf:"bytes,4,opt,name=inputs,proto3" json:"inputs,omitempty"`
-	Deadline      *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=deadline,proto3" json:"deadline,omitempty"`
+	Workflow []byte                 `protobuf:"bytes,3,opt,name=workflow,proto3" json:"workflow,omitempty"`
+	Inputs   *structpb.Struct       `protobuf:"bytes,4,opt,name=inputs,proto3" json:"inputs,omitempty"`
+	Deadline *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=deadline,proto3" json:"deadline,omitempty"`
+	// The assets and credentials the workflow uses, resolved for this
+	// robot. The robot keeps them in memory for the job's life only.
+	Assets        []*AssignedAsset `protobuf:"bytes,6,rep,name=assets,proto3" json:"assets,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1063,6 +1066,93 @@ func (x *JobAssign) GetDeadline() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *JobAssign) GetAssets() []*AssignedAsset {
+	if x != nil {
+		return x.Assets
+	}
+	return nil
+}
+
+// AssignedAsset is an asset's value as a job gets it.
+type AssignedAsset struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// text, number, bool, json, secret or credential.
+	Type string `protobuf:"bytes,2,opt,name=type,proto3" json:"type,omitempty"`
+	// The value, for every type but credential.
+	Value *structpb.Value `protobuf:"bytes,3,opt,name=value,proto3" json:"value,omitempty"`
+	// A credential's username and password.
+	Username      string `protobuf:"bytes,4,opt,name=username,proto3" json:"username,omitempty"`
+	Password      string `protobuf:"bytes,5,opt,name=password,proto3" json:"password,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AssignedAsset) Reset() {
+	*x = AssignedAsset{}
+	mi := &file_casare_agent_v1_agent_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AssignedAsset) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AssignedAsset) ProtoMessage() {}
+
+func (x *AssignedAsset) ProtoReflect() protoreflect.Message {
+	mi := &file_casare_agent_v1_agent_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AssignedAsset.ProtoReflect.Descriptor instead.
+func (*AssignedAsset) Descriptor() ([]byte, []int) {
+	return file_casare_agent_v1_agent_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *AssignedAsset) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *AssignedAsset) GetType() string {
+	if x != nil {
+		return x.Type
+	}
+	return ""
+}
+
+func (x *AssignedAsset) GetValue() *structpb.Value {
+	if x != nil {
+		return x.Value
+	}
+	return nil
+}
+
+func (x *AssignedAsset) GetUsername() string {
+	if x != nil {
+		return x.Username
+	}
+	return ""
+}
+
+func (x *AssignedAsset) GetPassword() string {
+	if x != nil {
+		return x.Password
+	}
+	return ""
+}
+
 type JobAccept struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	JobId         string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
@@ -1073,7 +1163,7 @@ type JobAccept struct {
 
 func (x *JobAccept) Reset() {
 	*x = JobAccept{}
-	mi := &file_casare_agent_v1_agent_proto_msgTypes[11]
+	mi := &file_casare_agent_v1_agent_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1085,7 +1175,7 @@ func (x *JobAccept) String() string {
 func (*JobAccept) ProtoMessage() {}
 
 func (x *JobAccept) ProtoReflect() protoreflect.Message {
-	mi := &file_casare_agent_v1_agent_proto_msgTypes[11]
+	mi := &file_casare_agent_v1_agent_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1098,7 +1188,7 @@ func (x *JobAccept) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JobAccept.ProtoReflect.Descriptor instead.
 func (*JobAccept) Descriptor() ([]byte, []int) {
-	return file_casare_agent_v1_agent_proto_rawDescGZIP(), []int{11}
+	return file_casare_agent_v1_agent_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *JobAccept) GetJobId() string {
@@ -1129,7 +1219,7 @@ type JobReject struct {
 
 func (x *JobReject) Reset() {
 	*x = JobReject{}
-	mi := &file_casare_agent_v1_agent_proto_msgTypes[12]
+	mi := &file_casare_agent_v1_agent_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1141,7 +1231,7 @@ func (x *JobReject) String() string {
 func (*JobReject) ProtoMessage() {}
 
 func (x *JobReject) ProtoReflect() protoreflect.Message {
-	mi := &file_casare_agent_v1_agent_proto_msgTypes[12]
+	mi := &file_casare_agent_v1_agent_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1154,7 +1244,7 @@ func (x *JobReject) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JobReject.ProtoReflect.Descriptor instead.
 func (*JobReject) Descriptor() ([]byte, []int) {
-	return file_casare_agent_v1_agent_proto_rawDescGZIP(), []int{12}
+	return file_casare_agent_v1_agent_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *JobReject) GetJobId() string {
@@ -1192,7 +1282,7 @@ type JobProgress struct {
 
 func (x *JobProgress) Reset() {
 	*x = JobProgress{}
-	mi := &file_casare_agent_v1_agent_proto_msgTypes[13]
+	mi := &file_casare_agent_v1_agent_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1204,7 +1294,7 @@ func (x *JobProgress) String() string {
 func (*JobProgress) ProtoMessage() {}
 
 func (x *JobProgress) ProtoReflect() protoreflect.Message {
-	mi := &file_casare_agent_v1_agent_proto_msgTypes[13]
+	mi := &file_casare_agent_v1_agent_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1217,7 +1307,7 @@ func (x *JobProgress) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JobProgress.ProtoReflect.Descriptor instead.
 func (*JobProgress) Descriptor() ([]byte, []int) {
-	return file_casare_agent_v1_agent_proto_rawDescGZIP(), []int{13}
+	return file_casare_agent_v1_agent_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *JobProgress) GetJobId() string {
@@ -1269,7 +1359,7 @@ type JobComplete struct {
 
 func (x *JobComplete) Reset() {
 	*x = JobComplete{}
-	mi := &file_casare_agent_v1_agent_proto_msgTypes[14]
+	mi := &file_casare_agent_v1_agent_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1281,7 +1371,7 @@ func (x *JobComplete) String() string {
 func (*JobComplete) ProtoMessage() {}
 
 func (x *JobComplete) ProtoReflect() protoreflect.Message {
-	mi := &file_casare_agent_v1_agent_proto_msgTypes[14]
+	mi := &file_casare_agent_v1_agent_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1294,7 +1384,7 @@ func (x *JobComplete) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JobComplete.ProtoReflect.Descriptor instead.
 func (*JobComplete) Descriptor() ([]byte, []int) {
-	return file_casare_agent_v1_agent_proto_rawDescGZIP(), []int{14}
+	return file_casare_agent_v1_agent_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *JobComplete) GetJobId() string {
@@ -1341,7 +1431,7 @@ type JobFail struct {
 
 func (x *JobFail) Reset() {
 	*x = JobFail{}
-	mi := &file_casare_agent_v1_agent_proto_msgTypes[15]
+	mi := &file_casare_agent_v1_agent_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1353,7 +1443,7 @@ func (x *JobFail) String() string {
 func (*JobFail) ProtoMessage() {}
 
 func (x *JobFail) ProtoReflect() protoreflect.Message {
-	mi := &file_casare_agent_v1_agent_proto_msgTypes[15]
+	mi := &file_casare_agent_v1_agent_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1366,7 +1456,7 @@ func (x *JobFail) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JobFail.ProtoReflect.Descriptor instead.
 func (*JobFail) Descriptor() ([]byte, []int) {
-	return file_casare_agent_v1_agent_proto_rawDescGZIP(), []int{15}
+	return file_casare_agent_v1_agent_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *JobFail) GetJobId() string {
@@ -1422,7 +1512,7 @@ type JobCancel struct {
 
 func (x *JobCancel) Reset() {
 	*x = JobCancel{}
-	mi := &file_casare_agent_v1_agent_proto_msgTypes[16]
+	mi := &file_casare_agent_v1_agent_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1434,7 +1524,7 @@ func (x *JobCancel) String() string {
 func (*JobCancel) ProtoMessage() {}
 
 func (x *JobCancel) ProtoReflect() protoreflect.Message {
-	mi := &file_casare_agent_v1_agent_proto_msgTypes[16]
+	mi := &file_casare_agent_v1_agent_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1447,7 +1537,7 @@ func (x *JobCancel) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JobCancel.ProtoReflect.Descriptor instead.
 func (*JobCancel) Descriptor() ([]byte, []int) {
-	return file_casare_agent_v1_agent_proto_rawDescGZIP(), []int{16}
+	return file_casare_agent_v1_agent_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *JobCancel) GetJobId() string {
@@ -1485,7 +1575,7 @@ type JobAck struct {
 
 func (x *JobAck) Reset() {
 	*x = JobAck{}
-	mi := &file_casare_agent_v1_agent_proto_msgTypes[17]
+	mi := &file_casare_agent_v1_agent_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1497,7 +1587,7 @@ func (x *JobAck) String() string {
 func (*JobAck) ProtoMessage() {}
 
 func (x *JobAck) ProtoReflect() protoreflect.Message {
-	mi := &file_casare_agent_v1_agent_proto_msgTypes[17]
+	mi := &file_casare_agent_v1_agent_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1510,7 +1600,7 @@ func (x *JobAck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JobAck.ProtoReflect.Descriptor instead.
 func (*JobAck) Descriptor() ([]byte, []int) {
-	return file_casare_agent_v1_agent_proto_rawDescGZIP(), []int{17}
+	return file_casare_agent_v1_agent_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *JobAck) GetJobId() string {
@@ -1537,7 +1627,7 @@ type Drain struct {
 
 func (x *Drain) Reset() {
 	*x = Drain{}
-	mi := &file_casare_agent_v1_agent_proto_msgTypes[18]
+	mi := &file_casare_agent_v1_agent_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1549,7 +1639,7 @@ func (x *Drain) String() string {
 func (*Drain) ProtoMessage() {}
 
 func (x *Drain) ProtoReflect() protoreflect.Message {
-	mi := &file_casare_agent_v1_agent_proto_msgTypes[18]
+	mi := &file_casare_agent_v1_agent_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1562,7 +1652,7 @@ func (x *Drain) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Drain.ProtoReflect.Descriptor instead.
 func (*Drain) Descriptor() ([]byte, []int) {
-	return file_casare_agent_v1_agent_proto_rawDescGZIP(), []int{18}
+	return file_casare_agent_v1_agent_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *Drain) GetReason() string {
@@ -1583,7 +1673,7 @@ type Draining struct {
 
 func (x *Draining) Reset() {
 	*x = Draining{}
-	mi := &file_casare_agent_v1_agent_proto_msgTypes[19]
+	mi := &file_casare_agent_v1_agent_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1595,7 +1685,7 @@ func (x *Draining) String() string {
 func (*Draining) ProtoMessage() {}
 
 func (x *Draining) ProtoReflect() protoreflect.Message {
-	mi := &file_casare_agent_v1_agent_proto_msgTypes[19]
+	mi := &file_casare_agent_v1_agent_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1608,7 +1698,7 @@ func (x *Draining) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Draining.ProtoReflect.Descriptor instead.
 func (*Draining) Descriptor() ([]byte, []int) {
-	return file_casare_agent_v1_agent_proto_rawDescGZIP(), []int{19}
+	return file_casare_agent_v1_agent_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *Draining) GetReason() string {
@@ -1627,7 +1717,7 @@ type Drained struct {
 
 func (x *Drained) Reset() {
 	*x = Drained{}
-	mi := &file_casare_agent_v1_agent_proto_msgTypes[20]
+	mi := &file_casare_agent_v1_agent_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1639,7 +1729,7 @@ func (x *Drained) String() string {
 func (*Drained) ProtoMessage() {}
 
 func (x *Drained) ProtoReflect() protoreflect.Message {
-	mi := &file_casare_agent_v1_agent_proto_msgTypes[20]
+	mi := &file_casare_agent_v1_agent_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1652,7 +1742,7 @@ func (x *Drained) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Drained.ProtoReflect.Descriptor instead.
 func (*Drained) Descriptor() ([]byte, []int) {
-	return file_casare_agent_v1_agent_proto_rawDescGZIP(), []int{20}
+	return file_casare_agent_v1_agent_proto_rawDescGZIP(), []int{21}
 }
 
 type RenewRequest struct {
@@ -1665,7 +1755,7 @@ type RenewRequest struct {
 
 func (x *RenewRequest) Reset() {
 	*x = RenewRequest{}
-	mi := &file_casare_agent_v1_agent_proto_msgTypes[21]
+	mi := &file_casare_agent_v1_agent_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1677,7 +1767,7 @@ func (x *RenewRequest) String() string {
 func (*RenewRequest) ProtoMessage() {}
 
 func (x *RenewRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_casare_agent_v1_agent_proto_msgTypes[21]
+	mi := &file_casare_agent_v1_agent_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1690,7 +1780,7 @@ func (x *RenewRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RenewRequest.ProtoReflect.Descriptor instead.
 func (*RenewRequest) Descriptor() ([]byte, []int) {
-	return file_casare_agent_v1_agent_proto_rawDescGZIP(), []int{21}
+	return file_casare_agent_v1_agent_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *RenewRequest) GetCsr() []byte {
@@ -1710,7 +1800,7 @@ type RenewResponse struct {
 
 func (x *RenewResponse) Reset() {
 	*x = RenewResponse{}
-	mi := &file_casare_agent_v1_agent_proto_msgTypes[22]
+	mi := &file_casare_agent_v1_agent_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1722,7 +1812,7 @@ func (x *RenewResponse) String() string {
 func (*RenewResponse) ProtoMessage() {}
 
 func (x *RenewResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_casare_agent_v1_agent_proto_msgTypes[22]
+	mi := &file_casare_agent_v1_agent_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1735,7 +1825,7 @@ func (x *RenewResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RenewResponse.ProtoReflect.Descriptor instead.
 func (*RenewResponse) Descriptor() ([]byte, []int) {
-	return file_casare_agent_v1_agent_proto_rawDescGZIP(), []int{22}
+	return file_casare_agent_v1_agent_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *RenewResponse) GetCertificate() []byte {
@@ -1762,7 +1852,7 @@ type Refused struct {
 
 func (x *Refused) Reset() {
 	*x = Refused{}
-	mi := &file_casare_agent_v1_agent_proto_msgTypes[23]
+	mi := &file_casare_agent_v1_agent_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1774,7 +1864,7 @@ func (x *Refused) String() string {
 func (*Refused) ProtoMessage() {}
 
 func (x *Refused) ProtoReflect() protoreflect.Message {
-	mi := &file_casare_agent_v1_agent_proto_msgTypes[23]
+	mi := &file_casare_agent_v1_agent_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1787,7 +1877,7 @@ func (x *Refused) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Refused.ProtoReflect.Descriptor instead.
 func (*Refused) Descriptor() ([]byte, []int) {
-	return file_casare_agent_v1_agent_proto_rawDescGZIP(), []int{23}
+	return file_casare_agent_v1_agent_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *Refused) GetReason() string {
@@ -1812,7 +1902,7 @@ type UniStreamHeader struct {
 
 func (x *UniStreamHeader) Reset() {
 	*x = UniStreamHeader{}
-	mi := &file_casare_agent_v1_agent_proto_msgTypes[24]
+	mi := &file_casare_agent_v1_agent_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1824,7 +1914,7 @@ func (x *UniStreamHeader) String() string {
 func (*UniStreamHeader) ProtoMessage() {}
 
 func (x *UniStreamHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_casare_agent_v1_agent_proto_msgTypes[24]
+	mi := &file_casare_agent_v1_agent_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1837,7 +1927,7 @@ func (x *UniStreamHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UniStreamHeader.ProtoReflect.Descriptor instead.
 func (*UniStreamHeader) Descriptor() ([]byte, []int) {
-	return file_casare_agent_v1_agent_proto_rawDescGZIP(), []int{24}
+	return file_casare_agent_v1_agent_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *UniStreamHeader) GetKind() isUniStreamHeader_Kind {
@@ -1895,7 +1985,7 @@ type LogStreamHeader struct {
 
 func (x *LogStreamHeader) Reset() {
 	*x = LogStreamHeader{}
-	mi := &file_casare_agent_v1_agent_proto_msgTypes[25]
+	mi := &file_casare_agent_v1_agent_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1907,7 +1997,7 @@ func (x *LogStreamHeader) String() string {
 func (*LogStreamHeader) ProtoMessage() {}
 
 func (x *LogStreamHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_casare_agent_v1_agent_proto_msgTypes[25]
+	mi := &file_casare_agent_v1_agent_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1920,7 +2010,7 @@ func (x *LogStreamHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LogStreamHeader.ProtoReflect.Descriptor instead.
 func (*LogStreamHeader) Descriptor() ([]byte, []int) {
-	return file_casare_agent_v1_agent_proto_rawDescGZIP(), []int{25}
+	return file_casare_agent_v1_agent_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *LogStreamHeader) GetJobId() string {
@@ -1951,7 +2041,7 @@ type LogEntry struct {
 
 func (x *LogEntry) Reset() {
 	*x = LogEntry{}
-	mi := &file_casare_agent_v1_agent_proto_msgTypes[26]
+	mi := &file_casare_agent_v1_agent_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1963,7 +2053,7 @@ func (x *LogEntry) String() string {
 func (*LogEntry) ProtoMessage() {}
 
 func (x *LogEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_casare_agent_v1_agent_proto_msgTypes[26]
+	mi := &file_casare_agent_v1_agent_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1976,7 +2066,7 @@ func (x *LogEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LogEntry.ProtoReflect.Descriptor instead.
 func (*LogEntry) Descriptor() ([]byte, []int) {
-	return file_casare_agent_v1_agent_proto_rawDescGZIP(), []int{26}
+	return file_casare_agent_v1_agent_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *LogEntry) GetLine() int64 {
@@ -2037,7 +2127,7 @@ type ArtifactHeader struct {
 
 func (x *ArtifactHeader) Reset() {
 	*x = ArtifactHeader{}
-	mi := &file_casare_agent_v1_agent_proto_msgTypes[27]
+	mi := &file_casare_agent_v1_agent_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2049,7 +2139,7 @@ func (x *ArtifactHeader) String() string {
 func (*ArtifactHeader) ProtoMessage() {}
 
 func (x *ArtifactHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_casare_agent_v1_agent_proto_msgTypes[27]
+	mi := &file_casare_agent_v1_agent_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2062,7 +2152,7 @@ func (x *ArtifactHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ArtifactHeader.ProtoReflect.Descriptor instead.
 func (*ArtifactHeader) Descriptor() ([]byte, []int) {
-	return file_casare_agent_v1_agent_proto_rawDescGZIP(), []int{27}
+	return file_casare_agent_v1_agent_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *ArtifactHeader) GetJobId() string {
@@ -2116,7 +2206,7 @@ type ArtifactChunk struct {
 
 func (x *ArtifactChunk) Reset() {
 	*x = ArtifactChunk{}
-	mi := &file_casare_agent_v1_agent_proto_msgTypes[28]
+	mi := &file_casare_agent_v1_agent_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2128,7 +2218,7 @@ func (x *ArtifactChunk) String() string {
 func (*ArtifactChunk) ProtoMessage() {}
 
 func (x *ArtifactChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_casare_agent_v1_agent_proto_msgTypes[28]
+	mi := &file_casare_agent_v1_agent_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2141,7 +2231,7 @@ func (x *ArtifactChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ArtifactChunk.ProtoReflect.Descriptor instead.
 func (*ArtifactChunk) Descriptor() ([]byte, []int) {
-	return file_casare_agent_v1_agent_proto_rawDescGZIP(), []int{28}
+	return file_casare_agent_v1_agent_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *ArtifactChunk) GetData() []byte {
@@ -2171,7 +2261,7 @@ type ArtifactStored struct {
 
 func (x *ArtifactStored) Reset() {
 	*x = ArtifactStored{}
-	mi := &file_casare_agent_v1_agent_proto_msgTypes[29]
+	mi := &file_casare_agent_v1_agent_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2183,7 +2273,7 @@ func (x *ArtifactStored) String() string {
 func (*ArtifactStored) ProtoMessage() {}
 
 func (x *ArtifactStored) ProtoReflect() protoreflect.Message {
-	mi := &file_casare_agent_v1_agent_proto_msgTypes[29]
+	mi := &file_casare_agent_v1_agent_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2196,7 +2286,7 @@ func (x *ArtifactStored) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ArtifactStored.ProtoReflect.Descriptor instead.
 func (*ArtifactStored) Descriptor() ([]byte, []int) {
-	return file_casare_agent_v1_agent_proto_rawDescGZIP(), []int{29}
+	return file_casare_agent_v1_agent_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *ArtifactStored) GetJobId() string {
@@ -2319,13 +2409,20 @@ const file_casare_agent_v1_agent_proto_rawDesc = "" +
 	"\tHeartbeat\x12.\n" +
 	"\x04time\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12>\n" +
 	"\frunning_jobs\x18\x02 \x03(\v2\x1b.casare.agent.v1.RunningJobR\vrunningJobs\"\x0e\n" +
-	"\fHeartbeatAck\"\xc1\x01\n" +
+	"\fHeartbeatAck\"\xf9\x01\n" +
 	"\tJobAssign\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x18\n" +
 	"\aattempt\x18\x02 \x01(\x05R\aattempt\x12\x1a\n" +
 	"\bworkflow\x18\x03 \x01(\fR\bworkflow\x12/\n" +
 	"\x06inputs\x18\x04 \x01(\v2\x17.google.protobuf.StructR\x06inputs\x126\n" +
-	"\bdeadline\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\bdeadline\"<\n" +
+	"\bdeadline\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\bdeadline\x126\n" +
+	"\x06assets\x18\x06 \x03(\v2\x1e.casare.agent.v1.AssignedAssetR\x06assets\"\x9d\x01\n" +
+	"\rAssignedAsset\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
+	"\x04type\x18\x02 \x01(\tR\x04type\x12,\n" +
+	"\x05value\x18\x03 \x01(\v2\x16.google.protobuf.ValueR\x05value\x12\x1a\n" +
+	"\busername\x18\x04 \x01(\tR\busername\x12\x1a\n" +
+	"\bpassword\x18\x05 \x01(\tR\bpassword\"<\n" +
 	"\tJobAccept\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x18\n" +
 	"\aattempt\x18\x02 \x01(\x05R\aattempt\"T\n" +
@@ -2412,7 +2509,7 @@ func file_casare_agent_v1_agent_proto_rawDescGZIP() []byte {
 	return file_casare_agent_v1_agent_proto_rawDescData
 }
 
-var file_casare_agent_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 31)
+var file_casare_agent_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 32)
 var file_casare_agent_v1_agent_proto_goTypes = []any{
 	(*EnrollmentToken)(nil),       // 0: casare.agent.v1.EnrollmentToken
 	(*EnrollRequest)(nil),         // 1: casare.agent.v1.EnrollRequest
@@ -2425,67 +2522,71 @@ var file_casare_agent_v1_agent_proto_goTypes = []any{
 	(*Heartbeat)(nil),             // 8: casare.agent.v1.Heartbeat
 	(*HeartbeatAck)(nil),          // 9: casare.agent.v1.HeartbeatAck
 	(*JobAssign)(nil),             // 10: casare.agent.v1.JobAssign
-	(*JobAccept)(nil),             // 11: casare.agent.v1.JobAccept
-	(*JobReject)(nil),             // 12: casare.agent.v1.JobReject
-	(*JobProgress)(nil),           // 13: casare.agent.v1.JobProgress
-	(*JobComplete)(nil),           // 14: casare.agent.v1.JobComplete
-	(*JobFail)(nil),               // 15: casare.agent.v1.JobFail
-	(*JobCancel)(nil),             // 16: casare.agent.v1.JobCancel
-	(*JobAck)(nil),                // 17: casare.agent.v1.JobAck
-	(*Drain)(nil),                 // 18: casare.agent.v1.Drain
-	(*Draining)(nil),              // 19: casare.agent.v1.Draining
-	(*Drained)(nil),               // 20: casare.agent.v1.Drained
-	(*RenewRequest)(nil),          // 21: casare.agent.v1.RenewRequest
-	(*RenewResponse)(nil),         // 22: casare.agent.v1.RenewResponse
-	(*Refused)(nil),               // 23: casare.agent.v1.Refused
-	(*UniStreamHeader)(nil),       // 24: casare.agent.v1.UniStreamHeader
-	(*LogStreamHeader)(nil),       // 25: casare.agent.v1.LogStreamHeader
-	(*LogEntry)(nil),              // 26: casare.agent.v1.LogEntry
-	(*ArtifactHeader)(nil),        // 27: casare.agent.v1.ArtifactHeader
-	(*ArtifactChunk)(nil),         // 28: casare.agent.v1.ArtifactChunk
-	(*ArtifactStored)(nil),        // 29: casare.agent.v1.ArtifactStored
-	nil,                           // 30: casare.agent.v1.Hello.LabelsEntry
-	(*durationpb.Duration)(nil),   // 31: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil), // 32: google.protobuf.Timestamp
-	(*structpb.Struct)(nil),       // 33: google.protobuf.Struct
+	(*AssignedAsset)(nil),         // 11: casare.agent.v1.AssignedAsset
+	(*JobAccept)(nil),             // 12: casare.agent.v1.JobAccept
+	(*JobReject)(nil),             // 13: casare.agent.v1.JobReject
+	(*JobProgress)(nil),           // 14: casare.agent.v1.JobProgress
+	(*JobComplete)(nil),           // 15: casare.agent.v1.JobComplete
+	(*JobFail)(nil),               // 16: casare.agent.v1.JobFail
+	(*JobCancel)(nil),             // 17: casare.agent.v1.JobCancel
+	(*JobAck)(nil),                // 18: casare.agent.v1.JobAck
+	(*Drain)(nil),                 // 19: casare.agent.v1.Drain
+	(*Draining)(nil),              // 20: casare.agent.v1.Draining
+	(*Drained)(nil),               // 21: casare.agent.v1.Drained
+	(*RenewRequest)(nil),          // 22: casare.agent.v1.RenewRequest
+	(*RenewResponse)(nil),         // 23: casare.agent.v1.RenewResponse
+	(*Refused)(nil),               // 24: casare.agent.v1.Refused
+	(*UniStreamHeader)(nil),       // 25: casare.agent.v1.UniStreamHeader
+	(*LogStreamHeader)(nil),       // 26: casare.agent.v1.LogStreamHeader
+	(*LogEntry)(nil),              // 27: casare.agent.v1.LogEntry
+	(*ArtifactHeader)(nil),        // 28: casare.agent.v1.ArtifactHeader
+	(*ArtifactChunk)(nil),         // 29: casare.agent.v1.ArtifactChunk
+	(*ArtifactStored)(nil),        // 30: casare.agent.v1.ArtifactStored
+	nil,                           // 31: casare.agent.v1.Hello.LabelsEntry
+	(*durationpb.Duration)(nil),   // 32: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil), // 33: google.protobuf.Timestamp
+	(*structpb.Struct)(nil),       // 34: google.protobuf.Struct
+	(*structpb.Value)(nil),        // 35: google.protobuf.Value
 }
 var file_casare_agent_v1_agent_proto_depIdxs = []int32{
 	5,  // 0: casare.agent.v1.AgentMessage.hello:type_name -> casare.agent.v1.Hello
 	8,  // 1: casare.agent.v1.AgentMessage.heartbeat:type_name -> casare.agent.v1.Heartbeat
-	11, // 2: casare.agent.v1.AgentMessage.job_accept:type_name -> casare.agent.v1.JobAccept
-	12, // 3: casare.agent.v1.AgentMessage.job_reject:type_name -> casare.agent.v1.JobReject
-	13, // 4: casare.agent.v1.AgentMessage.job_progress:type_name -> casare.agent.v1.JobProgress
-	14, // 5: casare.agent.v1.AgentMessage.job_complete:type_name -> casare.agent.v1.JobComplete
-	15, // 6: casare.agent.v1.AgentMessage.job_fail:type_name -> casare.agent.v1.JobFail
-	21, // 7: casare.agent.v1.AgentMessage.renew:type_name -> casare.agent.v1.RenewRequest
-	20, // 8: casare.agent.v1.AgentMessage.drained:type_name -> casare.agent.v1.Drained
-	19, // 9: casare.agent.v1.AgentMessage.draining:type_name -> casare.agent.v1.Draining
+	12, // 2: casare.agent.v1.AgentMessage.job_accept:type_name -> casare.agent.v1.JobAccept
+	13, // 3: casare.agent.v1.AgentMessage.job_reject:type_name -> casare.agent.v1.JobReject
+	14, // 4: casare.agent.v1.AgentMessage.job_progress:type_name -> casare.agent.v1.JobProgress
+	15, // 5: casare.agent.v1.AgentMessage.job_complete:type_name -> casare.agent.v1.JobComplete
+	16, // 6: casare.agent.v1.AgentMessage.job_fail:type_name -> casare.agent.v1.JobFail
+	22, // 7: casare.agent.v1.AgentMessage.renew:type_name -> casare.agent.v1.RenewRequest
+	21, // 8: casare.agent.v1.AgentMessage.drained:type_name -> casare.agent.v1.Drained
+	20, // 9: casare.agent.v1.AgentMessage.draining:type_name -> casare.agent.v1.Draining
 	7,  // 10: casare.agent.v1.ServerMessage.welcome:type_name -> casare.agent.v1.Welcome
 	9,  // 11: casare.agent.v1.ServerMessage.heartbeat_ack:type_name -> casare.agent.v1.HeartbeatAck
 	10, // 12: casare.agent.v1.ServerMessage.job_assign:type_name -> casare.agent.v1.JobAssign
-	16, // 13: casare.agent.v1.ServerMessage.job_cancel:type_name -> casare.agent.v1.JobCancel
-	18, // 14: casare.agent.v1.ServerMessage.drain:type_name -> casare.agent.v1.Drain
-	22, // 15: casare.agent.v1.ServerMessage.renew:type_name -> casare.agent.v1.RenewResponse
-	23, // 16: casare.agent.v1.ServerMessage.refused:type_name -> casare.agent.v1.Refused
-	17, // 17: casare.agent.v1.ServerMessage.job_ack:type_name -> casare.agent.v1.JobAck
-	29, // 18: casare.agent.v1.ServerMessage.artifact_stored:type_name -> casare.agent.v1.ArtifactStored
-	30, // 19: casare.agent.v1.Hello.labels:type_name -> casare.agent.v1.Hello.LabelsEntry
+	17, // 13: casare.agent.v1.ServerMessage.job_cancel:type_name -> casare.agent.v1.JobCancel
+	19, // 14: casare.agent.v1.ServerMessage.drain:type_name -> casare.agent.v1.Drain
+	23, // 15: casare.agent.v1.ServerMessage.renew:type_name -> casare.agent.v1.RenewResponse
+	24, // 16: casare.agent.v1.ServerMessage.refused:type_name -> casare.agent.v1.Refused
+	18, // 17: casare.agent.v1.ServerMessage.job_ack:type_name -> casare.agent.v1.JobAck
+	30, // 18: casare.agent.v1.ServerMessage.artifact_stored:type_name -> casare.agent.v1.ArtifactStored
+	31, // 19: casare.agent.v1.Hello.labels:type_name -> casare.agent.v1.Hello.LabelsEntry
 	6,  // 20: casare.agent.v1.Hello.running_jobs:type_name -> casare.agent.v1.RunningJob
-	31, // 21: casare.agent.v1.Welcome.heartbeat_interval:type_name -> google.protobuf.Duration
-	31, // 22: casare.agent.v1.Welcome.lease:type_name -> google.protobuf.Duration
-	32, // 23: casare.agent.v1.Heartbeat.time:type_name -> google.protobuf.Timestamp
+	32, // 21: casare.agent.v1.Welcome.heartbeat_interval:type_name -> google.protobuf.Duration
+	32, // 22: casare.agent.v1.Welcome.lease:type_name -> google.protobuf.Duration
+	33, // 23: casare.agent.v1.Heartbeat.time:type_name -> google.protobuf.Timestamp
 	6,  // 24: casare.agent.v1.Heartbeat.running_jobs:type_name -> casare.agent.v1.RunningJob
-	33, // 25: casare.agent.v1.JobAssign.inputs:type_name -> google.protobuf.Struct
-	32, // 26: casare.agent.v1.JobAssign.deadline:type_name -> google.protobuf.Timestamp
-	33, // 27: casare.agent.v1.JobComplete.outputs:type_name -> google.protobuf.Struct
-	25, // 28: casare.agent.v1.UniStreamHeader.log:type_name -> casare.agent.v1.LogStreamHeader
-	27, // 29: casare.agent.v1.UniStreamHeader.artifact:type_name -> casare.agent.v1.ArtifactHeader
-	32, // 30: casare.agent.v1.LogEntry.time:type_name -> google.protobuf.Timestamp
-	31, // [31:31] is the sub-list for method output_type
-	31, // [31:31] is the sub-list for method input_type
-	31, // [31:31] is the sub-list for extension type_name
-	31, // [31:31] is the sub-list for extension extendee
-	0,  // [0:31] is the sub-list for field type_name
+	34, // 25: casare.agent.v1.JobAssign.inputs:type_name -> google.protobuf.Struct
+	33, // 26: casare.agent.v1.JobAssign.deadline:type_name -> google.protobuf.Timestamp
+	11, // 27: casare.agent.v1.JobAssign.assets:type_name -> casare.agent.v1.AssignedAsset
+	35, // 28: casare.agent.v1.AssignedAsset.value:type_name -> google.protobuf.Value
+	34, // 29: casare.agent.v1.JobComplete.outputs:type_name -> google.protobuf.Struct
+	26, // 30: casare.agent.v1.UniStreamHeader.log:type_name -> casare.agent.v1.LogStreamHeader
+	28, // 31: casare.agent.v1.UniStreamHeader.artifact:type_name -> casare.agent.v1.ArtifactHeader
+	33, // 32: casare.agent.v1.LogEntry.time:type_name -> google.protobuf.Timestamp
+	33, // [33:33] is the sub-list for method output_type
+	33, // [33:33] is the sub-list for method input_type
+	33, // [33:33] is the sub-list for extension type_name
+	33, // [33:33] is the sub-list for extension extendee
+	0,  // [0:33] is the sub-list for field type_name
 }
 
 func init() { file_casare_agent_v1_agent_proto_init() }
@@ -2516,7 +2617,7 @@ func file_casare_agent_v1_agent_proto_init() {
 		(*ServerMessage_JobAck)(nil),
 		(*ServerMessage_ArtifactStored)(nil),
 	}
-	file_casare_agent_v1_agent_proto_msgTypes[24].OneofWrappers = []any{
+	file_casare_agent_v1_agent_proto_msgTypes[25].OneofWrappers = []any{
 		(*UniStreamHeader_Log)(nil),
 		(*UniStreamHeader_Artifact)(nil),
 	}
@@ -2526,7 +2627,7 @@ func file_casare_agent_v1_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_casare_agent_v1_agent_proto_rawDesc), len(file_casare_agent_v1_agent_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   31,
+			NumMessages:   32,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
