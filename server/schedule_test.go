@@ -44,11 +44,14 @@ type scheduling struct {
 
 // startScheduling starts a control plane on the database and Redis given
 // ("" for the embedded ones) in dataDir, and stores a workflow "tick".
-func startScheduling(t testing.TB, dataDir, dbURL, redisURL, adminToken string) *scheduling {
+func startScheduling(t testing.TB, dataDir, dbURL, redisURL, adminToken string, options ...func(*Config)) *scheduling {
 	t.Helper()
 	cfg, err := ConfigFromEnv()
 	if err != nil {
 		t.Fatal(err)
+	}
+	for _, o := range options {
+		o(&cfg)
 	}
 	cfg.HTTPAddr, cfg.QUICAddr = "127.0.0.1:0", "127.0.0.1:0"
 	cfg.DataDir = dataDir
@@ -284,8 +287,10 @@ func (sc *scheduling) leads() bool {
 func TestSchedulerFailover(t *testing.T) {
 	dbURL, redis := registrytest.DatabaseURL(t), queuetest.RedisURL(t, scheduleRedisDB)
 	token := auth.NewToken()
-	a := startScheduling(t, t.TempDir(), dbURL, redis, token)
-	b := startScheduling(t, t.TempDir(), dbURL, redis, token)
+	aDir := t.TempDir()
+	a := startScheduling(t, aDir, dbURL, redis, token)
+	// Replicas of one database share its vault key, as they share its CA.
+	b := startScheduling(t, t.TempDir(), dbURL, redis, token, func(c *Config) { c.SecretKeyFile = filepath.Join(aDir, SecretKeyFile) })
 	a.create(t, "shared", "@every 1s", casarev1.OverlapPolicy_OVERLAP_POLICY_ALLOW)
 	waitUntil(t, "one of the two leads", 30*time.Second, func() bool { return a.leads() != b.leads() })
 	leader, other := a, b

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"database/sql"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -81,8 +82,12 @@ func assetsOnRobots(t *testing.T, s *serverProc, stored func() [][]byte) {
 
 	// The workflow proves which values it got by their sizes and by the
 	// usernames, never by the secrets, which would then be stored in it.
+	// A size is computed from a secret, so as an output it is masked like
+	// the secret; a log line shows it, being too short to give the secret
+	// away.
 	wf := workflow("login",
-		step("login", "log", map[string]any{"message": "login ${{ credentials.sap.username }}:${{ credentials.sap.password }} token ${{ assets.api_token }} pin ${{ inputs.pin }} via ${{ assets.mail_host }}"}))
+		step("login", "log", map[string]any{"message": "login ${{ credentials.sap.username }}:${{ credentials.sap.password }} token ${{ assets.api_token }} pin ${{ inputs.pin }} via ${{ assets.mail_host }}"}),
+		step("sizes", "log", map[string]any{"message": "sizes ${{ size(credentials.sap.password) }} ${{ size(assets.api_token) }} ${{ size(inputs.pin) }}"}))
 	wf.Inputs = map[string]*casarev1.InputSpec{"pin": {Type: "string", Required: true, Secret: true}}
 	wf.Outputs = map[string]string{
 		"user":     "${{ credentials.sap.username }}",
@@ -113,7 +118,7 @@ func assetsOnRobots(t *testing.T, s *serverProc, stored func() [][]byte) {
 			t.Errorf("the %s job ran on %s, want %s", tc.site, f.ids[job.GetRobotId()], tc.robot)
 		}
 		got := job.GetResult().AsMap()
-		want := map[string]any{"user": tc.user, "pw_size": float64(len(tc.pw)), "tok_size": float64(len(tc.tok)), "pin_size": float64(len(secretPin)), "mail": tc.mail}
+		want := map[string]any{"user": tc.user, "pw_size": "***", "tok_size": "***", "pin_size": "***", "mail": tc.mail}
 		for k, v := range want {
 			if got[k] != v {
 				t.Errorf("the %s job's output %s = %v, want %v (result %v)", tc.site, k, got[k], v, got)
@@ -122,6 +127,9 @@ func assetsOnRobots(t *testing.T, s *serverProc, stored func() [][]byte) {
 		wantLine := "login " + tc.user + ":*** token *** pin *** via " + tc.mail
 		if !slices.Contains(log, wantLine) {
 			t.Errorf("the %s job's log = %q, want the line %q", tc.site, log, wantLine)
+		}
+		if sizes := fmt.Sprintf("sizes %d %d %d", len(tc.pw), len(tc.tok), len(secretPin)); !slices.Contains(log, sizes) {
+			t.Errorf("the %s job's log = %q, want the line %q", tc.site, log, sizes)
 		}
 		// No read of the job gives the secret input back.
 		res, err := f.jobs.GetJob(ctx, &casarev1.GetJobRequest{Id: job.GetId()})
@@ -259,14 +267,13 @@ func rotateUnderRunningServer(t *testing.T, s *serverProc, dir string) {
 
 	// The running server reads the new data key on first sight.
 	f := newFleet(t, s)
-	wf := workflow("again", step("a", "log", map[string]any{"message": "${{ credentials.sap.password }}"}))
-	wf.Outputs = map[string]string{"pw_size": "${{ size(credentials.sap.password) }}"}
+	wf := workflow("again", step("a", "log", map[string]any{"message": "size ${{ size(credentials.sap.password) }}"}))
 	job := f.submit(wf, func(r *casarev1.SubmitJobRequest) {
 		r.Requires = &casarev1.Requirements{Labels: map[string]string{"site": "hq"}}
 	})
-	done := f.wait(job.GetId(), casarev1.JobStatus_JOB_STATUS_SUCCEEDED, 60*time.Second)
-	if got := done.GetResult().AsMap()["pw_size"]; got != float64(len(hqPassword)) {
-		t.Errorf("after rotation the job got a password of size %v, want %d", got, len(hqPassword))
+	f.wait(job.GetId(), casarev1.JobStatus_JOB_STATUS_SUCCEEDED, 60*time.Second)
+	if log, want := jobLog(t, f, job.GetId()), fmt.Sprintf("size %d", len(hqPassword)); !slices.Contains(log, want) {
+		t.Errorf("after rotation the job logged %q, want %q: the password of the hq robot", log, want)
 	}
 	s.stop()
 

@@ -88,8 +88,8 @@ func readable[T any](v T, _ error) T { return v }
 // jobToProto is every answer's view of a job: the values of its secret
 // inputs show as secret.Mask wherever they appear (inputs, result, status
 // message), whoever asks.
-func jobToProto(j *registry.Job) *casarev1.Job {
-	return secretsOf(j).job(j)
+func (s *Services) jobToProto(j *registry.Job) *casarev1.Job {
+	return s.secretsOf(j).job(j)
 }
 
 func (s jobSecrets) job(j *registry.Job) *casarev1.Job {

@@ -38,7 +38,7 @@ func (s *jobService) SubmitJob(ctx context.Context, req *casarev1.SubmitJobReque
 	if existing {
 		auth.SetAuditTarget(ctx, "job/"+saved.ID)
 	}
-	return &casarev1.SubmitJobResponse{Job: jobToProto(saved), Existing: existing}, nil
+	return &casarev1.SubmitJobResponse{Job: s.jobToProto(saved), Existing: existing}, nil
 }
 
 // Submit is the one path by which a job comes to be, whoever asks: an API
@@ -256,7 +256,7 @@ func (s *jobService) GetJob(ctx context.Context, req *casarev1.GetJobRequest) (*
 	if err != nil {
 		return nil, toConnect(err)
 	}
-	secrets := secretsOf(job)
+	secrets := s.secretsOf(job)
 	res := &casarev1.GetJobResponse{Job: secrets.job(job), Events: make([]*casarev1.JobEvent, len(events))}
 	for i := range events {
 		res.Events[i] = secrets.event(&events[i])
@@ -275,7 +275,7 @@ func (s *jobService) ListJobs(ctx context.Context, req *casarev1.ListJobsRequest
 	}
 	res := &casarev1.ListJobsResponse{Jobs: make([]*casarev1.Job, len(jobs)), NextPageToken: next}
 	for i := range jobs {
-		res.Jobs[i] = jobToProto(&jobs[i])
+		res.Jobs[i] = s.jobToProto(&jobs[i])
 	}
 	return res, nil
 }
@@ -298,7 +298,7 @@ func (s *jobService) CancelJob(ctx context.Context, req *casarev1.CancelJobReque
 	case err != nil:
 		return nil, toConnect(err)
 	}
-	return &casarev1.CancelJobResponse{Job: jobToProto(job)}, nil
+	return &casarev1.CancelJobResponse{Job: s.jobToProto(job)}, nil
 }
 
 // Cancel cancels a job that has not finished, whoever asks: CancelJob, or
@@ -348,7 +348,7 @@ func (s *jobService) WatchJobs(ctx context.Context, req *casarev1.WatchJobsReque
 			if err != nil {
 				return toConnect(err)
 			}
-			if p := jobToProto(job); jobMatches(p, req) {
+			if p := s.jobToProto(job); jobMatches(p, req) {
 				msg.Jobs = append(msg.Jobs, p)
 				sent[job.ID] = job.UpdatedAt.UnixNano()
 			}
@@ -365,7 +365,7 @@ func (s *jobService) WatchJobs(ctx context.Context, req *casarev1.WatchJobsReque
 			}
 			msg := &casarev1.WatchJobsResponse{Type: casarev1.WatchEventType_WATCH_EVENT_TYPE_SNAPSHOT}
 			for i := range jobs {
-				msg.Jobs = append(msg.Jobs, jobToProto(&jobs[i]))
+				msg.Jobs = append(msg.Jobs, s.jobToProto(&jobs[i]))
 				sent[jobs[i].ID] = jobs[i].UpdatedAt.UnixNano()
 			}
 			if err := stream.Send(msg); err != nil {
@@ -392,7 +392,7 @@ func (s *jobService) WatchJobs(ctx context.Context, req *casarev1.WatchJobsReque
 			if err != nil {
 				return toConnect(err)
 			}
-			p := jobToProto(job)
+			p := s.jobToProto(job)
 			msg := &casarev1.WatchJobsResponse{Type: casarev1.WatchEventType_WATCH_EVENT_TYPE_UPSERT, Jobs: []*casarev1.Job{p}}
 			version, had := sent[id]
 			switch {

@@ -38,7 +38,7 @@ func (s *jobService) StreamJobLogs(ctx context.Context, req *casarev1.StreamJobL
 	if err != nil {
 		return toConnect(err)
 	}
-	secrets := secretsOf(job)
+	secrets := s.secretsOf(job)
 	after := req.GetAfterSeq()
 	// sendNew sends every line stored after the last one sent.
 	sendNew := func() error {
@@ -124,7 +124,7 @@ func (s *jobService) ExplainJob(ctx context.Context, req *casarev1.ExplainJobReq
 	if err != nil {
 		return nil, toConnect(err)
 	}
-	secrets := secretsOf(job)
+	secrets := s.secretsOf(job)
 	res := &casarev1.ExplainJobResponse{Job: secrets.job(job)}
 	switch job.Status {
 	case registry.JobPending:

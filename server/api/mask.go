@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"maps"
 	"slices"
 	"strings"
@@ -10,6 +11,7 @@ import (
 	"github.com/casarerpa/casare/agent/workflow/expr"
 	"github.com/casarerpa/casare/agent/workflow/secret"
 	casarev1 "github.com/casarerpa/casare/rpc/casare/v1"
+	"github.com/casarerpa/casare/server/asset"
 	"github.com/casarerpa/casare/server/registry"
 )
 
@@ -26,7 +28,7 @@ type jobSecrets struct {
 // secretsOf reads the job's workflow for inputs declared secret. Most
 // workflows declare none, and the workflow column is read only when its
 // text can declare one.
-func secretsOf(j *registry.Job) jobSecrets {
+func (s *Services) secretsOf(j *registry.Job) jobSecrets {
 	if !strings.Contains(j.Workflow, `"secret"`) {
 		return jobSecrets{}
 	}
@@ -51,11 +53,20 @@ func secretsOf(j *registry.Job) jobSecrets {
 				m.AddSecret(expr.Format(v.AsInterface()))
 			}
 		}
-		// A default may fill a secret input the request left out.
-		for name := range names {
-			if d := wf.GetInputs()[name].GetDefault(); d != nil {
-				m.AddSecret(expr.Format(d.AsInterface()))
-			}
+	}
+	// With a vault the secret inputs are sealed apart from the others.
+	if s != nil && s.vault != nil && j.SecretInputs != "" {
+		// A job whose secret inputs cannot be opened never ran with them
+		// either, so there is nothing of theirs to hide.
+		sealed, _ := asset.OpenSecretInputs(context.Background(), s.vault, j)
+		for _, v := range sealed {
+			m.AddSecret(expr.Format(v.AsInterface()))
+		}
+	}
+	// A default may fill a secret input the request left out.
+	for name := range names {
+		if d := wf.GetInputs()[name].GetDefault(); d != nil {
+			m.AddSecret(expr.Format(d.AsInterface()))
 		}
 	}
 	return jobSecrets{names: names, masker: m}

@@ -29,7 +29,7 @@ func maskedJob(secret bool) *registry.Job {
 }
 
 func TestJobToProtoMasks(t *testing.T) {
-	got := jobToProto(maskedJob(true))
+	got := (*Services)(nil).jobToProto(maskedJob(true))
 	if pw := got.GetInputs().GetFields()["pw"].GetStringValue(); pw != "***" {
 		t.Errorf("inputs.pw = %q, want ***", pw)
 	}
@@ -42,7 +42,7 @@ func TestJobToProtoMasks(t *testing.T) {
 	if got.GetStatusMessage() != "step a: login refused for ***" {
 		t.Errorf("status message %q", got.GetStatusMessage())
 	}
-	plain := jobToProto(maskedJob(false))
+	plain := (*Services)(nil).jobToProto(maskedJob(false))
 	if plain.GetInputs().GetFields()["pw"].GetStringValue() != "hunter2-hunter2" {
 		t.Errorf("an input not declared secret is masked")
 	}
@@ -56,7 +56,7 @@ func BenchmarkJobToProto(b *testing.B) {
 			j := maskedJob(secret)
 			b.ReportAllocs()
 			for b.Loop() {
-				jobToProto(j)
+				(*Services)(nil).jobToProto(j)
 			}
 		})
 	}

@@ -388,7 +388,7 @@ func (s *scheduleService) TriggerSchedule(ctx context.Context, req *casarev1.Tri
 		// lost.
 		s.logger.Warn("record the job of a run-now", "schedule", sch.Name, "job", job.ID, "err", err)
 	}
-	return &casarev1.TriggerScheduleResponse{Job: jobToProto(job)}, nil
+	return &casarev1.TriggerScheduleResponse{Job: s.jobToProto(job)}, nil
 }
 
 // PreviewSchedule lists the next fire times of a stored schedule or of a

@@ -248,7 +248,7 @@ func (s *Services) RenderEvent(ctx context.Context, e *registry.Event) (json.Raw
 	case registry.ResourceJob:
 		var job *registry.Job
 		if job, err = s.reg.GetJob(ctx, e.ResourceID); err == nil {
-			msg = jobToProto(job)
+			msg = s.jobToProto(job)
 		}
 	case registry.ResourceRobot:
 		var rb *registry.Robot
