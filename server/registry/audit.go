@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"strconv"
+
+	"github.com/uptrace/bun"
 )
 
 // InsertAudit writes an audit event on its own, for calls that changed
@@ -50,4 +52,22 @@ func (r *Registry) ListAudit(ctx context.Context, f AuditFilter, p Page) ([]Audi
 		next = encodePageToken(strconv.FormatInt(events[size-1].ID, 10), query...)
 	}
 	return events, next, nil
+}
+
+// insertAudited inserts the row of a new resource with its audit event in
+// one transaction; a name another row has is ErrAlreadyExists.
+func (r *Registry) insertAudited(ctx context.Context, row any, audit *AuditEvent, kind, name string) error {
+	err := r.db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+		if _, err := tx.NewInsert().Model(row).Exec(ctx); err != nil {
+			return err
+		}
+		return insertAudit(ctx, tx, audit)
+	})
+	if isUniqueViolation(err) {
+		return fmt.Errorf("create %s %s: %w", kind, name, ErrAlreadyExists)
+	}
+	if err != nil {
+		return fmt.Errorf("create %s %s: %w", kind, name, err)
+	}
+	return nil
 }

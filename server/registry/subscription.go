@@ -15,19 +15,7 @@ import (
 func (r *Registry) CreateSubscription(ctx context.Context, s *Subscription, audit *AuditEvent) error {
 	s.CreatedAt = normalize(s.CreatedAt)
 	s.UpdatedAt = s.CreatedAt
-	err := r.db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
-		if _, err := tx.NewInsert().Model(s).Exec(ctx); err != nil {
-			return err
-		}
-		return insertAudit(ctx, tx, audit)
-	})
-	if isUniqueViolation(err) {
-		return fmt.Errorf("create subscription %s: %w", s.Name, ErrAlreadyExists)
-	}
-	if err != nil {
-		return fmt.Errorf("create subscription %s: %w", s.Name, err)
-	}
-	return nil
+	return r.insertAudited(ctx, s, audit, "subscription", s.Name)
 }
 
 // GetSubscription returns the subscription with the id or else the name, or

@@ -18,19 +18,7 @@ func (r *Registry) CreateToken(ctx context.Context, t *APIToken, audit *AuditEve
 		e := normalize(*t.ExpiresAt)
 		t.ExpiresAt = &e
 	}
-	err := r.db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
-		if _, err := tx.NewInsert().Model(t).Exec(ctx); err != nil {
-			return err
-		}
-		return insertAudit(ctx, tx, audit)
-	})
-	if isUniqueViolation(err) {
-		return fmt.Errorf("create token %s: %w", t.Name, ErrAlreadyExists)
-	}
-	if err != nil {
-		return fmt.Errorf("create token %s: %w", t.Name, err)
-	}
-	return nil
+	return r.insertAudited(ctx, t, audit, "token", t.Name)
 }
 
 // TokenByHash returns the token whose secret hashes to hash, revoked or

@@ -15,19 +15,7 @@ import (
 func (r *Registry) CreateTrigger(ctx context.Context, t *Trigger, audit *AuditEvent) error {
 	t.CreatedAt = normalize(t.CreatedAt)
 	t.UpdatedAt = t.CreatedAt
-	err := r.db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
-		if _, err := tx.NewInsert().Model(t).Exec(ctx); err != nil {
-			return err
-		}
-		return insertAudit(ctx, tx, audit)
-	})
-	if isUniqueViolation(err) {
-		return fmt.Errorf("create trigger %s: %w", t.Name, ErrAlreadyExists)
-	}
-	if err != nil {
-		return fmt.Errorf("create trigger %s: %w", t.Name, err)
-	}
-	return nil
+	return r.insertAudited(ctx, t, audit, "trigger", t.Name)
 }
 
 // GetTrigger returns the trigger with the id or, failing that, the name;
