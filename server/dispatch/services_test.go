@@ -263,8 +263,15 @@ func wantSent(t *testing.T, what string, got []sentAttempt, want ...sentAttempt)
 
 func wantQueued(t *testing.T, u *unit, jobID string, want ...int32) {
 	t.Helper()
-	if got := u.queue.attempts(jobID); !slices.Equal(got, want) {
-		t.Errorf("attempts of job %s queued: %v, want %v", jobID, got, want)
+	// A job handed back is PENDING in the store a moment before its task
+	// is queued: wait for the queue rather than read it once.
+	deadline := time.Now().Add(waitLimit)
+	for got := u.queue.attempts(jobID); !slices.Equal(got, want); got = u.queue.attempts(jobID) {
+		if time.Now().After(deadline) {
+			t.Errorf("attempts of job %s queued: %v, want %v", jobID, got, want)
+			return
+		}
+		time.Sleep(2 * time.Millisecond)
 	}
 }
 
