@@ -183,6 +183,7 @@ func (a *app) runDashboard(ctx context.Context) error {
 		Clients: dashboard.Clients{
 			Jobs: conn.jobs, Robots: conn.robots, Workflows: conn.workflows, Admin: conn.admin,
 			Schedules: conn.schedules,
+			Assets:    conn.assets,
 		},
 		NoColor: a.env.Getenv("NO_COLOR") != "",
 	}, a.env.Stdin, a.env.Stdout)

@@ -25,6 +25,7 @@ type Clients struct {
 	Workflows casarev1connect.WorkflowServiceClient
 	Admin     casarev1connect.AdminServiceClient
 	Schedules casarev1connect.ScheduleServiceClient
+	Assets    casarev1connect.AssetServiceClient
 }
 
 // Options configure the dashboard.
@@ -68,6 +69,7 @@ const (
 	viewQueues
 	viewWorkflows
 	viewSchedules
+	viewAssets
 	viewJob
 	viewRobot
 	viewLogs
@@ -80,6 +82,7 @@ var viewNames = map[string]viewID{
 	"queues": viewQueues, "queue": viewQueues, "qu": viewQueues,
 	"workflows": viewWorkflows, "workflow": viewWorkflows, "wf": viewWorkflows,
 	"schedules": viewSchedules, "schedule": viewSchedules, "sc": viewSchedules, "sched": viewSchedules,
+	"assets": viewAssets, "asset": viewAssets, "as": viewAssets,
 }
 
 // cursor is where a list view is: the selected row, the filter and the sort.
@@ -128,7 +131,8 @@ type Model struct {
 	workflows    []*casarev1.WorkflowSummary
 	workflowsErr string
 
-	schedules schedulesState
+	schedules polled[*casarev1.Schedule]
+	assets    polled[*casarev1.Asset]
 
 	detailJob    string
 	detailStatus casarev1.JobStatus
@@ -177,7 +181,7 @@ func New(ctx context.Context, opts Options) *Model {
 	if m.loc == nil {
 		m.loc = time.Local
 	}
-	for _, v := range []viewID{viewRobots, viewJobs, viewQueues, viewWorkflows, viewSchedules} {
+	for _, v := range []viewID{viewRobots, viewJobs, viewQueues, viewWorkflows, viewSchedules, viewAssets} {
 		m.curs[v] = &cursor{}
 	}
 	m.curs[viewJobs].sortCol = 6 // AGE: newest first
@@ -232,7 +236,7 @@ func (m *Model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 		if m.flash != "" && m.now().Sub(m.flashAt) > 8*time.Second {
 			m.flash = ""
 		}
-		cmd = tea.Batch(cmd, m.pollSchedules(), tick())
+		cmd = tea.Batch(cmd, m.poll(), tick())
 	case batch:
 		cmd = m.apply(msg)
 	case tea.KeyPressMsg:
@@ -251,7 +255,9 @@ func (m *Model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 			m.workflows = msg.workflows
 		}
 	case schedulesMsg:
-		m.takeSchedules(msg)
+		m.schedules.take(msg.schedules, msg.err)
+	case assetsMsg:
+		m.assets.take(msg.assets, msg.err)
 	case reloadSchedulesMsg:
 		cmd = m.loadSchedules()
 	case eventsMsg:
@@ -357,6 +363,8 @@ func (m *Model) apply(b batch) tea.Cmd {
 				cmds = append(cmds, m.loadWorkflows())
 			case viewSchedules:
 				cmds = append(cmds, m.loadSchedules())
+			case viewAssets:
+				cmds = append(cmds, m.loadAssets())
 			}
 		}
 		m.connected = up
@@ -430,7 +438,7 @@ func clamp(v, lo, hi int) int {
 
 func (m *Model) isList() bool {
 	switch m.view {
-	case viewRobots, viewJobs, viewQueues, viewWorkflows, viewSchedules:
+	case viewRobots, viewJobs, viewQueues, viewWorkflows, viewSchedules, viewAssets:
 		return true
 	}
 	return false
@@ -456,6 +464,8 @@ func (m *Model) rowCount() int {
 		return len(m.shownWorkflows())
 	case viewSchedules:
 		return len(m.shownSchedules())
+	case viewAssets:
+		return len(m.shownAssets())
 	}
 	return 0
 }
@@ -487,6 +497,12 @@ func (m *Model) indexOf(id string) int {
 				return i
 			}
 		}
+	case viewAssets:
+		for i, a := range m.shownAssets() {
+			if assetKey(a) == id {
+				return i
+			}
+		}
 	}
 	return -1
 }
@@ -515,6 +531,10 @@ func (m *Model) idAt(i int) string {
 	case viewSchedules:
 		if rows := m.shownSchedules(); i < len(rows) {
 			return rows[i].GetName()
+		}
+	case viewAssets:
+		if rows := m.shownAssets(); i < len(rows) {
+			return assetKey(rows[i])
 		}
 	}
 	return ""
@@ -614,7 +634,7 @@ func (m *Model) command(text string) tea.Cmd {
 	}
 	v, ok := viewNames[name]
 	if !ok {
-		m.say(fmt.Sprintf("no view %q: try robots, jobs, queues, workflows or schedules", name), nil)
+		m.say(fmt.Sprintf("no view %q: try robots, jobs, queues, workflows, schedules or assets", name), nil)
 		m.flashBad = true
 		return nil
 	}
@@ -632,6 +652,8 @@ func (m *Model) show(v viewID) tea.Cmd {
 		return m.loadWorkflows()
 	case viewSchedules:
 		return m.loadSchedules()
+	case viewAssets:
+		return m.loadAssets()
 	}
 	return nil
 }

@@ -267,6 +267,11 @@ func TestViewsGolden(t *testing.T) {
 			send(m, schedulesMsg{schedules: fixtureSchedules()})
 			press(m, "p")
 		}},
+		{name: "assets", w: 120, h: 10, do: func(m *Model) {
+			typeText(m, ":assets")
+			press(m, "enter")
+			send(m, assetsMsg{assets: fixtureAssets()})
+		}},
 		{name: "help", w: 100, h: 30, do: func(m *Model) { press(m, "?") }},
 		{name: "confirm_cancel", w: 120, h: 12, do: func(m *Model) {
 			typeText(m, ":jobs")

@@ -31,7 +31,7 @@ func inViews(views ...viewID) func(m *Model) bool {
 
 func always(*Model) bool { return true }
 
-var lists = inViews(viewRobots, viewJobs, viewQueues, viewWorkflows, viewSchedules)
+var lists = inViews(viewRobots, viewJobs, viewQueues, viewWorkflows, viewSchedules, viewAssets)
 
 var bindings []binding
 
@@ -42,7 +42,7 @@ func init() {
 			in: inViews(viewRobots, viewJobs, viewQueues, viewSchedules), run: (*Model).open},
 		{keys: []string{"esc"}, label: "esc", short: "back", help: "go back, or clear the filter", footer: true,
 			in: func(m *Model) bool { return len(m.stack) > 0 || (m.isList() && !m.cursor().filter.empty()) }, run: (*Model).back},
-		{keys: []string{":"}, label: ":", short: "view", help: "switch view: :robots :jobs :queues :workflows :schedules", footer: true,
+		{keys: []string{":"}, label: ":", short: "view", help: "switch view: :robots :jobs :queues :workflows :schedules :assets", footer: true,
 			in: always, run: func(m *Model) tea.Cmd { m.startInput(inputCommand); return nil }},
 		{keys: []string{"/"}, label: "/", short: "filter", help: "filter: words, field:value (status:failed robot:r1), -word to exclude", footer: true,
 			in: lists, run: func(m *Model) tea.Cmd { m.startInput(inputFilter); return nil }},
@@ -60,8 +60,8 @@ func init() {
 			in: inViews(viewSchedules), run: (*Model).askPauseSchedule},
 		{keys: []string{"t"}, label: "t", short: "run now", help: "make a job of the selected schedule now (asks y/n)", footer: true,
 			in: inViews(viewSchedules), run: (*Model).askTriggerSchedule},
-		{keys: []string{"r"}, label: "r", short: "reload", help: "reload the workflows or schedules (schedules also every 5 s)", footer: true,
-			in: inViews(viewWorkflows, viewSchedules), run: (*Model).reload},
+		{keys: []string{"r"}, label: "r", short: "reload", help: "reload the workflows, schedules or assets (the last two also every 5 s)", footer: true,
+			in: inViews(viewWorkflows, viewSchedules, viewAssets), run: (*Model).reload},
 		{keys: []string{"j", "down"}, label: "j/k", short: "move", help: "move down / up (also ↓/↑)", footer: true,
 			in: always, run: func(m *Model) tea.Cmd { m.move(1); return nil }},
 		{keys: []string{"k", "up"}, label: "k", short: "up", help: "move up", footer: false,

@@ -63,6 +63,14 @@ func (m *Model) render() string {
 		if m.schedules.err != "" {
 			content = append(content, m.th.bad.Render("  cannot list schedules: "+m.schedules.err))
 		}
+	case m.view == viewAssets:
+		rows := m.shownAssets()
+		content = m.listLines(assetColumns, len(rows), func(i int, cells []string) {
+			assetCells(rows[i], now, cells)
+		}, -1)
+		if m.assets.err != "" {
+			content = append(content, m.th.bad.Render("  cannot list assets: "+m.assets.err))
+		}
 	case m.view == viewJob:
 		content = m.jobLines(now, body)
 	case m.view == viewRobot:
@@ -133,6 +141,8 @@ func (m *Model) titleLine() string {
 		return m.listTitle("Workflows", len(m.shownWorkflows()), len(m.workflows), nil)
 	case viewSchedules:
 		return m.listTitle("Schedules", len(m.shownSchedules()), len(m.schedules.list), nil)
+	case viewAssets:
+		return m.listTitle("Assets", len(m.shownAssets()), len(m.assets.list), nil)
 	case viewJob:
 		return m.th.title.Render("Job " + m.detailJob)
 	case viewRobot:
@@ -373,7 +383,7 @@ func (m *Model) helpLines() []string {
 		out = append(out, "  "+m.th.key.Render(fmt.Sprintf("%-16s", keys))+" "+b.help)
 	}
 	out = append(out, "", "  Filter fields — jobs: id workflow status priority robot step message by;",
-		"  robots: id name status label version os host cap. Views: robots jobs queues workflows schedules.")
+		"  robots: id name status label version os host cap. Views: robots jobs queues workflows schedules assets.")
 	return out
 }
 

@@ -11,10 +11,42 @@ import (
 	casarev1 "github.com/casarerpa/casare/rpc/casare/v1"
 )
 
-// schedulesEvery is how often the schedules view asks the server again
-// while it is on screen. Schedules have no watch stream: what changes on
-// its own is the next and last fire, which move on a scale of seconds.
-const schedulesEvery = 5 * time.Second
+// pollEvery is how often a view without a watch stream (schedules,
+// assets) asks the server again while it is on screen: what changes on its
+// own there, a schedule's next and last fire, moves on a scale of seconds.
+const pollEvery = 5 * time.Second
+
+// polled is the list of a view that polls: what it shows, why the last
+// load failed, and when it last asked.
+type polled[T any] struct {
+	list    []T
+	err     string
+	asked   time.Time // when the last load started
+	loading bool
+}
+
+// start marks a load begun; false when one is under way already.
+func (p *polled[T]) start(now time.Time) bool {
+	if p.loading {
+		return false
+	}
+	p.loading, p.asked = true, now
+	return true
+}
+
+// take applies a load's answer; the list on screen stays when the server
+// is away, with the reason beside it.
+func (p *polled[T]) take(list []T, err error) {
+	p.loading, p.err = false, ""
+	if err != nil {
+		p.err = describe(err)
+		return
+	}
+	p.list = list
+}
+
+// due says whether the list is older than pollEvery.
+func (p *polled[T]) due(now time.Time) bool { return now.Sub(p.asked) >= pollEvery }
 
 // reloadSchedulesMsg asks for the schedules again after an action on one,
 // so its new state shows at once rather than at the next poll.
@@ -25,20 +57,11 @@ type schedulesMsg struct {
 	err       error
 }
 
-// schedulesState is what the schedules view shows and when it last asked.
-type schedulesState struct {
-	list    []*casarev1.Schedule
-	err     string
-	asked   time.Time // when the last load started
-	loading bool
-}
-
 func (m *Model) loadSchedules() tea.Cmd {
 	c := m.opts.Clients.Schedules
-	if c == nil || m.schedules.loading {
+	if c == nil || !m.schedules.start(m.now()) {
 		return nil
 	}
-	m.schedules.loading, m.schedules.asked = true, m.now()
 	ctx := m.ctx
 	return func() tea.Msg {
 		ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
@@ -59,25 +82,16 @@ func (m *Model) loadSchedules() tea.Cmd {
 	}
 }
 
-// takeSchedules applies a load's answer; the list on screen stays when the
-// server is away, with the reason beside it.
-func (m *Model) takeSchedules(msg schedulesMsg) {
-	m.schedules.loading = false
-	m.schedules.err = ""
-	if msg.err != nil {
-		m.schedules.err = describe(msg.err)
-		return
+// poll reloads the polled view on screen when its list is older than
+// pollEvery.
+func (m *Model) poll() tea.Cmd {
+	switch {
+	case m.view == viewSchedules && m.schedules.due(m.now()):
+		return m.loadSchedules()
+	case m.view == viewAssets && m.assets.due(m.now()):
+		return m.loadAssets()
 	}
-	m.schedules.list = msg.schedules
-}
-
-// pollSchedules reloads the schedules view when it is on screen and its
-// data is older than schedulesEvery.
-func (m *Model) pollSchedules() tea.Cmd {
-	if m.view != viewSchedules || m.now().Sub(m.schedules.asked) < schedulesEvery {
-		return nil
-	}
-	return m.loadSchedules()
+	return nil
 }
 
 func (m *Model) shownSchedules() []*casarev1.Schedule {
@@ -181,8 +195,11 @@ func statusText(s casarev1.JobStatus) string {
 
 // reload asks the server again for the list on screen.
 func (m *Model) reload() tea.Cmd {
-	if m.view == viewSchedules {
+	switch m.view {
+	case viewSchedules:
 		return m.loadSchedules()
+	case viewAssets:
+		return m.loadAssets()
 	}
 	return m.loadWorkflows()
 }

@@ -136,12 +136,12 @@ func TestSchedulesView(t *testing.T) {
 		if got := len(m.shownSchedules()); got != 3 || client.lists != 1 {
 			t.Fatalf("shows %d schedules after %d loads, want 3 after 1", got, client.lists)
 		}
-		if cmd := m.pollSchedules(); cmd != nil {
+		if cmd := m.poll(); cmd != nil {
 			t.Error("polled again before 5 s")
 		}
-		*now = now.Add(schedulesEvery)
+		*now = now.Add(pollEvery)
 		client.list = client.list[:1]
-		carryOut(m, m.pollSchedules())
+		carryOut(m, m.poll())
 		if got := len(m.shownSchedules()); got != 1 || client.lists != 2 {
 			t.Errorf("after 5 s: %d schedules, %d loads; want 1 and 2", got, client.lists)
 		}
@@ -149,7 +149,7 @@ func TestSchedulesView(t *testing.T) {
 		typeText(m, "jobs")
 		press(m, "enter")
 		*now = now.Add(time.Hour)
-		if cmd := m.pollSchedules(); cmd != nil {
+		if cmd := m.poll(); cmd != nil {
 			t.Error("polls while another view is on screen")
 		}
 	})
@@ -157,8 +157,8 @@ func TestSchedulesView(t *testing.T) {
 		client := &scheduleClient{list: fixtureSchedules()}
 		m, now := setupSchedules(t, client)
 		client.listErr = connect.NewError(connect.CodeUnavailable, "connection refused")
-		*now = now.Add(schedulesEvery)
-		carryOut(m, m.pollSchedules())
+		*now = now.Add(pollEvery)
+		carryOut(m, m.poll())
 		screen := m.View().Content
 		if !strings.Contains(screen, "invoices-hourly") || !strings.Contains(screen, "cannot list schedules") {
 			t.Errorf("want the old list and the reason:\n%s", screen)
@@ -225,4 +225,66 @@ func TestSchedulesView(t *testing.T) {
 			t.Errorf("state:paused shows %d rows", len(rows))
 		}
 	})
+}
+
+func fixtureAssets() []*casarev1.Asset {
+	return []*casarev1.Asset{
+		{Name: "mail_host", Type: casarev1.AssetType_ASSET_TYPE_TEXT, Value: "mail.example.com", UpdatedAt: ago(26 * time.Hour), UpdatedBy: "ops"},
+		{Name: "mail_host", Type: casarev1.AssetType_ASSET_TYPE_TEXT, Value: "hq-mail.example.com", Selector: "site=hq", UpdatedAt: ago(3 * time.Hour), UpdatedBy: "ops"},
+		// The API sends "***"; a value that slipped through is not shown
+		// either.
+		{Name: "api_token", Type: casarev1.AssetType_ASSET_TYPE_SECRET, Value: "leaked-token-value", UpdatedAt: ago(time.Hour), UpdatedBy: "admin"},
+		{Name: "sap", Type: casarev1.AssetType_ASSET_TYPE_CREDENTIAL, Username: "robot", Password: "leaked-password", UpdatedAt: ago(5 * time.Minute), UpdatedBy: "admin"},
+	}
+}
+
+// assetClient answers ListAssets from memory.
+type assetClient struct {
+	casarev1connect.AssetServiceClient
+	list  []*casarev1.Asset
+	lists int
+}
+
+func (c *assetClient) ListAssets(context.Context, *casarev1.ListAssetsRequest) (*casarev1.ListAssetsResponse, error) {
+	c.lists++
+	return &casarev1.ListAssetsResponse{Assets: c.list}, nil
+}
+
+func TestAssetsView(t *testing.T) {
+	t.Parallel()
+	now := clock
+	client := &assetClient{list: fixtureAssets()}
+	m := New(context.Background(), Options{
+		Server: "http://casare.test:8080", NoColor: true, Location: time.UTC,
+		Now:     func() time.Time { return now },
+		Clients: Clients{Assets: client},
+	})
+	send(m, tea.WindowSizeMsg{Width: 120, Height: 12})
+	typeText(m, ":assets")
+	carryOut(m, press(m, "enter"))
+	if got := len(m.shownAssets()); got != 4 || client.lists != 1 {
+		t.Fatalf("shows %d assets after %d loads, want 4 after 1", got, client.lists)
+	}
+	screen := m.View().Content
+	for _, leak := range []string{"leaked-token-value", "leaked-password"} {
+		if strings.Contains(screen, leak) {
+			t.Errorf("the assets view shows %q:\n%s", leak, screen)
+		}
+	}
+	if !strings.Contains(screen, "robot / ***") || !strings.Contains(screen, "site=hq") {
+		t.Errorf("want the credential's username and the override's selector:\n%s", screen)
+	}
+	if cmd := m.poll(); cmd != nil {
+		t.Error("polled again before 5 s")
+	}
+	now = now.Add(pollEvery)
+	carryOut(m, m.poll())
+	if client.lists != 2 {
+		t.Errorf("%d loads after 5 s, want 2", client.lists)
+	}
+	typeText(m, "/type:secret")
+	press(m, "enter")
+	if rows := m.shownAssets(); len(rows) != 1 || rows[0].GetName() != "api_token" {
+		t.Errorf("type:secret shows %d rows", len(rows))
+	}
 }
