@@ -125,15 +125,50 @@ func (p *proc) current() string {
 	return p.log.String()
 }
 
-func freeTCPPort(t testing.TB) int {
+// Ports a test keeps across restarts come from below the kernel's
+// ephemeral range (32768 and up on Linux): a port picked there could be
+// handed to any other process's connection while its owner is down, and
+// the restart would find it taken. Each is picked once per test binary.
+const (
+	stablePortLow  = 20000
+	stablePortHigh = 32767
+)
+
+var stablePorts = struct {
+	sync.Mutex
+	next int
+}{next: stablePortLow + os.Getpid()%(stablePortHigh-stablePortLow)}
+
+// stablePort returns a port free on 127.0.0.1 for both TCP and UDP, for a
+// process the test restarts on the same address.
+func stablePort(t testing.TB) int {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	stablePorts.Lock()
+	defer stablePorts.Unlock()
+	for range stablePortHigh - stablePortLow {
+		port := stablePorts.next
+		stablePorts.next++
+		if stablePorts.next > stablePortHigh {
+			stablePorts.next = stablePortLow
+		}
+		addr := fmt.Sprintf("127.0.0.1:%d", port)
+		l, err := net.Listen("tcp", addr)
+		if err != nil {
+			continue
+		}
+		c, err := net.ListenPacket("udp", addr)
+		l.Close()
+		if err != nil {
+			continue
+		}
+		c.Close()
+		return port
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	t.Fatalf("no free port on 127.0.0.1 between %d and %d", stablePortLow, stablePortHigh)
+	return 0
 }
+
+func freeTCPPort(t testing.TB) int { return stablePort(t) }
 
 // redisProc is a redis-server of the suite's own, without persistence: a
 // restart loses everything it held, as a Redis that lost its disk would.

@@ -7,8 +7,8 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
+	"fmt"
 	"math/big"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -27,12 +27,7 @@ import (
 // keeps its port across a restart, so robots find it again.
 func freeUDPAddr(t testing.TB) string {
 	t.Helper()
-	c, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	return c.LocalAddr().String()
+	return fmt.Sprintf("127.0.0.1:%d", stablePort(t))
 }
 
 // ctl runs casarectl against s and returns its stdout; it fails the test
