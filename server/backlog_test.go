@@ -94,13 +94,18 @@ func TestABacklogNoRobotTakesStaysOutOfTheEmbeddedRedis(t *testing.T) {
 			t.Errorf("a reconcile pass with every job held here: %s; want pending=%d queued=0", m[0], jobs)
 		}
 	}
-	depth, err := s.queue.Depth(ctx)
-	if err != nil {
-		t.Fatal(err)
+	// A task the first pass queued before its job was held here is taken
+	// off by the queue's worker on its next poll, which a busy machine may
+	// delay: what counts is that the queue empties, and the passes above
+	// show that nothing queues them again.
+	queued := func() int {
+		depth, err := s.queue.Depth(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return depth[registry.PriorityLow] + depth[registry.PriorityNormal] + depth[registry.PriorityHigh] + depth[registry.PriorityCritical]
 	}
-	if n := depth[registry.PriorityLow] + depth[registry.PriorityNormal] + depth[registry.PriorityHigh] + depth[registry.PriorityCritical]; n != 0 {
-		t.Errorf("the embedded Redis holds %d tasks of jobs waiting in the dispatcher, want 0", n)
-	}
+	waitFor(t, "the embedded Redis to hold no task of the jobs waiting in the dispatcher", func() bool { return queued() == 0 })
 	log := out.String()
 	if n := strings.Count(log, "queued pending jobs that Redis did not hold"); n < 1 {
 		t.Errorf("the reconciler never said it queued the backlog on start")
