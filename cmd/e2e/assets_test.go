@@ -139,6 +139,9 @@ func assetsOnRobots(t *testing.T, s *serverProc, stored func() [][]byte) {
 		if b, _ := protojson.Marshal(res); bytes.Contains(b, []byte(secretPin)) {
 			t.Errorf("GetJob shows the secret input: %s", b)
 		}
+		if got := res.GetJob().GetInputs().GetFields()["pin"].GetStringValue(); got != "***" {
+			t.Errorf("GetJob shows the sealed secret input as %q, want it listed as ***", got)
+		}
 	}
 
 	// No read of the assets gives a secret back.

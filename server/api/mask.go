@@ -23,6 +23,9 @@ import (
 type jobSecrets struct {
 	names  map[string]bool
 	masker *secret.Masker
+	// sealed names the secret inputs the vault keeps apart from the
+	// others: answers show them as given, masked.
+	sealed []string
 }
 
 // secretsOf reads the job's workflow for inputs declared secret. Most
@@ -46,6 +49,7 @@ func (s *Services) secretsOf(j *registry.Job) jobSecrets {
 		return jobSecrets{}
 	}
 	m := secret.New()
+	var sealed []string
 	if j.Inputs != "" {
 		inputs, _ := j.DecodeInputs()
 		for name := range names {
@@ -58,9 +62,10 @@ func (s *Services) secretsOf(j *registry.Job) jobSecrets {
 	if s != nil && s.vault != nil && j.SecretInputs != "" {
 		// A job whose secret inputs cannot be opened never ran with them
 		// either, so there is nothing of theirs to hide.
-		sealed, _ := asset.OpenSecretInputs(context.Background(), s.vault, j)
-		for _, v := range sealed {
+		opened, _ := asset.OpenSecretInputs(context.Background(), s.vault, j)
+		for name, v := range opened {
 			m.AddSecret(expr.Format(v.AsInterface()))
+			sealed = append(sealed, name)
 		}
 	}
 	// A default may fill a secret input the request left out.
@@ -69,7 +74,7 @@ func (s *Services) secretsOf(j *registry.Job) jobSecrets {
 			m.AddSecret(expr.Format(d.AsInterface()))
 		}
 	}
-	return jobSecrets{names: names, masker: m}
+	return jobSecrets{names: names, masker: m, sealed: sealed}
 }
 
 func (s jobSecrets) none() bool { return s.masker == nil }
@@ -91,6 +96,12 @@ func (s jobSecrets) inputs(in *structpb.Struct) *structpb.Struct {
 		if s.names[name] {
 			in.Fields[name] = structpb.NewStringValue(secret.Mask)
 		}
+	}
+	for _, name := range s.sealed {
+		if in.Fields == nil {
+			in.Fields = map[string]*structpb.Value{}
+		}
+		in.Fields[name] = structpb.NewStringValue(secret.Mask)
 	}
 	return in
 }
