@@ -57,6 +57,9 @@ type Options struct {
 	Logger       *slog.Logger
 	// Jobs takes the robots' job traffic; nil drops it.
 	Jobs Jobs
+	// WorkItems serves the work-queue calls of the robots' jobs; nil
+	// refuses them.
+	WorkItems WorkItems
 	// ResetKey derives the stateless resets the gateway answers packets
 	// of connections it does not know with. Kept across restarts (and
 	// shared by replicas behind one address), it lets a robot whose
@@ -69,6 +72,14 @@ type Options struct {
 	// EnrollTimeout bounds an enrolment connection from its handshake to
 	// its close; zero means DefaultEnrollTimeout.
 	EnrollTimeout time.Duration
+}
+
+// WorkItems serves the work-queue steps of the jobs robots run: one
+// WorkItemCall from the robot robotID, answered by one WorkItemResult
+// (with Error and Code set when refused). It must fence the call by the
+// job's attempt and robot.
+type WorkItems interface {
+	Call(ctx context.Context, robotID string, call *agentv1.WorkItemCall) *agentv1.WorkItemResult
 }
 
 // Defaults for Options.

@@ -2331,6 +2331,673 @@ func (x *ArtifactStored) GetTemporary() bool {
 	return false
 }
 
+// WorkItemCall is a work-queue operation of a job the robot holds. The
+// robot opens a bidirectional stream (any after the control stream),
+// writes this one frame and reads one WorkItemResult; the control plane
+// then closes the stream. Every call is fenced by the job's attempt: a
+// robot that no longer holds that attempt is refused.
+type WorkItemCall struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	JobId   string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	Attempt int32                  `protobuf:"varint,2,opt,name=attempt,proto3" json:"attempt,omitempty"`
+	// Types that are valid to be assigned to Op:
+	//
+	//	*WorkItemCall_Add
+	//	*WorkItemCall_Next
+	//	*WorkItemCall_Complete
+	//	*WorkItemCall_Fail
+	//	*WorkItemCall_Progress
+	Op            isWorkItemCall_Op `protobuf_oneof:"op"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WorkItemCall) Reset() {
+	*x = WorkItemCall{}
+	mi := &file_casare_agent_v1_agent_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WorkItemCall) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WorkItemCall) ProtoMessage() {}
+
+func (x *WorkItemCall) ProtoReflect() protoreflect.Message {
+	mi := &file_casare_agent_v1_agent_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WorkItemCall.ProtoReflect.Descriptor instead.
+func (*WorkItemCall) Descriptor() ([]byte, []int) {
+	return file_casare_agent_v1_agent_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *WorkItemCall) GetJobId() string {
+	if x != nil {
+		return x.JobId
+	}
+	return ""
+}
+
+func (x *WorkItemCall) GetAttempt() int32 {
+	if x != nil {
+		return x.Attempt
+	}
+	return 0
+}
+
+func (x *WorkItemCall) GetOp() isWorkItemCall_Op {
+	if x != nil {
+		return x.Op
+	}
+	return nil
+}
+
+func (x *WorkItemCall) GetAdd() *AddWorkItems {
+	if x != nil {
+		if x, ok := x.Op.(*WorkItemCall_Add); ok {
+			return x.Add
+		}
+	}
+	return nil
+}
+
+func (x *WorkItemCall) GetNext() *NextWorkItem {
+	if x != nil {
+		if x, ok := x.Op.(*WorkItemCall_Next); ok {
+			return x.Next
+		}
+	}
+	return nil
+}
+
+func (x *WorkItemCall) GetComplete() *CompleteWorkItem {
+	if x != nil {
+		if x, ok := x.Op.(*WorkItemCall_Complete); ok {
+			return x.Complete
+		}
+	}
+	return nil
+}
+
+func (x *WorkItemCall) GetFail() *FailWorkItem {
+	if x != nil {
+		if x, ok := x.Op.(*WorkItemCall_Fail); ok {
+			return x.Fail
+		}
+	}
+	return nil
+}
+
+func (x *WorkItemCall) GetProgress() *WorkItemProgress {
+	if x != nil {
+		if x, ok := x.Op.(*WorkItemCall_Progress); ok {
+			return x.Progress
+		}
+	}
+	return nil
+}
+
+type isWorkItemCall_Op interface {
+	isWorkItemCall_Op()
+}
+
+type WorkItemCall_Add struct {
+	Add *AddWorkItems `protobuf:"bytes,3,opt,name=add,proto3,oneof"`
+}
+
+type WorkItemCall_Next struct {
+	Next *NextWorkItem `protobuf:"bytes,4,opt,name=next,proto3,oneof"`
+}
+
+type WorkItemCall_Complete struct {
+	Complete *CompleteWorkItem `protobuf:"bytes,5,opt,name=complete,proto3,oneof"`
+}
+
+type WorkItemCall_Fail struct {
+	Fail *FailWorkItem `protobuf:"bytes,6,opt,name=fail,proto3,oneof"`
+}
+
+type WorkItemCall_Progress struct {
+	Progress *WorkItemProgress `protobuf:"bytes,7,opt,name=progress,proto3,oneof"`
+}
+
+func (*WorkItemCall_Add) isWorkItemCall_Op() {}
+
+func (*WorkItemCall_Next) isWorkItemCall_Op() {}
+
+func (*WorkItemCall_Complete) isWorkItemCall_Op() {}
+
+func (*WorkItemCall_Fail) isWorkItemCall_Op() {}
+
+func (*WorkItemCall_Progress) isWorkItemCall_Op() {}
+
+// NewWorkItem is an item to add to a queue.
+type NewWorkItem struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Unique within the queue when the queue requires it; may be empty
+	// otherwise.
+	Reference string `protobuf:"bytes,1,opt,name=reference,proto3" json:"reference,omitempty"`
+	// "low", "normal" (the default when empty) or "high".
+	Priority string `protobuf:"bytes,2,opt,name=priority,proto3" json:"priority,omitempty"`
+	// A JSON object of at most 1 MiB encoded.
+	Data *structpb.Struct `protobuf:"bytes,3,opt,name=data,proto3" json:"data,omitempty"`
+	// Not taken before this time.
+	DeferUntil *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=defer_until,json=deferUntil,proto3" json:"defer_until,omitempty"`
+	// Must be finished by this time.
+	Deadline      *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=deadline,proto3" json:"deadline,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NewWorkItem) Reset() {
+	*x = NewWorkItem{}
+	mi := &file_casare_agent_v1_agent_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NewWorkItem) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NewWorkItem) ProtoMessage() {}
+
+func (x *NewWorkItem) ProtoReflect() protoreflect.Message {
+	mi := &file_casare_agent_v1_agent_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NewWorkItem.ProtoReflect.Descriptor instead.
+func (*NewWorkItem) Descriptor() ([]byte, []int) {
+	return file_casare_agent_v1_agent_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *NewWorkItem) GetReference() string {
+	if x != nil {
+		return x.Reference
+	}
+	return ""
+}
+
+func (x *NewWorkItem) GetPriority() string {
+	if x != nil {
+		return x.Priority
+	}
+	return ""
+}
+
+func (x *NewWorkItem) GetData() *structpb.Struct {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+func (x *NewWorkItem) GetDeferUntil() *timestamppb.Timestamp {
+	if x != nil {
+		return x.DeferUntil
+	}
+	return nil
+}
+
+func (x *NewWorkItem) GetDeadline() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Deadline
+	}
+	return nil
+}
+
+type AddWorkItems struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Queue         string                 `protobuf:"bytes,1,opt,name=queue,proto3" json:"queue,omitempty"`
+	Items         []*NewWorkItem         `protobuf:"bytes,2,rep,name=items,proto3" json:"items,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AddWorkItems) Reset() {
+	*x = AddWorkItems{}
+	mi := &file_casare_agent_v1_agent_proto_msgTypes[33]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AddWorkItems) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AddWorkItems) ProtoMessage() {}
+
+func (x *AddWorkItems) ProtoReflect() protoreflect.Message {
+	mi := &file_casare_agent_v1_agent_proto_msgTypes[33]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AddWorkItems.ProtoReflect.Descriptor instead.
+func (*AddWorkItems) Descriptor() ([]byte, []int) {
+	return file_casare_agent_v1_agent_proto_rawDescGZIP(), []int{33}
+}
+
+func (x *AddWorkItems) GetQueue() string {
+	if x != nil {
+		return x.Queue
+	}
+	return ""
+}
+
+func (x *AddWorkItems) GetItems() []*NewWorkItem {
+	if x != nil {
+		return x.Items
+	}
+	return nil
+}
+
+// NextWorkItem takes the queue's next NEW item under the job's attempt.
+type NextWorkItem struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Queue         string                 `protobuf:"bytes,1,opt,name=queue,proto3" json:"queue,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NextWorkItem) Reset() {
+	*x = NextWorkItem{}
+	mi := &file_casare_agent_v1_agent_proto_msgTypes[34]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NextWorkItem) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NextWorkItem) ProtoMessage() {}
+
+func (x *NextWorkItem) ProtoReflect() protoreflect.Message {
+	mi := &file_casare_agent_v1_agent_proto_msgTypes[34]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NextWorkItem.ProtoReflect.Descriptor instead.
+func (*NextWorkItem) Descriptor() ([]byte, []int) {
+	return file_casare_agent_v1_agent_proto_rawDescGZIP(), []int{34}
+}
+
+func (x *NextWorkItem) GetQueue() string {
+	if x != nil {
+		return x.Queue
+	}
+	return ""
+}
+
+type CompleteWorkItem struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ItemId        string                 `protobuf:"bytes,1,opt,name=item_id,json=itemId,proto3" json:"item_id,omitempty"`
+	Output        *structpb.Struct       `protobuf:"bytes,2,opt,name=output,proto3" json:"output,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CompleteWorkItem) Reset() {
+	*x = CompleteWorkItem{}
+	mi := &file_casare_agent_v1_agent_proto_msgTypes[35]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CompleteWorkItem) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CompleteWorkItem) ProtoMessage() {}
+
+func (x *CompleteWorkItem) ProtoReflect() protoreflect.Message {
+	mi := &file_casare_agent_v1_agent_proto_msgTypes[35]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CompleteWorkItem.ProtoReflect.Descriptor instead.
+func (*CompleteWorkItem) Descriptor() ([]byte, []int) {
+	return file_casare_agent_v1_agent_proto_rawDescGZIP(), []int{35}
+}
+
+func (x *CompleteWorkItem) GetItemId() string {
+	if x != nil {
+		return x.ItemId
+	}
+	return ""
+}
+
+func (x *CompleteWorkItem) GetOutput() *structpb.Struct {
+	if x != nil {
+		return x.Output
+	}
+	return nil
+}
+
+type FailWorkItem struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	ItemId string                 `protobuf:"bytes,1,opt,name=item_id,json=itemId,proto3" json:"item_id,omitempty"`
+	// "business" (never retried) or "application" (retried while the
+	// queue's max retries allow).
+	Exception     string `protobuf:"bytes,2,opt,name=exception,proto3" json:"exception,omitempty"`
+	Reason        string `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FailWorkItem) Reset() {
+	*x = FailWorkItem{}
+	mi := &file_casare_agent_v1_agent_proto_msgTypes[36]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FailWorkItem) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FailWorkItem) ProtoMessage() {}
+
+func (x *FailWorkItem) ProtoReflect() protoreflect.Message {
+	mi := &file_casare_agent_v1_agent_proto_msgTypes[36]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FailWorkItem.ProtoReflect.Descriptor instead.
+func (*FailWorkItem) Descriptor() ([]byte, []int) {
+	return file_casare_agent_v1_agent_proto_rawDescGZIP(), []int{36}
+}
+
+func (x *FailWorkItem) GetItemId() string {
+	if x != nil {
+		return x.ItemId
+	}
+	return ""
+}
+
+func (x *FailWorkItem) GetException() string {
+	if x != nil {
+		return x.Exception
+	}
+	return ""
+}
+
+func (x *FailWorkItem) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+type WorkItemProgress struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	ItemId string                 `protobuf:"bytes,1,opt,name=item_id,json=itemId,proto3" json:"item_id,omitempty"`
+	// Free text shown with the item, at most 1,024 characters.
+	Progress      string `protobuf:"bytes,2,opt,name=progress,proto3" json:"progress,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WorkItemProgress) Reset() {
+	*x = WorkItemProgress{}
+	mi := &file_casare_agent_v1_agent_proto_msgTypes[37]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WorkItemProgress) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WorkItemProgress) ProtoMessage() {}
+
+func (x *WorkItemProgress) ProtoReflect() protoreflect.Message {
+	mi := &file_casare_agent_v1_agent_proto_msgTypes[37]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WorkItemProgress.ProtoReflect.Descriptor instead.
+func (*WorkItemProgress) Descriptor() ([]byte, []int) {
+	return file_casare_agent_v1_agent_proto_rawDescGZIP(), []int{37}
+}
+
+func (x *WorkItemProgress) GetItemId() string {
+	if x != nil {
+		return x.ItemId
+	}
+	return ""
+}
+
+func (x *WorkItemProgress) GetProgress() string {
+	if x != nil {
+		return x.Progress
+	}
+	return ""
+}
+
+// HeldWorkItem is an item a job took with NextWorkItem.
+type HeldWorkItem struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Id        string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Queue     string                 `protobuf:"bytes,2,opt,name=queue,proto3" json:"queue,omitempty"`
+	Reference string                 `protobuf:"bytes,3,opt,name=reference,proto3" json:"reference,omitempty"`
+	Priority  string                 `protobuf:"bytes,4,opt,name=priority,proto3" json:"priority,omitempty"`
+	Data      *structpb.Struct       `protobuf:"bytes,5,opt,name=data,proto3" json:"data,omitempty"`
+	// 0 for a first try, n for the nth retry.
+	Retry         int32                  `protobuf:"varint,6,opt,name=retry,proto3" json:"retry,omitempty"`
+	Deadline      *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=deadline,proto3" json:"deadline,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HeldWorkItem) Reset() {
+	*x = HeldWorkItem{}
+	mi := &file_casare_agent_v1_agent_proto_msgTypes[38]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HeldWorkItem) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HeldWorkItem) ProtoMessage() {}
+
+func (x *HeldWorkItem) ProtoReflect() protoreflect.Message {
+	mi := &file_casare_agent_v1_agent_proto_msgTypes[38]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HeldWorkItem.ProtoReflect.Descriptor instead.
+func (*HeldWorkItem) Descriptor() ([]byte, []int) {
+	return file_casare_agent_v1_agent_proto_rawDescGZIP(), []int{38}
+}
+
+func (x *HeldWorkItem) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *HeldWorkItem) GetQueue() string {
+	if x != nil {
+		return x.Queue
+	}
+	return ""
+}
+
+func (x *HeldWorkItem) GetReference() string {
+	if x != nil {
+		return x.Reference
+	}
+	return ""
+}
+
+func (x *HeldWorkItem) GetPriority() string {
+	if x != nil {
+		return x.Priority
+	}
+	return ""
+}
+
+func (x *HeldWorkItem) GetData() *structpb.Struct {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+func (x *HeldWorkItem) GetRetry() int32 {
+	if x != nil {
+		return x.Retry
+	}
+	return 0
+}
+
+func (x *HeldWorkItem) GetDeadline() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Deadline
+	}
+	return nil
+}
+
+// WorkItemResult answers a WorkItemCall.
+type WorkItemResult struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The ids of the items an AddWorkItems stored, in the order given.
+	AddedIds []string `protobuf:"bytes,1,rep,name=added_ids,json=addedIds,proto3" json:"added_ids,omitempty"`
+	// The item a NextWorkItem took; absent when the queue has none to give.
+	Item *HeldWorkItem `protobuf:"bytes,2,opt,name=item,proto3" json:"item,omitempty"`
+	// Why the call was refused; empty when it succeeded.
+	Error string `protobuf:"bytes,3,opt,name=error,proto3" json:"error,omitempty"`
+	// The Connect code name of the refusal ("not_found", "already_exists",
+	// "invalid_argument", "failed_precondition", "unavailable", ...):
+	// "unavailable" is worth a retry, the others are not.
+	Code          string `protobuf:"bytes,4,opt,name=code,proto3" json:"code,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WorkItemResult) Reset() {
+	*x = WorkItemResult{}
+	mi := &file_casare_agent_v1_agent_proto_msgTypes[39]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WorkItemResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WorkItemResult) ProtoMessage() {}
+
+func (x *WorkItemResult) ProtoReflect() protoreflect.Message {
+	mi := &file_casare_agent_v1_agent_proto_msgTypes[39]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WorkItemResult.ProtoReflect.Descriptor instead.
+func (*WorkItemResult) Descriptor() ([]byte, []int) {
+	return file_casare_agent_v1_agent_proto_rawDescGZIP(), []int{39}
+}
+
+func (x *WorkItemResult) GetAddedIds() []string {
+	if x != nil {
+		return x.AddedIds
+	}
+	return nil
+}
+
+func (x *WorkItemResult) GetItem() *HeldWorkItem {
+	if x != nil {
+		return x.Item
+	}
+	return nil
+}
+
+func (x *WorkItemResult) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+func (x *WorkItemResult) GetCode() string {
+	if x != nil {
+		return x.Code
+	}
+	return ""
+}
+
 var File_casare_agent_v1_agent_proto protoreflect.FileDescriptor
 
 const file_casare_agent_v1_agent_proto_rawDesc = "" +
@@ -2495,7 +3162,51 @@ const file_casare_agent_v1_agent_proto_rawDesc = "" +
 	"\x04name\x18\x03 \x01(\tR\x04name\x12\x16\n" +
 	"\x06sha256\x18\x04 \x01(\fR\x06sha256\x12\x14\n" +
 	"\x05error\x18\x05 \x01(\tR\x05error\x12\x1c\n" +
-	"\ttemporary\x18\x06 \x01(\bR\ttemporaryB9Z7github.com/casarerpa/casare/rpc/casare/agent/v1;agentv1b\x06proto3"
+	"\ttemporary\x18\x06 \x01(\bR\ttemporary\"\xe4\x02\n" +
+	"\fWorkItemCall\x12\x15\n" +
+	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x18\n" +
+	"\aattempt\x18\x02 \x01(\x05R\aattempt\x121\n" +
+	"\x03add\x18\x03 \x01(\v2\x1d.casare.agent.v1.AddWorkItemsH\x00R\x03add\x123\n" +
+	"\x04next\x18\x04 \x01(\v2\x1d.casare.agent.v1.NextWorkItemH\x00R\x04next\x12?\n" +
+	"\bcomplete\x18\x05 \x01(\v2!.casare.agent.v1.CompleteWorkItemH\x00R\bcomplete\x123\n" +
+	"\x04fail\x18\x06 \x01(\v2\x1d.casare.agent.v1.FailWorkItemH\x00R\x04fail\x12?\n" +
+	"\bprogress\x18\a \x01(\v2!.casare.agent.v1.WorkItemProgressH\x00R\bprogressB\x04\n" +
+	"\x02op\"\xe9\x01\n" +
+	"\vNewWorkItem\x12\x1c\n" +
+	"\treference\x18\x01 \x01(\tR\treference\x12\x1a\n" +
+	"\bpriority\x18\x02 \x01(\tR\bpriority\x12+\n" +
+	"\x04data\x18\x03 \x01(\v2\x17.google.protobuf.StructR\x04data\x12;\n" +
+	"\vdefer_until\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"deferUntil\x126\n" +
+	"\bdeadline\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\bdeadline\"X\n" +
+	"\fAddWorkItems\x12\x14\n" +
+	"\x05queue\x18\x01 \x01(\tR\x05queue\x122\n" +
+	"\x05items\x18\x02 \x03(\v2\x1c.casare.agent.v1.NewWorkItemR\x05items\"$\n" +
+	"\fNextWorkItem\x12\x14\n" +
+	"\x05queue\x18\x01 \x01(\tR\x05queue\"\\\n" +
+	"\x10CompleteWorkItem\x12\x17\n" +
+	"\aitem_id\x18\x01 \x01(\tR\x06itemId\x12/\n" +
+	"\x06output\x18\x02 \x01(\v2\x17.google.protobuf.StructR\x06output\"]\n" +
+	"\fFailWorkItem\x12\x17\n" +
+	"\aitem_id\x18\x01 \x01(\tR\x06itemId\x12\x1c\n" +
+	"\texception\x18\x02 \x01(\tR\texception\x12\x16\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\"G\n" +
+	"\x10WorkItemProgress\x12\x17\n" +
+	"\aitem_id\x18\x01 \x01(\tR\x06itemId\x12\x1a\n" +
+	"\bprogress\x18\x02 \x01(\tR\bprogress\"\xe9\x01\n" +
+	"\fHeldWorkItem\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x14\n" +
+	"\x05queue\x18\x02 \x01(\tR\x05queue\x12\x1c\n" +
+	"\treference\x18\x03 \x01(\tR\treference\x12\x1a\n" +
+	"\bpriority\x18\x04 \x01(\tR\bpriority\x12+\n" +
+	"\x04data\x18\x05 \x01(\v2\x17.google.protobuf.StructR\x04data\x12\x14\n" +
+	"\x05retry\x18\x06 \x01(\x05R\x05retry\x126\n" +
+	"\bdeadline\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\bdeadline\"\x8a\x01\n" +
+	"\x0eWorkItemResult\x12\x1b\n" +
+	"\tadded_ids\x18\x01 \x03(\tR\baddedIds\x121\n" +
+	"\x04item\x18\x02 \x01(\v2\x1d.casare.agent.v1.HeldWorkItemR\x04item\x12\x14\n" +
+	"\x05error\x18\x03 \x01(\tR\x05error\x12\x12\n" +
+	"\x04code\x18\x04 \x01(\tR\x04codeB9Z7github.com/casarerpa/casare/rpc/casare/agent/v1;agentv1b\x06proto3"
 
 var (
 	file_casare_agent_v1_agent_proto_rawDescOnce sync.Once
@@ -2509,7 +3220,7 @@ func file_casare_agent_v1_agent_proto_rawDescGZIP() []byte {
 	return file_casare_agent_v1_agent_proto_rawDescData
 }
 
-var file_casare_agent_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 32)
+var file_casare_agent_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 41)
 var file_casare_agent_v1_agent_proto_goTypes = []any{
 	(*EnrollmentToken)(nil),       // 0: casare.agent.v1.EnrollmentToken
 	(*EnrollRequest)(nil),         // 1: casare.agent.v1.EnrollRequest
@@ -2542,11 +3253,20 @@ var file_casare_agent_v1_agent_proto_goTypes = []any{
 	(*ArtifactHeader)(nil),        // 28: casare.agent.v1.ArtifactHeader
 	(*ArtifactChunk)(nil),         // 29: casare.agent.v1.ArtifactChunk
 	(*ArtifactStored)(nil),        // 30: casare.agent.v1.ArtifactStored
-	nil,                           // 31: casare.agent.v1.Hello.LabelsEntry
-	(*durationpb.Duration)(nil),   // 32: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil), // 33: google.protobuf.Timestamp
-	(*structpb.Struct)(nil),       // 34: google.protobuf.Struct
-	(*structpb.Value)(nil),        // 35: google.protobuf.Value
+	(*WorkItemCall)(nil),          // 31: casare.agent.v1.WorkItemCall
+	(*NewWorkItem)(nil),           // 32: casare.agent.v1.NewWorkItem
+	(*AddWorkItems)(nil),          // 33: casare.agent.v1.AddWorkItems
+	(*NextWorkItem)(nil),          // 34: casare.agent.v1.NextWorkItem
+	(*CompleteWorkItem)(nil),      // 35: casare.agent.v1.CompleteWorkItem
+	(*FailWorkItem)(nil),          // 36: casare.agent.v1.FailWorkItem
+	(*WorkItemProgress)(nil),      // 37: casare.agent.v1.WorkItemProgress
+	(*HeldWorkItem)(nil),          // 38: casare.agent.v1.HeldWorkItem
+	(*WorkItemResult)(nil),        // 39: casare.agent.v1.WorkItemResult
+	nil,                           // 40: casare.agent.v1.Hello.LabelsEntry
+	(*durationpb.Duration)(nil),   // 41: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil), // 42: google.protobuf.Timestamp
+	(*structpb.Struct)(nil),       // 43: google.protobuf.Struct
+	(*structpb.Value)(nil),        // 44: google.protobuf.Value
 }
 var file_casare_agent_v1_agent_proto_depIdxs = []int32{
 	5,  // 0: casare.agent.v1.AgentMessage.hello:type_name -> casare.agent.v1.Hello
@@ -2568,25 +3288,38 @@ var file_casare_agent_v1_agent_proto_depIdxs = []int32{
 	24, // 16: casare.agent.v1.ServerMessage.refused:type_name -> casare.agent.v1.Refused
 	18, // 17: casare.agent.v1.ServerMessage.job_ack:type_name -> casare.agent.v1.JobAck
 	30, // 18: casare.agent.v1.ServerMessage.artifact_stored:type_name -> casare.agent.v1.ArtifactStored
-	31, // 19: casare.agent.v1.Hello.labels:type_name -> casare.agent.v1.Hello.LabelsEntry
+	40, // 19: casare.agent.v1.Hello.labels:type_name -> casare.agent.v1.Hello.LabelsEntry
 	6,  // 20: casare.agent.v1.Hello.running_jobs:type_name -> casare.agent.v1.RunningJob
-	32, // 21: casare.agent.v1.Welcome.heartbeat_interval:type_name -> google.protobuf.Duration
-	32, // 22: casare.agent.v1.Welcome.lease:type_name -> google.protobuf.Duration
-	33, // 23: casare.agent.v1.Heartbeat.time:type_name -> google.protobuf.Timestamp
+	41, // 21: casare.agent.v1.Welcome.heartbeat_interval:type_name -> google.protobuf.Duration
+	41, // 22: casare.agent.v1.Welcome.lease:type_name -> google.protobuf.Duration
+	42, // 23: casare.agent.v1.Heartbeat.time:type_name -> google.protobuf.Timestamp
 	6,  // 24: casare.agent.v1.Heartbeat.running_jobs:type_name -> casare.agent.v1.RunningJob
-	34, // 25: casare.agent.v1.JobAssign.inputs:type_name -> google.protobuf.Struct
-	33, // 26: casare.agent.v1.JobAssign.deadline:type_name -> google.protobuf.Timestamp
+	43, // 25: casare.agent.v1.JobAssign.inputs:type_name -> google.protobuf.Struct
+	42, // 26: casare.agent.v1.JobAssign.deadline:type_name -> google.protobuf.Timestamp
 	11, // 27: casare.agent.v1.JobAssign.assets:type_name -> casare.agent.v1.AssignedAsset
-	35, // 28: casare.agent.v1.AssignedAsset.value:type_name -> google.protobuf.Value
-	34, // 29: casare.agent.v1.JobComplete.outputs:type_name -> google.protobuf.Struct
+	44, // 28: casare.agent.v1.AssignedAsset.value:type_name -> google.protobuf.Value
+	43, // 29: casare.agent.v1.JobComplete.outputs:type_name -> google.protobuf.Struct
 	26, // 30: casare.agent.v1.UniStreamHeader.log:type_name -> casare.agent.v1.LogStreamHeader
 	28, // 31: casare.agent.v1.UniStreamHeader.artifact:type_name -> casare.agent.v1.ArtifactHeader
-	33, // 32: casare.agent.v1.LogEntry.time:type_name -> google.protobuf.Timestamp
-	33, // [33:33] is the sub-list for method output_type
-	33, // [33:33] is the sub-list for method input_type
-	33, // [33:33] is the sub-list for extension type_name
-	33, // [33:33] is the sub-list for extension extendee
-	0,  // [0:33] is the sub-list for field type_name
+	42, // 32: casare.agent.v1.LogEntry.time:type_name -> google.protobuf.Timestamp
+	33, // 33: casare.agent.v1.WorkItemCall.add:type_name -> casare.agent.v1.AddWorkItems
+	34, // 34: casare.agent.v1.WorkItemCall.next:type_name -> casare.agent.v1.NextWorkItem
+	35, // 35: casare.agent.v1.WorkItemCall.complete:type_name -> casare.agent.v1.CompleteWorkItem
+	36, // 36: casare.agent.v1.WorkItemCall.fail:type_name -> casare.agent.v1.FailWorkItem
+	37, // 37: casare.agent.v1.WorkItemCall.progress:type_name -> casare.agent.v1.WorkItemProgress
+	43, // 38: casare.agent.v1.NewWorkItem.data:type_name -> google.protobuf.Struct
+	42, // 39: casare.agent.v1.NewWorkItem.defer_until:type_name -> google.protobuf.Timestamp
+	42, // 40: casare.agent.v1.NewWorkItem.deadline:type_name -> google.protobuf.Timestamp
+	32, // 41: casare.agent.v1.AddWorkItems.items:type_name -> casare.agent.v1.NewWorkItem
+	43, // 42: casare.agent.v1.CompleteWorkItem.output:type_name -> google.protobuf.Struct
+	43, // 43: casare.agent.v1.HeldWorkItem.data:type_name -> google.protobuf.Struct
+	42, // 44: casare.agent.v1.HeldWorkItem.deadline:type_name -> google.protobuf.Timestamp
+	38, // 45: casare.agent.v1.WorkItemResult.item:type_name -> casare.agent.v1.HeldWorkItem
+	46, // [46:46] is the sub-list for method output_type
+	46, // [46:46] is the sub-list for method input_type
+	46, // [46:46] is the sub-list for extension type_name
+	46, // [46:46] is the sub-list for extension extendee
+	0,  // [0:46] is the sub-list for field type_name
 }
 
 func init() { file_casare_agent_v1_agent_proto_init() }
@@ -2621,13 +3354,20 @@ func file_casare_agent_v1_agent_proto_init() {
 		(*UniStreamHeader_Log)(nil),
 		(*UniStreamHeader_Artifact)(nil),
 	}
+	file_casare_agent_v1_agent_proto_msgTypes[31].OneofWrappers = []any{
+		(*WorkItemCall_Add)(nil),
+		(*WorkItemCall_Next)(nil),
+		(*WorkItemCall_Complete)(nil),
+		(*WorkItemCall_Fail)(nil),
+		(*WorkItemCall_Progress)(nil),
+	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_casare_agent_v1_agent_proto_rawDesc), len(file_casare_agent_v1_agent_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   32,
+			NumMessages:   41,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
