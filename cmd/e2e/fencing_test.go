@@ -1,10 +1,14 @@
 package e2e
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
+	"fmt"
+	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -117,9 +121,7 @@ func frozenReplica(t *testing.T, acceptTimeout, grace, heartbeatA string) {
 	}
 	// A freezes before it hears the accept; the robot, running the job,
 	// goes to B and says so there.
-	if err := a.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
-		t.Fatal(err)
-	}
+	freeze(t, a.cmd.Process.Pid)
 	onA.conn.CloseWithError(0, "moving")
 	onB := dialRobot(t, quicListening.FindStringSubmatch(b.log.String())[1], cert, id, &agentv1.RunningJob{JobId: job.GetId(), Attempt: 1})
 	// A is frozen: ask B from now on.
@@ -143,4 +145,23 @@ func frozenReplica(t *testing.T, acceptTimeout, grace, heartbeatA string) {
 	}
 	onB.send(t, &agentv1.AgentMessage{Msg: &agentv1.AgentMessage_JobComplete{JobComplete: &agentv1.JobComplete{JobId: job.GetId(), Attempt: 1}}})
 	f.wait(job.GetId(), casarev1.JobStatus_JOB_STATUS_SUCCEEDED, 10*time.Second)
+}
+
+// freeze stops the process pid and returns once it is stopped: the
+// signal takes effect when the kernel next schedules the process, and
+// until then it still reads its sockets.
+func freeze(t *testing.T, pid int) {
+	t.Helper()
+	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool {
+		stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			t.Fatal(err)
+		}
+		// pid (comm) state ...: comm may hold spaces and parentheses.
+		fields := strings.Fields(string(stat[bytes.LastIndexByte(stat, ')')+1:]))
+		return len(fields) > 0 && fields[0] == "T"
+	}, 10*time.Second, fmt.Sprintf("process %d to stop", pid))
 }

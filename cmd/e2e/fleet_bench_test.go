@@ -219,7 +219,7 @@ func (r *simRobot) session(ctx context.Context, tr *quic.Transport, addr *net.UD
 	}
 }
 
-func waitFor(b *testing.B, cond func() bool, limit time.Duration, what string) {
+func waitFor(b testing.TB, cond func() bool, limit time.Duration, what string) {
 	b.Helper()
 	deadline := time.Now().Add(limit)
 	for !cond() {

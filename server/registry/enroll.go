@@ -136,8 +136,7 @@ func (r *Registry) RobotsOffline(ctx context.Context, sessions map[string]RobotS
 	for id, s := range sessions {
 		rows = append(rows, ended{ID: id, ConnectedSince: normalize(s.ConnectedSince), LastSeen: normalize(s.LastSeen)})
 	}
-	// The change and its robot.offline events commit together.
-	err := r.db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+	offline := func(ctx context.Context, db bun.IDB) ([]string, error) {
 		var changed []string
 		// SQLite's RETURNING takes the updated table's columns unqualified;
 		// on PostgreSQL _data's id would make that ambiguous.
@@ -145,8 +144,8 @@ func (r *Registry) RobotsOffline(ctx context.Context, sessions map[string]RobotS
 		if r.dialect == "sqlite" {
 			returning = "id"
 		}
-		_, err := tx.NewUpdate().
-			With("_data", tx.NewValues(&rows)).
+		_, err := db.NewUpdate().
+			With("_data", db.NewValues(&rows)).
 			Model((*Robot)(nil)).
 			TableExpr("_data").
 			Set("last_seen = _data.last_seen").
@@ -157,17 +156,36 @@ func (r *Registry) RobotsOffline(ctx context.Context, sessions map[string]RobotS
 			Where("robot.connected_since = _data.connected_since").
 			Returning(returning).
 			Exec(ctx, &changed)
-		if err != nil {
-			return err
-		}
-		var events []Event
-		for _, id := range changed {
-			if s := sessions[id]; s.Lost {
-				events = append(events, Event{Type: EventRobotOffline, ResourceKind: ResourceRobot, ResourceID: id, Time: s.LastSeen})
+		return changed, err
+	}
+	lost := false
+	for _, s := range sessions {
+		lost = lost || s.Lost
+	}
+	var err error
+	if !lost {
+		// Nothing to tell: one statement, which holds the robots' rows
+		// only while the database runs it. In a transaction they would
+		// stay locked while this replica is between its statements, and a
+		// replica frozen there would keep a robot it let go from
+		// registering with another.
+		_, err = offline(ctx, r.db)
+	} else {
+		// The change and its robot.offline events commit together.
+		err = r.db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+			changed, err := offline(ctx, tx)
+			if err != nil {
+				return err
 			}
-		}
-		return AppendEvents(ctx, tx, events...)
-	})
+			var events []Event
+			for _, id := range changed {
+				if s := sessions[id]; s.Lost {
+					events = append(events, Event{Type: EventRobotOffline, ResourceKind: ResourceRobot, ResourceID: id, Time: s.LastSeen})
+				}
+			}
+			return AppendEvents(ctx, tx, events...)
+		})
+	}
 	if err != nil {
 		return fmt.Errorf("record robots offline: %w", err)
 	}

@@ -116,3 +116,59 @@ func TestQuotingHoldsWithoutStandardConformingStrings(t *testing.T) {
 		t.Fatalf("read back workflow %q key %v, want %q and %q", got.WorkflowName, got.IdempotencyKey, `it\'s`, key)
 	}
 }
+
+// TestAbandonedTransactionEnds: a transaction left open by a replica that
+// stopped mid-way (here, one that begins and never ends) must not hold
+// its row locks for ever: PostgreSQL ends it, and another writer of the
+// row goes on. The URL's own setting wins over ours.
+func TestAbandonedTransactionEnds(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	var got string
+	r := openPG(t, "&idle_in_transaction_session_timeout=300ms")
+	if err := r.DB().QueryRowContext(ctx, "SHOW idle_in_transaction_session_timeout").Scan(&got); err != nil {
+		t.Fatal(err)
+	}
+	if got != "300ms" {
+		t.Fatalf("idle_in_transaction_session_timeout is %s, want the URL's 300ms", got)
+	}
+	job := newJob("held")
+	if _, _, err := r.CreateJob(ctx, job, nil); err != nil {
+		t.Fatal(err)
+	}
+	tx, err := r.DB().BeginTx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback()
+	if _, err := tx.ExecContext(ctx, "UPDATE jobs SET priority = priority WHERE id = ?", job.ID); err != nil {
+		t.Fatal(err)
+	}
+	// The holder stops here. Another writer waits for at most the timeout.
+	waitCtx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	if _, err := r.DB().ExecContext(waitCtx, "UPDATE jobs SET priority = priority WHERE id = ?", job.ID); err != nil {
+		t.Fatalf("a row locked by an abandoned transaction stays locked: %v", err)
+	}
+
+	def := openPG(t, "")
+	if err := def.DB().QueryRowContext(ctx, "SHOW idle_in_transaction_session_timeout").Scan(&got); err != nil {
+		t.Fatal(err)
+	}
+	if got != idleInTransactionTimeout {
+		t.Fatalf("idle_in_transaction_session_timeout is %s by default, want %s", got, idleInTransactionTimeout)
+	}
+}
+
+func openPG(t *testing.T, params string) *Registry {
+	t.Helper()
+	r, err := Open(context.Background(), Options{DatabaseURL: registrytest.DatabaseURL(t) + params})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.Close() })
+	if _, err := r.Migrate(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	return r
+}

@@ -106,6 +106,16 @@ func Open(ctx context.Context, opts Options) (*Registry, error) {
 		if cfg.ConnectTimeout == 0 {
 			cfg.ConnectTimeout = defaultConnectTimeout
 		}
+		// A replica frozen inside a transaction (a stopped process, a VM
+		// paused by its host) would hold that transaction's row locks
+		// until it woke, and every other replica writing those rows (a
+		// robot moving over, a job's next transition) would wait for it.
+		// Our transactions are a few statements long: one idle this long
+		// belongs to such a replica, and PostgreSQL ends it. The URL's
+		// setting wins.
+		if _, set := cfg.RuntimeParams["idle_in_transaction_session_timeout"]; !set {
+			cfg.RuntimeParams["idle_in_transaction_session_timeout"] = idleInTransactionTimeout
+		}
 		sqldb := stdlib.OpenDB(*cfg)
 		conns := opts.MaxOpenConns
 		if conns <= 0 {
@@ -136,6 +146,9 @@ func Open(ctx context.Context, opts Options) (*Registry, error) {
 // defaultConnectTimeout bounds a connection attempt to PostgreSQL when
 // the URL sets no connect_timeout.
 const defaultConnectTimeout = 10 * time.Second
+
+// idleInTransactionTimeout ends a transaction left idle this long (see Open).
+const idleInTransactionTimeout = "30s"
 
 // Dialect returns "postgres" or "sqlite".
 func (r *Registry) Dialect() string { return r.dialect }
