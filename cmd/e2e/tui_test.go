@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"os/exec"
@@ -133,6 +134,40 @@ func TestDashboard(t *testing.T) {
 	u.waitText(5*time.Second, "Jobs 1 of")
 	u.keys("l", false)
 	u.waitText(10*time.Second, "Log "+quick.GetId(), "hello from the dashboard test", "ended")
+
+	// Three long jobs on two robots of two slots each: one robot BUSY
+	// with 2/2, the other with 1/2; the counts go back to 0/2 when the
+	// jobs end.
+	var held []string
+	for range 3 {
+		job := f.submit(sleeper("120s"))
+		held = append(held, job.GetId())
+	}
+	for _, id := range held {
+		f.wait(id, casarev1.JobStatus_JOB_STATUS_RUNNING, 20*time.Second)
+	}
+	u.keys(":robots", true)
+	busyRow := regexp.MustCompile(`(?m)^[ >] r[12] +BUSY +\S+ +2/2 `)
+	halfRow := regexp.MustCompile(`(?m)^[ >] r[12] +IDLE +\S+ +1/2 `)
+	u.waitFor("a BUSY robot at 2/2 and the other at 1/2", 15*time.Second, func(screen string) bool {
+		return busyRow.MatchString(screen) && halfRow.MatchString(screen)
+	})
+	// casarectl says the same.
+	list := string(ctl(t, s, "robots", "list"))
+	busyLine := regexp.MustCompile(`(?m)^r[12] +\S+ +BUSY +2/2 `)
+	halfLine := regexp.MustCompile(`(?m)^r[12] +\S+ +IDLE +1/2 `)
+	if !busyLine.MatchString(list) || !halfLine.MatchString(list) || !strings.HasPrefix(list, "NAME") || !strings.Contains(strings.SplitN(list, "\n", 2)[0], "JOBS") {
+		t.Fatalf("robots list while one robot is busy and the other half busy:\n%s", list)
+	}
+	for _, id := range held {
+		if _, err := f.jobs.CancelJob(context.Background(), &casarev1.CancelJobRequest{Id: id}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	idleRow := regexp.MustCompile(`(?m)^[ >] r[12] +IDLE +\S+ +0/2 `)
+	u.waitFor("both robots back at 0/2", 20*time.Second, func(screen string) bool {
+		return len(idleRow.FindAllString(screen, -1)) == 2
+	})
 
 	// Cancel a long job from the keyboard.
 	long := f.submit(sleeper("120s"))

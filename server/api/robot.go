@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"slices"
 	"time"
 
 	"connectrpc.com/connect/v2"
@@ -36,9 +37,13 @@ func (s *robotService) ListRobots(ctx context.Context, req *casarev1.ListRobotsR
 	if err != nil {
 		return nil, toConnect(err)
 	}
+	held, err := s.heldJobs(ctx, robots)
+	if err != nil {
+		return nil, toConnect(err)
+	}
 	res := &casarev1.ListRobotsResponse{Robots: make([]*casarev1.Robot, len(robots)), NextPageToken: next}
 	for i := range robots {
-		res.Robots[i] = s.robot(&robots[i])
+		res.Robots[i] = s.robot(&robots[i], held[robots[i].ID])
 	}
 	return res, nil
 }
@@ -51,13 +56,32 @@ func (s *robotService) GetRobot(ctx context.Context, req *casarev1.GetRobotReque
 	if err != nil {
 		return nil, toConnect(err)
 	}
-	return &casarev1.GetRobotResponse{Robot: s.robot(robot)}, nil
+	held, err := s.reg.ActiveJobIDs(ctx, robot.ID)
+	if err != nil {
+		return nil, toConnect(err)
+	}
+	return &casarev1.GetRobotResponse{Robot: s.robot(robot, held[robot.ID])}, nil
 }
 
-// robot converts a robot row, showing it offline when it has not been seen
-// for longer than the stale limit whatever the row says.
-func (s *robotService) robot(r *registry.Robot) *casarev1.Robot {
+// heldJobs returns the jobs each of robots holds now.
+func (s *robotService) heldJobs(ctx context.Context, robots []registry.Robot) (map[string][]string, error) {
+	if len(robots) == 0 {
+		return nil, nil
+	}
+	ids := make([]string, len(robots))
+	for i := range robots {
+		ids[i] = robots[i].ID
+	}
+	return s.reg.ActiveJobIDs(ctx, ids...)
+}
+
+// robot converts a robot row with the jobs it holds (the jobs table says
+// which, on whichever replica they were assigned), showing it offline when
+// it has not been seen for longer than the stale limit whatever the row
+// says.
+func (s *robotService) robot(r *registry.Robot, running []string) *casarev1.Robot {
 	out := robotToProto(r)
+	out.RunningJobIds = running
 	if s.robotStaleAfter > 0 && r.LastSeen != nil && time.Since(*r.LastSeen) > s.robotStaleAfter {
 		out.Status = casarev1.RobotStatus_ROBOT_STATUS_OFFLINE
 	}
@@ -120,7 +144,11 @@ func (s *robotService) DrainRobot(ctx context.Context, req *casarev1.DrainRobotR
 		return nil, toConnect(err)
 	}
 	robot.Status = registry.RobotDraining
-	return &casarev1.DrainRobotResponse{Robot: s.robot(robot)}, nil
+	held, err := s.reg.ActiveJobIDs(ctx, robot.ID)
+	if err != nil {
+		return nil, toConnect(err)
+	}
+	return &casarev1.DrainRobotResponse{Robot: s.robot(robot, held[robot.ID])}, nil
 }
 
 // DeleteRobot removes a robot and revokes its certificate: its live
@@ -150,6 +178,20 @@ func (s *robotService) WatchRobots(ctx context.Context, _ *casarev1.WatchRobotsR
 	// would otherwise be lost.
 	changed, cancel := s.robots.Subscribe()
 	defer cancel()
+	// A robot's jobs change with every job it takes or ends, which no
+	// robot change says: job changes are followed too, and the jobs
+	// robots hold read again at most every heldRefresh, so a busy fleet
+	// costs a watcher a few reads a second rather than one per job.
+	var jobChanged <-chan string
+	if s.jobChanges != nil {
+		var cancelJobs func()
+		jobChanged, cancelJobs = s.jobChanges.Subscribe()
+		defer cancelJobs()
+	}
+	held, err := s.reg.ActiveJobIDs(ctx)
+	if err != nil {
+		return toConnect(err)
+	}
 	page := registry.Page{Size: watchBatch}
 	for {
 		robots, next, err := s.reg.ListRobots(ctx, nil, page)
@@ -158,7 +200,7 @@ func (s *robotService) WatchRobots(ctx context.Context, _ *casarev1.WatchRobotsR
 		}
 		msg := &casarev1.WatchRobotsResponse{Type: casarev1.WatchEventType_WATCH_EVENT_TYPE_SNAPSHOT}
 		for i := range robots {
-			msg.Robots = append(msg.Robots, s.robot(&robots[i]))
+			msg.Robots = append(msg.Robots, s.robot(&robots[i], held[robots[i].ID]))
 		}
 		if err := stream.Send(msg); err != nil {
 			return err
@@ -171,25 +213,72 @@ func (s *robotService) WatchRobots(ctx context.Context, _ *casarev1.WatchRobotsR
 	if err := stream.Send(&casarev1.WatchRobotsResponse{Type: casarev1.WatchEventType_WATCH_EVENT_TYPE_SYNCED}); err != nil {
 		return err
 	}
+	send := func(id string, running []string) error {
+		msg := &casarev1.WatchRobotsResponse{Type: casarev1.WatchEventType_WATCH_EVENT_TYPE_UPSERT}
+		robot, err := s.reg.GetRobot(ctx, id)
+		switch {
+		case errors.Is(err, registry.ErrNotFound):
+			msg.Type = casarev1.WatchEventType_WATCH_EVENT_TYPE_DELETE
+			msg.Robots = []*casarev1.Robot{{Id: id}}
+		case err != nil:
+			return toConnect(err)
+		default:
+			msg.Robots = []*casarev1.Robot{s.robot(robot, running)}
+		}
+		return stream.Send(msg)
+	}
+	refresh := time.NewTimer(time.Hour)
+	refresh.Stop()
+	armed := false
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case id := <-changed:
-			msg := &casarev1.WatchRobotsResponse{Type: casarev1.WatchEventType_WATCH_EVENT_TYPE_UPSERT}
-			robot, err := s.reg.GetRobot(ctx, id)
-			switch {
-			case errors.Is(err, registry.ErrNotFound):
-				msg.Type = casarev1.WatchEventType_WATCH_EVENT_TYPE_DELETE
-				msg.Robots = []*casarev1.Robot{{Id: id}}
-			case err != nil:
+			now, err := s.reg.ActiveJobIDs(ctx, id)
+			if err != nil {
 				return toConnect(err)
-			default:
-				msg.Robots = []*casarev1.Robot{s.robot(robot)}
 			}
-			if err := stream.Send(msg); err != nil {
+			held[id] = now[id]
+			if err := send(id, now[id]); err != nil {
 				return err
 			}
+		case <-jobChanged:
+			if !armed {
+				armed = true
+				refresh.Reset(heldRefresh)
+			}
+		case <-refresh.C:
+			armed = false
+			now, err := s.reg.ActiveJobIDs(ctx)
+			if err != nil {
+				return toConnect(err)
+			}
+			for id := range mergedKeys(held, now) {
+				if slices.Equal(held[id], now[id]) {
+					continue
+				}
+				if err := send(id, now[id]); err != nil {
+					return err
+				}
+			}
+			held = now
 		}
 	}
+}
+
+// heldRefresh is how long a robots watch gathers job changes before it
+// reads again which jobs the robots hold.
+const heldRefresh = 250 * time.Millisecond
+
+// mergedKeys is the set of the keys of a and b.
+func mergedKeys(a, b map[string][]string) map[string]struct{} {
+	out := make(map[string]struct{}, len(a)+len(b))
+	for k := range a {
+		out[k] = struct{}{}
+	}
+	for k := range b {
+		out[k] = struct{}{}
+	}
+	return out
 }

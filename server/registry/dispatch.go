@@ -142,6 +142,29 @@ func (r *Registry) ActiveJobs(ctx context.Context, robotID string) ([]Job, error
 	return jobs, nil
 }
 
+// ActiveJobIDs returns the jobs each robot holds (assigned or running), in
+// id order, for the robots named, or for every robot when none is named.
+// A robot that holds none is absent.
+func (r *Registry) ActiveJobIDs(ctx context.Context, robotIDs ...string) (map[string][]string, error) {
+	var rows []struct {
+		ID      string `bun:"id"`
+		RobotID string `bun:"robot_id"`
+	}
+	q := r.db.NewSelect().Model((*Job)(nil)).Column("id", "robot_id").
+		Where("status IN (?)", bun.In(ActiveStatuses)).Where("robot_id <> ''").OrderExpr("id ASC")
+	if len(robotIDs) > 0 {
+		q = q.Where("robot_id IN (?)", bun.In(robotIDs))
+	}
+	if err := q.Scan(ctx, &rows); err != nil {
+		return nil, fmt.Errorf("list the jobs robots hold: %w", err)
+	}
+	out := map[string][]string{}
+	for _, row := range rows {
+		out[row.RobotID] = append(out[row.RobotID], row.ID)
+	}
+	return out, nil
+}
+
 // ActiveJobCounts returns how many jobs each robot holds.
 func (r *Registry) ActiveJobCounts(ctx context.Context) (map[string]int, error) {
 	var rows []struct {

@@ -125,7 +125,7 @@ func TestAbandonedTransactionEnds(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	var got string
-	r := openPG(t, "&idle_in_transaction_session_timeout=300ms")
+	r := openPostgresWith(t, "&idle_in_transaction_session_timeout=300ms")
 	if err := r.DB().QueryRowContext(ctx, "SHOW idle_in_transaction_session_timeout").Scan(&got); err != nil {
 		t.Fatal(err)
 	}
@@ -151,24 +151,11 @@ func TestAbandonedTransactionEnds(t *testing.T) {
 		t.Fatalf("a row locked by an abandoned transaction stays locked: %v", err)
 	}
 
-	def := openPG(t, "")
+	def := openPostgres(t)
 	if err := def.DB().QueryRowContext(ctx, "SHOW idle_in_transaction_session_timeout").Scan(&got); err != nil {
 		t.Fatal(err)
 	}
 	if got != idleInTransactionTimeout {
 		t.Fatalf("idle_in_transaction_session_timeout is %s by default, want %s", got, idleInTransactionTimeout)
 	}
-}
-
-func openPG(t *testing.T, params string) *Registry {
-	t.Helper()
-	r, err := Open(context.Background(), Options{DatabaseURL: registrytest.DatabaseURL(t) + params})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { r.Close() })
-	if _, err := r.Migrate(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	return r
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -40,7 +41,14 @@ func forEachBackend(t *testing.T, test func(t *testing.T, r *Registry)) {
 // benchmark's) own.
 func openPostgres(t testing.TB) *Registry {
 	t.Helper()
-	r, err := Open(context.Background(), Options{DatabaseURL: registrytest.DatabaseURL(t), MaxOpenConns: 10})
+	return openPostgresWith(t, "")
+}
+
+// openPostgresWith opens a migrated registry on a fresh schema, with
+// params ("&name=value…") added to the URL.
+func openPostgresWith(t testing.TB, params string) *Registry {
+	t.Helper()
+	r, err := Open(context.Background(), Options{DatabaseURL: registrytest.DatabaseURL(t) + params, MaxOpenConns: 10})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -464,6 +472,48 @@ func TestAuditPages(t *testing.T) {
 		second, next, err := r.ListAudit(ctx, AuditFilter{Actor: "alice"}, Page{Size: 2, Token: next})
 		if err != nil || len(second) != 1 || second[0].Target != "job/0" || next != "" {
 			t.Fatalf("page 2 = %+v, %q, %v", second, next, err)
+		}
+	})
+}
+
+// TestActiveJobIDs: the jobs each robot holds are its assigned and
+// running ones, not those it finished or that wait.
+func TestActiveJobIDs(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, r *Registry) {
+		ctx := context.Background()
+		move := func(to JobStatus, robot string) string {
+			t.Helper()
+			job := newJob("w")
+			if _, _, err := r.CreateJob(ctx, job, nil); err != nil {
+				t.Fatal(err)
+			}
+			if to == JobPending {
+				return job.ID
+			}
+			if _, err := r.TransitionJob(ctx, Transition{JobID: job.ID, From: []JobStatus{JobPending}, To: to, Attempt: 1, RobotID: &robot}, nil); err != nil {
+				t.Fatal(err)
+			}
+			return job.ID
+		}
+		a1, a2 := move(JobAssigned, "a"), move(JobRunning, "a")
+		b1 := move(JobRunning, "b")
+		move(JobSucceeded, "a")
+		move(JobPending, "")
+		all, err := r.ActiveJobIDs(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := map[string][]string{"a": {a1, a2}, "b": {b1}}
+		slices.Sort(want["a"])
+		if len(all) != 2 || !slices.Equal(all["a"], want["a"]) || !slices.Equal(all["b"], want["b"]) {
+			t.Fatalf("every robot's jobs: %v, want %v", all, want)
+		}
+		one, err := r.ActiveJobIDs(ctx, "b", "c")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(one) != 1 || !slices.Equal(one["b"], want["b"]) {
+			t.Fatalf("robots b and c: %v, want b's only", one)
 		}
 	})
 }

@@ -98,6 +98,10 @@ func (a *app) robotsCommand() *cobra.Command {
 				fmt.Fprintf(w, "OS:\t%s\n", dash(r.GetOs()))
 				fmt.Fprintf(w, "Hostname:\t%s\n", dash(r.GetHostname()))
 				fmt.Fprintf(w, "Max jobs:\t%d\n", r.GetMaxJobs())
+				fmt.Fprintf(w, "Jobs:\t%d of %d slots\n", len(r.GetRunningJobIds()), r.GetMaxJobs())
+				for _, id := range r.GetRunningJobIds() {
+					fmt.Fprintf(w, "\t%s\n", id)
+				}
 				fmt.Fprintf(w, "Connected since:\t%s\n", formatTime(r.GetConnectedSince()))
 				fmt.Fprintf(w, "Last seen:\t%s\n", formatTime(r.GetLastSeen()))
 			})
@@ -143,11 +147,13 @@ func (a *app) robotsCommand() *cobra.Command {
 	return cmd
 }
 
-const robotHeader = "NAME\tID\tSTATUS\tLABELS\tVERSION\tOS\tLAST SEEN"
+const robotHeader = "NAME\tID\tSTATUS\tJOBS\tLABELS\tVERSION\tOS\tLAST SEEN"
 
+// robotRow prints a robot; JOBS is the jobs it runs now of its slots, the
+// count that makes it BUSY when they are all taken.
 func robotRow(w io.Writer, r *casarev1.Robot, now time.Time) {
-	fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.GetName(), r.GetId(), robotStatus(r.GetStatus()), labels(r.GetLabels()),
-		dash(r.GetVersion()), dash(r.GetOs()), age(r.GetLastSeen(), now))
+	fmt.Fprintf(w, "%s\t%s\t%s\t%d/%d\t%s\t%s\t%s\t%s\n", r.GetName(), r.GetId(), robotStatus(r.GetStatus()),
+		len(r.GetRunningJobIds()), r.GetMaxJobs(), labels(r.GetLabels()), dash(r.GetVersion()), dash(r.GetOs()), age(r.GetLastSeen(), now))
 }
 
 // watchRobots prints the robots, then a line per robot that changes, like

@@ -41,9 +41,10 @@ func ago(d time.Duration) *timestamppb.Timestamp { return timestamppb.New(clock.
 
 // fixtureRobots and fixtureJobs are a small fleet with one of everything.
 func fixtureRobots() []*casarev1.Robot {
+	// BUSY is every slot taken: r1 runs its one job.
 	return []*casarev1.Robot{
 		{Id: "rb-01", Name: "r1", Status: casarev1.RobotStatus_ROBOT_STATUS_BUSY, Labels: map[string]string{"site": "hq", "os": "linux"},
-			Version: "1.4.0", Os: "linux", LastSeen: ago(2 * time.Second), ConnectedSince: ago(3 * time.Hour), MaxJobs: 2,
+			Version: "1.4.0", Os: "linux", LastSeen: ago(2 * time.Second), ConnectedSince: ago(3 * time.Hour), MaxJobs: 1,
 			RunningJobIds: []string{"019a2b3c-0000-7000-8000-000000000002"}, Capabilities: []string{"browser", "shell"}, Hostname: "vm-1", CreatedAt: ago(72 * time.Hour)},
 		{Id: "rb-02", Name: "r2", Status: casarev1.RobotStatus_ROBOT_STATUS_IDLE, Labels: map[string]string{"site": "hq"},
 			Version: "1.4.0", Os: "windows", LastSeen: ago(5 * time.Second), ConnectedSince: ago(50 * time.Minute), MaxJobs: 1},

@@ -62,7 +62,7 @@ func init() {
 			in: inViews(viewSchedules), run: (*Model).askTriggerSchedule},
 		{keys: []string{"r"}, label: "r", short: "reload", help: "reload the workflows, schedules or assets (the last two also every 5 s)", footer: true,
 			in: inViews(viewWorkflows, viewSchedules, viewAssets), run: (*Model).reload},
-		{keys: []string{"j", "down"}, label: "j/k", short: "move", help: "move down / up (also ↓/↑)", footer: true,
+		{keys: []string{"j", "down"}, label: "j/k", short: "move", help: "move down", footer: true,
 			in: always, run: func(m *Model) tea.Cmd { m.move(1); return nil }},
 		{keys: []string{"k", "up"}, label: "k", short: "up", help: "move up", footer: false,
 			in: always, run: func(m *Model) tea.Cmd { m.move(-1); return nil }},
@@ -76,7 +76,7 @@ func init() {
 			in: always, run: func(m *Model) tea.Cmd { m.move(1 << 30); return nil }},
 		{keys: []string{"?"}, label: "?", short: "help", help: "show all keys", footer: true,
 			in: always, run: func(m *Model) tea.Cmd { m.help = !m.help; return nil }},
-		{keys: []string{"q", "ctrl+c"}, label: "q", short: "quit", help: "quit (also ctrl+c)", footer: true,
+		{keys: []string{"q", "ctrl+c"}, label: "q", short: "quit", help: "quit", footer: true,
 			in: always, run: func(m *Model) tea.Cmd { m.quit(); return tea.Quit }},
 	}
 }
