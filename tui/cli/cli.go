@@ -147,6 +147,7 @@ func (a *app) rootCommand() *cobra.Command {
 		a.calendarsCommand(),
 		a.webhooksCommand(),
 		a.assetsCommand(),
+		a.workqueuesCommand(),
 		a.whoamiCommand(),
 		a.configCommand(),
 		a.versionCommand(),

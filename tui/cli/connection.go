@@ -23,15 +23,16 @@ const DefaultServer = "http://127.0.0.1:8080"
 
 // connection is the resolved server and the API clients for it.
 type connection struct {
-	server    string
-	token     string
-	jobs      casarev1connect.JobServiceClient
-	workflows casarev1connect.WorkflowServiceClient
-	robots    casarev1connect.RobotServiceClient
-	admin     casarev1connect.AdminServiceClient
-	webhooks  casarev1connect.WebhookServiceClient
-	schedules casarev1connect.ScheduleServiceClient
-	assets    casarev1connect.AssetServiceClient
+	server     string
+	token      string
+	jobs       casarev1connect.JobServiceClient
+	workflows  casarev1connect.WorkflowServiceClient
+	robots     casarev1connect.RobotServiceClient
+	admin      casarev1connect.AdminServiceClient
+	webhooks   casarev1connect.WebhookServiceClient
+	schedules  casarev1connect.ScheduleServiceClient
+	assets     casarev1connect.AssetServiceClient
+	workqueues casarev1connect.WorkQueueServiceClient
 }
 
 // connect resolves the server and token, each from its flag, else the
@@ -72,15 +73,16 @@ func (a *app) connect() (*connection, error) {
 	}
 	client := connect.NewClient(connecthttp.NewTransport(httpClient, server), bearer(token))
 	a.conn = connection{
-		server:    server,
-		token:     token,
-		jobs:      casarev1connect.NewJobServiceClient(client),
-		workflows: casarev1connect.NewWorkflowServiceClient(client),
-		robots:    casarev1connect.NewRobotServiceClient(client),
-		admin:     casarev1connect.NewAdminServiceClient(client),
-		webhooks:  casarev1connect.NewWebhookServiceClient(client),
-		schedules: casarev1connect.NewScheduleServiceClient(client),
-		assets:    casarev1connect.NewAssetServiceClient(client),
+		server:     server,
+		token:      token,
+		jobs:       casarev1connect.NewJobServiceClient(client),
+		workflows:  casarev1connect.NewWorkflowServiceClient(client),
+		robots:     casarev1connect.NewRobotServiceClient(client),
+		admin:      casarev1connect.NewAdminServiceClient(client),
+		webhooks:   casarev1connect.NewWebhookServiceClient(client),
+		schedules:  casarev1connect.NewScheduleServiceClient(client),
+		assets:     casarev1connect.NewAssetServiceClient(client),
+		workqueues: casarev1connect.NewWorkQueueServiceClient(client),
 	}
 	return &a.conn, nil
 }
