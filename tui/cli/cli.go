@@ -183,8 +183,9 @@ func (a *app) runDashboard(ctx context.Context) error {
 		Server: conn.server,
 		Clients: dashboard.Clients{
 			Jobs: conn.jobs, Robots: conn.robots, Workflows: conn.workflows, Admin: conn.admin,
-			Schedules: conn.schedules,
-			Assets:    conn.assets,
+			Schedules:  conn.schedules,
+			Assets:     conn.assets,
+			WorkQueues: conn.workqueues,
 		},
 		NoColor: a.env.Getenv("NO_COLOR") != "",
 	}, a.env.Stdin, a.env.Stdout)

@@ -20,12 +20,13 @@ import (
 
 // Clients are the API clients the dashboard uses.
 type Clients struct {
-	Jobs      casarev1connect.JobServiceClient
-	Robots    casarev1connect.RobotServiceClient
-	Workflows casarev1connect.WorkflowServiceClient
-	Admin     casarev1connect.AdminServiceClient
-	Schedules casarev1connect.ScheduleServiceClient
-	Assets    casarev1connect.AssetServiceClient
+	Jobs       casarev1connect.JobServiceClient
+	Robots     casarev1connect.RobotServiceClient
+	Workflows  casarev1connect.WorkflowServiceClient
+	Admin      casarev1connect.AdminServiceClient
+	Schedules  casarev1connect.ScheduleServiceClient
+	Assets     casarev1connect.AssetServiceClient
+	WorkQueues casarev1connect.WorkQueueServiceClient
 }
 
 // Options configure the dashboard.
@@ -70,9 +71,11 @@ const (
 	viewWorkflows
 	viewSchedules
 	viewAssets
+	viewWorkQueues
 	viewJob
 	viewRobot
 	viewLogs
+	viewWorkItems
 )
 
 // viewNames are the names `:` accepts, with short forms.
@@ -83,6 +86,7 @@ var viewNames = map[string]viewID{
 	"workflows": viewWorkflows, "workflow": viewWorkflows, "wf": viewWorkflows,
 	"schedules": viewSchedules, "schedule": viewSchedules, "sc": viewSchedules, "sched": viewSchedules,
 	"assets": viewAssets, "asset": viewAssets, "as": viewAssets,
+	"workqueues": viewWorkQueues, "workqueue": viewWorkQueues, "wq": viewWorkQueues,
 }
 
 // cursor is where a list view is: the selected row, the filter and the sort.
@@ -134,6 +138,13 @@ type Model struct {
 	schedules polled[*casarev1.Schedule]
 	assets    polled[*casarev1.Asset]
 
+	workQueues polled[workQueueRow]
+	// The items view shows the items of itemsQueue; itemsMore says the
+	// queue holds more than it loaded.
+	itemsQueue string
+	workItems  polled[*casarev1.WorkItem]
+	itemsMore  bool
+
 	detailJob    string
 	detailStatus casarev1.JobStatus
 	events       []*casarev1.JobEvent
@@ -181,7 +192,7 @@ func New(ctx context.Context, opts Options) *Model {
 	if m.loc == nil {
 		m.loc = time.Local
 	}
-	for _, v := range []viewID{viewRobots, viewJobs, viewQueues, viewWorkflows, viewSchedules, viewAssets} {
+	for _, v := range []viewID{viewRobots, viewJobs, viewQueues, viewWorkflows, viewSchedules, viewAssets, viewWorkQueues, viewWorkItems} {
 		m.curs[v] = &cursor{}
 	}
 	m.curs[viewJobs].sortCol = 6 // AGE: newest first
@@ -260,6 +271,12 @@ func (m *Model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 		m.assets.take(msg.assets, msg.err)
 	case reloadSchedulesMsg:
 		cmd = m.loadSchedules()
+	case workQueuesMsg:
+		m.workQueues.take(msg.rows, msg.err)
+	case workItemsMsg:
+		m.takeWorkItems(msg)
+	case reloadWorkItemsMsg:
+		cmd = m.loadWorkItems()
 	case eventsMsg:
 		if msg.jobID == m.detailJob {
 			m.eventsErr = ""
@@ -365,6 +382,10 @@ func (m *Model) apply(b batch) tea.Cmd {
 				cmds = append(cmds, m.loadSchedules())
 			case viewAssets:
 				cmds = append(cmds, m.loadAssets())
+			case viewWorkQueues:
+				cmds = append(cmds, m.loadWorkQueues())
+			case viewWorkItems:
+				cmds = append(cmds, m.loadWorkItems())
 			}
 		}
 		m.connected = up
@@ -438,7 +459,7 @@ func clamp(v, lo, hi int) int {
 
 func (m *Model) isList() bool {
 	switch m.view {
-	case viewRobots, viewJobs, viewQueues, viewWorkflows, viewSchedules, viewAssets:
+	case viewRobots, viewJobs, viewQueues, viewWorkflows, viewSchedules, viewAssets, viewWorkQueues, viewWorkItems:
 		return true
 	}
 	return false
@@ -466,6 +487,10 @@ func (m *Model) rowCount() int {
 		return len(m.shownSchedules())
 	case viewAssets:
 		return len(m.shownAssets())
+	case viewWorkQueues:
+		return len(m.shownWorkQueues())
+	case viewWorkItems:
+		return len(m.shownWorkItems())
 	}
 	return 0
 }
@@ -503,6 +528,18 @@ func (m *Model) indexOf(id string) int {
 				return i
 			}
 		}
+	case viewWorkQueues:
+		for i, r := range m.shownWorkQueues() {
+			if r.queue.GetName() == id {
+				return i
+			}
+		}
+	case viewWorkItems:
+		for i, it := range m.shownWorkItems() {
+			if it.GetId() == id {
+				return i
+			}
+		}
 	}
 	return -1
 }
@@ -535,6 +572,14 @@ func (m *Model) idAt(i int) string {
 	case viewAssets:
 		if rows := m.shownAssets(); i < len(rows) {
 			return assetKey(rows[i])
+		}
+	case viewWorkQueues:
+		if rows := m.shownWorkQueues(); i < len(rows) {
+			return rows[i].queue.GetName()
+		}
+	case viewWorkItems:
+		if rows := m.shownWorkItems(); i < len(rows) {
+			return rows[i].GetId()
 		}
 	}
 	return ""
@@ -634,7 +679,7 @@ func (m *Model) command(text string) tea.Cmd {
 	}
 	v, ok := viewNames[name]
 	if !ok {
-		m.say(fmt.Sprintf("no view %q: try robots, jobs, queues, workflows, schedules or assets", name), nil)
+		m.say(fmt.Sprintf("no view %q: try robots, jobs, queues, workflows, schedules, assets or workqueues", name), nil)
 		m.flashBad = true
 		return nil
 	}
@@ -654,6 +699,8 @@ func (m *Model) show(v viewID) tea.Cmd {
 		return m.loadSchedules()
 	case viewAssets:
 		return m.loadAssets()
+	case viewWorkQueues:
+		return m.loadWorkQueues()
 	}
 	return nil
 }
@@ -683,6 +730,12 @@ func (m *Model) back() tea.Cmd {
 		m.leaveDetail()
 	case from == viewRobot:
 		m.detailRobot = ""
+	case from == viewWorkItems:
+		// Back on the queues: their figures moved while the items were on
+		// screen.
+		if m.workQueues.due(m.now()) {
+			return m.loadWorkQueues()
+		}
 	}
 	return nil
 }
@@ -780,6 +833,8 @@ func (m *Model) open() tea.Cmd {
 		return m.openJob(id)
 	case viewSchedules:
 		return m.openSchedule()
+	case viewWorkQueues:
+		return m.openWorkQueue()
 	case viewRobots:
 		m.detailRobot = id
 		m.push(viewRobot)

@@ -273,6 +273,39 @@ func TestViewsGolden(t *testing.T) {
 			press(m, "enter")
 			send(m, assetsMsg{assets: fixtureAssets()})
 		}},
+		{name: "workqueues", w: 120, h: 10, do: func(m *Model) {
+			typeText(m, ":wq")
+			press(m, "enter")
+			queues, stats := fixtureWorkQueues()
+			rows := make([]workQueueRow, len(queues))
+			for i := range queues {
+				rows[i] = workQueueRow{queue: queues[i], stats: stats[i]}
+			}
+			send(m, workQueuesMsg{rows: rows})
+		}},
+		{name: "workqueues_80x24", w: 80, h: 24, do: func(m *Model) {
+			typeText(m, ":workqueues")
+			press(m, "enter")
+			queues, stats := fixtureWorkQueues()
+			send(m, workQueuesMsg{rows: []workQueueRow{{queue: queues[0], stats: stats[0]}}})
+		}},
+		{name: "workitems", w: 120, h: 12, do: func(m *Model) {
+			typeText(m, ":wq")
+			press(m, "enter")
+			queues, stats := fixtureWorkQueues()
+			send(m, workQueuesMsg{rows: []workQueueRow{{queue: queues[0], stats: stats[0]}}})
+			press(m, "enter")
+			send(m, workItemsMsg{queue: "invoices", items: fixtureWorkItems()})
+		}},
+		{name: "confirm_retry_item", w: 120, h: 10, do: func(m *Model) {
+			typeText(m, ":wq")
+			press(m, "enter")
+			queues, stats := fixtureWorkQueues()
+			send(m, workQueuesMsg{rows: []workQueueRow{{queue: queues[0], stats: stats[0]}}})
+			press(m, "enter")
+			send(m, workItemsMsg{queue: "invoices", items: fixtureWorkItems()})
+			press(m, "R")
+		}},
 		{name: "help", w: 100, h: 30, do: func(m *Model) { press(m, "?") }},
 		{name: "confirm_cancel", w: 120, h: 12, do: func(m *Model) {
 			typeText(m, ":jobs")

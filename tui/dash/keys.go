@@ -31,7 +31,7 @@ func inViews(views ...viewID) func(m *Model) bool {
 
 func always(*Model) bool { return true }
 
-var lists = inViews(viewRobots, viewJobs, viewQueues, viewWorkflows, viewSchedules, viewAssets)
+var lists = inViews(viewRobots, viewJobs, viewQueues, viewWorkflows, viewSchedules, viewAssets, viewWorkQueues, viewWorkItems)
 
 var bindings []binding
 
@@ -39,10 +39,10 @@ func init() {
 	// Assigned in init because the actions refer back to the table (help).
 	bindings = []binding{
 		{keys: []string{"enter"}, label: "enter", short: "open", help: "open the selected row", footer: true,
-			in: inViews(viewRobots, viewJobs, viewQueues, viewSchedules), run: (*Model).open},
+			in: inViews(viewRobots, viewJobs, viewQueues, viewSchedules, viewWorkQueues), run: (*Model).open},
 		{keys: []string{"esc"}, label: "esc", short: "back", help: "go back, or clear the filter", footer: true,
 			in: func(m *Model) bool { return len(m.stack) > 0 || (m.isList() && !m.cursor().filter.empty()) }, run: (*Model).back},
-		{keys: []string{":"}, label: ":", short: "view", help: "switch view: :robots :jobs :queues :workflows :schedules :assets", footer: true,
+		{keys: []string{":"}, label: ":", short: "view", help: "switch view: :robots :jobs :queues :workflows :schedules :assets :workqueues", footer: true,
 			in: always, run: func(m *Model) tea.Cmd { m.startInput(inputCommand); return nil }},
 		{keys: []string{"/"}, label: "/", short: "filter", help: "filter: words, field:value (status:failed robot:r1), -word to exclude", footer: true,
 			in: lists, run: func(m *Model) tea.Cmd { m.startInput(inputFilter); return nil }},
@@ -60,8 +60,10 @@ func init() {
 			in: inViews(viewSchedules), run: (*Model).askPauseSchedule},
 		{keys: []string{"t"}, label: "t", short: "run now", help: "make a job of the selected schedule now (asks y/n)", footer: true,
 			in: inViews(viewSchedules), run: (*Model).askTriggerSchedule},
-		{keys: []string{"r"}, label: "r", short: "reload", help: "reload the workflows, schedules or assets (the last two also every 5 s)", footer: true,
-			in: inViews(viewWorkflows, viewSchedules, viewAssets), run: (*Model).reload},
+		{keys: []string{"R"}, label: "R", short: "retry", help: "retry the selected FAILED or ABANDONED work item as a new item (asks y/n)", footer: true,
+			in: inViews(viewWorkItems), run: (*Model).askRetryItem},
+		{keys: []string{"r"}, label: "r", short: "reload", help: "reload the list on screen (all but workflows also reload every 5 s)", footer: true,
+			in: inViews(viewWorkflows, viewSchedules, viewAssets, viewWorkQueues, viewWorkItems), run: (*Model).reload},
 		{keys: []string{"j", "down"}, label: "j/k", short: "move", help: "move down", footer: true,
 			in: always, run: func(m *Model) tea.Cmd { m.move(1); return nil }},
 		{keys: []string{"k", "up"}, label: "k", short: "up", help: "move up", footer: false,

@@ -71,6 +71,22 @@ func (m *Model) render() string {
 		if m.assets.err != "" {
 			content = append(content, m.th.bad.Render("  cannot list assets: "+m.assets.err))
 		}
+	case m.view == viewWorkQueues:
+		rows := m.shownWorkQueues()
+		content = m.listLines(workQueueColumns, len(rows), func(i int, cells []string) {
+			workQueueCells(rows[i], now, cells)
+		}, -1)
+		if m.workQueues.err != "" {
+			content = append(content, m.th.bad.Render("  cannot list work queues: "+m.workQueues.err))
+		}
+	case m.view == viewWorkItems:
+		rows := m.shownWorkItems()
+		content = m.listLines(workItemColumns, len(rows), func(i int, cells []string) {
+			workItemCells(rows[i], now, cells)
+		}, 2)
+		if m.workItems.err != "" {
+			content = append(content, m.th.bad.Render("  cannot list the items: "+m.workItems.err))
+		}
 	case m.view == viewJob:
 		content = m.jobLines(now, body)
 	case m.view == viewRobot:
@@ -143,6 +159,14 @@ func (m *Model) titleLine() string {
 		return m.listTitle("Schedules", len(m.shownSchedules()), len(m.schedules.list), nil)
 	case viewAssets:
 		return m.listTitle("Assets", len(m.shownAssets()), len(m.assets.list), nil)
+	case viewWorkQueues:
+		return m.listTitle("Work queues", len(m.shownWorkQueues()), len(m.workQueues.list), nil)
+	case viewWorkItems:
+		s := m.listTitle("Items of "+m.itemsQueue, len(m.shownWorkItems()), len(m.workItems.list), nil)
+		if m.itemsMore {
+			s += fmt.Sprintf(" · the newest %d (casarectl workqueues items %s pages on)", itemsShown, m.itemsQueue)
+		}
+		return s
 	case viewJob:
 		return m.th.title.Render("Job " + m.detailJob)
 	case viewRobot:
@@ -383,7 +407,8 @@ func (m *Model) helpLines() []string {
 		out = append(out, "  "+m.th.key.Render(fmt.Sprintf("%-16s", keys))+" "+b.help)
 	}
 	out = append(out, "", "  Filter fields — jobs: id workflow status priority robot step message by;",
-		"  robots: id name status label version os host cap. Views: robots jobs queues workflows schedules assets.")
+		"  robots: id name status label version os host cap; work items: id ref status exception job reason.",
+		"  Views: robots jobs queues workflows schedules assets workqueues.")
 	return out
 }
 

@@ -90,6 +90,10 @@ func (m *Model) poll() tea.Cmd {
 		return m.loadSchedules()
 	case m.view == viewAssets && m.assets.due(m.now()):
 		return m.loadAssets()
+	case m.view == viewWorkQueues && m.workQueues.due(m.now()):
+		return m.loadWorkQueues()
+	case m.view == viewWorkItems && m.workItems.due(m.now()):
+		return m.loadWorkItems()
 	}
 	return nil
 }
@@ -200,6 +204,10 @@ func (m *Model) reload() tea.Cmd {
 		return m.loadSchedules()
 	case viewAssets:
 		return m.loadAssets()
+	case viewWorkQueues:
+		return m.loadWorkQueues()
+	case viewWorkItems:
+		return m.loadWorkItems()
 	}
 	return m.loadWorkflows()
 }

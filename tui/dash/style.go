@@ -30,7 +30,7 @@ func newTheme(noColor bool) theme {
 		return theme{
 			brand: bold, title: bold, colHeader: bold, selected: plain.Reverse(true),
 			ok: plain, bad: bold, warn: plain, dim: plain, key: bold,
-			status: map[string]lipgloss.Style{"FAILED": bold, "OFFLINE": bold},
+			status: map[string]lipgloss.Style{"FAILED": bold, "OFFLINE": bold, "ABANDONED": bold},
 		}
 	}
 	fg := func(c color.Color) lipgloss.Style { return plain.Foreground(c) }
@@ -55,9 +55,16 @@ func newTheme(noColor bool) theme {
 			"BUSY":      fg(lipgloss.BrightBlue).Bold(true),
 			"DRAINING":  fg(lipgloss.Yellow),
 			"OFFLINE":   fg(lipgloss.Red).Bold(true),
-			"ERROR":     fg(lipgloss.Red),
-			"WARN":      fg(lipgloss.Yellow),
-			"DEBUG":     fg(lipgloss.BrightBlack),
+			// Work item statuses; FAILED is shared with jobs.
+			"NEW":         fg(lipgloss.Yellow),
+			"IN_PROGRESS": fg(lipgloss.BrightBlue).Bold(true),
+			"SUCCESSFUL":  fg(lipgloss.Green),
+			"ABANDONED":   fg(lipgloss.Red).Bold(true),
+			"RETRIED":     fg(lipgloss.Magenta),
+			"DELETED":     fg(lipgloss.BrightBlack),
+			"ERROR":       fg(lipgloss.Red),
+			"WARN":        fg(lipgloss.Yellow),
+			"DEBUG":       fg(lipgloss.BrightBlack),
 		},
 	}
 }
