@@ -470,8 +470,8 @@ func (a *app) workqueuesAddCommand() *cobra.Command {
 					}
 					// Earlier calls were stored; say which, so the rest can be
 					// sent again once the bad rows are fixed.
-					return prefixError(a.apiError(err), fmt.Sprintf("items %d to %d refused (the server's row numbers count from item %d); %d added before",
-						start+1, end, start+1, len(out.GetIds())))
+					return prefixError(a.apiError(err), fmt.Sprintf("items %d to %d refused, %d added before them (the rows below count within these items)",
+						start+1, end, len(out.GetIds())))
 				}
 				out.Ids = append(out.Ids, res.GetIds()...)
 			}
@@ -598,7 +598,7 @@ func (a *app) workqueuesItemsCommand() *cobra.Command {
 	f.StringSliceVar(&statuses, "status", nil, "only items in these statuses (comma separated: "+itemStatuses+")")
 	f.StringVar(&reference, "reference", "", "only the items with this reference")
 	f.StringVar(&since, "since", "", "only items added at or after this time (RFC 3339, a date, or a duration ago such as 24h)")
-	f.StringVar(&until, "until", "", "only items added before this time")
+	f.StringVar(&until, "until", "", "only items added before this time (the same forms as --since)")
 	f.StringVar(&exception, "exception", "", "only items that failed with a business or application exception")
 	f.Int32Var(&limit, "limit", 50, "items per page (at most 1000)")
 	f.BoolVar(&all, "all", false, "fetch every page")

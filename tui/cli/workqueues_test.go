@@ -442,7 +442,7 @@ func TestWorkQueuesAddBatches(t *testing.T) {
 		b.stdin = csv.String()
 		code := b.run("workqueues", "add", "invoices", "-f", "-")
 		msg := b.stderr.String()
-		if code != ExitError || !strings.Contains(msg, "items 10001 to 20000 refused (the server's row numbers count from item 10001); 10000 added before") ||
+		if code != ExitError || !strings.Contains(msg, "items 10001 to 20000 refused, 10000 added before them (the rows below count within these items)") ||
 			!strings.Contains(msg, `already exists: work queue invoices: references already exist: row 3 "R10002"`) {
 			t.Fatalf("exit %d, stderr %q", code, msg)
 		}

@@ -835,6 +835,8 @@ func (m *Model) open() tea.Cmd {
 		return m.openSchedule()
 	case viewWorkQueues:
 		return m.openWorkQueue()
+	case viewWorkItems:
+		return m.openWorkItemJob()
 	case viewRobots:
 		m.detailRobot = id
 		m.push(viewRobot)

@@ -38,8 +38,8 @@ var bindings []binding
 func init() {
 	// Assigned in init because the actions refer back to the table (help).
 	bindings = []binding{
-		{keys: []string{"enter"}, label: "enter", short: "open", help: "open the selected row", footer: true,
-			in: inViews(viewRobots, viewJobs, viewQueues, viewSchedules, viewWorkQueues), run: (*Model).open},
+		{keys: []string{"enter"}, label: "enter", short: "open", help: "open the selected row (a schedule's or work item's job)", footer: true,
+			in: inViews(viewRobots, viewJobs, viewQueues, viewSchedules, viewWorkQueues, viewWorkItems), run: (*Model).open},
 		{keys: []string{"esc"}, label: "esc", short: "back", help: "go back, or clear the filter", footer: true,
 			in: func(m *Model) bool { return len(m.stack) > 0 || (m.isList() && !m.cursor().filter.empty()) }, run: (*Model).back},
 		{keys: []string{":"}, label: ":", short: "view", help: "switch view: :robots :jobs :queues :workflows :schedules :assets :workqueues", footer: true,

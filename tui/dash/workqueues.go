@@ -267,6 +267,19 @@ func (m *Model) openWorkQueue() tea.Cmd {
 	return m.loadWorkItems()
 }
 
+// openWorkItemJob opens the job that took the selected item last.
+func (m *Model) openWorkItemJob() tea.Cmd {
+	it := m.selectedWorkItem()
+	if it == nil {
+		return nil
+	}
+	if it.GetJobId() == "" {
+		m.say(fmt.Sprintf("item %s has not been taken by a job", dash(it.GetReference())), nil)
+		return nil
+	}
+	return m.openJob(it.GetJobId())
+}
+
 // askRetryItem asks before retrying the selected item; only a FAILED or
 // ABANDONED item can be retried, as the server has it.
 func (m *Model) askRetryItem() tea.Cmd {

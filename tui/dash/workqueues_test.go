@@ -175,6 +175,23 @@ func TestWorkQueuesView(t *testing.T) {
 			t.Errorf("second queue: %q", m.itemsQueue)
 		}
 	})
+	t.Run("EnterOnAnItemOpensItsJob", func(t *testing.T) {
+		client := newWorkQueueClient()
+		m, _ := setupWorkQueues(t, client)
+		carryOut(m, press(m, "enter"))
+		press(m, "enter")
+		if m.view != viewJob || m.detailJob != fixtureJobs()[0].GetId() {
+			t.Fatalf("enter shows view %d job %q, want the item's job", m.view, m.detailJob)
+		}
+		press(m, "esc")
+		if m.view != viewWorkItems {
+			t.Errorf("esc goes to view %d, want the items", m.view)
+		}
+		press(m, "G", "enter")
+		if m.view != viewWorkItems || !strings.Contains(m.flash, "has not been taken by a job") {
+			t.Errorf("an item never taken: view %d flash %q", m.view, m.flash)
+		}
+	})
 	t.Run("ItemsOfAQueueLeftAreDropped", func(t *testing.T) {
 		client := newWorkQueueClient()
 		m, _ := setupWorkQueues(t, client)
