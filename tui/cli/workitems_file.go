@@ -7,8 +7,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -96,8 +98,9 @@ func itemsFormat(path string, data []byte) string {
 
 // parseItemsJSON reads an array whose elements are items ({"reference":
 // …, "priority": …, "data": {…}}) or data objects. An element is an item
-// when it holds a "data" object and no key an item does not have;
-// anything else is the data of an item of its own.
+// when it holds a "data" object and no key an item does not have. In a
+// data object the keys reference, priority, defer_until and deadline set
+// those fields, as the columns of a CSV file do, and the rest is the data.
 func parseItemsJSON(data []byte) ([]*casarev1.WorkItemInput, error) {
 	var rows []json.RawMessage
 	if err := json.Unmarshal(data, &rows); err != nil {
@@ -123,10 +126,29 @@ func jsonItem(raw json.RawMessage) (*casarev1.WorkItemInput, error) {
 	if err := json.Unmarshal(raw, &obj); err != nil || obj == nil {
 		return nil, fmt.Errorf("want a JSON object, got %s", abbreviate(string(raw), 40))
 	}
-	if !isItem(obj) {
-		return newItemInput(obj)
-	}
 	item := &casarev1.WorkItemInput{}
+	if !isItem(obj) {
+		for key := range itemFields {
+			v, ok := obj[key]
+			if !ok || key == "data" {
+				continue
+			}
+			text, err := fieldText(key, v)
+			if err != nil {
+				return nil, err
+			}
+			if err := setItemField(item, key, text); err != nil {
+				return nil, err
+			}
+			delete(obj, key)
+		}
+		s, err := dataStruct(obj)
+		if err != nil {
+			return nil, err
+		}
+		item.Data = s
+		return item, nil
+	}
 	for key, v := range obj {
 		switch key {
 		case "data":
@@ -141,15 +163,31 @@ func jsonItem(raw json.RawMessage) (*casarev1.WorkItemInput, error) {
 			item.Data = s
 			continue
 		}
-		text, ok := v.(string)
-		if !ok && v != nil {
-			return nil, fmt.Errorf("%s: want a string", key)
+		text, err := fieldText(key, v)
+		if err != nil {
+			return nil, err
 		}
 		if err := setItemField(item, key, text); err != nil {
 			return nil, err
 		}
 	}
 	return item, nil
+}
+
+// fieldText is the text of an item field's JSON value: a string, or for a
+// reference also a whole number (an invoice number exported as one).
+func fieldText(key string, v any) (string, error) {
+	switch v := v.(type) {
+	case nil:
+		return "", nil
+	case string:
+		return v, nil
+	case float64:
+		if key == "reference" && v == math.Trunc(v) && math.Abs(v) < 1<<53 {
+			return strconv.FormatInt(int64(v), 10), nil
+		}
+	}
+	return "", fmt.Errorf("%s: want a string", key)
 }
 
 func isItem(obj map[string]any) bool {

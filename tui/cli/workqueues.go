@@ -428,12 +428,14 @@ func (a *app) workqueuesAddCommand() *cobra.Command {
 		Long: "add adds items, in calls of at most 10,000. A CSV file has a header row: the\n" +
 			"columns reference, priority (low, normal, high), defer_until and deadline set\n" +
 			"those fields, every other column goes into the item's data as a string. A JSON\n" +
-			"file is an array of data objects, or of items {\"reference\": …, \"priority\": …,\n" +
-			"\"defer_until\": …, \"deadline\": …, \"data\": {…}}. Times are RFC 3339, a date, or a\n" +
-			"duration from now (4h, 2d). The file is read whole before anything is sent, so a\n" +
-			"bad row stores nothing; a call the server refuses stores none of its items.",
+			"file is an array of items {\"reference\": …, \"priority\": …, \"defer_until\": …,\n" +
+			"\"deadline\": …, \"data\": {…}}, or of data objects, whose keys reference, priority,\n" +
+			"defer_until and deadline set those fields as the CSV columns do. Times are\n" +
+			"RFC 3339, a date, or a duration from now (4h, 2d). The file is read whole before\n" +
+			"anything is sent, so a bad row stores nothing; a call the server refuses stores\n" +
+			"none of its items.",
 		Example: "  casarectl workqueues add invoices -f invoices.csv\n" +
-			"  jq '[.[] | {reference: .number, data: .}]' export.json | casarectl workqueues add invoices -f -\n" +
+			"  jq '[.[] | {reference: (.number|tostring), data: .}]' export.json | casarectl workqueues add invoices -f -\n" +
 			"  casarectl workqueues add invoices --reference INV-1 --priority high --data '{\"amount\": 120}'",
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {

@@ -301,6 +301,8 @@ func TestWorkQueuesUsageErrors(t *testing.T) {
 		{"CSVNoRows", []string{"workqueues", "add", "invoices", "-f", empty}, "empty.csv: no items in it"},
 		{"JSONNotObject", []string{"workqueues", "add", "invoices", "-f", badJSON}, "bad.json: item 2: want a JSON object, got 7"},
 		{"JSONBadDeadline", []string{"workqueues", "add", "invoices", "-f", badDate}, `item 1: deadline: want a time such as`},
+		{"JSONDataObjectBadPriority", []string{"workqueues", "add", "invoices", "-f", writeFile(t, b.home, "prio.json", `[{"a": 1}, {"a": 2, "priority": "urgent"}]`)}, `prio.json: item 2: priority: want low, normal or high, got "urgent"`},
+		{"JSONFractionReference", []string{"workqueues", "add", "invoices", "-f", writeFile(t, b.home, "ref.json", `[{"reference": 1.5, "a": 2}]`)}, `item 1: reference: want a string`},
 		{"JSONNotArray", []string{"workqueues", "add", "invoices", "-f", notArray}, "want a JSON array of items or of data objects"},
 		{"DataOver1MiB", []string{"workqueues", "add", "invoices", "-f", big}, "item 1: data: 1048587 bytes as JSON, over the limit of 1 MiB"},
 		{"CannotTellFormat", []string{"workqueues", "add", "invoices", "-f", unknown}, "cannot tell CSV from JSON: give --format csv or --format json"},
@@ -365,14 +367,16 @@ func TestWorkQueuesAddJSON(t *testing.T) {
 	t.Run("ItemsAndDataObjects", func(t *testing.T) {
 		file := writeFile(t, b.home, "items.json", `[
 			{"reference": "INV-1", "priority": "low", "data": {"amount": 10, "lines": [1, 2]}},
-			{"reference": "INV-2", "amount": 20},
+			{"reference": "INV-2", "amount": 20, "deadline": "2027-02-01"},
+			{"reference": 1003, "data": "not an object, so this is data"},
 			{"data": {"nested": {"ok": true}}, "deferUntil": "2027-03-01T08:00:00+01:00"}
 		]`)
 		b.mustRun(t, "workqueues", "add", "invoices", "-f", file)
 		want := []*casarev1.WorkItemInput{
 			{Reference: "INV-1", Priority: casarev1.WorkItemPriority_WORK_ITEM_PRIORITY_LOW, Data: mustStruct(t, map[string]any{"amount": 10.0, "lines": []any{1.0, 2.0}})},
-			// Not an item's shape: the whole object is data.
-			{Data: mustStruct(t, map[string]any{"reference": "INV-2", "amount": 20.0})},
+			// Data objects: the item fields come out, as CSV columns do.
+			{Reference: "INV-2", Deadline: timestamppb.New(time.Date(2027, 2, 1, 0, 0, 0, 0, time.UTC)), Data: mustStruct(t, map[string]any{"amount": 20.0})},
+			{Reference: "1003", Data: mustStruct(t, map[string]any{"data": "not an object, so this is data"})},
 			{Data: mustStruct(t, map[string]any{"nested": map[string]any{"ok": true}}), DeferUntil: timestamppb.New(time.Date(2027, 3, 1, 7, 0, 0, 0, time.UTC))},
 		}
 		if diff := cmp.Diff(want, last[*casarev1.AddWorkItemsRequest](t, b.wq).GetItems(), protocmp.Transform()); diff != "" {
