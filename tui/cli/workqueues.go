@@ -71,6 +71,10 @@ func (o *queueFlags) add(cmd *cobra.Command) {
 var queueTriggerFlags = []string{"trigger-workflow-version", "min-items", "items-per-job", "max-jobs", "trigger-priority",
 	"trigger-require-capability", "trigger-require-label", "trigger-enabled"}
 
+// queueFlagNames are every flag of queueFlags: update needs one of them.
+var queueFlagNames = append([]string{"description", "max-retries", "unique-references", "sla", "trigger-workflow", "no-trigger"},
+	queueTriggerFlags...)
+
 // apply sets on q what the flags given say.
 func (o *queueFlags) apply(cmd *cobra.Command, q *casarev1.WorkQueue) error {
 	changed := cmd.Flags().Changed
@@ -374,7 +378,7 @@ func (a *app) workqueuesUpdateCommand() *cobra.Command {
 		Short: "Change a work queue: the flags given replace what they name, the rest stays",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if cmd.Flags().NFlag() == 0 {
+			if !anyChanged(cmd, queueFlagNames) {
 				return usageError("update: nothing to change: give a flag such as --max-retries or --sla")
 			}
 			conn, err := a.connect()

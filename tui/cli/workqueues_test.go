@@ -293,6 +293,7 @@ func TestWorkQueuesUsageErrors(t *testing.T) {
 		{"MaxRetriesOver100", []string{"workqueues", "create", "q", "--max-retries", "101"}, "--max-retries: want 0 to 100, got 101"},
 		{"NoTriggerAndTriggerFlag", []string{"workqueues", "update", "invoices", "--no-trigger", "--max-jobs", "2"}, "--no-trigger: give no other trigger flag"},
 		{"UpdateNothing", []string{"workqueues", "update", "invoices"}, "nothing to change"},
+		{"UpdateOnlyOutput", []string{"workqueues", "update", "invoices", "-o", "json"}, "nothing to change"},
 		{"AddNothing", []string{"workqueues", "add", "invoices"}, "say what to add"},
 		{"AddBoth", []string{"workqueues", "add", "invoices", "-f", csv, "--reference", "x"}, "not both"},
 		{"CSVBadPriority", []string{"workqueues", "add", "invoices", "-f", csv}, `bad.csv: line 3: priority: want low, normal or high, got "urgent"`},
