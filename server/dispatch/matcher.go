@@ -44,7 +44,7 @@ type matcher struct {
 	// arrive together cost one walk of the waiting jobs.
 	due    bool
 	robots map[string]*robot
-	free   map[*robot]struct{} // robots with a free slot that take work
+	free   freeRobots // robots with a free slot that take work
 	parked [registry.PriorityCritical + 1][]*pendingJob
 	// walked is how many of the first parked jobs of each priority were
 	// looked at since the free robots last grew: none of them fits a robot
@@ -83,7 +83,7 @@ func newMatcher() *matcher {
 		quit:          make(chan struct{}),
 		done:          make(chan struct{}),
 		robots:        map[string]*robot{},
-		free:          map[*robot]struct{}{},
+		free:          newFreeRobots(),
 		known:         map[string]*pendingJob{},
 		active:        map[string]*assignment{},
 		assigned:      map[string]int32{},
@@ -373,16 +373,12 @@ send:
 // pick returns the free robot that can take j and was given work least
 // recently, so work spreads over the fleet; nil when there is none.
 func (m *matcher) pick(j *pendingJob) *robot {
-	var best *robot
-	for r := range m.free {
-		if !j.req.Fits(r.capabilities, r.labels) || slices.Contains(j.avoid, r.id) {
-			continue
-		}
-		if best == nil || r.lastBusy.Before(best.lastBusy) || (r.lastBusy.Equal(best.lastBusy) && r.id < best.id) {
-			best = r
+	for _, r := range m.free.list {
+		if j.req.Fits(r.capabilities, r.labels) && !slices.Contains(j.avoid, r.id) {
+			return r
 		}
 	}
-	return best
+	return nil
 }
 
 // reserve takes a slot of r for j. On the matcher's goroutine.
@@ -390,8 +386,16 @@ func (m *matcher) reserve(r *robot, j *pendingJob) *assignment {
 	a := &assignment{jobID: j.id, attempt: j.attempt, robotID: r.id, robot: r, since: time.Now(), pending: j}
 	r.jobs[j.id] = a
 	m.active[j.id] = a
+	// Out of the free robots while its place in their order changes. Back
+	// in, it is no room newly free: the jobs already walked need no rescan
+	// for it.
+	wasFree, rescan := m.free.has(r), m.rescan
+	m.free.remove(r)
 	r.lastBusy = a.since
 	m.refreshFree(r)
+	if wasFree {
+		m.rescan = rescan
+	}
 	return a
 }
 
@@ -400,13 +404,13 @@ func (m *matcher) reserve(r *robot, j *pendingJob) *assignment {
 func (m *matcher) refreshFree(r *robot) {
 	hasRoom := len(r.jobs) < r.maxJobs
 	if r.connected && !r.draining && hasRoom {
-		if _, ok := m.free[r]; !ok {
+		if !m.free.has(r) {
 			// Jobs that fit no robot free until now may fit this one.
 			m.rescan = true
 		}
-		m.free[r] = struct{}{}
+		m.free.add(r)
 	} else {
-		delete(m.free, r)
+		m.free.remove(r)
 	}
 	if busy := r.connected && !hasRoom; busy != r.busy && !r.draining && r.connected {
 		r.busy = busy

@@ -212,7 +212,7 @@ func (d *Dispatcher) RobotUp(ctx context.Context, info gateway.Robot) {
 		m := d.match
 		if old := m.robots[info.ID]; old != nil {
 			old.grace.Stop()
-			delete(m.free, old)
+			m.free.remove(old)
 			r.lastBusy = old.lastBusy
 			for id, a := range old.jobs {
 				a.robot = r
@@ -361,7 +361,7 @@ func (d *Dispatcher) RobotDown(robotID string, lost bool, reason string) {
 			return
 		}
 		r.connected = false
-		delete(m.free, r)
+		m.free.remove(r)
 		m.renote = true
 		m.due = true
 		if !lost && len(r.jobs) > 0 && d.opts.GracePeriod > 0 {
@@ -449,7 +449,7 @@ func (d *Dispatcher) RobotDraining(robotID string) {
 		m := d.match
 		if r := m.robots[robotID]; r != nil {
 			r.draining = true
-			delete(m.free, r)
+			m.free.remove(r)
 			m.renote = true
 			m.due = true
 		}
