@@ -510,7 +510,11 @@ func (f *frame) call(ctx context.Context, s *casarev1.Step) (map[string]any, err
 	}
 	ctx = core.WithScope(ctx, stepScope{f, s.GetId(), tainted})
 	ctx = core.WithCondition(ctx, f.assertion)
-	outputs, err := action.Run(ctx, f.run.env, with)
+	var body step.Body
+	if action.Nested {
+		body = f.nestedBody(s)
+	}
+	outputs, err := action.RunNested(ctx, f.run.env, with, body)
 	if err == nil && (s.GetSecret() || f.run.holdsSecret(outputs)) {
 		f.run.taintStep(s.GetId())
 		if s.GetSecret() {
@@ -518,6 +522,44 @@ func (f *frame) call(ctx context.Context, s *casarev1.Step) (map[string]any, err
 		}
 	}
 	return outputs, err
+}
+
+// nestedBody returns what runs the nested steps of a construct's step (the
+// queue.process loop) once per item: in a frame of their own, with item
+// and index in scope as in a foreach iteration. Their outputs, by step
+// id, and their errors leave the run masked, since the construct hands
+// them to the control plane (an item's output, its failure's reason).
+func (f *frame) nestedBody(s *casarev1.Step) step.Body {
+	return func(ctx context.Context, item any, index int) (map[string]any, error) {
+		f.run.r.Log("debug", s.GetId(), fmt.Sprintf("item %d", index+1))
+		it := f.iteration(item, index)
+		f.run.mu.Lock()
+		for _, child := range s.GetSteps() {
+			// Only what ran for this item is its output.
+			delete(it.steps, child.GetId())
+		}
+		f.run.mu.Unlock()
+		outputs := map[string]any{}
+		for _, child := range s.GetSteps() {
+			if err := it.step(ctx, child); err != nil {
+				var ee *Error
+				business := errors.As(err, &ee) && ee.Business
+				return nil, &step.Error{Message: f.run.ms.String(err.Error()), Business: business}
+			}
+			f.run.mu.RLock()
+			rec, ran := it.steps[child.GetId()].(map[string]any)
+			tainted := f.run.taintedSteps[child.GetId()]
+			f.run.mu.RUnlock()
+			switch {
+			case !ran:
+			case tainted:
+				outputs[child.GetId()] = secret.Mask
+			default:
+				outputs[child.GetId()] = f.run.ms.Value(rec["outputs"])
+			}
+		}
+		return outputs, nil
+	}
 }
 
 // taintStep marks the step's outputs as derived from a secret.

@@ -27,6 +27,7 @@ func (a *Action) Spec() *spec.Action {
 		AnyParams:  a.Params == nil,
 		Outputs:    Fields(a.Outputs),
 		Errors:     slices.Clone(a.Errors),
+		Nested:     a.Nested,
 	}
 	params, err := paramSpecs(a.Params)
 	if err != nil {

@@ -294,8 +294,14 @@ func (v *validation) step(path string, s *casarev1.Step, at where) {
 	if v.walked++; v.walked%64 == 0 && v.ctx.Err() != nil {
 		return
 	}
-	if (s.GetUses() != "") == (len(s.GetSteps()) > 0) {
+	nested := v.nested(s.GetUses())
+	switch {
+	case nested && len(s.GetSteps()) == 0:
+		v.add(path+".steps", "%s needs nested steps: they run once per item", s.GetUses())
+	case s.GetUses() == "" && len(s.GetSteps()) == 0:
 		v.add(path, "a step needs either uses or nested steps, not both")
+	case !nested && s.GetUses() != "" && len(s.GetSteps()) > 0:
+		v.add(path, "a step needs either uses or nested steps, not both%s", v.constructs())
 	}
 	if s.GetIf() != "" {
 		v.bare(site{path: path, field: ".if"}, s.GetIf(), at, cel.BoolType)
@@ -312,7 +318,12 @@ func (v *validation) step(path string, s *casarev1.Step, at where) {
 		v.action(path, s, inside)
 	}
 	if len(s.GetSteps()) > 0 {
-		v.steps(path+".steps", s.GetSteps(), inside)
+		body := inside
+		if nested {
+			// A construct runs its steps once per item, with it as item.
+			body.inLoop = true
+		}
+		v.steps(path+".steps", s.GetSteps(), body)
 	}
 	if len(s.GetOnError()) > 0 {
 		handlers := inside
@@ -320,6 +331,34 @@ func (v *validation) step(path string, s *casarev1.Step, at where) {
 		v.steps(path+".on_error", s.GetOnError(), handlers)
 	}
 	v.finished[s.GetId()] = true
+}
+
+// nested reports whether uses names a construct whose step has nested
+// steps (queue.process). Without a catalogue every action may: nothing
+// about actions is checked then.
+func (v *validation) nested(uses string) bool {
+	if uses == "" {
+		return false
+	}
+	if v.cat == nil {
+		return true
+	}
+	a, ok := v.cat[uses]
+	return ok && a.Nested
+}
+
+// constructs names the actions that take both, for a problem.
+func (v *validation) constructs() string {
+	var names []string
+	for _, name := range v.cat.Names() {
+		if v.cat[name].Nested {
+			names = append(names, name)
+		}
+	}
+	if len(names) == 0 {
+		return ""
+	}
+	return " (only " + strings.Join(names, ", ") + " takes both)"
 }
 
 // action checks a step's uses and with against the catalogue. The with

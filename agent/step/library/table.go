@@ -31,6 +31,9 @@ func SpecTable(cat spec.Catalogue) ([]byte, error) {
 		if a.AnyParams {
 			b.WriteString("AnyParams: true,\n")
 		}
+		if a.Nested {
+			b.WriteString("Nested: true,\n")
+		}
 		writeTableFields(&b, "Params", a.Params)
 		writeTableFields(&b, "Outputs", a.Outputs)
 		if len(a.Errors) > 0 {

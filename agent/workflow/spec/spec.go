@@ -34,6 +34,10 @@ type Action struct {
 	Outputs []Field
 	// Errors documents how the action fails.
 	Errors []ErrorDoc
+	// Nested is true for a construct whose step has nested steps that
+	// the action runs (queue.process runs them once per item); a step of
+	// any other action has none.
+	Nested bool
 }
 
 // Field documents one parameter or output.
