@@ -35,12 +35,14 @@ func (gatewayStore) EnrollRobot(context.Context, string, *registry.Robot, time.T
 func (gatewayStore) GetRobot(_ context.Context, id string) (*registry.Robot, error) {
 	return &registry.Robot{ID: id, Name: id}, nil
 }
-func (gatewayStore) RobotConnected(context.Context, *registry.Robot) error                 { return nil }
-func (gatewayStore) RobotsOffline(context.Context, map[string]registry.RobotSession) error { return nil }
-func (gatewayStore) TouchRobots(context.Context, map[string]time.Time) error               { return nil }
-func (gatewayStore) RevokedSerials(context.Context) ([]string, error)                      { return nil, nil }
-func (gatewayStore) SetRobotStatus(context.Context, string, registry.RobotStatus) error    { return nil }
-func (gatewayStore) SetRobotCertificate(context.Context, string, string, time.Time) error  { return nil }
+func (gatewayStore) RobotConnected(context.Context, *registry.Robot) error { return nil }
+func (gatewayStore) RobotsOffline(context.Context, map[string]registry.RobotSession) error {
+	return nil
+}
+func (gatewayStore) TouchRobots(context.Context, map[string]time.Time) error              { return nil }
+func (gatewayStore) RevokedSerials(context.Context) ([]string, error)                     { return nil, nil }
+func (gatewayStore) SetRobotStatus(context.Context, string, registry.RobotStatus) error   { return nil }
+func (gatewayStore) SetRobotCertificate(context.Context, string, string, time.Time) error { return nil }
 func (gatewayStore) RobotProtocolRefused(context.Context, string, string, int32, string) error {
 	return nil
 }
