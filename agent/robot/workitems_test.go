@@ -7,6 +7,7 @@ import (
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
+	"fmt"
 	"io"
 	"log/slog"
 	"strings"
@@ -55,6 +56,9 @@ type serverItems struct {
 	robots  []string
 	refuse  []*agentv1.WorkItemResult // answered first, one a call
 	blocked chan struct{}             // when set, calls wait for it
+	// limited makes a next give stock items, then none.
+	limited bool
+	stock   int
 }
 
 func (s *serverItems) Call(ctx context.Context, robotID string, call *agentv1.WorkItemCall) *agentv1.WorkItemResult {
@@ -85,7 +89,13 @@ func (s *serverItems) Call(ctx context.Context, robotID string, call *agentv1.Wo
 		}
 		return &agentv1.WorkItemResult{AddedIds: ids}
 	case *agentv1.WorkItemCall_Next:
-		if op.Next.GetQueue() == "empty" {
+		s.mu.Lock()
+		empty := op.Next.GetQueue() == "empty" || (s.limited && s.stock == 0)
+		if s.limited && !empty {
+			s.stock--
+		}
+		s.mu.Unlock()
+		if empty {
 			return &agentv1.WorkItemResult{}
 		}
 		data, _ := structpb.NewStruct(map[string]any{"invoice": "A-1"})
@@ -401,4 +411,39 @@ func idOf(it *step.WorkItem) string {
 		return ""
 	}
 	return it.ID
+}
+
+// A job the robot runs reaches the work queues through its connection.
+func TestJobsProcessQueueItems(t *testing.T) {
+	const wf = `
+steps:
+  - id: loop
+    uses: queue.process
+    with: {queue: invoices}
+    steps:
+      - {id: pay, uses: log, with: {message: "paying ${{ item.data.invoice }}"}}
+outputs: {done: "${{ steps.loop.outputs.succeeded }}"}
+`
+	p, _, _ := runRobotWith(t, wf, time.Second, &serverItems{limited: true, stock: 2})
+	p.waitFor(t, "job_complete", func(m *agentv1.AgentMessage) bool { return m.GetJobComplete() != nil || m.GetJobFail() != nil })
+	for _, m := range p.received() {
+		if f := m.GetJobFail(); f != nil {
+			t.Fatalf("the job failed: %v", f)
+		}
+		if c := m.GetJobComplete(); c != nil && c.GetOutputs().AsMap()["done"] != float64(2) {
+			t.Errorf("outputs %v, want done 2", c.GetOutputs())
+		}
+	}
+	p.items.mu.Lock()
+	defer p.items.mu.Unlock()
+	var ops []string
+	for _, c := range p.items.calls {
+		ops = append(ops, strings.TrimPrefix(fmt.Sprintf("%T", c.GetOp()), "*agentv1.WorkItemCall_"))
+		if c.GetJobId() != "j1" || c.GetAttempt() != 1 {
+			t.Errorf("a call of job %q attempt %d, want j1 attempt 1", c.GetJobId(), c.GetAttempt())
+		}
+	}
+	if got := strings.Join(ops, " "); got != "Next Complete Next Complete Next" {
+		t.Errorf("calls %s, want two items taken and completed, then none", got)
+	}
 }
