@@ -533,6 +533,14 @@ func (f *frame) nestedBody(s *casarev1.Step) step.Body {
 	return func(ctx context.Context, item any, index int) (map[string]any, error) {
 		f.run.r.Log("debug", s.GetId(), fmt.Sprintf("item %d", index+1))
 		it := f.iteration(item, index)
+		if s.GetSecret() {
+			// A step marked secret takes items whose data is: what the
+			// nested steps derive from it is masked like a secret input.
+			it.itemTainted = true
+			if m, ok := item.(map[string]any); ok {
+				f.run.hide(m["data"])
+			}
+		}
 		f.run.mu.Lock()
 		for _, child := range s.GetSteps() {
 			// Only what ran for this item is its output.

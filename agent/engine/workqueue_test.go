@@ -273,3 +273,33 @@ func TestQueueStepsOneAtATime(t *testing.T) {
 		t.Errorf("item b: %+v", b)
 	}
 }
+
+// The data of items a step marked secret takes is masked like a secret
+// input: in the log, in the item's output and in its failure's reason.
+func TestProcessMarkedSecretMasksItemData(t *testing.T) {
+	t.Parallel()
+	q := queuetest.New("cards")
+	ok := q.Put("cards", "ok", map[string]any{"pin": "4711-9"})
+	bad := q.Put("cards", "bad", map[string]any{"pin": "0000-1", "bad": true})
+	say := logStep("say", "pin ${{ item.data.pin }}")
+	keep := action("keep", "set", map[string]any{"pin": "${{ item.data.pin }}"})
+	boom := action("boom", "fail", map[string]any{"message": "pin ${{ item.data.pin }} refused", "business": true})
+	boom.If = "has(item.data.bad)"
+	loop := process("loop", "cards", nil, say, keep, boom)
+	loop.Secret = true
+	_, r, err := runQueue(t, q, wfOf(loop), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range r.lines {
+		if strings.Contains(l, "4711") || strings.Contains(l, "0000-1") {
+			t.Errorf("logged %q", l)
+		}
+	}
+	if it := q.Item(ok); it.Status != "SUCCESSFUL" || fmt.Sprint(it.Output) != "map[keep:*** say:***]" {
+		t.Errorf("item ok: %s %v", it.Status, it.Output)
+	}
+	if it := q.Item(bad); it.Status != "FAILED" || it.Reason != "step boom: pin *** refused" {
+		t.Errorf("item bad: %s %q", it.Status, it.Reason)
+	}
+}
