@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"reflect"
 	"strings"
 	"testing"
@@ -13,6 +14,8 @@ import (
 	"github.com/casarerpa/casare/agent/step/core"
 	"github.com/casarerpa/casare/agent/step/workqueue"
 	"github.com/casarerpa/casare/agent/step/workqueue/queuetest"
+	"github.com/casarerpa/casare/agent/workflow"
+	"github.com/casarerpa/casare/agent/workflow/builtin"
 	casarev1 "github.com/casarerpa/casare/rpc/casare/v1"
 )
 
@@ -301,5 +304,39 @@ func TestProcessMarkedSecretMasksItemData(t *testing.T) {
 	}
 	if it := q.Item(bad); it.Status != "FAILED" || it.Reason != "step boom: pin *** refused" {
 		t.Errorf("item bad: %s %q", it.Status, it.Reason)
+	}
+}
+
+// The example workflow of the queue steps' documentation runs as it says.
+func TestProcessTheDocumentedExample(t *testing.T) {
+	t.Parallel()
+	doc, err := os.ReadFile("testdata/invoice-queue.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	wf, err := workflow.Parse(doc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := workflow.Validate(wf, builtin.Steps); err != nil {
+		t.Fatal(err)
+	}
+	q := queuetest.New("invoices")
+	out, r, err := runQueue(t, q, wf, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprint(out) != "map[added:[item-1 item-2 item-3] failed:1 processed:3 succeeded:2]" {
+		t.Errorf("outputs %v", out)
+	}
+	bad := q.Item("item-3")
+	if bad.Status != "FAILED" || bad.Exception != step.BusinessException || bad.Reason != "step check: invoice A-3 has a negative amount" {
+		t.Errorf("item inv-bad: %s %s %q", bad.Status, bad.Exception, bad.Reason)
+	}
+	if good := q.Item("item-2"); good.Status != "SUCCESSFUL" || !reflect.DeepEqual(good.Progress, []string{"checked inv-2"}) {
+		t.Errorf("item inv-2: %+v", good)
+	}
+	if n := r.count("info report: 2 paid, 1 failed of 3"); n != 1 {
+		t.Errorf("the report was not logged: %v", r.logged())
 	}
 }
