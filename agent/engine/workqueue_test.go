@@ -340,3 +340,24 @@ func TestProcessTheDocumentedExample(t *testing.T) {
 		t.Errorf("the report was not logged: %v", r.logged())
 	}
 }
+
+// with.output, evaluated per item after the nested steps, is what the
+// item is completed with; one that is not an object fails the item.
+func TestProcessCompletesItemsWithTheirOutput(t *testing.T) {
+	t.Parallel()
+	q := queuetest.New("q")
+	a := q.Put("q", "a", map[string]any{"invoice": "A-1"})
+	b := q.Put("q", "b", map[string]any{"invoice": "B-1", "odd": true})
+	wf := wfOf(process("loop", "q", map[string]any{
+		"output": "${{ has(item.data.odd) ? 'not an object' : {'invoice': item.data.invoice, 'ok': steps.pay.outputs.ok, 'n': index} }}",
+	}, action("pay", "test.flaky", map[string]any{})))
+	if _, _, err := runQueue(t, q, wf, nil); err != nil {
+		t.Fatal(err)
+	}
+	if it := q.Item(a); it.Status != "SUCCESSFUL" || fmt.Sprint(it.Output) != "map[invoice:A-1 n:0 ok:true]" {
+		t.Errorf("item a: %s %v", it.Status, it.Output)
+	}
+	if it := q.Item(b); it.Status != "FAILED" || it.Exception != step.BusinessException || it.Reason != "with.output: want an object, got a text" {
+		t.Errorf("item b: %s %s %q", it.Status, it.Exception, it.Reason)
+	}
+}

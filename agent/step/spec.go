@@ -28,6 +28,7 @@ func (a *Action) Spec() *spec.Action {
 		Outputs:    Fields(a.Outputs),
 		Errors:     slices.Clone(a.Errors),
 		Nested:     a.Nested,
+		AfterSteps: slices.Clone(a.AfterSteps),
 	}
 	params, err := paramSpecs(a.Params)
 	if err != nil {

@@ -41,14 +41,34 @@ type Action struct {
 	// Nested says the step has nested steps, which the action runs
 	// through a Body (queue.process); other actions take none.
 	Nested bool
+	// AfterSteps names the parameters of a construct the engine evaluates
+	// after the nested steps of each round, not before the action runs:
+	// the action never sees them, and gets them from its Body instead.
+	AfterSteps []string
 
 	run func(ctx context.Context, env *Env, with map[string]any, body Body) (map[string]any, error)
 }
 
 // Body runs the nested steps of a construct's step once, with item and
-// index in scope as foreach gives them, and returns their outputs by
-// step id. Its errors are *Error, business when the failing step's was.
-type Body func(ctx context.Context, item any, index int) (map[string]any, error)
+// index in scope as foreach gives them, and returns the round's result:
+// the AfterSteps parameters evaluated after them, by name, and their
+// outputs by step id. Its errors are *Error, business when the failing
+// step's was.
+type Body func(ctx context.Context, item any, index int) (Round, error)
+
+// Round is what one run of a construct's nested steps gave.
+type Round struct {
+	// Params holds the AfterSteps parameters the step sets, evaluated.
+	Params map[string]any
+	// Outputs holds the nested steps' outputs by step id.
+	Outputs map[string]any
+}
+
+// EvaluatedAfterSteps says a construct's parameter names are evaluated
+// after its nested steps, once per round (see Action.AfterSteps).
+func EvaluatedAfterSteps(names ...string) Option {
+	return func(a *Action) { a.AfterSteps = append(a.AfterSteps, names...) }
+}
 
 // ErrorDoc documents one way an action fails.
 type ErrorDoc = spec.ErrorDoc

@@ -314,8 +314,9 @@ func (v *validation) step(path string, s *casarev1.Step, at where) {
 	if s.GetParallelism() > 1 && s.GetForeach() == "" {
 		v.add(path+".parallelism", "only a foreach step runs in parallel")
 	}
+	var after []string
 	if s.GetUses() != "" {
-		v.action(path, s, inside)
+		after = v.action(path, s, inside)
 	}
 	if len(s.GetSteps()) > 0 {
 		body := inside
@@ -324,6 +325,11 @@ func (v *validation) step(path string, s *casarev1.Step, at where) {
 			body.inLoop = true
 		}
 		v.steps(path+".steps", s.GetSteps(), body)
+		// Evaluated after the nested steps, in their scope.
+		with := s.GetWith().GetFields()
+		for _, k := range after {
+			v.value(site{path: path, field: ".with", in: v.in[:0]}.key(k), with[k], body)
+		}
 	}
 	if len(s.GetOnError()) > 0 {
 		handlers := inside
@@ -361,23 +367,33 @@ func (v *validation) constructs() string {
 	return " (only " + strings.Join(names, ", ") + " takes both)"
 }
 
-// action checks a step's uses and with against the catalogue. The with
-// is read as the Struct it is: converting every step's to a map first
-// was a tenth of checking a large workflow.
-func (v *validation) action(path string, s *casarev1.Step, at where) {
+// action checks a step's uses and with against the catalogue, and
+// returns the keys of with that a construct evaluates after its nested
+// steps: their expressions are for the caller to check, in that scope.
+// The with is read as the Struct it is: converting every step's to a map
+// first was a tenth of checking a large workflow.
+func (v *validation) action(path string, s *casarev1.Step, at where) (after []string) {
 	with := s.GetWith().GetFields()
 	keys := slices.Sorted(maps.Keys(with))
+	var a *spec.Action
+	if v.cat != nil {
+		a = v.cat[s.GetUses()]
+	}
 	in := site{path: path, field: ".with", in: v.in[:0]}
 	for _, k := range keys {
+		if a != nil && a.Nested && slices.Contains(a.AfterSteps, k) {
+			after = append(after, k)
+			continue
+		}
 		v.value(in.key(k), with[k], at)
 	}
 	if v.cat == nil {
-		return
+		return after
 	}
 	a, err := v.cat.Lookup(s.GetUses())
 	if err != nil {
 		v.add(path+".uses", "%v", err)
-		return
+		return after
 	}
 	if a.Name == "assert" {
 		if c, ok := with["condition"].GetKind().(*structpb.Value_StringValue); ok && !strings.Contains(c.StringValue, "${{") {
@@ -385,7 +401,7 @@ func (v *validation) action(path string, s *casarev1.Step, at where) {
 		}
 	}
 	if a.AnyParams {
-		return
+		return after
 	}
 	params := v.fields(a)
 	fields := params.byName
@@ -409,6 +425,7 @@ func (v *validation) action(path string, s *casarev1.Step, at where) {
 			v.add(path+".with."+k, "%v", err)
 		}
 	}
+	return after
 }
 
 // isNull reports whether a with value is missing or null, which leaves a

@@ -256,6 +256,28 @@ func TestValidateQueueSteps(t *testing.T) {
 `,
 		},
 		{
+			name: "OutputAfterTheNestedSteps",
+			doc: `steps:
+  - id: loop
+    uses: queue.process
+    with:
+      queue: q
+      output: {invoice: "${{ item.data.invoice }}", said: "${{ steps.pay.outputs.message }}", bad: "${{ steps.nope.outputs }}"}
+    steps:
+      - {id: pay, uses: log, with: {message: "${{ item.reference }}"}}
+  - {id: after, uses: log, with: {message: "${{ item }}"}}
+`,
+			want: []string{
+				`steps[0].with.output.bad: ${{ steps.nope.outputs }}: steps.nope: no step has id "nope"`,
+				"steps[1].with.message: ${{ item }}: item exists only inside a foreach",
+			},
+		},
+		{
+			name: "OutputLiteralMustBeAnObject",
+			doc:  "steps:\n  - {id: loop, uses: queue.process, with: {queue: q, output: [1]}, steps: [{id: x, uses: log, with: {message: x}}]}\n",
+			want: []string{"steps[0].with.output: want object, got array"},
+		},
+		{
 			name: "ProcessNeedsSteps",
 			doc:  "steps:\n  - {id: loop, uses: queue.process, with: {queue: q}}\n",
 			want: []string{"steps[0].steps: queue.process needs nested steps: they run once per item"},

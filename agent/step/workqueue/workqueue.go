@@ -253,6 +253,10 @@ var progressAction = step.Define("queue.progress", "Records how far the job got 
 type processParams struct {
 	Queue string `json:"queue" step:"required" doc:"Name of the work queue."`
 	Limit int64  `json:"limit" doc:"Process at most this many items; default until the queue has none to give."`
+	// Output never reaches the action: the engine evaluates it after
+	// the nested steps of each item (AfterSteps) and hands it over in
+	// the round.
+	Output map[string]any `json:"output" doc:"The output each item is completed with, a JSON object evaluated after the nested steps with item and their outputs in scope; default the nested steps' outputs by step id."`
 }
 
 type processOutputs struct {
@@ -294,6 +298,7 @@ var processAction = step.DefineConstruct("queue.process",
 		env.Logf("info", "%s: %d items processed, %d succeeded, %d failed", p.Queue, out.Processed, out.Succeeded, out.Failed)
 		return out, nil
 	},
+	step.EvaluatedAfterSteps("output"),
 	noQueue,
 	step.Fails("the control plane could not be reached in time, or an item could not be ended"),
 )
@@ -301,7 +306,13 @@ var processAction = step.DefineConstruct("queue.process",
 // process runs the nested steps for one item and ends it by how they
 // went. It returns whether the item succeeded; an error stops the loop.
 func process(ctx context.Context, env *step.Env, wi step.WorkItems, it *step.WorkItem, index int, body step.Body) (bool, error) {
-	outputs, err := body(ctx, ItemValue(it), index)
+	round, err := body(ctx, ItemValue(it), index)
+	outputs := round.Outputs
+	if raw, ok := round.Params["output"]; ok && raw != nil {
+		if outputs, ok = raw.(map[string]any); !ok {
+			err = step.Businessf("with.output: want an object, got %s", describe(raw))
+		}
+	}
 	if err != nil {
 		if ctx.Err() != nil {
 			// The job was cancelled or ran out of time: the control plane
@@ -364,7 +375,10 @@ func describe(v any) string {
 	case nil:
 		return "null"
 	case string:
-		return "an empty text"
+		if v == "" {
+			return "an empty text"
+		}
+		return "a text"
 	case map[string]any:
 		return "an object without an id"
 	case []any:

@@ -582,12 +582,14 @@ var Steps = spec.NewCatalogue(
 		},
 	},
 	&spec.Action{
-		Name:    "queue.process",
-		Summary: "Takes a work queue's items one at a time until it has none to give or the limit is reached, and runs the nested steps for each with the item as item: when they succeed the item is completed with their outputs (by step id), when one fails the item is failed with a business or application exception as that step's error was, and the loop goes on.",
-		Nested:  true,
+		Name:       "queue.process",
+		Summary:    "Takes a work queue's items one at a time until it has none to give or the limit is reached, and runs the nested steps for each with the item as item: when they succeed the item is completed with their outputs (by step id), when one fails the item is failed with a business or application exception as that step's error was, and the loop goes on.",
+		Nested:     true,
+		AfterSteps: []string{"output"},
 		Params: []spec.Field{
 			{Name: "queue", Type: "string", Required: true, Doc: "Name of the work queue.", Shape: spec.Shape{Kind: spec.String}},
 			{Name: "limit", Type: "integer", Doc: "Process at most this many items; default until the queue has none to give.", Shape: spec.Shape{Kind: spec.Integer}},
+			{Name: "output", Type: "object", Doc: "The output each item is completed with, a JSON object evaluated after the nested steps with item and their outputs in scope; default the nested steps' outputs by step id.", Shape: spec.Shape{Kind: spec.Map, Elem: &spec.Shape{Kind: spec.Any}}},
 		},
 		Outputs: []spec.Field{
 			{Name: "processed", Type: "integer", Doc: "How many items the loop took."},

@@ -38,6 +38,10 @@ type Action struct {
 	// the action runs (queue.process runs them once per item); a step of
 	// any other action has none.
 	Nested bool
+	// AfterSteps names the parameters of a construct that are evaluated
+	// after its nested steps, once per round, with what they see in
+	// scope (queue.process's output, from the item and their outputs).
+	AfterSteps []string
 }
 
 // Field documents one parameter or output.
