@@ -333,7 +333,7 @@ func TestProcessTheDocumentedExample(t *testing.T) {
 	if bad.Status != "FAILED" || bad.Exception != step.BusinessException || bad.Reason != "step check: invoice A-3 has a negative amount" {
 		t.Errorf("item inv-bad: %s %s %q", bad.Status, bad.Exception, bad.Reason)
 	}
-	if good := q.Item("item-2"); good.Status != "SUCCESSFUL" || !reflect.DeepEqual(good.Progress, []string{"checked inv-2"}) {
+	if good := q.Item("item-2"); good.Status != "SUCCESSFUL" || !reflect.DeepEqual(good.Progress, []string{"checked inv-2"}) || fmt.Sprint(good.Output) != "map[amount:20 paid:A-2]" {
 		t.Errorf("item inv-2: %+v", good)
 	}
 	if n := r.count("info report: 2 paid, 1 failed of 3"); n != 1 {
