@@ -266,7 +266,7 @@ type processOutputs struct {
 }
 
 var processAction = step.DefineConstruct("queue.process",
-	"Takes a work queue's items one at a time until it has none to give or the limit is reached, and runs the nested steps for each with the item as item: when they succeed the item is completed with their outputs (by step id), when one fails the item is failed with a business or application exception as that step's error was, and the loop goes on.",
+	"Takes a work queue's items one at a time until it has none to give or the limit is reached, and runs the nested steps for each with the item as item: when they succeed the item is completed with with.output (by default their outputs, by step id), when one fails the item is failed with a business or application exception as that step's error was, and the loop goes on.",
 	func(ctx context.Context, env *step.Env, p processParams, body step.Body) (processOutputs, error) {
 		var out processOutputs
 		if p.Limit < 0 {

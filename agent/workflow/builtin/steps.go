@@ -583,7 +583,7 @@ var Steps = spec.NewCatalogue(
 	},
 	&spec.Action{
 		Name:       "queue.process",
-		Summary:    "Takes a work queue's items one at a time until it has none to give or the limit is reached, and runs the nested steps for each with the item as item: when they succeed the item is completed with their outputs (by step id), when one fails the item is failed with a business or application exception as that step's error was, and the loop goes on.",
+		Summary:    "Takes a work queue's items one at a time until it has none to give or the limit is reached, and runs the nested steps for each with the item as item: when they succeed the item is completed with with.output (by default their outputs, by step id), when one fails the item is failed with a business or application exception as that step's error was, and the loop goes on.",
 		Nested:     true,
 		AfterSteps: []string{"output"},
 		Params: []spec.Field{
