@@ -150,6 +150,17 @@ func retryable(code string) bool {
 	return false
 }
 
+// businessRefusal says whether a refusal is about the call's content (an
+// unknown queue, a reference that exists, an item the job does not hold),
+// which no retry can change; any other is the control plane failing.
+func businessRefusal(code string) bool {
+	switch code {
+	case "invalid_argument", "not_found", "already_exists", "failed_precondition", "permission_denied", "out_of_range", "unimplemented":
+		return true
+	}
+	return false
+}
+
 // call makes one call under the job's attempt and returns the control
 // plane's answer, or the refusal as a *step.Error: business when the
 // call's content was wrong, application when the control plane could not
@@ -190,10 +201,7 @@ func (c *workItemClient) call(ctx context.Context, call *agentv1.WorkItemCall) (
 	}
 	var r *refused
 	if errors.As(err, &r) {
-		if retryable(r.res.GetCode()) {
-			return nil, step.Failf("%s", r.res.GetError())
-		}
-		return nil, &step.Error{Message: r.res.GetError(), Business: true}
+		return nil, &step.Error{Message: r.res.GetError(), Business: businessRefusal(r.res.GetCode())}
 	}
 	if ctx.Err() != nil {
 		return nil, step.Failf("work queue: the job ended before the control plane answered (%v)", context.Cause(ctx))

@@ -323,6 +323,19 @@ func TestWorkItemClientRefusals(t *testing.T) {
 			t.Fatalf("err = %v, want an application error saying why", err)
 		}
 	})
+	t.Run("InternalErrorsAreApplicationErrors", func(t *testing.T) {
+		t.Parallel()
+		items := &serverItems{refuse: []*agentv1.WorkItemResult{{Code: "internal", Error: "internal error"}}}
+		g, ca := gatewayFor(t, items)
+		c := clientOn(newSwitchable(robotConn(t, g, ca, "r1")).current)
+		err := c.Progress(context.Background(), "id-1", "x")
+		if err == nil || step.IsBusiness(err) || err.Error() != "internal error" {
+			t.Fatalf("err = %v, want an application error", err)
+		}
+		if n := items.count(); n != 1 {
+			t.Errorf("%d calls, want 1: the engine's retry, not the client's, applies", n)
+		}
+	})
 	t.Run("AControlPlaneWithoutWorkQueues", func(t *testing.T) {
 		t.Parallel()
 		g, ca := gatewayFor(t, nil)
