@@ -501,6 +501,10 @@ func (f *frame) call(ctx context.Context, s *casarev1.Step) (map[string]any, err
 	with := map[string]any{}
 	tainted := map[string]bool{}
 	for _, k := range slices.Sorted(maps.Keys(s.GetWith().GetFields())) {
+		if action.Nested && slices.Contains(action.AfterSteps, k) {
+			// Evaluated by the body, after the nested steps.
+			continue
+		}
 		v, secret, err := f.expand(ctx, s.GetWith().GetFields()[k].AsInterface())
 		if err != nil {
 			return nil, &Error{Message: "with." + k + ": " + err.Error(), Business: true}
@@ -510,7 +514,11 @@ func (f *frame) call(ctx context.Context, s *casarev1.Step) (map[string]any, err
 	}
 	ctx = core.WithScope(ctx, stepScope{f, s.GetId(), tainted})
 	ctx = core.WithCondition(ctx, f.assertion)
-	outputs, err := action.Run(ctx, f.run.env, with)
+	var body step.Body
+	if action.Nested {
+		body = f.nestedBody(s, action.AfterSteps)
+	}
+	outputs, err := action.RunNested(ctx, f.run.env, with, body)
 	if err == nil && (s.GetSecret() || f.run.holdsSecret(outputs)) {
 		f.run.taintStep(s.GetId())
 		if s.GetSecret() {
@@ -518,6 +526,69 @@ func (f *frame) call(ctx context.Context, s *casarev1.Step) (map[string]any, err
 		}
 	}
 	return outputs, err
+}
+
+// nestedBody returns what runs the nested steps of a construct's step (the
+// queue.process loop) once per item: in a frame of their own, with item
+// and index in scope as in a foreach iteration, and then evaluates the
+// parameters named after in that frame. Their outputs, those parameters
+// and their errors leave the run masked, since the construct hands them
+// to the control plane (an item's output, its failure's reason).
+func (f *frame) nestedBody(s *casarev1.Step, after []string) step.Body {
+	return func(ctx context.Context, item any, index int) (step.Round, error) {
+		f.run.r.Log("debug", s.GetId(), fmt.Sprintf("item %d", index+1))
+		it := f.iteration(item, index)
+		if s.GetSecret() {
+			// A step marked secret takes items whose data is: what the
+			// nested steps derive from it is masked like a secret input.
+			it.itemTainted = true
+			if m, ok := item.(map[string]any); ok {
+				f.run.hide(m["data"])
+			}
+		}
+		f.run.mu.Lock()
+		for _, child := range s.GetSteps() {
+			// Only what ran for this item is its output.
+			delete(it.steps, child.GetId())
+		}
+		f.run.mu.Unlock()
+		outputs := map[string]any{}
+		for _, child := range s.GetSteps() {
+			if err := it.step(ctx, child); err != nil {
+				var ee *Error
+				business := errors.As(err, &ee) && ee.Business
+				return step.Round{}, &step.Error{Message: f.run.ms.String(err.Error()), Business: business}
+			}
+			f.run.mu.RLock()
+			rec, ran := it.steps[child.GetId()].(map[string]any)
+			tainted := f.run.taintedSteps[child.GetId()]
+			f.run.mu.RUnlock()
+			switch {
+			case !ran:
+			case tainted:
+				outputs[child.GetId()] = secret.Mask
+			default:
+				outputs[child.GetId()] = f.run.ms.Value(rec["outputs"])
+			}
+		}
+		params := map[string]any{}
+		for _, k := range after {
+			raw, ok := s.GetWith().GetFields()[k]
+			if !ok {
+				continue
+			}
+			v, tainted, err := it.expand(ctx, raw.AsInterface())
+			if err != nil {
+				return step.Round{}, &step.Error{Message: f.run.ms.String("with." + k + ": " + err.Error()), Business: true}
+			}
+			if tainted {
+				// Derived from a secret, the value is one.
+				f.run.hide(v)
+			}
+			params[k] = f.run.ms.Value(v)
+		}
+		return step.Round{Params: params, Outputs: outputs}, nil
+	}
 }
 
 // taintStep marks the step's outputs as derived from a secret.

@@ -35,6 +35,8 @@ outputs: {double: "${{ vars.double }}"}
 		{name: "BadInputFlag", file: wf, inputs: []string{"n"}, code: ExecError, errHas: `--input: want key=value, got "n"`},
 		{name: "Invalid", file: "steps: [{id: a, uses: lg}]", code: ExecError, errHas: `steps[0].uses: unknown step "lg"; did you mean "log"?`},
 		{name: "NoDeclaredInputs", file: "steps: [{id: a, uses: log, with: {message: x}}]", code: ExecOK},
+		{name: "QueueStepsNeedAControlPlane", file: "steps: [{id: loop, uses: queue.process, with: {queue: q}, steps: [{id: a, uses: log, with: {message: x}}]}]",
+			code: ExecFailed, errHas: "step loop: queue steps need a control plane: run this workflow as a job"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()

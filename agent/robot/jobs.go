@@ -280,7 +280,8 @@ func (r *runner) runWorkflow(ctx context.Context, j *job, assign *agentv1.JobAss
 	}
 	defer os.RemoveAll(dir)
 	rep := reporter{j, r}
-	env := &step.Env{JobID: j.id, Attempt: j.attempt, WorkDir: dir, Roots: r.opts.Abilities.FileRoots, Log: func(level, message string) { rep.Log(level, "", message) }, SaveArtifact: r.artifactSaver(ctx, j)}
+	env := &step.Env{JobID: j.id, Attempt: j.attempt, WorkDir: dir, Roots: r.opts.Abilities.FileRoots, Log: func(level, message string) { rep.Log(level, "", message) }, SaveArtifact: r.artifactSaver(ctx, j),
+		WorkItems: &workItemClient{jobID: j.id, attempt: j.attempt, conns: r.currentConn, slots: r.workSlots, log: r.log}}
 	defer env.Close()
 	outputs, err := r.opts.Engine.RunWithAssets(ctx, wf, inputs, jobAssets(assign.GetAssets()), env, rep)
 	if err != nil {

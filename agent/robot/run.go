@@ -164,6 +164,7 @@ func Run(ctx context.Context, opts Options) error {
 		jobs:        map[string]*job{},
 		jobsCtx:     jobsCtx,
 		linkChanged: make(chan struct{}),
+		workSlots:   make(chan struct{}, maxWorkItemCalls),
 		idle:        make(chan struct{}, 1),
 		drainAsked:  make(chan string, 1),
 		opts:        opts,
@@ -289,8 +290,10 @@ type runner struct {
 	idle        chan struct{} // a job ended
 	// draining outlives a connection: a draining robot that reconnects
 	// still takes no new work.
-	draining   bool
-	uploads    uploads // artifacts waiting for the control plane's answer
+	draining bool
+	uploads  uploads // artifacts waiting for the control plane's answer
+	// workSlots bounds the work-queue calls the jobs make at once.
+	workSlots  chan struct{}
 	leaseClock leaseClock
 }
 

@@ -39,12 +39,14 @@ type plane struct {
 	got    []*agentv1.AgentMessage
 	stream *quic.Stream
 	more   chan struct{} // a message arrived
+	// items answers the robot's work-queue calls.
+	items  *serverItems
 	closed chan struct{} // the robot's connection is over
 }
 
 // newPlane starts a control plane and enrols a robot with it in dir; the
 // robot is assigned job "j1" running the workflow doc.
-func newPlane(t *testing.T, dir, doc string) *plane {
+func newPlane(t *testing.T, dir, doc string, items *serverItems) *plane {
 	t.Helper()
 	wfJSON := workflowJSON(t, doc)
 	caKey, caCert, caDER := newCA(t)
@@ -56,7 +58,7 @@ func newPlane(t *testing.T, dir, doc string) *plane {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { ln.Close() })
-	p := &plane{addr: ln.Addr().String(), more: make(chan struct{}, 1), closed: make(chan struct{})}
+	p := &plane{addr: ln.Addr().String(), more: make(chan struct{}, 1), closed: make(chan struct{}), items: items}
 	if err := save(dir, &Identity{Server: p.addr, RobotID: "r1", Name: "r1"}, robotCert.PrivateKey.(*ecdsa.PrivateKey),
 		&agentv1.EnrollResponse{RobotId: "r1", Certificate: robotCert.Certificate[0], Ca: caDER}); err != nil {
 		t.Fatal(err)
@@ -88,6 +90,7 @@ func newPlane(t *testing.T, dir, doc string) *plane {
 		p.mu.Lock()
 		p.stream = stream
 		p.mu.Unlock()
+		go p.serveCalls(conn)
 		p.send(t, &agentv1.ServerMessage{Msg: &agentv1.ServerMessage_Welcome{Welcome: &agentv1.Welcome{
 			RobotId: "r1", RobotName: "r1", HeartbeatInterval: durationpb.New(30 * time.Second),
 		}}})
@@ -127,6 +130,26 @@ func newPlane(t *testing.T, dir, doc string) *plane {
 		}
 	}()
 	return p
+}
+
+// serveCalls answers the work-queue calls the robot makes on streams of
+// their own, as the gateway does.
+func (p *plane) serveCalls(conn *quic.Conn) {
+	for {
+		s, err := conn.AcceptStream(context.Background())
+		if err != nil {
+			return
+		}
+		go func() {
+			call := &agentv1.WorkItemCall{}
+			if err := agentv1.NewFrameReader(s).Read(call); err != nil {
+				s.CancelWrite(0)
+				return
+			}
+			agentv1.WriteFrame(s, p.items.Call(context.Background(), "r1", call))
+			s.Close()
+		}()
+	}
 }
 
 // workflowJSON is the workflow doc as a job_assign carries it.
@@ -263,8 +286,14 @@ func robotGoroutines() map[string]string {
 // Run's answer.
 func runRobot(t *testing.T, doc string, drainTimeout time.Duration) (*plane, context.CancelFunc, <-chan error) {
 	t.Helper()
+	return runRobotWith(t, doc, drainTimeout, &serverItems{})
+}
+
+// runRobotWith is runRobot with the plane's answers to work-queue calls.
+func runRobotWith(t *testing.T, doc string, drainTimeout time.Duration, items *serverItems) (*plane, context.CancelFunc, <-chan error) {
+	t.Helper()
 	dir := t.TempDir()
-	p := newPlane(t, dir, doc)
+	p := newPlane(t, dir, doc, items)
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	done := make(chan error, 1)

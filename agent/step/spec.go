@@ -27,6 +27,8 @@ func (a *Action) Spec() *spec.Action {
 		AnyParams:  a.Params == nil,
 		Outputs:    Fields(a.Outputs),
 		Errors:     slices.Clone(a.Errors),
+		Nested:     a.Nested,
+		AfterSteps: slices.Clone(a.AfterSteps),
 	}
 	params, err := paramSpecs(a.Params)
 	if err != nil {

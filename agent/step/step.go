@@ -38,8 +38,36 @@ type Action struct {
 	Outputs reflect.Type
 	// Errors documents how the action fails.
 	Errors []ErrorDoc
+	// Nested says the step has nested steps, which the action runs
+	// through a Body (queue.process); other actions take none.
+	Nested bool
+	// AfterSteps names the parameters of a construct the engine evaluates
+	// after the nested steps of each round, not before the action runs:
+	// the action never sees them, and gets them from its Body instead.
+	AfterSteps []string
 
-	run func(ctx context.Context, env *Env, with map[string]any) (map[string]any, error)
+	run func(ctx context.Context, env *Env, with map[string]any, body Body) (map[string]any, error)
+}
+
+// Body runs the nested steps of a construct's step once, with item and
+// index in scope as foreach gives them, and returns the round's result:
+// the AfterSteps parameters evaluated after them, by name, and their
+// outputs by step id. Its errors are *Error, business when the failing
+// step's was.
+type Body func(ctx context.Context, item any, index int) (Round, error)
+
+// Round is what one run of a construct's nested steps gave.
+type Round struct {
+	// Params holds the AfterSteps parameters the step sets, evaluated.
+	Params map[string]any
+	// Outputs holds the nested steps' outputs by step id.
+	Outputs map[string]any
+}
+
+// EvaluatedAfterSteps says a construct's parameter names are evaluated
+// after its nested steps, once per round (see Action.AfterSteps).
+func EvaluatedAfterSteps(names ...string) Option {
+	return func(a *Action) { a.AfterSteps = append(a.AfterSteps, names...) }
 }
 
 // ErrorDoc documents one way an action fails.
@@ -71,7 +99,19 @@ func Rejects(when string) Option {
 // that decodes itself says what it takes with a LiteralKind method; a
 // parameter of a type Shape cannot describe is a programming error.
 func Define[P, O any](name, summary string, run func(ctx context.Context, env *Env, p P) (O, error), opts ...Option) *Action {
-	a := &Action{Name: name, Summary: summary}
+	return define(name, summary, false, func(ctx context.Context, env *Env, p P, _ Body) (O, error) {
+		return run(ctx, env, p)
+	}, opts...)
+}
+
+// DefineConstruct describes, as Define does, an action whose step has
+// nested steps that it runs through body, as many times as it decides.
+func DefineConstruct[P, O any](name, summary string, run func(ctx context.Context, env *Env, p P, body Body) (O, error), opts ...Option) *Action {
+	return define(name, summary, true, run, opts...)
+}
+
+func define[P, O any](name, summary string, nested bool, run func(ctx context.Context, env *Env, p P, body Body) (O, error), opts ...Option) *Action {
+	a := &Action{Name: name, Summary: summary, Nested: nested}
 	if t := reflect.TypeFor[P](); t.Kind() == reflect.Struct {
 		a.Params = t
 	}
@@ -86,12 +126,12 @@ func Define[P, O any](name, summary string, run func(ctx context.Context, env *E
 		// differently from how the robot decodes it.
 		panic("step: " + name + ": " + err.Error())
 	}
-	a.run = func(ctx context.Context, env *Env, with map[string]any) (map[string]any, error) {
+	a.run = func(ctx context.Context, env *Env, with map[string]any, body Body) (map[string]any, error) {
 		var p P
 		if err := Decode(with, &p); err != nil {
 			return nil, err
 		}
-		out, err := run(ctx, env, p)
+		out, err := run(ctx, env, p, body)
 		if err != nil {
 			return nil, err
 		}
@@ -104,7 +144,19 @@ func Define[P, O any](name, summary string, run func(ctx context.Context, env *E
 // values already expanded by the engine (JSON-like: string, float64, bool,
 // nil, []any, map[string]any).
 func (a *Action) Run(ctx context.Context, env *Env, with map[string]any) (map[string]any, error) {
-	return a.run(ctx, env, with)
+	if a.Nested {
+		return nil, Businessf("%s needs nested steps to run", a.Name)
+	}
+	return a.run(ctx, env, with, nil)
+}
+
+// RunNested runs a construct (Nested) with the body that runs its step's
+// nested steps; for any other action it is Run.
+func (a *Action) RunNested(ctx context.Context, env *Env, with map[string]any, body Body) (map[string]any, error) {
+	if !a.Nested {
+		return a.Run(ctx, env, with)
+	}
+	return a.run(ctx, env, with, body)
 }
 
 // Decode turns expanded parameters into a typed value. Unknown and missing
@@ -270,6 +322,10 @@ type Env struct {
 	// API can return it. It may be nil when nothing stores artifacts, as
 	// in a local run, and then steps keep the file in WorkDir only.
 	SaveArtifact func(name, contentType string, data []byte) error
+	// WorkItems reaches the control plane's work queues for the queue
+	// steps. It is nil when there is no control plane, as in a local run,
+	// and the queue steps then fail with ErrNoControlPlane.
+	WorkItems WorkItems
 
 	mu        sync.Mutex
 	resources map[string]io.Closer

@@ -294,8 +294,14 @@ func (v *validation) step(path string, s *casarev1.Step, at where) {
 	if v.walked++; v.walked%64 == 0 && v.ctx.Err() != nil {
 		return
 	}
-	if (s.GetUses() != "") == (len(s.GetSteps()) > 0) {
+	nested := v.nested(s.GetUses())
+	switch {
+	case nested && len(s.GetSteps()) == 0:
+		v.add(path+".steps", "%s needs nested steps: they run once per item", s.GetUses())
+	case s.GetUses() == "" && len(s.GetSteps()) == 0:
 		v.add(path, "a step needs either uses or nested steps, not both")
+	case !nested && s.GetUses() != "" && len(s.GetSteps()) > 0:
+		v.add(path, "a step needs either uses or nested steps, not both%s", v.constructs())
 	}
 	if s.GetIf() != "" {
 		v.bare(site{path: path, field: ".if"}, s.GetIf(), at, cel.BoolType)
@@ -308,11 +314,22 @@ func (v *validation) step(path string, s *casarev1.Step, at where) {
 	if s.GetParallelism() > 1 && s.GetForeach() == "" {
 		v.add(path+".parallelism", "only a foreach step runs in parallel")
 	}
+	var after []string
 	if s.GetUses() != "" {
-		v.action(path, s, inside)
+		after = v.action(path, s, inside)
 	}
 	if len(s.GetSteps()) > 0 {
-		v.steps(path+".steps", s.GetSteps(), inside)
+		body := inside
+		if nested {
+			// A construct runs its steps once per item, with it as item.
+			body.inLoop = true
+		}
+		v.steps(path+".steps", s.GetSteps(), body)
+		// Evaluated after the nested steps, in their scope.
+		with := s.GetWith().GetFields()
+		for _, k := range after {
+			v.value(site{path: path, field: ".with", in: v.in[:0]}.key(k), with[k], body)
+		}
 	}
 	if len(s.GetOnError()) > 0 {
 		handlers := inside
@@ -322,23 +339,61 @@ func (v *validation) step(path string, s *casarev1.Step, at where) {
 	v.finished[s.GetId()] = true
 }
 
-// action checks a step's uses and with against the catalogue. The with
-// is read as the Struct it is: converting every step's to a map first
-// was a tenth of checking a large workflow.
-func (v *validation) action(path string, s *casarev1.Step, at where) {
+// nested reports whether uses names a construct whose step has nested
+// steps (queue.process). Without a catalogue every action may: nothing
+// about actions is checked then.
+func (v *validation) nested(uses string) bool {
+	if uses == "" {
+		return false
+	}
+	if v.cat == nil {
+		return true
+	}
+	a, ok := v.cat[uses]
+	return ok && a.Nested
+}
+
+// constructs names the actions that take both, for a problem.
+func (v *validation) constructs() string {
+	var names []string
+	for _, name := range v.cat.Names() {
+		if v.cat[name].Nested {
+			names = append(names, name)
+		}
+	}
+	if len(names) == 0 {
+		return ""
+	}
+	return " (only " + strings.Join(names, ", ") + " takes both)"
+}
+
+// action checks a step's uses and with against the catalogue, and
+// returns the keys of with that a construct evaluates after its nested
+// steps: their expressions are for the caller to check, in that scope.
+// The with is read as the Struct it is: converting every step's to a map
+// first was a tenth of checking a large workflow.
+func (v *validation) action(path string, s *casarev1.Step, at where) (after []string) {
 	with := s.GetWith().GetFields()
 	keys := slices.Sorted(maps.Keys(with))
+	var a *spec.Action
+	if v.cat != nil {
+		a = v.cat[s.GetUses()]
+	}
 	in := site{path: path, field: ".with", in: v.in[:0]}
 	for _, k := range keys {
+		if a != nil && a.Nested && slices.Contains(a.AfterSteps, k) {
+			after = append(after, k)
+			continue
+		}
 		v.value(in.key(k), with[k], at)
 	}
 	if v.cat == nil {
-		return
+		return after
 	}
 	a, err := v.cat.Lookup(s.GetUses())
 	if err != nil {
 		v.add(path+".uses", "%v", err)
-		return
+		return after
 	}
 	if a.Name == "assert" {
 		if c, ok := with["condition"].GetKind().(*structpb.Value_StringValue); ok && !strings.Contains(c.StringValue, "${{") {
@@ -346,7 +401,7 @@ func (v *validation) action(path string, s *casarev1.Step, at where) {
 		}
 	}
 	if a.AnyParams {
-		return
+		return after
 	}
 	params := v.fields(a)
 	fields := params.byName
@@ -370,6 +425,7 @@ func (v *validation) action(path string, s *casarev1.Step, at where) {
 			v.add(path+".with."+k, "%v", err)
 		}
 	}
+	return after
 }
 
 // isNull reports whether a with value is missing or null, which leaves a

@@ -234,3 +234,99 @@ steps:
 		t.Errorf("an empty workflow needs %v", got)
 	}
 }
+
+// queue.process is the one action whose step has nested steps, and they
+// see the item it took.
+func TestValidateQueueSteps(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		doc  string
+		want []string
+	}{
+		{
+			name: "ProcessWithItsSteps",
+			doc: `steps:
+  - id: loop
+    uses: queue.process
+    with: {queue: invoices, limit: 10}
+    steps:
+      - {id: pay, uses: log, with: {message: "paying ${{ item.data.invoice }} (${{ index }})"}}
+      - {id: note, uses: queue.progress, with: {item: "${{ item }}", progress: "${{ steps.pay.outputs.message }}"}}
+  - {id: done, uses: log, with: {message: "${{ steps.loop.outputs.succeeded }} of ${{ steps.loop.outputs.processed }}"}}
+`,
+		},
+		{
+			name: "OutputAfterTheNestedSteps",
+			doc: `steps:
+  - id: loop
+    uses: queue.process
+    with:
+      queue: q
+      output: {invoice: "${{ item.data.invoice }}", said: "${{ steps.pay.outputs.message }}", bad: "${{ steps.nope.outputs }}"}
+    steps:
+      - {id: pay, uses: log, with: {message: "${{ item.reference }}"}}
+  - {id: after, uses: log, with: {message: "${{ item }}"}}
+`,
+			want: []string{
+				`steps[0].with.output.bad: ${{ steps.nope.outputs }}: steps.nope: no step has id "nope"`,
+				"steps[1].with.message: ${{ item }}: item exists only inside a foreach",
+			},
+		},
+		{
+			name: "OutputLiteralMustBeAnObject",
+			doc:  "steps:\n  - {id: loop, uses: queue.process, with: {queue: q, output: [1]}, steps: [{id: x, uses: log, with: {message: x}}]}\n",
+			want: []string{"steps[0].with.output: want object, got array"},
+		},
+		{
+			name: "ProcessNeedsSteps",
+			doc:  "steps:\n  - {id: loop, uses: queue.process, with: {queue: q}}\n",
+			want: []string{"steps[0].steps: queue.process needs nested steps: they run once per item"},
+		},
+		{
+			name: "OtherStepsTakeNoSteps",
+			doc:  "steps:\n  - {id: n, uses: queue.next, with: {queue: q}, steps: [{id: x, uses: log, with: {message: x}}]}\n",
+			want: []string{"steps[0]: a step needs either uses or nested steps, not both (only queue.process takes both)"},
+		},
+		{
+			name: "ItemOnlyInside",
+			doc: `steps:
+  - {id: loop, uses: queue.process, with: {queue: "${{ item }}"}, steps: [{id: x, uses: log, with: {message: x}}]}
+`,
+			want: []string{"steps[0].with.queue: ${{ item }}: item exists only inside a foreach"},
+		},
+		{
+			name: "Parameters",
+			doc: `steps:
+  - {id: a, uses: queue.add, with: {data: {x: 1}, priority: 3}}
+  - {id: b, uses: queue.fail, with: {reason: r}}
+  - {id: c, uses: queue.process, with: {queue: q, limit: many}, steps: [{id: x, uses: log, with: {message: x}}]}
+  - {id: d, uses: queue.next, with: {queue: q, item: x}}
+`,
+			want: []string{
+				"steps[0].with.queue: required",
+				"steps[0].with.priority: want string, got number",
+				"steps[1].with.item: required",
+				"steps[1].with.type: required",
+				"steps[2].with.limit: want integer, got string",
+				"steps[3].with.item: unknown parameter of queue.next (it takes queue)",
+			},
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			wf, err := Parse([]byte(tc.doc))
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got []string
+			var verr *ValidationError
+			if err := Validate(wf, builtin.Steps); errors.As(err, &verr) {
+				got = verr.Problems
+			} else if err != nil {
+				t.Fatal(err)
+			}
+			if !slices.Equal(got, tc.want) {
+				t.Errorf("problems:\n  %s\nwant:\n  %s", strings.Join(got, "\n  "), strings.Join(tc.want, "\n  "))
+			}
+		})
+	}
+}

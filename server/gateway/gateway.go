@@ -60,6 +60,9 @@ type Options struct {
 	// WorkItems serves the work-queue calls of the robots' jobs; nil
 	// refuses them.
 	WorkItems WorkItems
+	// WorkItemReadTimeout bounds the wait for a work-queue call's frame
+	// once its stream is open; zero means DefaultWorkItemReadTimeout.
+	WorkItemReadTimeout time.Duration
 	// ResetKey derives the stateless resets the gateway answers packets
 	// of connections it does not know with. Kept across restarts (and
 	// shared by replicas behind one address), it lets a robot whose
@@ -86,6 +89,8 @@ type WorkItems interface {
 const (
 	DefaultMaxEnrollConns = 64
 	DefaultEnrollTimeout  = 10 * time.Second
+	// DefaultWorkItemReadTimeout is ample for a frame of a few MiB.
+	DefaultWorkItemReadTimeout = 10 * time.Second
 )
 
 // Jobs is what runs jobs on the robots: the gateway tells it which robots
@@ -174,6 +179,9 @@ func New(ctx context.Context, opts Options) (*Gateway, error) {
 	}
 	if opts.EnrollTimeout <= 0 {
 		opts.EnrollTimeout = DefaultEnrollTimeout
+	}
+	if opts.WorkItemReadTimeout <= 0 {
+		opts.WorkItemReadTimeout = DefaultWorkItemReadTimeout
 	}
 	g := &Gateway{
 		opts:     opts,

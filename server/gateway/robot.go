@@ -148,6 +148,9 @@ func (g *Gateway) serveRobot(ctx context.Context, conn *quic.Conn) {
 		})
 		go g.acceptUniStreams(ctx, sess, log)
 	}
+	// Without WorkItems the calls are still read and refused, so a robot
+	// learns why its queue steps fail instead of waiting.
+	go g.acceptCalls(ctx, sess, log)
 
 	lastSeen := now
 	reason := "disconnected"

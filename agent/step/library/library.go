@@ -18,6 +18,7 @@ import (
 	"github.com/casarerpa/casare/agent/step/httpreq"
 	"github.com/casarerpa/casare/agent/step/sheets"
 	"github.com/casarerpa/casare/agent/step/shell"
+	"github.com/casarerpa/casare/agent/step/workqueue"
 )
 
 // Config is the robot configuration the families need. The zero Config
@@ -45,5 +46,6 @@ func Actions(cfg Config) []*step.Action {
 		sheets.Actions(),
 		browser.Actions(cfg.Browser),
 		artifact.Actions(),
+		workqueue.Actions(),
 	)
 }

@@ -40,6 +40,9 @@ func Markdown(cat spec.Catalogue) []byte {
 		if a.Capability != "" {
 			fmt.Fprintf(&b, "Needs a robot with the `%s` capability.\n\n", a.Capability)
 		}
+		if a.Nested {
+			b.WriteString("Takes nested `steps:`, which it runs itself.\n\n")
+		}
 		if a.AnyParams {
 			b.WriteString("Parameters: Any keys: each becomes `vars.KEY` and an output of the step.\n\n")
 		}

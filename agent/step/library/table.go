@@ -31,6 +31,12 @@ func SpecTable(cat spec.Catalogue) ([]byte, error) {
 		if a.AnyParams {
 			b.WriteString("AnyParams: true,\n")
 		}
+		if a.Nested {
+			b.WriteString("Nested: true,\n")
+		}
+		if len(a.AfterSteps) > 0 {
+			fmt.Fprintf(&b, "AfterSteps: %#v,\n", a.AfterSteps)
+		}
 		writeTableFields(&b, "Params", a.Params)
 		writeTableFields(&b, "Outputs", a.Outputs)
 		if len(a.Errors) > 0 {

@@ -518,6 +518,102 @@ var Steps = spec.NewCatalogue(
 		},
 	},
 	&spec.Action{
+		Name:    "queue.add",
+		Summary: "Adds one item, or many at once, to a work queue: all of them or, when one is refused, none.",
+		Params: []spec.Field{
+			{Name: "queue", Type: "string", Required: true, Doc: "Name of the work queue.", Shape: spec.Shape{Kind: spec.String}},
+			{Name: "reference", Type: "string", Doc: "One item's reference, unique within the queue when the queue requires it. Not with items.", Shape: spec.Shape{Kind: spec.String}},
+			{Name: "priority", Type: "string", Doc: "One item's priority: low, normal or high. Default normal.", Shape: spec.Shape{Kind: spec.String}},
+			{Name: "data", Type: "object", Doc: "One item's data, a JSON object of at most 1 MiB.", Shape: spec.Shape{Kind: spec.Map, Elem: &spec.Shape{Kind: spec.Any}}},
+			{Name: "defer_until", Type: "string", Doc: "One item is not taken before this time: RFC 3339 (2026-01-31T09:00:00Z) or a duration from now (2h).", Shape: spec.Shape{Kind: spec.String}},
+			{Name: "deadline", Type: "string", Doc: "One item must be finished by this time: RFC 3339 or a duration from now.", Shape: spec.Shape{Kind: spec.String}},
+			{Name: "items", Type: "list of object", Doc: "Many items at once (up to 10,000), each an object with reference, priority, data, defer_until and deadline. Not with the one-item parameters.", Shape: spec.Shape{Kind: spec.List, Elem: &spec.Shape{Kind: spec.Map, Elem: &spec.Shape{Kind: spec.Any}}}},
+		},
+		Outputs: []spec.Field{
+			{Name: "ids", Type: "list of string", Doc: "The ids of the items added, in the order given."},
+		},
+		Errors: []spec.ErrorDoc{
+			{When: "the queue does not exist", Business: true},
+			{When: "a reference already exists in a queue that requires unique references (a bulk add names every such row and stores none)", Business: true},
+			{When: "an item's data is over 1 MiB, a priority is not low, normal or high, or a time does not parse", Business: true},
+			{When: "more than 10,000 items, or items and one item's parameters together", Business: true},
+			{When: "the control plane could not be reached in time"},
+		},
+	},
+	&spec.Action{
+		Name:    "queue.complete",
+		Summary: "Ends an item the job holds successfully, keeping its output.",
+		Params: []spec.Field{
+			{Name: "item", Type: "any", Required: true, Doc: "The item: its id, or the item as queue.next gives it (its id is used)."},
+			{Name: "output", Type: "object", Doc: "What processing the item gave, a JSON object of at most 1 MiB kept with it.", Shape: spec.Shape{Kind: spec.Map, Elem: &spec.Shape{Kind: spec.Any}}},
+		},
+		Errors: []spec.ErrorDoc{
+			{When: "the job does not hold the item (another job took it, or this attempt of the job is no longer the robot's)", Business: true},
+			{When: "the output is over 1 MiB", Business: true},
+			{When: "the control plane could not be reached in time"},
+		},
+	},
+	&spec.Action{
+		Name:    "queue.fail",
+		Summary: "Ends an item the job holds with a business exception (never retried) or an application exception (retried while the queue allows).",
+		Params: []spec.Field{
+			{Name: "item", Type: "any", Required: true, Doc: "The item: its id, or the item as queue.next gives it (its id is used)."},
+			{Name: "type", Type: "string", Required: true, Doc: "business (the item's data was wrong: never retried) or application (the system failed: retried while the queue's max retries allow).", Shape: spec.Shape{Kind: spec.String}},
+			{Name: "reason", Type: "string", Doc: "Why the item failed, kept with it.", Shape: spec.Shape{Kind: spec.String}},
+		},
+		Errors: []spec.ErrorDoc{
+			{When: "the job does not hold the item (another job took it, or this attempt of the job is no longer the robot's)", Business: true},
+			{When: "the control plane could not be reached in time"},
+		},
+	},
+	&spec.Action{
+		Name:    "queue.next",
+		Summary: "Takes the next item of a work queue for the job: the highest priority, then the nearest deadline, then the oldest, skipping deferred ones.",
+		Params: []spec.Field{
+			{Name: "queue", Type: "string", Required: true, Doc: "Name of the work queue.", Shape: spec.Shape{Kind: spec.String}},
+		},
+		Outputs: []spec.Field{
+			{Name: "found", Type: "boolean", Doc: "Whether an item was taken: false when the queue has none to give, which is not an error."},
+			{Name: "item", Type: "object", Doc: "The item taken (id, queue, reference, priority, data, retry, deadline), held by the job until queue.complete or queue.fail; null when none."},
+		},
+		Errors: []spec.ErrorDoc{
+			{When: "the queue does not exist", Business: true},
+			{When: "the control plane could not be reached in time"},
+		},
+	},
+	&spec.Action{
+		Name:       "queue.process",
+		Summary:    "Takes a work queue's items one at a time until it has none to give or the limit is reached, and runs the nested steps for each with the item as item: when they succeed the item is completed with with.output (by default their outputs, by step id), when one fails the item is failed with a business or application exception as that step's error was, and the loop goes on.",
+		Nested:     true,
+		AfterSteps: []string{"output"},
+		Params: []spec.Field{
+			{Name: "queue", Type: "string", Required: true, Doc: "Name of the work queue.", Shape: spec.Shape{Kind: spec.String}},
+			{Name: "limit", Type: "integer", Doc: "Process at most this many items; default until the queue has none to give.", Shape: spec.Shape{Kind: spec.Integer}},
+			{Name: "output", Type: "object", Doc: "The output each item is completed with, a JSON object evaluated after the nested steps with item and their outputs in scope; default the nested steps' outputs by step id.", Shape: spec.Shape{Kind: spec.Map, Elem: &spec.Shape{Kind: spec.Any}}},
+		},
+		Outputs: []spec.Field{
+			{Name: "processed", Type: "integer", Doc: "How many items the loop took."},
+			{Name: "succeeded", Type: "integer", Doc: "How many it completed."},
+			{Name: "failed", Type: "integer", Doc: "How many it failed."},
+		},
+		Errors: []spec.ErrorDoc{
+			{When: "the queue does not exist", Business: true},
+			{When: "the control plane could not be reached in time, or an item could not be ended"},
+		},
+	},
+	&spec.Action{
+		Name:    "queue.progress",
+		Summary: "Records how far the job got with an item it holds.",
+		Params: []spec.Field{
+			{Name: "item", Type: "any", Required: true, Doc: "The item: its id, or the item as queue.next gives it (its id is used)."},
+			{Name: "progress", Type: "string", Required: true, Doc: "How far the job got, at most 1,024 characters, shown with the item.", Shape: spec.Shape{Kind: spec.String}},
+		},
+		Errors: []spec.ErrorDoc{
+			{When: "the job does not hold the item (another job took it, or this attempt of the job is no longer the robot's)", Business: true},
+			{When: "the control plane could not be reached in time"},
+		},
+	},
+	&spec.Action{
 		Name:      "set",
 		Summary:   "Sets variables: every key of with becomes vars.KEY and an output of the step.",
 		AnyParams: true,

@@ -34,6 +34,14 @@ type Action struct {
 	Outputs []Field
 	// Errors documents how the action fails.
 	Errors []ErrorDoc
+	// Nested is true for a construct whose step has nested steps that
+	// the action runs (queue.process runs them once per item); a step of
+	// any other action has none.
+	Nested bool
+	// AfterSteps names the parameters of a construct that are evaluated
+	// after its nested steps, once per round, with what they see in
+	// scope (queue.process's output, from the item and their outputs).
+	AfterSteps []string
 }
 
 // Field documents one parameter or output.
