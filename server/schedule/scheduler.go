@@ -69,6 +69,9 @@ type Options struct {
 	Now func() time.Time
 }
 
+// schedulerLock is the class of the scheduler leader's advisory lock.
+const schedulerLock = 0x63617372 // "casr"
+
 // Scheduler fires the due schedules while this replica leads. Its state is
 // its goroutine's: Run owns the lead and the metrics are safe to read
 // from anywhere.
@@ -81,7 +84,7 @@ type Scheduler struct {
 	batch    int
 	workers  int
 	now      func() time.Time
-	leader   *leader
+	leader   *registry.Leader
 	fires    *prometheus.CounterVec
 	lateness prometheus.Histogram
 	leading  prometheus.Gauge
@@ -110,7 +113,7 @@ func New(opts Options) *Scheduler {
 	s := &Scheduler{
 		reg: opts.Registry, jobs: opts.Jobs, logger: opts.Logger,
 		tick: opts.Tick, grace: opts.MisfireGrace, batch: opts.BatchSize, workers: opts.Workers, now: opts.Now,
-		leader: &leader{reg: opts.Registry, logger: opts.Logger},
+		leader: opts.Registry.NewLeader(schedulerLock, "scheduler", opts.Logger),
 		fires: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "casare_schedule_fires_total",
 			Help: "Scheduled fires by outcome: created (a job was made), skipped_overlap (the previous job was still running), missed (the scheduler was down at the time), failed (the job could not be made).",
@@ -141,7 +144,7 @@ func (s *Scheduler) Collectors() []prometheus.Collector {
 // before it returns; once it has returned, it writes nothing more.
 func (s *Scheduler) Run(ctx context.Context) {
 	defer func() {
-		s.leader.release()
+		s.leader.Release()
 		s.leading.Set(0)
 	}()
 	timer := time.NewTimer(0)
@@ -153,7 +156,7 @@ func (s *Scheduler) Run(ctx context.Context) {
 		case <-timer.C:
 		}
 		wait := s.tick
-		if s.leader.lead(ctx) {
+		if s.leader.Lead(ctx) {
 			s.leading.Set(1)
 			s.fireDue(ctx)
 			if d, ok := s.untilNextDue(ctx); ok && d < wait {
