@@ -146,10 +146,16 @@ func TestWorkItemFencing(t *testing.T) {
 
 		for name, call := range map[string]func() error{
 			"another job completes": func() error { _, err := r.CompleteWorkItem(b.ctx, other, item.ID, ""); return err },
-			"stale attempt":         func() error { _, err := r.CompleteWorkItem(b.ctx, ItemHolder{h.JobID, 2, "robot-1"}, item.ID, ""); return err },
-			"wrong robot":           func() error { _, err := r.CompleteWorkItem(b.ctx, ItemHolder{h.JobID, 1, "robot-2"}, item.ID, ""); return err },
-			"another job fails":     func() error { _, _, err := r.FailWorkItem(b.ctx, other, item.ID, ExceptionBusiness, "x"); return err },
-			"another job progress":  func() error { return r.WorkItemProgress(b.ctx, other, item.ID, "50%") },
+			"stale attempt": func() error {
+				_, err := r.CompleteWorkItem(b.ctx, ItemHolder{h.JobID, 2, "robot-1"}, item.ID, "")
+				return err
+			},
+			"wrong robot": func() error {
+				_, err := r.CompleteWorkItem(b.ctx, ItemHolder{h.JobID, 1, "robot-2"}, item.ID, "")
+				return err
+			},
+			"another job fails":    func() error { _, _, err := r.FailWorkItem(b.ctx, other, item.ID, ExceptionBusiness, "x"); return err },
+			"another job progress": func() error { return r.WorkItemProgress(b.ctx, other, item.ID, "50%") },
 			"unknown job takes": func() error {
 				_, err := r.TakeWorkItem(b.ctx, ItemHolder{"nope", 1, "robot-1"}, b.queue)
 				return err
