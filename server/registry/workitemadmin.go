@@ -404,3 +404,14 @@ func (r *Registry) WorkQueueCounts(ctx context.Context) (map[string]*WorkQueueSt
 	}
 	return r.WorkQueueStats(ctx, names...)
 }
+
+// CountActiveJobs counts the jobs created by createdBy that are pending,
+// assigned or running.
+func (r *Registry) CountActiveJobs(ctx context.Context, createdBy string) (int, error) {
+	n, err := r.db.NewSelect().Model((*Job)(nil)).
+		Where("status IN (?) AND created_by = ?", bun.In([]JobStatus{JobPending, JobAssigned, JobRunning}), createdBy).Count(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("count active jobs of %s: %w", createdBy, err)
+	}
+	return int(n), nil
+}
