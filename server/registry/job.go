@@ -574,22 +574,19 @@ ended AS (SELECT u.id AS job_id, o.attempt, u.updated_at AS at, u.status AS job_
 	WHERE o.status = 'running' AND (u.status <> 'running' OR u.attempt <> o.attempt)),
 held AS (SELECT w.id, w.breached, e.at, e.job_status FROM work_items AS w JOIN ended AS e ON w.job_id = e.job_id AND w.attempt = e.attempt
 	WHERE w.status = 'in_progress' ORDER BY w.id FOR UPDATE OF w),
-abandon AS (UPDATE work_items AS w SET status = 'abandoned', exception = 'application',
+abandon AS (UPDATE work_items AS w SET status = 'abandoned', end_status = 'abandoned', exception = 'application',
 		reason = 'the job''s attempt ended: ' || h.job_status, ended_at = h.at, updated_at = h.at,
 		breached = w.breached OR (w.deadline IS NOT NULL AND w.deadline < h.at)
 			OR (q.sla_ms > 0 AND w.created_at + q.sla_ms * interval '1 millisecond' < h.at)
 	FROM held AS h, work_queues AS q WHERE w.id = h.id AND q.name = w.queue
 	RETURNING w.*, (w.breached AND NOT h.breached) AS newly_breached, w.retry < q.max_retries AS retry_left),
 copies AS (INSERT INTO work_items (id, queue, reference, unique_reference, priority, data, defer_until, deadline, status,
-		output, progress, exception, reason, retry, retry_of, job_id, attempt, robot_id, breached, created_by,
+		end_status, output, progress, exception, reason, retry, retry_of, job_id, attempt, robot_id, breached, created_by,
 		created_at, started_at, ended_at, updated_at)
-	SELECT casare_uuidv7(), queue, reference, unique_reference, priority, data, NULL, deadline, 'new',
+	SELECT casare_uuidv7(), queue, reference, unique_reference, priority, data, NULL, deadline, 'new', '',
 		'', '', '', '', retry + 1, id, '', 0, '', breached, created_by, updated_at, NULL, NULL, updated_at
 	FROM abandon WHERE retry_left
-	RETURNING id, queue, retry, retry_of, updated_at),
-item_events AS (INSERT INTO work_item_events (item_id, time, status, job_id, attempt, robot_id, message)
-	SELECT id, updated_at, 'abandoned', job_id, attempt, robot_id, 'abandoned: job ' || job_id || ' attempt ' || attempt || ' ' || reason FROM abandon
-	UNION ALL SELECT id, updated_at, 'new', '', 0, '', 'retry ' || retry || ' of ' || retry_of FROM copies),
+	RETURNING id, queue),
 item_counts AS (INSERT INTO work_queue_counts (queue, status, shard, n, duration_ms)
 	SELECT queue, status, floor(random() * 16)::int, SUM(n), SUM(d) FROM (
 		SELECT queue, 'in_progress' AS status, -1 AS n, 0::bigint AS d FROM abandon

@@ -133,26 +133,22 @@ func (r *Registry) AddWorkItems(ctx context.Context, add AddItems) ([]string, er
 				it.CreatedBy = "job/" + add.Holder.JobID
 			}
 		}
-		const chunk = 1000
-		events := make([]WorkItemEvent, 0, min(len(add.Items), chunk))
+		chunk := 1000
+		if r.dialect == "postgres" {
+			chunk = MaxWorkItemsPerAdd
+		}
 		for start := 0; start < len(add.Items); start += chunk {
 			part := add.Items[start:min(start+chunk, len(add.Items))]
-			if _, err := tx.NewInsert().Model(&part).Exec(ctx); err != nil {
+			var err error
+			if r.dialect == "postgres" {
+				err = insertItems(ctx, tx, part)
+			} else {
+				_, err = tx.NewInsert().Model(&part).Exec(ctx)
+			}
+			if err != nil {
 				if isUniqueViolation(err) {
 					return fmt.Errorf("%w: an item with one of the references was added meanwhile; try again to see which", ErrAlreadyExists)
 				}
-				return err
-			}
-			events = events[:0]
-			for i := range part {
-				ev := itemEvent(&part[i], at, "added by "+part[i].CreatedBy)
-				ev.JobID, ev.Attempt = "", 0
-				if add.Holder != nil {
-					ev.JobID, ev.Attempt, ev.RobotID = add.Holder.JobID, add.Holder.Attempt, add.Holder.RobotID
-				}
-				events = append(events, ev)
-			}
-			if _, err := tx.NewInsert().Model(&events).Exec(ctx); err != nil {
 				return err
 			}
 		}
@@ -232,6 +228,17 @@ func (r *Registry) checkReferences(ctx context.Context, tx bun.IDB, queue string
 // writers take turns. ErrNotFound when the queue does not exist,
 // ErrConflict when h's job no longer runs on that attempt.
 func (r *Registry) TakeWorkItem(ctx context.Context, h ItemHolder, queue string) (*WorkItem, error) {
+	if r.dialect == "postgres" {
+		// The common case in one statement; the transaction below then
+		// only says why nothing was taken.
+		item, err := r.takeStatement(ctx, h, queue)
+		if err != nil || item != nil {
+			if err != nil {
+				err = fmt.Errorf("take the next item of %s: %w", queue, err)
+			}
+			return item, err
+		}
+	}
 	var item *WorkItem
 	err := r.db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
 		if err := r.fence(ctx, tx, h); err != nil {
@@ -264,9 +271,6 @@ func (r *Registry) TakeWorkItem(ctx context.Context, h ItemHolder, queue string)
 			Set("robot_id = ?", h.RobotID).Set("started_at = ?", at).Set("updated_at = ?", at).
 			Set("progress = ''").Where("id = ?", ids[0]).Returning("*").Scan(ctx)
 		if err != nil {
-			return err
-		}
-		if _, err := tx.NewInsert().Model(ptr(itemEvent(item, at, "taken by "+h.String()))).Exec(ctx); err != nil {
 			return err
 		}
 		var c counts
@@ -306,6 +310,17 @@ func (r *Registry) CompleteWorkItem(ctx context.Context, h ItemHolder, id, outpu
 	if err := CheckWorkItemData(output); err != nil {
 		return nil, fmt.Errorf("complete work item %s: %w: output %v", id, ErrInvalidArgument, err)
 	}
+	if r.dialect == "postgres" {
+		// The common case in one statement; the transaction below then
+		// only says why it was refused.
+		item, err := r.completeStatement(ctx, h, id, output)
+		if err != nil || item != nil {
+			if err != nil {
+				err = fmt.Errorf("complete work item %s: %w", id, err)
+			}
+			return item, err
+		}
+	}
 	var item *WorkItem
 	err := r.db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
 		var err error
@@ -313,7 +328,7 @@ func (r *Registry) CompleteWorkItem(ctx context.Context, h ItemHolder, id, outpu
 			return err
 		}
 		e := r.itemEnder(ctx, tx)
-		if _, err := e.end(item, ItemSuccessful, ExceptionNone, "", output, now(), "completed by "+h.String()); err != nil {
+		if _, err := e.end(item, ItemSuccessful, ExceptionNone, "", output, now()); err != nil {
 			return err
 		}
 		return e.flush()
@@ -340,7 +355,7 @@ func (r *Registry) FailWorkItem(ctx context.Context, h ItemHolder, id string, ex
 			return err
 		}
 		e := r.itemEnder(ctx, tx)
-		if retry, err = e.end(item, ItemFailed, exc, reason, "", now(), string(exc)+" exception from "+h.String()+": "+reason); err != nil {
+		if retry, err = e.end(item, ItemFailed, exc, reason, "", now()); err != nil {
 			return err
 		}
 		return e.flush()
@@ -382,7 +397,6 @@ type itemEnder struct {
 	ctx    context.Context
 	tx     bun.IDB
 	queues map[string]*WorkQueue
-	events []WorkItemEvent
 	c      counts
 }
 
@@ -406,7 +420,7 @@ func (e *itemEnder) queue(name string) (*WorkQueue, error) {
 // exception or an abandonment with retries left instead makes a FAILED
 // item RETRIED (an abandoned one stays ABANDONED) and adds a NEW copy
 // with the next retry number, which it returns.
-func (e *itemEnder) end(item *WorkItem, to WorkItemStatus, exc WorkItemException, reason, output string, at time.Time, message string) (*WorkItem, error) {
+func (e *itemEnder) end(item *WorkItem, to WorkItemStatus, exc WorkItemException, reason, output string, at time.Time) (*WorkItem, error) {
 	q, err := e.queue(item.Queue)
 	if err != nil {
 		return nil, err
@@ -421,15 +435,14 @@ func (e *itemEnder) end(item *WorkItem, to WorkItemStatus, exc WorkItemException
 	if retry && to == ItemFailed {
 		to = ItemRetried
 	}
-	item.Status, item.Exception, item.Reason, item.Output = to, exc, CleanText(reason), output
+	item.Status, item.EndStatus, item.Exception, item.Reason, item.Output = to, to, exc, CleanText(reason), output
 	item.EndedAt, item.UpdatedAt = &at, at
 	if _, err := e.tx.NewUpdate().Model(item).
-		Column("status", "exception", "reason", "output", "ended_at", "updated_at", "breached").WherePK().Exec(e.ctx); err != nil {
+		Column("status", "end_status", "exception", "reason", "output", "ended_at", "updated_at", "breached").WherePK().Exec(e.ctx); err != nil {
 		return nil, err
 	}
 	e.c.move(item.Queue, from, to)
 	e.c.ended(item, at)
-	e.events = append(e.events, itemEvent(item, at, message))
 	if !retry {
 		return nil, nil
 	}
@@ -443,17 +456,10 @@ func (e *itemEnder) end(item *WorkItem, to WorkItemStatus, exc WorkItemException
 		return nil, err
 	}
 	e.c.move(cp.Queue, "", ItemNew)
-	e.events = append(e.events, itemEvent(cp, at, fmt.Sprintf("retry %d of %s", cp.Retry, item.ID)))
 	return cp, nil
 }
 
 func (e *itemEnder) flush() error {
-	if len(e.events) > 0 {
-		if _, err := e.tx.NewInsert().Model(&e.events).Exec(e.ctx); err != nil {
-			return err
-		}
-		e.events = nil
-	}
 	err := e.c.flush(e.ctx, e.tx, e.r.shard())
 	e.c = counts{}
 	return err
@@ -475,8 +481,7 @@ func (r *Registry) abandonHeld(ctx context.Context, tx bun.IDB, jobID string, at
 	}
 	e := r.itemEnder(ctx, tx)
 	for i := range items {
-		if _, err := e.end(&items[i], ItemAbandoned, ExceptionApplication, why, "", at,
-			fmt.Sprintf("abandoned: job %s attempt %d %s", jobID, attempt, why)); err != nil {
+		if _, err := e.end(&items[i], ItemAbandoned, ExceptionApplication, why, "", at); err != nil {
 			return 0, err
 		}
 	}

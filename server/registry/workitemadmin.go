@@ -109,11 +109,54 @@ func (r *Registry) GetWorkItem(ctx context.Context, id string) (*WorkItem, []Wor
 		chain = append(chain, next...)
 		cur = next[0]
 	}
-	var events []WorkItemEvent
-	if err := r.db.NewSelect().Model(&events).Where("item_id IN (?)", bun.In(chain)).OrderExpr("time, id").Scan(ctx); err != nil {
+	var rows []WorkItem
+	if err := r.db.NewSelect().Model(&rows).Where("id IN (?)", bun.In(chain)).OrderExpr("created_at, id").Scan(ctx); err != nil {
 		return nil, nil, fmt.Errorf("get work item %s: %w", id, err)
 	}
+	var stored []WorkItemEvent
+	if err := r.db.NewSelect().Model(&stored).Where("item_id IN (?)", bun.In(chain)).OrderExpr("time, id").Scan(ctx); err != nil {
+		return nil, nil, fmt.Errorf("get work item %s: %w", id, err)
+	}
+	events := make([]WorkItemEvent, 0, 3*len(rows)+len(stored))
+	for i := range rows {
+		events = append(events, rowEvents(&rows[i])...)
+	}
+	events = append(events, stored...)
+	// Stable: an item's own events, and an item before its retry, keep
+	// their order when they share an instant.
+	slices.SortStableFunc(events, func(a, b WorkItemEvent) int { return a.Time.Compare(b.Time) })
 	return item, events, nil
+}
+
+// rowEvents are the events an item's row records: its adding, its taking
+// and its end.
+func rowEvents(it *WorkItem) []WorkItemEvent {
+	added := "added by " + it.CreatedBy
+	if it.RetryOf != "" {
+		added = fmt.Sprintf("retry %d of %s", it.Retry, it.RetryOf)
+	}
+	out := []WorkItemEvent{{ItemID: it.ID, Time: it.CreatedAt, Status: ItemNew, Message: added}}
+	if it.StartedAt != nil {
+		out = append(out, WorkItemEvent{
+			ItemID: it.ID, Time: *it.StartedAt, Status: ItemInProgress, JobID: it.JobID, Attempt: it.Attempt, RobotID: it.RobotID,
+			Message: fmt.Sprintf("taken by job %s attempt %d", it.JobID, it.Attempt),
+		})
+	}
+	if it.EndedAt != nil && it.EndStatus != "" {
+		var msg string
+		switch it.EndStatus {
+		case ItemSuccessful:
+			msg = "completed by job " + it.JobID
+		case ItemAbandoned:
+			msg = fmt.Sprintf("abandoned: job %s attempt %d: %s", it.JobID, it.Attempt, it.Reason)
+		default:
+			msg = fmt.Sprintf("%s exception from job %s: %s", it.Exception, it.JobID, it.Reason)
+		}
+		out = append(out, WorkItemEvent{
+			ItemID: it.ID, Time: *it.EndedAt, Status: it.EndStatus, JobID: it.JobID, Attempt: it.Attempt, RobotID: it.RobotID, Message: msg,
+		})
+	}
+	return out
 }
 
 // lockItems reads and locks the items of ids, refusing the whole call

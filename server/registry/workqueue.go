@@ -101,6 +101,8 @@ type WorkItem struct {
 	DeferUntil      *time.Time        `bun:"defer_until"`
 	Deadline        *time.Time        `bun:"deadline"`
 	Status          WorkItemStatus    `bun:"status,notnull"`
+	// EndStatus is the status it ended with; "" while open.
+	EndStatus WorkItemStatus `bun:"end_status,notnull"`
 	Output          string            `bun:"output,notnull"` // a JSON object, "" until it succeeds
 	Progress        string            `bun:"progress,notnull"`
 	Exception       WorkItemException `bun:"exception,notnull"`

@@ -22,7 +22,12 @@ CREATE TABLE work_queues (
 -- Items. unique_reference copies the queue's unique_references when the
 -- item is added (the flag cannot change while the queue holds items), so a
 -- partial index can hold references unique. status is the lower-case name
--- of the API enum; exception is '', 'business' or 'application'. breached
+-- of the API enum; end_status is the status the item ended with
+-- (successful, failed, retried or abandoned), which an operator's retry or
+-- delete later changes status from but not end_status: with created_at,
+-- started_at and ended_at it is the item's history of adding, taking and
+-- ending, which is not written again as events. exception is '',
+-- 'business' or 'application'. breached
 -- is set once the item is past its SLA or deadline, and counted then.
 CREATE TABLE work_items (
     id               text PRIMARY KEY,
@@ -34,6 +39,7 @@ CREATE TABLE work_items (
     defer_until      timestamp,
     deadline         timestamp,
     status           text NOT NULL,
+    end_status       text NOT NULL,
     output           text NOT NULL,
     progress         text NOT NULL,
     exception        text NOT NULL,
@@ -79,6 +85,8 @@ CREATE INDEX work_items_open ON work_items (queue, created_at) WHERE status IN (
 --bun:split
 CREATE INDEX work_items_open_deadline ON work_items (deadline) WHERE status IN ('new', 'in_progress') AND NOT breached AND deadline IS NOT NULL;
 --bun:split
+-- What an item's row does not tell of its history: progress reports and
+-- operators' retries, deferrals and deletions.
 CREATE TABLE work_item_events (
     id       integer PRIMARY KEY AUTOINCREMENT,
     item_id  text NOT NULL REFERENCES work_items (id) ON DELETE CASCADE,
