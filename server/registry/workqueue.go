@@ -92,32 +92,32 @@ func (q *WorkQueue) SLA() time.Duration { return time.Duration(q.SLAMillis) * ti
 type WorkItem struct {
 	bun.BaseModel `bun:"table:work_items"`
 
-	ID              string            `bun:"id,pk"`
-	Queue           string            `bun:"queue,notnull"`
-	Reference       string            `bun:"reference,notnull"`
-	UniqueReference bool              `bun:"unique_reference,notnull"`
-	Priority        Priority          `bun:"priority,notnull"`
-	Data            string            `bun:"data,notnull"` // a JSON object
-	DeferUntil      *time.Time        `bun:"defer_until"`
-	Deadline        *time.Time        `bun:"deadline"`
-	Status          WorkItemStatus    `bun:"status,notnull"`
+	ID              string         `bun:"id,pk"`
+	Queue           string         `bun:"queue,notnull"`
+	Reference       string         `bun:"reference,notnull"`
+	UniqueReference bool           `bun:"unique_reference,notnull"`
+	Priority        Priority       `bun:"priority,notnull"`
+	Data            string         `bun:"data,notnull"` // a JSON object
+	DeferUntil      *time.Time     `bun:"defer_until"`
+	Deadline        *time.Time     `bun:"deadline"`
+	Status          WorkItemStatus `bun:"status,notnull"`
 	// EndStatus is the status it ended with; "" while open.
-	EndStatus WorkItemStatus `bun:"end_status,notnull"`
-	Output          string            `bun:"output,notnull"` // a JSON object, "" until it succeeds
-	Progress        string            `bun:"progress,notnull"`
-	Exception       WorkItemException `bun:"exception,notnull"`
-	Reason          string            `bun:"reason,notnull"`
-	Retry           int32             `bun:"retry,notnull"`
-	RetryOf         string            `bun:"retry_of,notnull"`
-	JobID           string            `bun:"job_id,notnull"`
-	Attempt         int32             `bun:"attempt,notnull"`
-	RobotID         string            `bun:"robot_id,notnull"`
-	Breached        bool              `bun:"breached,notnull"`
-	CreatedBy       string            `bun:"created_by,notnull"`
-	CreatedAt       time.Time         `bun:"created_at,notnull"`
-	StartedAt       *time.Time        `bun:"started_at"`
-	EndedAt         *time.Time        `bun:"ended_at"`
-	UpdatedAt       time.Time         `bun:"updated_at,notnull"`
+	EndStatus WorkItemStatus    `bun:"end_status,notnull"`
+	Output    string            `bun:"output,notnull"` // a JSON object, "" until it succeeds
+	Progress  string            `bun:"progress,notnull"`
+	Exception WorkItemException `bun:"exception,notnull"`
+	Reason    string            `bun:"reason,notnull"`
+	Retry     int32             `bun:"retry,notnull"`
+	RetryOf   string            `bun:"retry_of,notnull"`
+	JobID     string            `bun:"job_id,notnull"`
+	Attempt   int32             `bun:"attempt,notnull"`
+	RobotID   string            `bun:"robot_id,notnull"`
+	Breached  bool              `bun:"breached,notnull"`
+	CreatedBy string            `bun:"created_by,notnull"`
+	CreatedAt time.Time         `bun:"created_at,notnull"`
+	StartedAt *time.Time        `bun:"started_at"`
+	EndedAt   *time.Time        `bun:"ended_at"`
+	UpdatedAt time.Time         `bun:"updated_at,notnull"`
 }
 
 // WorkItemEvent is a row of work_item_events: one change of an item.
