@@ -457,10 +457,12 @@ func TestWorkItemsAdmin(t *testing.T) {
 }
 
 // TestWorkQueueConcurrentTakers has 50 jobs take and complete items at
-// once on PostgreSQL: no item is given twice, every item is processed
-// once.
+// once: no item is given twice, every item is processed once.
 func TestWorkQueueConcurrentTakers(t *testing.T) {
-	r := openPostgres(t)
+	forEachBackend(t, func(t *testing.T, r *Registry) { concurrentTakers(t, r) })
+}
+
+func concurrentTakers(t *testing.T, r *Registry) {
 	b := setupQueue(t, r, WorkQueue{})
 	const items, takers = 2000, 50
 	b.add(make([]WorkItem, items)...)
