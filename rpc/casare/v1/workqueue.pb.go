@@ -2103,7 +2103,7 @@ const file_casare_v1_workqueue_proto_rawDesc = "" +
 	"\xbaH\a\x1a\x05\x18\x90N(\x00R\amaxJobs\x12<\n" +
 	"\bpriority\x18\x06 \x01(\x0e2\x16.casare.v1.JobPriorityB\b\xbaH\x05\x82\x01\x02\x10\x01R\bpriority\x123\n" +
 	"\brequires\x18\a \x01(\v2\x17.casare.v1.RequirementsR\brequires\x12\x18\n" +
-	"\aenabled\x18\b \x01(\bR\aenabled\"\xdc\x03\n" +
+	"\aenabled\x18\b \x01(\bR\aenabled\"\xea\x03\n" +
 	"\tWorkQueue\x12@\n" +
 	"\x04name\x18\x01 \x01(\tB,\xbaH)r'\xc8\xc6'\x01\x10\x01\x18\x80\x012\x1c^[A-Za-z0-9][A-Za-z0-9._-]*$R\x04name\x12.\n" +
 	"\vdescription\x18\x02 \x01(\tB\f\xbaH\tr\a\xc8\xc6'\x01\x18\x80\bR\vdescription\x12*\n" +
@@ -2115,9 +2115,9 @@ const file_casare_v1_workqueue_proto_rawDesc = "" +
 	"\n" +
 	"created_at\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x129\n" +
 	"\n" +
-	"updated_at\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\x12\x1d\n" +
+	"updated_at\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\x12+\n" +
 	"\n" +
-	"updated_by\x18\t \x01(\tR\tupdatedBy\"\x81\a\n" +
+	"updated_by\x18\t \x01(\tB\f\xbaH\tr\a\xc8\xc6'\x01\x18\x80\x02R\tupdatedBy\"\x81\a\n" +
 	"\bWorkItem\x12\x14\n" +
 	"\x05queue\x18\x01 \x01(\tR\x05queue\x12\x0e\n" +
 	"\x02id\x18\x02 \x01(\tR\x02id\x12\x1c\n" +
@@ -2221,19 +2221,22 @@ const file_casare_v1_workqueue_proto_rawDesc = "" +
 	"r\b\xc8\xc6'\x01\x10\x01\x18@R\x02id\"r\n" +
 	"\x13GetWorkItemResponse\x12'\n" +
 	"\x04item\x18\x01 \x01(\v2\x13.casare.v1.WorkItemR\x04item\x122\n" +
-	"\ahistory\x18\x02 \x03(\v2\x18.casare.v1.WorkItemEventR\ahistory\">\n" +
-	"\x15RetryWorkItemsRequest\x12%\n" +
-	"\x03ids\x18\x01 \x03(\tB\x13\xbaH\x10\x92\x01\r\b\x01\x10\x90N\"\x06r\x04\x10\x01\x18@R\x03ids\"*\n" +
+	"\ahistory\x18\x02 \x03(\v2\x18.casare.v1.WorkItemEventR\ahistory\"B\n" +
+	"\x15RetryWorkItemsRequest\x12)\n" +
+	"\x03ids\x18\x01 \x03(\tB\x17\xbaH\x14\x92\x01\x11\b\x01\x10\x90N\"\n" +
+	"r\b\xc8\xc6'\x01\x10\x01\x18@R\x03ids\"*\n" +
 	"\x16RetryWorkItemsResponse\x12\x10\n" +
-	"\x03ids\x18\x01 \x03(\tR\x03ids\"{\n" +
-	"\x15DeferWorkItemsRequest\x12%\n" +
-	"\x03ids\x18\x01 \x03(\tB\x13\xbaH\x10\x92\x01\r\b\x01\x10\x90N\"\x06r\x04\x10\x01\x18@R\x03ids\x12;\n" +
+	"\x03ids\x18\x01 \x03(\tR\x03ids\"\x7f\n" +
+	"\x15DeferWorkItemsRequest\x12)\n" +
+	"\x03ids\x18\x01 \x03(\tB\x17\xbaH\x14\x92\x01\x11\b\x01\x10\x90N\"\n" +
+	"r\b\xc8\xc6'\x01\x10\x01\x18@R\x03ids\x12;\n" +
 	"\vdefer_until\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"deferUntil\"4\n" +
 	"\x16DeferWorkItemsResponse\x12\x1a\n" +
-	"\bdeferred\x18\x01 \x01(\x05R\bdeferred\"?\n" +
-	"\x16DeleteWorkItemsRequest\x12%\n" +
-	"\x03ids\x18\x01 \x03(\tB\x13\xbaH\x10\x92\x01\r\b\x01\x10\x90N\"\x06r\x04\x10\x01\x18@R\x03ids\"3\n" +
+	"\bdeferred\x18\x01 \x01(\x05R\bdeferred\"C\n" +
+	"\x16DeleteWorkItemsRequest\x12)\n" +
+	"\x03ids\x18\x01 \x03(\tB\x17\xbaH\x14\x92\x01\x11\b\x01\x10\x90N\"\n" +
+	"r\b\xc8\xc6'\x01\x10\x01\x18@R\x03ids\"3\n" +
 	"\x17DeleteWorkItemsResponse\x12\x18\n" +
 	"\adeleted\x18\x01 \x01(\x05R\adeleted\">\n" +
 	"\x18GetWorkQueueStatsRequest\x12\"\n" +
