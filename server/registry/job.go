@@ -479,11 +479,20 @@ func (r *Registry) transitionStatement(ctx context.Context, ts []Transition) ([]
 	}
 	out := make([]TransitionResult, len(ts))
 	applied := make([]bool, len(ts))
+	var ended []heldAttempt
 	for i := range rows {
 		job := rows[i].Job
 		out[rows[i].N] = TransitionResult{Job: &job}
 		applied[rows[i].N] = true
+		from := job.Attempt
+		if ts[rows[i].N].NextAttempt {
+			from--
+		}
+		if attemptEnded(rows[i].FromStatus, from, &job) {
+			ended = append(ended, heldAttempt{JobID: job.ID, Attempt: from})
+		}
 	}
+	r.releaseStragglers(ctx, ended)
 	var refused []string
 	for i, t := range ts {
 		if !applied[i] {

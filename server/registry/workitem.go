@@ -494,15 +494,75 @@ func attemptEnded(fromStatus JobStatus, fromAttempt int32, job *Job) bool {
 	return fromStatus == JobRunning && (job.Status != JobRunning || job.Attempt != fromAttempt)
 }
 
+// heldAttempt is a job's attempt that may hold items.
+type heldAttempt struct {
+	JobID   string `bun:"job_id"`
+	Attempt int32  `bun:"attempt"`
+}
+
+// releaseStragglers abandons the items of attempts that a transition
+// statement just ended but that it could not see: an item taken by a
+// statement that held the job's row until the transition's own snapshot
+// was made. It reads the small index of items in progress once for the
+// batch; should it fail, the sweeper does the same a few seconds later.
+func (r *Registry) releaseStragglers(ctx context.Context, ended []heldAttempt) {
+	if len(ended) == 0 {
+		return
+	}
+	ids := make([]string, len(ended))
+	for i, e := range ended {
+		ids[i] = e.JobID
+	}
+	var held []heldAttempt
+	err := r.db.NewSelect().Model((*WorkItem)(nil)).ColumnExpr("DISTINCT job_id, attempt").
+		Where("status = ? AND job_id IN (?)", ItemInProgress, bun.In(ids)).Scan(ctx, &held)
+	if err != nil {
+		r.logger.Warn("release the work items of ended jobs; the sweeper will", "err", err)
+		return
+	}
+	for _, h := range held {
+		if !slices.Contains(ended, h) {
+			continue
+		}
+		if _, err := r.releaseHeld(ctx, h); err != nil {
+			r.logger.Warn("release the work items of an ended job; the sweeper will", "job", h.JobID, "err", err)
+		}
+	}
+}
+
+// releaseHeld abandons the items of h, an attempt no longer running, in a
+// transaction that holds the job's row.
+func (r *Registry) releaseHeld(ctx context.Context, h heldAttempt) (int, error) {
+	n := 0
+	err := r.db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+		var job []Job
+		q := tx.NewSelect().Model(&job).Column("status", "attempt").Where("id = ?", h.JobID)
+		if r.dialect == "postgres" {
+			q = q.For("UPDATE")
+		}
+		if err := q.Scan(ctx); err != nil && !errors.Is(err, sql.ErrNoRows) {
+			return err
+		}
+		if len(job) == 1 && job[0].Status == JobRunning && job[0].Attempt == h.Attempt {
+			return nil
+		}
+		status := "gone"
+		if len(job) == 1 {
+			status = string(job[0].Status)
+		}
+		var err error
+		n, err = r.abandonHeld(ctx, tx, h.JobID, h.Attempt, now(), "the job's attempt ended: "+status)
+		return err
+	})
+	return n, err
+}
+
 // SweepHeldWorkItems abandons, up to limit at a time, the items still
 // IN_PROGRESS under a job attempt that is no longer running: the release
 // that the job's transition makes could miss an item taken while it was
 // being written. It returns how many it abandoned.
 func (r *Registry) SweepHeldWorkItems(ctx context.Context, limit int) (int, error) {
-	var held []struct {
-		JobID   string `bun:"job_id"`
-		Attempt int32  `bun:"attempt"`
-	}
+	var held []heldAttempt
 	err := r.db.NewSelect().TableExpr("work_items AS w").ColumnExpr("DISTINCT w.job_id, w.attempt").
 		Join("LEFT JOIN jobs AS j ON j.id = w.job_id").
 		Where("w.status = ?", ItemInProgress).
@@ -513,23 +573,8 @@ func (r *Registry) SweepHeldWorkItems(ctx context.Context, limit int) (int, erro
 	}
 	total := 0
 	for _, h := range held {
-		err := r.db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
-			// Lock the job, so it cannot move while we decide.
-			var job []Job
-			q := tx.NewSelect().Model(&job).Column("status", "attempt").Where("id = ?", h.JobID)
-			if r.dialect == "postgres" {
-				q = q.For("UPDATE")
-			}
-			if err := q.Scan(ctx); err != nil && !errors.Is(err, sql.ErrNoRows) {
-				return err
-			}
-			if len(job) == 1 && job[0].Status == JobRunning && job[0].Attempt == h.Attempt {
-				return nil
-			}
-			n, err := r.abandonHeld(ctx, tx, h.JobID, h.Attempt, now(), "ended")
-			total += n
-			return err
-		})
+		n, err := r.releaseHeld(ctx, h)
+		total += n
 		if err != nil {
 			return total, fmt.Errorf("sweep held work items of job %s: %w", h.JobID, err)
 		}

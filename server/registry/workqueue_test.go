@@ -510,3 +510,28 @@ func concurrentTakers(t *testing.T, r *Registry) {
 	}
 	b.wantCounts(map[WorkItemStatus]int64{ItemSuccessful: items})
 }
+
+// TestReleaseStragglers: an item the transition's statement could not see
+// (taken while it waited on the job's row) is let go right after it.
+func TestReleaseStragglers(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, r *Registry) {
+		b := setupQueue(t, r, WorkQueue{MaxRetries: 1})
+		b.add(WorkItem{Reference: "a"})
+		h := b.runningJob("robot-1")
+		item := b.take(h)
+		// Still running: nothing to release.
+		r.releaseStragglers(b.ctx, []heldAttempt{{JobID: h.JobID, Attempt: 1}})
+		if got, _, _ := r.GetWorkItem(b.ctx, item.ID); got.Status != ItemInProgress {
+			t.Fatalf("item of a running job is %s", got.Status)
+		}
+		if _, err := r.db.NewUpdate().Model((*Job)(nil)).Set("status = ?", JobCancelled).Where("id = ?", h.JobID).Exec(b.ctx); err != nil {
+			t.Fatal(err)
+		}
+		r.releaseStragglers(b.ctx, []heldAttempt{{JobID: h.JobID, Attempt: 1}})
+		got, _, _ := r.GetWorkItem(b.ctx, item.ID)
+		if got.Status != ItemAbandoned || !strings.Contains(got.Reason, "cancelled") {
+			t.Errorf("straggler = %s (%s), want ABANDONED because the job was cancelled", got.Status, got.Reason)
+		}
+		b.wantCounts(map[WorkItemStatus]int64{ItemAbandoned: 1, ItemNew: 1})
+	})
+}
