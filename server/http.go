@@ -58,6 +58,7 @@ func (s *Server) newHTTPServer() *http.Server {
 		Revision:           s.cfg.Build.revision(),
 		Deliveries:         s.events,
 		Vault:              s.vault,
+		QueueTriggers:      s.queueTriggers,
 	})
 	s.services = services
 	services.Register(apiServer)

@@ -31,6 +31,8 @@ func (s *Server) newMetrics() *prometheus.Registry {
 	reg.MustRegister(s.auth.Collector())
 	reg.MustRegister(s.assigner.Collectors()...)
 	reg.MustRegister(newAssetsGauge(s.reg, s.logger))
+	reg.MustRegister(s.queueMetrics.Collectors()...)
+	reg.MustRegister(s.queueTriggers.Collectors()...)
 	s.countFinishedJobs(reg)
 	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "casare_build_info",

@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/quic-go/quic-go"
 
+	casarev1 "github.com/casarerpa/casare/rpc/casare/v1"
 	"github.com/casarerpa/casare/server/api"
 	"github.com/casarerpa/casare/server/asset"
 	"github.com/casarerpa/casare/server/auth"
@@ -30,6 +31,7 @@ import (
 	"github.com/casarerpa/casare/server/registry"
 	"github.com/casarerpa/casare/server/schedule"
 	"github.com/casarerpa/casare/server/vault"
+	"github.com/casarerpa/casare/server/workqueue"
 )
 
 // AdminTokenFile is the name, in the data dir, of the admin token written
@@ -64,6 +66,11 @@ type Server struct {
 	scheduler *schedule.Scheduler
 	// events delivers the outbox's events to webhook subscriptions.
 	events *event.Service
+	// queueTriggers start jobs while work queues hold items; sweeper lets
+	// go of items no running job attempt holds.
+	queueTriggers *workqueue.Triggers
+	sweeper       *workqueue.Sweeper
+	queueMetrics  *workqueue.Metrics
 }
 
 // New opens the registry (applying migrations) and the queue, creates the
@@ -122,7 +129,21 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (_ *Server, err e
 	if err != nil {
 		return nil, err
 	}
+	s.queueMetrics = workqueue.NewMetrics(s.reg, cfg.Environment, logger)
+	s.queueTriggers = workqueue.NewTriggers(workqueue.TriggerOptions{
+		Registry: s.reg,
+		Logger:   logger,
+		// The API's services make the jobs; they are made with the HTTP
+		// server below, before the triggers start.
+		Jobs: workqueue.SubmitFunc(func(ctx context.Context, req *casarev1.SubmitJobRequest, createdBy string) (*registry.Job, bool, error) {
+			return s.services.Submit(ctx, req, createdBy)
+		}),
+	})
+	s.sweeper = workqueue.NewSweeper(s.reg, 0, logger)
 	s.gateway, err = gateway.New(ctx, gateway.Options{
+		WorkItems: workqueue.NewCalls(workqueue.CallsOptions{
+			Registry: s.reg, Logger: logger, Wake: s.queueTriggers.Wake, Metrics: s.queueMetrics,
+		}),
 		ResetKey:          resetKey,
 		MaxEnrollConns:    cfg.MaxEnrollConns,
 		Addr:              cfg.QUICAddr,
@@ -414,8 +435,9 @@ func (s *Server) Addr() string {
 //
 //  1. HTTP: no call is taken any more, and those in flight finish within
 //     the shutdown timeout; no submit, cancel or drain reaches the
-//     dispatcher after. With it the scheduler, the other maker of jobs:
-//     it gives up the lead for another replica and fires no more.
+//     dispatcher after. With it the scheduler and the queue triggers, the
+//     other makers of jobs: they give up the lead for another replica and
+//     start no more.
 //  2. The gateway: the robots here are recorded offline and their
 //     connections closed; the dispatcher hears each robot go (its grace
 //     period starts) and no robot's message after.
@@ -467,6 +489,16 @@ func (s *Server) Run(ctx context.Context) error {
 	})
 	robots.Go(func() { s.gateway.Run(gatewayCtx) })
 	scheduling.Go(func() { s.scheduler.Run(schedulerCtx) })
+	scheduling.Go(func() {
+		s.queueTriggers.Start(schedulerCtx)
+		<-schedulerCtx.Done()
+		s.queueTriggers.Stop()
+	})
+	rest.Go(func() {
+		s.sweeper.Start(restCtx)
+		<-restCtx.Done()
+		s.sweeper.Stop()
+	})
 	s.logger.Info("robot gateway listening", "quic", s.gateway.Addr())
 
 	serveErr := make(chan error, 1)

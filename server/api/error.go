@@ -19,6 +19,7 @@ var errorCodes = []struct {
 	{registry.ErrNotFound, connect.CodeNotFound},
 	{registry.ErrAlreadyExists, connect.CodeAlreadyExists},
 	{registry.ErrConflict, connect.CodeFailedPrecondition},
+	{registry.ErrInvalidArgument, connect.CodeInvalidArgument},
 	{queue.ErrTaskActive, connect.CodeFailedPrecondition},
 }
 

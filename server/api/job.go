@@ -65,6 +65,9 @@ func (s *Services) Submit(ctx context.Context, req *casarev1.SubmitJobRequest, c
 	if err := s.checkAssetUses(ctx, wf); err != nil {
 		return nil, false, err
 	}
+	if err := s.checkQueueUses(ctx, wf); err != nil {
+		return nil, false, err
+	}
 	requires, err := mergeRequirements(workflow.Requirements(wf, stepCatalogue), req.GetRequires())
 	if err != nil {
 		return nil, false, err

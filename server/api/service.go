@@ -89,6 +89,8 @@ type Options struct {
 	// Vault seals secret assets, credentials and secret job inputs; nil
 	// refuses them.
 	Vault Vault
+	// QueueTriggers, when set, hears of work items added.
+	QueueTriggers QueueTriggers
 }
 
 // Services holds the implementations of the casare.v1 services.
@@ -112,6 +114,7 @@ type Services struct {
 	version, revision string
 	deliveries        Deliveries
 	vault             Vault
+	queueTriggers     QueueTriggers
 
 	// stopping closes when the server starts to shut down: watch and log
 	// streams never go idle on their own, and a graceful shutdown waits
@@ -166,6 +169,7 @@ func New(opts Options) *Services {
 		revision:           opts.Revision,
 		deliveries:         opts.Deliveries,
 		vault:              opts.Vault,
+		queueTriggers:      opts.QueueTriggers,
 	}
 }
 
@@ -178,6 +182,7 @@ func (s *Services) Register(server *connect.Server) {
 	casarev1connect.RegisterWebhookServiceHandler(server, &webhookService{Services: s})
 	casarev1connect.RegisterScheduleServiceHandler(server, &scheduleService{Services: s})
 	casarev1connect.RegisterAssetServiceHandler(server, &assetService{s})
+	casarev1connect.RegisterWorkQueueServiceHandler(server, &workQueueService{s})
 }
 
 // actor names the caller for job events and created_by columns.

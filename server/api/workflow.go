@@ -68,6 +68,9 @@ func (s *workflowService) PutWorkflow(ctx context.Context, req *casarev1.PutWork
 	if err := s.checkAssetUses(ctx, wf); err != nil {
 		return nil, err
 	}
+	if err := s.checkQueueUses(ctx, wf); err != nil {
+		return nil, err
+	}
 	digest, err := workflowDigest(wf)
 	if err != nil {
 		return nil, toConnect(err)

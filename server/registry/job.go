@@ -334,7 +334,7 @@ func (r *Registry) transitionInTx(ctx context.Context, tx bun.Tx, t Transition, 
 	if conflict = t.conflict(job); conflict != nil {
 		return conflict, nil
 	}
-	from := job.Status
+	from, fromAttempt := job.Status, job.Attempt
 	job.Status = t.To
 	job.StatusMessage = t.Message
 	job.UpdatedAt = at
@@ -379,6 +379,13 @@ func (r *Registry) transitionInTx(ctx context.Context, tx bun.Tx, t Transition, 
 	}
 	if _, err := tx.NewInsert().Model(event).Exec(ctx); err != nil {
 		return nil, err
+	}
+	if attemptEnded(from, fromAttempt, job) {
+		// Items the attempt still holds are let go with the transition,
+		// in its commit, so none waits on an attempt that is over.
+		if _, err := r.abandonHeld(ctx, tx, job.ID, fromAttempt, at, "the job's attempt ended: "+string(job.Status)); err != nil {
+			return nil, err
+		}
 	}
 	return nil, nil
 }
@@ -472,11 +479,20 @@ func (r *Registry) transitionStatement(ctx context.Context, ts []Transition) ([]
 	}
 	out := make([]TransitionResult, len(ts))
 	applied := make([]bool, len(ts))
+	var ended []heldAttempt
 	for i := range rows {
 		job := rows[i].Job
 		out[rows[i].N] = TransitionResult{Job: &job}
 		applied[rows[i].N] = true
+		from := job.Attempt
+		if ts[rows[i].N].NextAttempt {
+			from--
+		}
+		if attemptEnded(rows[i].FromStatus, from, &job) {
+			ended = append(ended, heldAttempt{JobID: job.ID, Attempt: from})
+		}
 	}
+	r.releaseStragglers(ctx, ended)
 	var refused []string
 	for i, t := range ts {
 		if !applied[i] {
@@ -554,8 +570,46 @@ upd AS (UPDATE jobs AS j SET
 		AND (i.robot = '' OR old.robot_id = i.robot)
 	RETURNING j.*, old.status AS from_status, i.n AS input_n, i.reason AS input_reason, i.actor AS input_actor),
 event AS (INSERT INTO job_events (job_id, time, from_status, to_status, attempt, robot_id, reason, actor)
-	SELECT id, updated_at, from_status, status, attempt, robot_id, input_reason, input_actor FROM upd)` + jobEventsCTE + `
+	SELECT id, updated_at, from_status, status, attempt, robot_id, input_reason, input_actor FROM upd)` + jobEventsCTE + releaseItemsCTE + `
 SELECT * FROM upd`
+
+// releaseItemsCTE extends transitionQuery: the work items still held by
+// an attempt that a transition ends become ABANDONED in the same commit,
+// each retried under its queue's rule as abandonHeld does. Only jobs that
+// were running can hold items, and work_items_held holds only items in
+// progress, so other transitions read nothing.
+var releaseItemsCTE = `,
+ended AS (SELECT u.id AS job_id, o.attempt, u.updated_at AS at, u.status AS job_status FROM upd AS u JOIN old AS o ON o.id = u.id
+	WHERE o.status = 'running' AND (u.status <> 'running' OR u.attempt <> o.attempt)),
+held AS (SELECT w.id, w.breached, e.at, e.job_status FROM work_items AS w JOIN ended AS e ON w.job_id = e.job_id AND w.attempt = e.attempt
+	WHERE w.status = 'in_progress' ORDER BY w.id FOR UPDATE OF w),
+abandon AS (UPDATE work_items AS w SET status = 'abandoned', end_status = 'abandoned', exception = 'application',
+		reason = 'the job''s attempt ended: ' || h.job_status, ended_at = h.at, updated_at = h.at,
+		breached = w.breached OR (w.deadline IS NOT NULL AND w.deadline < h.at)
+			OR (q.sla_ms > 0 AND w.created_at + q.sla_ms * interval '1 millisecond' < h.at)
+	FROM held AS h, work_queues AS q WHERE w.id = h.id AND q.name = w.queue
+	RETURNING w.*, (w.breached AND NOT h.breached) AS newly_breached, w.retry < q.max_retries AS retry_left),
+copies AS (INSERT INTO work_items (id, queue, reference, unique_reference, priority, data, defer_until, deadline, status,
+		end_status, output, progress, exception, reason, retry, retry_of, job_id, attempt, robot_id, breached, created_by,
+		created_at, started_at, ended_at, updated_at)
+	SELECT casare_uuidv7(), queue, reference, unique_reference, priority, data, NULL, deadline, 'new', '',
+		'', '', '', '', retry + 1, id, '', 0, '', breached, created_by, updated_at, NULL, NULL, updated_at
+	FROM abandon WHERE retry_left
+	RETURNING id, queue),
+item_counts AS (INSERT INTO work_queue_counts (queue, status, shard, n, duration_ms)
+	SELECT queue, status, floor(random() * 16)::int, SUM(n), SUM(d) FROM (
+		SELECT queue, 'in_progress' AS status, -1 AS n, 0::bigint AS d FROM abandon
+		UNION ALL SELECT queue, 'abandoned', 1, 0 FROM abandon
+		UNION ALL SELECT queue, 'processed', 1, COALESCE((extract(epoch FROM ended_at - started_at) * 1000)::bigint, 0) FROM abandon
+		UNION ALL SELECT queue, 'breached', 1, 0 FROM abandon WHERE newly_breached
+		UNION ALL SELECT queue, 'new', 1, 0 FROM copies) AS d
+	GROUP BY queue, status ORDER BY queue, status
+	ON CONFLICT (queue, status, shard) DO UPDATE SET n = work_queue_counts.n + EXCLUDED.n,
+		duration_ms = work_queue_counts.duration_ms + EXCLUDED.duration_ms),
+item_minutes AS (INSERT INTO work_queue_minutes (queue, minute, shard, n)
+	SELECT queue, floor(extract(epoch FROM ended_at) / 60)::bigint, floor(random() * 16)::int, count(*) FROM abandon
+	GROUP BY 1, 2 ORDER BY 1, 2
+	ON CONFLICT (queue, minute, shard) DO UPDATE SET n = work_queue_minutes.n + EXCLUDED.n)`
 
 // PendingJob is a pending job as the reconciler needs it.
 type PendingJob struct {

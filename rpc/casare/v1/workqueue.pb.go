@@ -2117,7 +2117,7 @@ const file_casare_v1_workqueue_proto_rawDesc = "" +
 	"\n" +
 	"updated_at\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\x12+\n" +
 	"\n" +
-	"updated_by\x18\t \x01(\tB\f\xbaH\tr\a\xc8\xc6'\x01\x18\x80\x01R\tupdatedBy\"\x81\a\n" +
+	"updated_by\x18\t \x01(\tB\f\xbaH\tr\a\xc8\xc6'\x01\x18\x80\x02R\tupdatedBy\"\x81\a\n" +
 	"\bWorkItem\x12\x14\n" +
 	"\x05queue\x18\x01 \x01(\tR\x05queue\x12\x0e\n" +
 	"\x02id\x18\x02 \x01(\tR\x02id\x12\x1c\n" +
