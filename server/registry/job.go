@@ -597,7 +597,7 @@ copies AS (INSERT INTO work_items (id, queue, reference, unique_reference, prior
 	FROM abandon WHERE retry_left
 	RETURNING id, queue),
 item_counts AS (INSERT INTO work_queue_counts (queue, status, shard, n, duration_ms)
-	SELECT queue, status, floor(random() * 16)::int, SUM(n), SUM(d) FROM (
+	SELECT queue, status, floor(random() * 64)::int, SUM(n), SUM(d) FROM (
 		SELECT queue, 'in_progress' AS status, -1 AS n, 0::bigint AS d FROM abandon
 		UNION ALL SELECT queue, 'abandoned', 1, 0 FROM abandon
 		UNION ALL SELECT queue, 'processed', 1, COALESCE((extract(epoch FROM ended_at - started_at) * 1000)::bigint, 0) FROM abandon
@@ -607,7 +607,7 @@ item_counts AS (INSERT INTO work_queue_counts (queue, status, shard, n, duration
 	ON CONFLICT (queue, status, shard) DO UPDATE SET n = work_queue_counts.n + EXCLUDED.n,
 		duration_ms = work_queue_counts.duration_ms + EXCLUDED.duration_ms),
 item_minutes AS (INSERT INTO work_queue_minutes (queue, minute, shard, n)
-	SELECT queue, floor(extract(epoch FROM ended_at) / 60)::bigint, floor(random() * 16)::int, count(*) FROM abandon
+	SELECT queue, floor(extract(epoch FROM ended_at) / 60)::bigint, floor(random() * 64)::int, count(*) FROM abandon
 	GROUP BY 1, 2 ORDER BY 1, 2
 	ON CONFLICT (queue, minute, shard) DO UPDATE SET n = work_queue_minutes.n + EXCLUDED.n)`
 

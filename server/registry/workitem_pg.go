@@ -53,7 +53,7 @@ SELECT * FROM upd`
 func (r *Registry) takeStatement(ctx context.Context, h ItemHolder, queue string) (*WorkItem, error) {
 	at := now()
 	rows, err := r.db.DB.QueryContext(ctx, takeQuery, pgx.QueryExecModeCacheStatement,
-		h.JobID, h.Attempt, h.RobotID, queue, at, r.shard())
+		h.JobID, h.Attempt, h.RobotID, queue, at, r.shardOf(h.JobID))
 	if err != nil {
 		return nil, err
 	}
@@ -71,7 +71,7 @@ func (r *Registry) takeStatement(ctx context.Context, h ItemHolder, queue string
 func (r *Registry) completeStatement(ctx context.Context, h ItemHolder, id, output string) (*WorkItem, error) {
 	at := now()
 	rows, err := r.db.DB.QueryContext(ctx, completeQuery, pgx.QueryExecModeCacheStatement,
-		h.JobID, h.Attempt, h.RobotID, id, output, at, r.shard(), at.Unix()/60)
+		h.JobID, h.Attempt, h.RobotID, id, output, at, r.shardOf(h.JobID), at.Unix()/60)
 	if err != nil {
 		return nil, err
 	}

@@ -6,6 +6,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"math/rand/v2"
 	"slices"
 	"strings"
@@ -60,7 +61,7 @@ const (
 // counterShards is how many rows each counter of a queue is spread over on
 // PostgreSQL, so that concurrent takers seldom wait on one another's
 // counter row; SQLite has one writer and uses one.
-const counterShards = 16
+const counterShards = 64
 
 // WorkQueue is a row of work_queues.
 type WorkQueue struct {
@@ -312,6 +313,18 @@ func (r *Registry) shard() int {
 		return 0
 	}
 	return rand.IntN(counterShards)
+}
+
+// shardOf picks the counter shard of a job's calls: a job takes and ends
+// its items one after the other, so jobs working at once mostly add to
+// shards of their own and seldom wait on each other's counter rows.
+func (r *Registry) shardOf(jobID string) int {
+	if r.dialect != "postgres" {
+		return 0
+	}
+	h := fnv.New32a()
+	h.Write([]byte(jobID))
+	return int(h.Sum32() % counterShards)
 }
 
 // counts collects the changes a transaction makes to a queue's counters,
