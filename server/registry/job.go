@@ -576,11 +576,11 @@ SELECT * FROM upd`
 // releaseItemsCTE extends transitionQuery: the work items still held by
 // an attempt that a transition ends become ABANDONED in the same commit,
 // each retried under its queue's rule as abandonHeld does. Only jobs that
-// were running can hold items, and work_items_held holds only items in
+// were assigned or running can hold items, and work_items_held holds only items in
 // progress, so other transitions read nothing.
 var releaseItemsCTE = `,
 ended AS (SELECT u.id AS job_id, o.attempt, u.updated_at AS at, u.status AS job_status FROM upd AS u JOIN old AS o ON o.id = u.id
-	WHERE o.status = 'running' AND (u.status <> 'running' OR u.attempt <> o.attempt)),
+	WHERE o.status IN ('assigned', 'running') AND (u.status NOT IN ('assigned', 'running') OR u.attempt <> o.attempt)),
 held AS (SELECT w.id, w.breached, e.at, e.job_status FROM work_items AS w JOIN ended AS e ON w.job_id = e.job_id AND w.attempt = e.attempt
 	WHERE w.status = 'in_progress' ORDER BY w.id FOR UPDATE OF w),
 abandon AS (UPDATE work_items AS w SET status = 'abandoned', end_status = 'abandoned', exception = 'application',

@@ -25,7 +25,7 @@ type AddItems struct {
 	// By is the token or job adding them.
 	By string
 	// Holder, when not nil, is the job adding them: refused unless it is
-	// running on that attempt.
+	// assigned or running on that attempt.
 	Holder *ItemHolder
 	Audit  *AuditEvent
 }
@@ -491,7 +491,14 @@ func (r *Registry) abandonHeld(ctx context.Context, tx bun.IDB, jobID string, at
 // attemptEnded reports whether a transition from a job as it was (status,
 // attempt) to as it is ends the attempt that could hold items.
 func attemptEnded(fromStatus JobStatus, fromAttempt int32, job *Job) bool {
-	return fromStatus == JobRunning && (job.Status != JobRunning || job.Attempt != fromAttempt)
+	return holdsItems(fromStatus) && (!holdsItems(job.Status) || job.Attempt != fromAttempt)
+}
+
+// holdsItems says whether a job in status may hold items: from its
+// assignment on, since a robot starts a job as it accepts it and its first
+// call can come before the control plane has recorded the accept.
+func holdsItems(status JobStatus) bool {
+	return status == JobAssigned || status == JobRunning
 }
 
 // heldAttempt is a job's attempt that may hold items.
@@ -543,7 +550,7 @@ func (r *Registry) releaseHeld(ctx context.Context, h heldAttempt) (int, error) 
 		if err := q.Scan(ctx); err != nil && !errors.Is(err, sql.ErrNoRows) {
 			return err
 		}
-		if len(job) == 1 && job[0].Status == JobRunning && job[0].Attempt == h.Attempt {
+		if len(job) == 1 && holdsItems(job[0].Status) && job[0].Attempt == h.Attempt {
 			return nil
 		}
 		status := "gone"
@@ -566,7 +573,7 @@ func (r *Registry) SweepHeldWorkItems(ctx context.Context, limit int) (int, erro
 	err := r.db.NewSelect().TableExpr("work_items AS w").ColumnExpr("DISTINCT w.job_id, w.attempt").
 		Join("LEFT JOIN jobs AS j ON j.id = w.job_id").
 		Where("w.status = ?", ItemInProgress).
-		Where("j.id IS NULL OR j.status <> ? OR j.attempt <> w.attempt", JobRunning).
+		Where("j.id IS NULL OR j.status NOT IN (?) OR j.attempt <> w.attempt", bun.In([]JobStatus{JobAssigned, JobRunning})).
 		Limit(int64(limit)).Scan(ctx, &held)
 	if err != nil {
 		return 0, fmt.Errorf("sweep held work items: %w", err)

@@ -14,7 +14,7 @@ import (
 // counters (its history is the row's started_at and job). The rules are TakeWorkItem's; it returns no row when the
 // fence refuses, the queue is empty or unknown, and the caller then asks
 // TakeWorkItem's transaction which.
-const takeQuery = `WITH job AS (SELECT id FROM jobs WHERE id = $1::text AND status = 'running' AND attempt = $2::int AND robot_id = $3::text FOR SHARE),
+const takeQuery = `WITH job AS (SELECT id FROM jobs WHERE id = $1::text AND status IN ('assigned', 'running') AND attempt = $2::int AND robot_id = $3::text FOR SHARE),
 pick AS (SELECT w.id FROM work_items AS w
 	WHERE w.queue = $4::text AND w.status = 'new' AND (w.defer_until IS NULL OR w.defer_until <= $5::timestamptz) AND EXISTS (SELECT 1 FROM job)
 	ORDER BY w.priority DESC, w.deadline, w.created_at, w.id LIMIT 1 FOR UPDATE OF w SKIP LOCKED),
@@ -28,7 +28,7 @@ SELECT * FROM upd`
 
 // completeQuery completes an item its job's attempt holds on PostgreSQL in
 // one statement, by CompleteWorkItem's rules; no row when they refuse.
-const completeQuery = `WITH job AS (SELECT id FROM jobs WHERE id = $1::text AND status = 'running' AND attempt = $2::int AND robot_id = $3::text FOR SHARE),
+const completeQuery = `WITH job AS (SELECT id FROM jobs WHERE id = $1::text AND status IN ('assigned', 'running') AND attempt = $2::int AND robot_id = $3::text FOR SHARE),
 old AS (SELECT w.id, w.breached FROM work_items AS w
 	WHERE w.id = $4::text AND w.status = 'in_progress' AND w.job_id = $1::text AND w.attempt = $2::int AND EXISTS (SELECT 1 FROM job)
 	FOR UPDATE OF w),

@@ -464,8 +464,8 @@ func (r *Registry) fence(ctx context.Context, tx bun.IDB, h ItemHolder) error {
 		return fmt.Errorf("%w: job %s does not exist", ErrConflict, h.JobID)
 	case err != nil:
 		return err
-	case job.Status != JobRunning:
-		return fmt.Errorf("%w: job %s is %s, not running", ErrConflict, h.JobID, job.Status)
+	case !holdsItems(job.Status):
+		return fmt.Errorf("%w: job %s is %s, not assigned or running", ErrConflict, h.JobID, job.Status)
 	case job.Attempt != h.Attempt:
 		return fmt.Errorf("%w: job %s is on attempt %d, not %d", ErrConflict, h.JobID, job.Attempt, h.Attempt)
 	case h.RobotID != "" && job.RobotID != h.RobotID:

@@ -35,8 +35,15 @@ func setupQueue(t *testing.T, r *Registry, q WorkQueue) *queueBundle {
 // holder.
 func (b *queueBundle) runningJob(robot string) ItemHolder {
 	b.t.Helper()
+	return b.jobIn(JobRunning, robot)
+}
+
+// jobIn stores a job in status on attempt 1 on robot and returns its
+// holder.
+func (b *queueBundle) jobIn(status JobStatus, robot string) ItemHolder {
+	b.t.Helper()
 	job := newJob("worker")
-	job.Status, job.RobotID = JobRunning, robot
+	job.Status, job.RobotID = status, robot
 	if _, err := b.r.db.NewInsert().Model(job).Exec(b.ctx); err != nil {
 		b.t.Fatal(err)
 	}
@@ -301,6 +308,39 @@ func TestWorkItemsAbandonedWhenJobEnds(t *testing.T) {
 		if err := r.TransitionJobs(b.ctx, []Transition{{JobID: h.JobID, From: []JobStatus{JobRunning}, To: JobSucceeded}})[0].Err; err != nil {
 			t.Fatal(err)
 		}
+	})
+}
+
+// TestWorkItemsOfAnAssignedJob: a robot starts a job as it accepts it, so
+// its first call can come before the accept is recorded: a job assigned
+// to the robot may take items, its accept keeps them, and a send back
+// before the accept (a reject, an accept timeout) abandons them.
+func TestWorkItemsOfAnAssignedJob(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, r *Registry) {
+		b := setupQueue(t, r, WorkQueue{MaxRetries: 1})
+		b.add(WorkItem{Reference: "kept"}, WorkItem{Reference: "sent-back"})
+		kept := b.jobIn(JobAssigned, "robot-1")
+		if item := b.take(kept); item == nil || item.Reference != "kept" {
+			t.Fatalf("an assigned job took %+v, want the item kept", item)
+		}
+		if err := r.TransitionJobs(b.ctx, []Transition{{JobID: kept.JobID, From: []JobStatus{JobAssigned}, Attempt: 1, To: JobRunning}})[0].Err; err != nil {
+			t.Fatal(err)
+		}
+		if n, err := r.SweepHeldWorkItems(b.ctx, 100); err != nil || n != 0 {
+			t.Fatalf("the sweeper let go of %d items, %v; the running job holds its item", n, err)
+		}
+		back := b.jobIn(JobAssigned, "robot-2")
+		item := b.take(back)
+		if item == nil || item.Reference != "sent-back" {
+			t.Fatalf("took %+v, want the item sent-back", item)
+		}
+		if err := r.TransitionJobs(b.ctx, []Transition{{JobID: back.JobID, From: []JobStatus{JobAssigned}, Attempt: 1, To: JobPending, NextAttempt: true}})[0].Err; err != nil {
+			t.Fatal(err)
+		}
+		if got, _, err := r.GetWorkItem(b.ctx, item.ID); err != nil || got.Status != ItemAbandoned {
+			t.Fatalf("after its job went back before its accept the item is %+v, %v; want ABANDONED", got, err)
+		}
+		b.wantCounts(map[WorkItemStatus]int64{ItemInProgress: 1, ItemAbandoned: 1, ItemNew: 1})
 	})
 }
 
