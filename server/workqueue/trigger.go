@@ -38,6 +38,11 @@ type TriggerOptions struct {
 	Interval time.Duration
 }
 
+// triggersLock is the class of the queue triggers' advisory lock: one
+// replica at a time starts their jobs, so two never start jobs for one
+// queue's items.
+const triggersLock = 0x63617371 // "casq"
+
 // Triggers starts jobs of the queues' triggers while their queues hold
 // NEW items: one job per items_per_job items once min_items wait, at most
 // max_jobs of a trigger's jobs pending or running at once. Items added
@@ -49,7 +54,7 @@ type Triggers struct {
 	logger   *slog.Logger
 	interval time.Duration
 	wake     chan struct{}
-	leader   *leader
+	leader   *registry.Leader
 	started  *prometheus.CounterVec
 
 	cancel context.CancelFunc
@@ -67,7 +72,7 @@ func NewTriggers(opts TriggerOptions) *Triggers {
 	return &Triggers{
 		reg: opts.Registry, jobs: opts.Jobs, logger: opts.Logger, interval: opts.Interval,
 		wake:   make(chan struct{}, 1),
-		leader: &leader{reg: opts.Registry, logger: opts.Logger},
+		leader: opts.Registry.NewLeader(triggersLock, "queue triggers", opts.Logger),
 		started: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "casare_workqueue_trigger_jobs_total",
 			Help: "Jobs queue triggers started, by queue and outcome (created, failed).",
@@ -103,7 +108,7 @@ func (t *Triggers) Stop() {
 }
 
 func (t *Triggers) run(ctx context.Context) {
-	defer t.leader.release()
+	defer t.leader.Release()
 	timer := time.NewTimer(0)
 	defer timer.Stop()
 	for {
@@ -113,7 +118,7 @@ func (t *Triggers) run(ctx context.Context) {
 		case <-timer.C:
 		case <-t.wake:
 		}
-		if t.leader.lead(ctx) {
+		if t.leader.Lead(ctx) {
 			if err := t.pass(ctx); err != nil && ctx.Err() == nil {
 				t.logger.Warn("queue triggers", "err", err)
 			}
