@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -15,9 +16,13 @@ import (
 	"testing"
 	"time"
 
+	"connectrpc.com/connect/v2"
+	"connectrpc.com/connect/v2/connecthttp"
 	"go.yaml.in/yaml/v3"
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	casarev1 "github.com/casarerpa/casare/rpc/casare/v1"
+	"github.com/casarerpa/casare/rpc/casare/v1/casarev1connect"
 )
 
 // The deploy files are checked here, beside the binaries whose metrics they
@@ -324,12 +329,16 @@ func TestDashboardsAndAlertsNameOnlyMetricsTheServerExports(t *testing.T) {
 	bad := f.submit(workflow("broken", step("boom", "fail", map[string]any{"message": "on purpose"})))
 	f.wait(ok.GetId(), casarev1.JobStatus_JOB_STATUS_SUCCEEDED, 20*time.Second)
 	f.wait(bad.GetId(), casarev1.JobStatus_JOB_STATUS_FAILED, 20*time.Second)
+	// A work queue whose trigger starts a job that processes its item, so
+	// the work-queue metrics are there too.
+	triggeredItem(t, s)
 
 	var exported map[string]bool
 	deadline := time.Now().Add(15 * time.Second)
 	for {
 		exported = exportedSeries(t, s)
-		if exported["casare_robot_jobs_total"] && exported["casare_jobs_finished_total"] && exported["casare_retention_pruned_rows_total"] || time.Now().After(deadline) {
+		if exported["casare_robot_jobs_total"] && exported["casare_jobs_finished_total"] && exported["casare_retention_pruned_rows_total"] &&
+			exported["casare_workqueue_item_duration_seconds"] && exported["casare_workqueue_trigger_jobs_total"] || time.Now().After(deadline) {
 			break
 		}
 		time.Sleep(100 * time.Millisecond)
@@ -351,5 +360,36 @@ func TestDashboardsAndAlertsNameOnlyMetricsTheServerExports(t *testing.T) {
 		if strings.HasPrefix(name, "casare_") && exported[base] && !used[name] && !used[base+"_bucket"] && !used[base+"_sum"] && !used[base+"_count"] && !used[base] {
 			t.Errorf("no dashboard or alert shows %s", name)
 		}
+	}
+}
+
+// triggeredItem creates a queue with a trigger, adds an item and waits
+// until the job the trigger starts has completed it.
+func triggeredItem(t *testing.T, s *serverProc) {
+	t.Helper()
+	ctx := context.Background()
+	conn := connect.NewClient(connecthttp.NewTransport(http1, s.url()), bearer(s.adminToken()))
+	queues := casarev1connect.NewWorkQueueServiceClient(conn)
+	workflows := casarev1connect.NewWorkflowServiceClient(conn)
+	if _, err := queues.CreateWorkQueue(ctx, &casarev1.CreateWorkQueueRequest{Queue: &casarev1.WorkQueue{Name: "metrics", Sla: durationpb.New(time.Hour)}}); err != nil {
+		t.Fatal(err)
+	}
+	drain := workflow("drain-metrics", step("each", "queue.process", map[string]any{"queue": "metrics"}))
+	drain.Steps[0].Steps = []*casarev1.Step{step("note", "log", map[string]any{"message": "item ${{ item.reference }}"})}
+	if _, err := workflows.PutWorkflow(ctx, &casarev1.PutWorkflowRequest{Workflow: drain}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := queues.UpdateWorkQueue(ctx, &casarev1.UpdateWorkQueueRequest{Queue: &casarev1.WorkQueue{Name: "metrics", Sla: durationpb.New(time.Hour),
+		Trigger: &casarev1.QueueTrigger{WorkflowName: "drain-metrics", Enabled: true}}}); err != nil {
+		t.Fatal(err)
+	}
+	q := queueClient{t, queues}
+	q.add("metrics", item("m-1", map[string]any{"n": 1}))
+	deadline := time.Now().Add(30 * time.Second)
+	for q.stats("metrics").GetCounts()["SUCCESSFUL"] != 1 {
+		if time.Now().After(deadline) {
+			t.Fatalf("the trigger's job did not complete the item within 30s:\n%s", statusesText(q.items("metrics")))
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 }
