@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -51,6 +52,9 @@ type Registry struct {
 	progress    *group[ProgressNote, progressResult]
 	// jobFinished, when set, hears of every job that reached an end.
 	jobFinished func(*Job)
+	// itemStatsAt is when work_items' statistics were last read again
+	// (Unix nanoseconds; see refreshItemStatistics).
+	itemStatsAt atomic.Int64
 }
 
 // OnJobFinished makes f hear of every job a transition finished, after it

@@ -575,3 +575,34 @@ func TestReleaseStragglers(t *testing.T) {
 		b.wantCounts(map[WorkItemStatus]int64{ItemAbandoned: 1, ItemNew: 1})
 	})
 }
+
+// TestTakeWalksTheTakeIndex: after a large add to a fresh queue, taking an
+// item reads the take index in order rather than sorting the queue's NEW
+// items, which made every take cost more with each item waiting.
+func TestTakeWalksTheTakeIndex(t *testing.T) {
+	t.Parallel()
+	r := openPostgres(t)
+	b := setupQueue(t, r, WorkQueue{})
+	for range 3 {
+		b.add(make([]WorkItem, MaxWorkItemsPerAdd)...)
+	}
+	b.take(b.runningJob("robot-1"))
+	rows, err := r.db.QueryContext(b.ctx, `EXPLAIN SELECT w.id FROM work_items AS w
+		WHERE w.queue = ? AND w.status = 'new' AND (w.defer_until IS NULL OR w.defer_until <= now())
+		ORDER BY w.priority DESC, w.deadline, w.created_at, w.id LIMIT 1 FOR UPDATE OF w SKIP LOCKED`, b.queue)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	var plan strings.Builder
+	for rows.Next() {
+		var line string
+		if err := rows.Scan(&line); err != nil {
+			t.Fatal(err)
+		}
+		plan.WriteString(line + "\n")
+	}
+	if !strings.Contains(plan.String(), "work_items_take") || strings.Contains(plan.String(), "Sort") {
+		t.Fatalf("taking an item of a queue of 30,000 is planned as:\n%s\nwant an index scan of work_items_take with no sort", plan.String())
+	}
+}
