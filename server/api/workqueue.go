@@ -18,6 +18,7 @@ import (
 	"github.com/casarerpa/casare/rpc/casare/v1/casarev1connect"
 	"github.com/casarerpa/casare/server/auth"
 	"github.com/casarerpa/casare/server/registry"
+	"github.com/casarerpa/casare/server/workqueue"
 )
 
 // QueueTriggers hears of items added, so the queue's trigger can start
@@ -124,7 +125,7 @@ func (s *workQueueService) AddWorkItems(ctx context.Context, req *casarev1.AddWo
 	auth.SetAuditTarget(ctx, "workqueue/"+req.GetQueue())
 	items := make([]registry.WorkItem, len(req.GetItems()))
 	for i, in := range req.GetItems() {
-		item, err := workItemFromInput(in.GetReference(), registry.Priority(in.GetPriority()), in.GetData(), in.GetDeferUntil(), in.GetDeadline())
+		item, err := workqueue.ItemFromInput(in.GetReference(), registry.Priority(in.GetPriority()), in.GetData(), in.GetDeferUntil(), in.GetDeadline())
 		if err != nil {
 			return nil, invalid(fmt.Sprintf("items[%d].data", i), "%v", err)
 		}
@@ -139,27 +140,6 @@ func (s *workQueueService) AddWorkItems(ctx context.Context, req *casarev1.AddWo
 	}
 	s.wakeTriggers(req.GetQueue())
 	return &casarev1.AddWorkItemsResponse{Ids: ids}, nil
-}
-
-// workItemFromInput converts an item to add, from the API or a robot.
-func workItemFromInput(reference string, priority registry.Priority, data *structpb.Struct, deferUntil, deadline *timestamppb.Timestamp) (registry.WorkItem, error) {
-	item := registry.WorkItem{Reference: reference, Priority: priority, Data: "{}"}
-	if data != nil {
-		b, err := protojson.Marshal(data)
-		if err != nil {
-			return item, err
-		}
-		item.Data = string(b)
-	}
-	if deferUntil != nil {
-		t := deferUntil.AsTime()
-		item.DeferUntil = &t
-	}
-	if deadline != nil {
-		t := deadline.AsTime()
-		item.Deadline = &t
-	}
-	return item, nil
 }
 
 // workItemError converts the registry's refusals of item calls, naming
