@@ -194,7 +194,16 @@ func (r *Registry) refreshItemStatistics(ctx context.Context, n int) {
 	if at-last < int64(itemStatisticsEvery) || !r.itemStatsAt.CompareAndSwap(last, at) {
 		return
 	}
-	if _, err := r.db.ExecContext(ctx, "ANALYZE work_items"); err != nil {
+	err := r.db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+		// Not behind a vacuum of the table: the add has its answer
+		// already, and autovacuum reads the statistics too.
+		if _, err := tx.ExecContext(ctx, "SET LOCAL lock_timeout = '200ms'"); err != nil {
+			return err
+		}
+		_, err := tx.ExecContext(ctx, "ANALYZE work_items")
+		return err
+	})
+	if err != nil {
 		// The planner keeps the statistics it had; autovacuum will read
 		// them again.
 		r.logger.Warn("read the statistics of work items", "err", err)
