@@ -13,6 +13,7 @@ import (
 	"connectrpc.com/connect/v2"
 	"connectrpc.com/connect/v2/connecthttp"
 	"google.golang.org/protobuf/types/known/structpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	casarev1 "github.com/casarerpa/casare/rpc/casare/v1"
 	"github.com/casarerpa/casare/rpc/casare/v1/casarev1connect"
@@ -161,6 +162,25 @@ func TestWorkQueueTrigger(t *testing.T) {
 		if c := stats.GetStats().GetCounts(); c["DELETED"] != 10 || c["NEW"] != 0 || len(c) != 7 {
 			t.Errorf("counts = %v, want 10 DELETED and every status", c)
 		}
+
+		// Deferred items are NEW but not to be taken yet: no job starts
+		// for them until they may be.
+		later := items(2, "later-")
+		for _, it := range later {
+			it.DeferUntil = timestamppb.New(time.Now().Add(time.Hour))
+		}
+		deferred, err := qs.queues.AddWorkItems(ctx, &casarev1.AddWorkItemsRequest{Queue: "orders", Items: later})
+		if err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(1500 * time.Millisecond)
+		if jobs := qs.triggerJobs(t, "orders"); len(jobs) != 3 {
+			t.Fatalf("the trigger started %d jobs for items deferred an hour", len(jobs)-3)
+		}
+		if _, err := qs.queues.DeferWorkItems(ctx, &casarev1.DeferWorkItemsRequest{Ids: deferred.GetIds()}); err != nil {
+			t.Fatal(err)
+		}
+		waitUntil(t, "a job once the items may be taken", 10*time.Second, func() bool { return len(qs.triggerJobs(t, "orders")) == 4 })
 	})
 }
 

@@ -307,6 +307,19 @@ func (r *Registry) TriggeredWorkQueues(ctx context.Context) ([]WorkQueue, error)
 	return rows, nil
 }
 
+// TakeableWorkItems counts the queue's NEW items that may be taken now
+// (not deferred), up to limit: what a queue trigger has work for. The
+// counters count deferred items as NEW too.
+func (r *Registry) TakeableWorkItems(ctx context.Context, queue string, limit int64) (int64, error) {
+	n, err := r.db.NewSelect().TableExpr("(?) AS t", r.db.NewSelect().Model((*WorkItem)(nil)).ColumnExpr("1").
+		Where("queue = ?", queue).Where("status = ?", ItemNew).
+		Where("defer_until IS NULL OR defer_until <= ?", now()).Limit(limit)).Count(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("count the items of %s to take: %w", queue, err)
+	}
+	return int64(n), nil
+}
+
 // shard picks the counter shard a transaction adds to.
 func (r *Registry) shard() int {
 	if r.dialect != "postgres" {

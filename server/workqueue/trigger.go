@@ -143,16 +143,25 @@ func (t *Triggers) pass(ctx context.Context) error {
 	}
 	for i := range queues {
 		q := &queues[i]
-		waiting := stats[q.Name].Counts[registry.ItemNew]
-		if waiting == 0 || waiting < int64(max(q.TriggerMinItems, 1)) {
+		minItems, perJob, maxJobs := int64(max(q.TriggerMinItems, 1)), int64(max(q.TriggerItemsPerJob, 1)), int64(max(q.TriggerMaxJobs, 1))
+		if stats[q.Name].Counts[registry.ItemNew] < minItems {
+			continue
+		}
+		// The counters count deferred items as NEW: a job started for
+		// them would find nothing to take, and the next pass would start
+		// another. Counted up to what could start every job it may.
+		waiting, err := t.reg.TakeableWorkItems(ctx, q.Name, max(minItems, perJob*maxJobs))
+		if err != nil {
+			return err
+		}
+		if waiting < minItems {
 			continue
 		}
 		active, err := t.reg.CountActiveJobs(ctx, CreatedBy(q.Name))
 		if err != nil {
 			return err
 		}
-		perJob := int64(max(q.TriggerItemsPerJob, 1))
-		want := min((waiting+perJob-1)/perJob, int64(max(q.TriggerMaxJobs, 1)))
+		want := min((waiting+perJob-1)/perJob, maxJobs)
 		for n := int64(active); n < want; n++ {
 			if err := t.start(ctx, q); err != nil {
 				t.started.WithLabelValues(q.Name, "failed").Inc()
