@@ -50,6 +50,10 @@ type Registry struct {
 	// on both dialects.
 	transitions *group[Transition, TransitionResult]
 	progress    *group[ProgressNote, progressResult]
+	// takes takes work items for many jobs together on PostgreSQL.
+	takes *group[takeRequest, takeResult]
+	// completes completes work items of many jobs together on PostgreSQL.
+	completes *group[completeRequest, takeResult]
 	// jobFinished, when set, hears of every job that reached an end.
 	jobFinished func(*Job)
 	// itemStatsAt is when work_items' statistics were last read again
@@ -142,6 +146,10 @@ func Open(ctx context.Context, opts Options) (*Registry, error) {
 	}
 	r.transitions = newGroup(workers, func(t Transition) string { return t.JobID }, r.transitionBatch,
 		func(err error) TransitionResult { return TransitionResult{Err: err} })
+	r.takes = newGroup(workers, func(t takeRequest) string { return t.holder.JobID }, r.takeBatch,
+		func(err error) takeResult { return takeResult{err: err} })
+	r.completes = newGroup(workers, func(c completeRequest) string { return c.id }, r.completeBatch,
+		func(err error) takeResult { return takeResult{err: err} })
 	r.progress = newGroup(workers, func(p ProgressNote) string { return p.JobID }, r.progressBatch,
 		func(err error) progressResult { return progressResult{err: err} })
 	return r, nil
@@ -173,6 +181,8 @@ func (r *Registry) Close() error {
 	if r.transitions != nil {
 		r.transitions.close()
 		r.progress.close()
+		r.takes.close()
+		r.completes.close()
 	}
 	if r.inserter != nil {
 		r.inserter.close()

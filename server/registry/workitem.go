@@ -272,12 +272,10 @@ func (r *Registry) TakeWorkItem(ctx context.Context, h ItemHolder, queue string)
 	if r.dialect == "postgres" {
 		// The common case in one statement; the transaction below then
 		// only says why nothing was taken.
-		item, err := r.takeStatement(ctx, h, queue)
-		if err != nil || item != nil {
-			if err != nil {
-				err = fmt.Errorf("take the next item of %s: %w", queue, err)
-			}
-			return item, err
+		// Takes that arrive together share one statement and commit.
+		res := r.takes.do(ctx, takeRequest{holder: h, queue: queue})
+		if res.err != nil || res.item != nil {
+			return res.item, res.err
 		}
 	}
 	var item *WorkItem
@@ -354,12 +352,13 @@ func (r *Registry) CompleteWorkItem(ctx context.Context, h ItemHolder, id, outpu
 	if r.dialect == "postgres" {
 		// The common case in one statement; the transaction below then
 		// only says why it was refused.
-		item, err := r.completeStatement(ctx, h, id, output)
-		if err != nil || item != nil {
-			if err != nil {
-				err = fmt.Errorf("complete work item %s: %w", id, err)
+		// Completions that arrive together share one statement and commit.
+		res := r.completes.do(ctx, completeRequest{holder: h, id: id, output: output})
+		if res.err != nil || res.item != nil {
+			if res.err != nil {
+				return nil, fmt.Errorf("complete work item %s: %w", id, res.err)
 			}
-			return item, err
+			return res.item, nil
 		}
 	}
 	var item *WorkItem
