@@ -229,6 +229,7 @@ func (s *robotService) WatchRobots(ctx context.Context, _ *casarev1.WatchRobotsR
 	}
 	refresh := time.NewTimer(time.Hour)
 	refresh.Stop()
+	defer refresh.Stop()
 	armed := false
 	for {
 		select {

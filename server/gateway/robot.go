@@ -140,17 +140,19 @@ func (g *Gateway) serveRobot(ctx context.Context, conn *quic.Conn) {
 	}
 	log.Info("robot registered", "name", robot.Name, "version", hello.GetVersion(), "os", hello.GetOs())
 	g.Changed(id)
+	// The goroutines serving the robot's other streams, waited for below.
+	var streams sync.WaitGroup
 	if g.opts.Jobs != nil {
 		g.opts.Jobs.RobotUp(ctx, Robot{
 			ID: id, Name: robot.Name, Capabilities: hello.GetCapabilities(), Labels: labels,
 			MaxJobs: robot.MaxJobs, Draining: hello.GetDraining(), Running: hello.GetRunningJobs(),
 			Send: sess.send, ConnectedSince: sess.connectedSince,
 		})
-		go g.acceptUniStreams(ctx, sess, log)
+		streams.Go(func() { g.acceptUniStreams(ctx, sess, log) })
 	}
 	// Without WorkItems the calls are still read and refused, so a robot
 	// learns why its queue steps fail instead of waiting.
-	go g.acceptCalls(ctx, sess, log)
+	streams.Go(func() { g.acceptCalls(ctx, sess, log) })
 
 	lastSeen := now
 	reason := "disconnected"
@@ -191,18 +193,24 @@ func (g *Gateway) serveRobot(ctx context.Context, conn *quic.Conn) {
 		// The robot ended its stream: it has said all it will.
 		conn.CloseWithError(codeOK, "goodbye")
 	}
+	// The connection is closed: its streams end, and what they were
+	// writing is written before the robot is let go, and before Run,
+	// which waits for this, returns.
+	streams.Wait()
 	g.detach(ctx, sess, lastSeen, log, reason, lost)
 }
 
 // acceptUniStreams reads the unidirectional streams the robot opens (job
 // logs, artifacts), each on its own goroutine, until the connection ends.
 func (g *Gateway) acceptUniStreams(ctx context.Context, sess *session, log *slog.Logger) {
+	var readers sync.WaitGroup
+	defer readers.Wait()
 	for {
 		stream, err := sess.conn.AcceptUniStream(ctx)
 		if err != nil {
 			return
 		}
-		go func() {
+		readers.Go(func() {
 			defer stream.CancelRead(0)
 			frames := agentv1.NewFrameReader(stream)
 			hdr := &agentv1.UniStreamHeader{}
@@ -225,7 +233,7 @@ func (g *Gateway) acceptUniStreams(ctx context.Context, sess *session, log *slog
 			default:
 				log.Warn("a stream of a kind this control plane does not know; ignored")
 			}
-		}()
+		})
 	}
 }
 

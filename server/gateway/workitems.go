@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/quic-go/quic-go"
@@ -51,6 +52,8 @@ func (g *Gateway) acceptCalls(ctx context.Context, sess *session, log *slog.Logg
 	stop := context.AfterFunc(sess.conn.Context(), cancel)
 	defer stop()
 	open := make(chan struct{}, MaxWorkItemCalls)
+	var calls sync.WaitGroup
+	defer calls.Wait()
 	for {
 		stream, err := sess.conn.AcceptStream(ctx)
 		if err != nil {
@@ -58,16 +61,18 @@ func (g *Gateway) acceptCalls(ctx context.Context, sess *session, log *slog.Logg
 		}
 		select {
 		case open <- struct{}{}:
-			go func() {
+			calls.Go(func() {
 				defer func() { <-open }()
 				g.serveCall(ctx, sess.robotID, stream, log)
-			}()
+			})
 		default:
 			// Answered on a goroutine: the write may wait for flow
 			// control. quic.Config's MaxIncomingStreams bounds how many
 			// such streams, and so goroutines, exist at once.
-			go answerCall(stream, refusal(codeResourceExhausted,
-				fmt.Sprintf("too many work-queue calls open at once: the limit is %d a robot; wait for one to end", MaxWorkItemCalls)), log)
+			calls.Go(func() {
+				answerCall(stream, refusal(codeResourceExhausted,
+					fmt.Sprintf("too many work-queue calls open at once: the limit is %d a robot; wait for one to end", MaxWorkItemCalls)), log)
+			})
 		}
 	}
 }
