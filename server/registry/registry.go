@@ -51,9 +51,9 @@ type Registry struct {
 	transitions *group[Transition, TransitionResult]
 	progress    *group[ProgressNote, progressResult]
 	// takes takes work items for many jobs together on PostgreSQL.
-	takes *group[takeRequest, takeResult]
+	takes *group[takeRequest, itemResult]
 	// completes completes work items of many jobs together on PostgreSQL.
-	completes *group[completeRequest, takeResult]
+	completes *group[completeRequest, itemResult]
 	// jobFinished, when set, hears of every job that reached an end.
 	jobFinished func(*Job)
 	// itemStatsAt is when work_items' statistics were last read again
@@ -147,9 +147,9 @@ func Open(ctx context.Context, opts Options) (*Registry, error) {
 	r.transitions = newGroup(workers, func(t Transition) string { return t.JobID }, r.transitionBatch,
 		func(err error) TransitionResult { return TransitionResult{Err: err} })
 	r.takes = newGroup(workers, func(t takeRequest) string { return t.holder.JobID }, r.takeBatch,
-		func(err error) takeResult { return takeResult{err: err} })
+		func(err error) itemResult { return itemResult{err: err} })
 	r.completes = newGroup(workers, func(c completeRequest) string { return c.id }, r.completeBatch,
-		func(err error) takeResult { return takeResult{err: err} })
+		func(err error) itemResult { return itemResult{err: err} })
 	r.progress = newGroup(workers, func(p ProgressNote) string { return p.JobID }, r.progressBatch,
 		func(err error) progressResult { return progressResult{err: err} })
 	return r, nil

@@ -13,9 +13,10 @@ type takeRequest struct {
 	queue  string
 }
 
-// takeResult is a take's outcome in a batch: the item, or nil when the
-// batch gave none (the caller then asks on its own, which says why).
-type takeResult struct {
+// itemResult is the outcome of a take or a completion in a batch: the
+// item, or nil when the batch gave none (the caller then asks on its own,
+// which says why).
+type itemResult struct {
 	item *WorkItem
 	err  error
 }
@@ -46,8 +47,8 @@ cnt AS (INSERT INTO work_queue_counts AS c (queue, status, shard, n, duration_ms
 SELECT * FROM upd`
 
 // takeBatch runs a batch of takes: one statement for each queue asked.
-func (r *Registry) takeBatch(ctx context.Context, reqs []takeRequest) []takeResult {
-	out := make([]takeResult, len(reqs))
+func (r *Registry) takeBatch(ctx context.Context, reqs []takeRequest) []itemResult {
+	out := make([]itemResult, len(reqs))
 	byQueue := map[string][]int{}
 	for i, req := range reqs {
 		byQueue[req.queue] = append(byQueue[req.queue], i)
@@ -119,8 +120,8 @@ SELECT * FROM upd`
 
 // completeBatch runs a batch of completions in one statement; a request it
 // gave no item is answered nil, for the caller to ask why on its own.
-func (r *Registry) completeBatch(ctx context.Context, reqs []completeRequest) []takeResult {
-	out := make([]takeResult, len(reqs))
+func (r *Registry) completeBatch(ctx context.Context, reqs []completeRequest) []itemResult {
+	out := make([]itemResult, len(reqs))
 	n := len(reqs)
 	num, ids, jobs, attempts, robots, outputs := make([]int32, n), make([]string, n), make([]string, n), make([]int32, n), make([]string, n), make([]string, n)
 	for i, req := range reqs {
