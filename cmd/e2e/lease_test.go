@@ -63,6 +63,9 @@ func TestCutOffRobotStopsItsJobWithinItsLease(t *testing.T) {
 	if n := strings.Count(cut.log.String(), `msg="stopping the robot's jobs: cut off from the control plane`); n != 1 {
 		t.Fatalf("cut logged the lease running out %d times, want once:\n%s", n, cut.log.String())
 	}
+	// spare starts the job as it accepts it; the accept is recorded a
+	// moment later.
+	f.wait(job.GetId(), casarev1.JobStatus_JOB_STATUS_RUNNING, 10*time.Second)
 	got, events := f.get(job.GetId())
 	if got.GetStatus() != casarev1.JobStatus_JOB_STATUS_RUNNING || got.GetAttempt() != 2 || f.ids[got.GetRobotId()] != "spare" {
 		t.Fatalf("the job is %s on attempt %d on %q, want RUNNING on attempt 2 on spare; events:\n%s", got.GetStatus(), got.GetAttempt(), f.ids[got.GetRobotId()], eventsText(events))
